@@ -1,0 +1,1 @@
+//! GitHub-shaped REST API and smart-HTTP git server.

@@ -1,0 +1,1 @@
+//! Kubernetes API server with a fake Job controller and kubelet.

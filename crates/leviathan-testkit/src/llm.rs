@@ -1,0 +1,1 @@
+//! Scripted LLM server (Anthropic Messages API and OpenAI chat completions).
