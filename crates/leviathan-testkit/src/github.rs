@@ -1,1 +1,0 @@
-//! GitHub-shaped REST API and smart-HTTP git server.
