@@ -1,1 +1,0 @@
-//! Kubernetes API server with a fake Job controller and kubelet.
