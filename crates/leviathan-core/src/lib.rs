@@ -1,1 +1,44 @@
-//! core
+//! Leviathan's core: the model, the event catalogue, canonical hashing and chain verification,
+//! the pure projection into a graph, backlog and target parsing, path rules, the backend traits,
+//! in-memory backends and (feature `testkit`) the conformance suite every backend runs.
+//!
+//! This crate does no network I/O and knows no backend; backends, the API, the worker and the
+//! executors depend on it, never the other way round.
+#![warn(missing_docs)]
+
+pub mod backlog;
+pub mod canonical;
+pub mod catalogue;
+pub mod chain;
+pub mod digest;
+pub mod event;
+pub mod executor;
+pub mod graph;
+pub mod id;
+pub mod ledger;
+pub mod memory;
+pub mod model;
+pub mod paths;
+pub mod store;
+pub mod target;
+mod text;
+pub mod timestamp;
+
+#[cfg(feature = "testkit")]
+pub mod conformance;
+#[cfg(feature = "testkit")]
+pub mod fixtures;
+
+pub use catalogue::{EventBody, Payload, PayloadError, StreamId};
+pub use chain::{ChainBreak, ChainFault, ChainReport, ChainVerifier};
+pub use digest::Sha256Digest;
+pub use event::{Event, Head, NewEvent};
+pub use executor::{AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError};
+pub use graph::{Graph, GraphSummary};
+pub use id::{AttemptId, EventId, TargetId, TaskId};
+pub use ledger::{Expectations, Ledger, LedgerError};
+pub use store::{
+    AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError,
+    ExpectedVersion, GraphStore, GraphStoreError,
+};
+pub use timestamp::Timestamp;

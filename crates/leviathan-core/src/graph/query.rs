@@ -1,0 +1,263 @@
+//! Read-side queries over the graph, answered from indexes rather than scans of the log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AttemptNode, Edge, EdgeKind, Graph, Node, NodeId, NodeKind, PullRequestNode, TargetNode,
+    TaskNode,
+};
+use crate::{
+    event::Head,
+    id::{AttemptId, TargetId, TaskId},
+    model::AttemptStatus,
+};
+
+/// Counts that describe a graph at a glance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphSummary {
+    /// Total nodes.
+    pub total_nodes: u64,
+    /// Total edges.
+    pub total_edges: u64,
+    /// Nodes per type (types with none are omitted).
+    pub nodes_by_type: BTreeMap<String, u64>,
+    /// Edges per type.
+    pub edges_by_type: BTreeMap<String, u64>,
+    /// Attempts per status.
+    pub attempts_by_status: BTreeMap<String, u64>,
+    /// Tasks per status.
+    pub tasks_by_status: BTreeMap<String, u64>,
+    /// Open pull requests.
+    pub open_prs: u64,
+    /// Events the projection could not accept.
+    pub anomalies: u64,
+    /// The last event folded.
+    pub checkpoint: Option<Head>,
+}
+
+/// A page request over attempts, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptQuery {
+    /// Only this target's attempts.
+    pub target: Option<TargetId>,
+    /// Only attempts in this status.
+    pub status: Option<AttemptStatus>,
+    /// At most this many (the caller caps it).
+    pub limit: usize,
+    /// Continue after this cursor (from a previous page).
+    pub cursor: Option<u64>,
+}
+
+impl Graph {
+    /// A node by id.
+    pub fn node(&self, id: &NodeId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// All nodes, in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// All edges, in id order.
+    pub fn edges(&self) -> impl Iterator<Item = &Edge> {
+        self.edges.values()
+    }
+
+    /// Edges leaving `from` (a range scan: edge ids start with `<from>:`).
+    pub fn edges_from<'a>(&'a self, from: &NodeId) -> impl Iterator<Item = &'a Edge> + use<'a> {
+        let prefix = format!("{from}:");
+        self.edges
+            .range(prefix.clone()..)
+            .take_while(move |(id, _)| id.starts_with(&prefix))
+            .map(|(_, e)| e)
+    }
+
+    /// A target.
+    pub fn target(&self, id: &TargetId) -> Option<&TargetNode> {
+        match self.nodes.get(&NodeId::target(id)) {
+            Some(Node::Target(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// All targets.
+    pub fn targets(&self) -> impl Iterator<Item = &TargetNode> {
+        self.nodes.values().filter_map(|n| match n {
+            Node::Target(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// A task.
+    pub fn task(&self, target: &TargetId, task: &TaskId) -> Option<&TaskNode> {
+        match self.nodes.get(&NodeId::task(target, task)) {
+            Some(Node::Task(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// A target's tasks, in id order.
+    pub fn tasks_of<'a>(&'a self, target: &TargetId) -> impl Iterator<Item = &'a TaskNode> + 'a {
+        self.index
+            .tasks_by_target
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| match self.nodes.get(id) {
+                Some(Node::Task(t)) => Some(t),
+                _ => None,
+            })
+    }
+
+    /// An attempt.
+    pub fn attempt(&self, id: &AttemptId) -> Option<&AttemptNode> {
+        match self.nodes.get(&NodeId::attempt(id)) {
+            Some(Node::Attempt(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// A task's attempts, oldest first.
+    pub fn attempts_of<'a>(
+        &'a self,
+        target: &TargetId,
+        task: &TaskId,
+    ) -> impl Iterator<Item = &'a AttemptNode> + 'a {
+        self.index
+            .attempts_by_task
+            .get(&NodeId::task(target, task))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.attempt(id))
+    }
+
+    /// Attempts that are created or running, oldest first.
+    pub fn live_attempts(&self) -> impl Iterator<Item = &AttemptNode> {
+        self.index
+            .attempts_by_created
+            .values()
+            .filter_map(|id| self.attempt(id))
+            .filter(|a| a.status.is_live())
+    }
+
+    /// A page of attempts, newest first, and the cursor of the next page.
+    pub fn attempts_page(&self, query: &AttemptQuery) -> (Vec<&AttemptNode>, Option<u64>) {
+        let upper = query.cursor.unwrap_or(u64::MAX);
+        let mut page = Vec::new();
+        let mut next = None;
+        for id in self
+            .index
+            .attempts_by_created
+            .range(..upper)
+            .rev()
+            .map(|(_, id)| id)
+        {
+            let Some(attempt) = self.attempt(id) else {
+                continue;
+            };
+            if query
+                .target
+                .as_ref()
+                .is_some_and(|t| t != &attempt.target_id)
+                || query.status.is_some_and(|s| s != attempt.status)
+            {
+                continue;
+            }
+            if page.len() == query.limit {
+                next = page.last().map(|a: &&AttemptNode| a.meta.created_seq);
+                break;
+            }
+            page.push(attempt);
+        }
+        (page, next)
+    }
+
+    /// Failed and timed-out attempts, most recently ended first.
+    pub fn failures<'a>(
+        &'a self,
+        target: Option<&'a TargetId>,
+    ) -> impl Iterator<Item = &'a AttemptNode> + 'a {
+        self.index
+            .ended_by_seq
+            .values()
+            .rev()
+            .filter_map(|id| self.attempt(id))
+            .filter(|a| matches!(a.status, AttemptStatus::Failed | AttemptStatus::TimedOut))
+            .filter(move |a| target.is_none_or(|t| t == &a.target_id))
+    }
+
+    /// A pull request.
+    pub fn pull_request(&self, target: &TargetId, number: u64) -> Option<&PullRequestNode> {
+        match self.nodes.get(&NodeId::pull_request(target, number)) {
+            Some(Node::PullRequest(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Open pull requests, optionally of one target.
+    pub fn open_pull_requests<'a>(
+        &'a self,
+        target: Option<&'a TargetId>,
+    ) -> impl Iterator<Item = &'a PullRequestNode> + 'a {
+        self.index
+            .open_prs
+            .iter()
+            .filter_map(|id| match self.nodes.get(id) {
+                Some(Node::PullRequest(p)) => Some(p),
+                _ => None,
+            })
+            .filter(move |p| target.is_none_or(|t| t == &p.target_id))
+    }
+
+    /// Nodes an attempt produced, of one kind.
+    pub fn produced_by<'a>(
+        &'a self,
+        attempt: &AttemptId,
+        kind: NodeKind,
+    ) -> impl Iterator<Item = &'a Node> + use<'a> {
+        self.edges_from(&NodeId::attempt(attempt))
+            .filter(|e| e.edge_type == EdgeKind::Produced)
+            .filter_map(|e| self.nodes.get(&e.to))
+            .filter(move |n| n.kind() == kind)
+    }
+
+    /// Counts by type and status.
+    pub fn summary(&self) -> GraphSummary {
+        let ix = &self.index;
+        let mut tasks_by_status = BTreeMap::new();
+        for node in self.nodes.values() {
+            if let Node::Task(t) = node {
+                *tasks_by_status
+                    .entry(t.status.as_str().to_owned())
+                    .or_insert(0) += 1;
+            }
+        }
+        GraphSummary {
+            total_nodes: self.nodes.len() as u64,
+            total_edges: self.edges.len() as u64,
+            nodes_by_type: ix
+                .node_counts
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), *v))
+                .collect(),
+            edges_by_type: ix
+                .edge_counts
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), *v))
+                .collect(),
+            attempts_by_status: ix
+                .attempt_status
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| (k.as_str().to_owned(), *v))
+                .collect(),
+            tasks_by_status,
+            open_prs: ix.open_prs.len() as u64,
+            anomalies: self.anomalies.len() as u64,
+            checkpoint: self.checkpoint,
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The ledger: an event log and its projection, kept in step.
+//!
+//! Everything that writes events goes through [`Ledger::ingest`], which validates a batch against
+//! the catalogue and against the current graph *before* appending it, and appends it under
+//! stream expectations so that a concurrent writer (another thread, another process) can never
+//! make the log hold an event the graph refused. The API, the scheduler and the CLI all use it,
+//! on any backend.
+
+use std::{collections::HashSet, sync::Arc};
+
+use tokio::sync::{Mutex, RwLock, RwLockReadGuard};
+
+use crate::{
+    catalogue::{self, StreamId},
+    event::{Head, NewEvent},
+    graph::Graph,
+    id::EventId,
+    store::{
+        AppendReceipt, AppendRequest, EventRejection, EventStore, EventStoreError, ExpectedVersion,
+        GraphStore, GraphStoreError,
+    },
+};
+
+/// What can go wrong with an ingest or a catch-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// Events were refused (by the catalogue or by the graph); nothing was appended.
+    #[error("{} event(s) refused: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<EventRejection>),
+    /// A caller-supplied stream expectation failed; nothing was appended.
+    #[error("stream `{stream}` is at version {actual}, expected {expected}")]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: StreamId,
+        /// The expectation.
+        expected: ExpectedVersion,
+        /// The stream's version.
+        actual: u64,
+    },
+    /// The event store failed.
+    #[error(transparent)]
+    EventStore(#[from] EventStoreError),
+    /// The graph store failed.
+    #[error(transparent)]
+    GraphStore(#[from] GraphStoreError),
+}
+
+impl LedgerError {
+    /// True when retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::EventStore(e) => e.is_transient(),
+            Self::GraphStore(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Which stream expectations an ingest appends under.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Expectations {
+    /// Derived from the graph the batch was validated against; if another writer got in first,
+    /// the batch is validated again against the newer graph (bounded retries).
+    #[default]
+    Derived,
+    /// The caller's own: a failed expectation is returned, never retried. The scheduler uses this
+    /// so that two schedulers planning from the same state cannot both dispatch.
+    Explicit(Vec<(StreamId, ExpectedVersion)>),
+}
+
+/// How often the projection is written to its [`GraphStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PersistPolicy {
+    /// Save after at least this many events were folded since the last save (1 = every ingest).
+    pub every_events: u64,
+}
+
+impl Default for PersistPolicy {
+    fn default() -> Self {
+        Self { every_events: 512 }
+    }
+}
+
+const MAX_DERIVED_RETRIES: usize = 16;
+const CATCH_UP_PAGE: usize = 1024;
+
+/// An event log, its projection and the store that persists the projection.
+#[derive(Debug)]
+pub struct Ledger {
+    events: Arc<dyn EventStore>,
+    graphs: Arc<dyn GraphStore>,
+    graph: RwLock<Graph>,
+    persist: PersistPolicy,
+    /// Serialises graph saves so deltas reach the graph store in order.
+    saving: Mutex<SaveState>,
+}
+
+#[derive(Debug, Default)]
+struct SaveState {
+    saved_seq: u64,
+}
+
+impl Ledger {
+    /// Opens a ledger: loads the persisted graph and catches up with the log from its checkpoint.
+    pub async fn open(
+        events: Arc<dyn EventStore>,
+        graphs: Arc<dyn GraphStore>,
+    ) -> Result<Self, LedgerError> {
+        Self::open_with(events, graphs, PersistPolicy::default()).await
+    }
+
+    /// [`Ledger::open`] with a persistence policy.
+    pub async fn open_with(
+        events: Arc<dyn EventStore>,
+        graphs: Arc<dyn GraphStore>,
+        persist: PersistPolicy,
+    ) -> Result<Self, LedgerError> {
+        let snapshot = graphs.load().await?;
+        let graph = Graph::from_snapshot(snapshot);
+        let saved_seq = graph.checkpoint_seq();
+        let ledger = Self {
+            events,
+            graphs,
+            graph: RwLock::new(graph),
+            persist,
+            saving: Mutex::new(SaveState { saved_seq }),
+        };
+        ledger.catch_up().await?;
+        Ok(ledger)
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        &self.events
+    }
+
+    /// The graph store.
+    pub fn graph_store(&self) -> &Arc<dyn GraphStore> {
+        &self.graphs
+    }
+
+    /// A read view of the graph (as of the last catch-up).
+    pub async fn graph(&self) -> RwLockReadGuard<'_, Graph> {
+        self.graph.read().await
+    }
+
+    /// Folds every event appended since the graph's checkpoint; returns how many.
+    pub async fn catch_up(&self) -> Result<u64, LedgerError> {
+        let mut folded = 0;
+        loop {
+            let mut graph = self.graph.write().await;
+            let after = graph.checkpoint_seq();
+            let page = self.events.read(after, CATCH_UP_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            let last_seq = last.seq;
+            for event in &page {
+                graph.apply(event);
+            }
+            folded += page.len() as u64;
+            drop(graph);
+            self.maybe_save(false).await?;
+            if page.len() < CATCH_UP_PAGE || last_seq == after {
+                break;
+            }
+        }
+        Ok(folded)
+    }
+
+    /// Validates and appends a batch; see the module docs.
+    pub async fn ingest(
+        &self,
+        events: Vec<NewEvent>,
+        expectations: Expectations,
+    ) -> Result<AppendReceipt, LedgerError> {
+        // Catalogue rules first: pure, and reported for every event at once.
+        let mut bodies = Vec::with_capacity(events.len());
+        let mut rejections = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            match catalogue::validate(event) {
+                Ok(valid) => bodies.push(valid.body),
+                Err(err) => rejections.push(EventRejection::from_payload(index, event, err)),
+            }
+        }
+        if !rejections.is_empty() {
+            return Err(LedgerError::Rejected(rejections));
+        }
+
+        let mut retries = 0;
+        loop {
+            self.catch_up().await?;
+            let request = {
+                let graph = self.graph.read().await;
+                let derived = match self.stage(&graph, &events, &bodies).await? {
+                    Staged::Accepted(expectations) => expectations,
+                    Staged::Rejected(rejections) => return Err(LedgerError::Rejected(rejections)),
+                };
+                let mut request = AppendRequest::new(events.clone());
+                request.expectations = match &expectations {
+                    Expectations::Derived => derived,
+                    Expectations::Explicit(given) => given.clone(),
+                };
+                request
+            };
+            match self.events.append(request).await {
+                Ok(receipt) => {
+                    self.fold_appended(&receipt).await?;
+                    return Ok(receipt);
+                }
+                Err(EventStoreError::WrongExpectedVersion {
+                    stream,
+                    expected,
+                    actual,
+                }) => {
+                    if matches!(expectations, Expectations::Explicit(_))
+                        || retries == MAX_DERIVED_RETRIES
+                    {
+                        return Err(LedgerError::WrongExpectedVersion {
+                            stream,
+                            expected,
+                            actual,
+                        });
+                    }
+                    retries += 1;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Validates new events against `graph`. Events already in the log (a retried bundle) are
+    /// recognised as duplicates and skipped; the store reports them in the receipt.
+    async fn stage(
+        &self,
+        graph: &Graph,
+        events: &[NewEvent],
+        bodies: &[catalogue::EventBody],
+    ) -> Result<Staged, LedgerError> {
+        let rejections = match Self::try_stage(graph, events, bodies, &HashSet::new()) {
+            Ok(expectations) => return Ok(Staged::Accepted(expectations)),
+            Err(rejections) => rejections,
+        };
+        // Only when something is refused is it worth asking the log which events it already has.
+        let ids: Vec<EventId> = events.iter().map(|e| e.event_id.clone()).collect();
+        let stored = self.events.find(&ids).await?;
+        if stored.is_empty() {
+            return Ok(Staged::Rejected(rejections));
+        }
+        let mut skip = HashSet::new();
+        let mut conflicts = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            if let Some(existing) = stored.iter().find(|s| s.event_id == event.event_id) {
+                if event.same_content(existing) {
+                    skip.insert(index);
+                } else {
+                    conflicts.push(EventRejection {
+                        index,
+                        event_id: Some(event.event_id.to_string()),
+                        event_type: event.event_type.clone(),
+                        field: "event_id".into(),
+                        reason: format!(
+                            "already used by seq {} with different content",
+                            existing.seq
+                        ),
+                    });
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            return Ok(Staged::Rejected(conflicts));
+        }
+        Ok(Self::try_stage(graph, events, bodies, &skip)
+            .map_or_else(Staged::Rejected, Staged::Accepted))
+    }
+
+    fn try_stage(
+        graph: &Graph,
+        events: &[NewEvent],
+        bodies: &[catalogue::EventBody],
+        skip: &HashSet<usize>,
+    ) -> Result<Vec<(StreamId, ExpectedVersion)>, Vec<EventRejection>> {
+        let mut stage = graph.stage();
+        let mut rejections = Vec::new();
+        for (index, (event, body)) in events.iter().zip(bodies).enumerate() {
+            if skip.contains(&index) {
+                continue;
+            }
+            if let Err(rejection) = stage.accept(event, body) {
+                rejections.push(EventRejection {
+                    index,
+                    event_id: Some(event.event_id.to_string()),
+                    event_type: event.event_type.clone(),
+                    field: rejection.field.unwrap_or_else(|| ".".into()),
+                    reason: rejection.reason,
+                });
+            }
+        }
+        if rejections.is_empty() {
+            Ok(stage
+                .expectations()
+                .into_iter()
+                .map(|(s, v)| (s, ExpectedVersion::at(v)))
+                .collect())
+        } else {
+            Err(rejections)
+        }
+    }
+
+    /// Folds a batch just appended: directly when nothing else landed in between, else by
+    /// catching up from the log.
+    async fn fold_appended(&self, receipt: &AppendReceipt) -> Result<(), LedgerError> {
+        {
+            let mut graph = self.graph.write().await;
+            match receipt.appended.first() {
+                Some(first) if first.seq == graph.checkpoint_seq() + 1 => {
+                    for event in &receipt.appended {
+                        graph.apply(event);
+                    }
+                }
+                Some(_) => {
+                    drop(graph);
+                    self.catch_up().await?;
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        self.maybe_save(false).await
+    }
+
+    /// Writes the projection's pending changes to the graph store now.
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.maybe_save(true).await
+    }
+
+    async fn maybe_save(&self, force: bool) -> Result<(), LedgerError> {
+        let mut saving = self.saving.lock().await;
+        let delta = {
+            let mut graph = self.graph.write().await;
+            let pending = graph.checkpoint_seq().saturating_sub(saving.saved_seq);
+            if pending == 0 || (!force && pending < self.persist.every_events) {
+                return Ok(());
+            }
+            graph.take_delta()
+        };
+        self.graphs.save(saving.saved_seq, &delta).await?;
+        saving.saved_seq = delta.checkpoint.map_or(0, |h| h.seq);
+        Ok(())
+    }
+
+    /// Replays the whole log into an empty graph and replaces the stored projection with it.
+    /// Returns the number of events folded.
+    pub async fn rebuild(&self) -> Result<u64, LedgerError> {
+        let mut saving = self.saving.lock().await;
+        let mut fresh = Graph::new();
+        let mut after = 0;
+        loop {
+            let page = self.events.read(after, CATCH_UP_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for event in &page {
+                fresh.apply(event);
+            }
+        }
+        self.graphs.clear().await?;
+        let delta = fresh.take_delta();
+        self.graphs.save(0, &delta).await?;
+        saving.saved_seq = fresh.checkpoint_seq();
+        let folded = fresh.checkpoint_seq();
+        *self.graph.write().await = fresh;
+        drop(saving);
+        self.catch_up().await?;
+        Ok(folded)
+    }
+
+    /// The log's head as the graph has folded it.
+    pub async fn checkpoint(&self) -> Option<Head> {
+        self.graph.read().await.checkpoint()
+    }
+
+    /// Appends events the caller already validated elsewhere (an import of an exported log),
+    /// without graph validation: the projection records what it cannot accept as anomalies.
+    pub async fn import(&self, events: Vec<NewEvent>) -> Result<AppendReceipt, LedgerError> {
+        let receipt = self.events.append(AppendRequest::new(events)).await?;
+        self.catch_up().await?;
+        Ok(receipt)
+    }
+}
+
+enum Staged {
+    Accepted(Vec<(StreamId, ExpectedVersion)>),
+    Rejected(Vec<EventRejection>),
+}

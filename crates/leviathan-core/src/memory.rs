@@ -1,0 +1,268 @@
+//! In-memory backends: the reference implementations of the three store traits, for tests,
+//! examples and ephemeral control planes (`memory:` store URL). Nothing survives the process.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::{
+    catalogue::StreamId,
+    digest::Sha256Digest,
+    event::{Event, Head},
+    graph::{Anomaly, Edge, GraphDelta, GraphSnapshot, Node, NodeId},
+    id::EventId,
+    store::{
+        AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError,
+        EventStream, GraphStore, GraphStoreError, StoredArtifact, follow,
+        sequencer::{Prefetched, Sequencer},
+        verify_content,
+    },
+};
+
+/// Locks a mutex, recovering from poisoning: every critical section below leaves the data
+/// consistent before it can panic, so a poisoned lock holds valid data.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    events: Vec<Event>,
+    by_id: HashMap<EventId, u64>,
+    streams: HashMap<StreamId, u64>,
+}
+
+/// An [`EventStore`] in memory. Cloning shares the log.
+#[derive(Clone, Debug)]
+pub struct MemoryEventStore {
+    log: Arc<Mutex<Log>>,
+    head: Arc<watch::Sender<u64>>,
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self {
+            log: Arc::default(),
+            head: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl MemoryEventStore {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the stored event at `seq` (tests of verification use it to tamper with the log).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn tamper(&self, seq: u64, f: impl FnOnce(&mut Event)) {
+        let mut log = lock(&self.log);
+        if let Some(event) = seq
+            .checked_sub(1)
+            .and_then(|i| log.events.get_mut(i as usize))
+        {
+            f(event);
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, EventStoreError> {
+        let prepared = request.prepare()?;
+        let mut log = lock(&self.log);
+        let mut known = Prefetched::default();
+        for id in prepared.event_ids() {
+            if let Some(&seq) = log.by_id.get(id) {
+                known
+                    .events
+                    .insert(id.clone(), log.events[(seq - 1) as usize].clone());
+            }
+        }
+        for stream in prepared.streams() {
+            if let Some(&v) = log.streams.get(stream) {
+                known.streams.insert(stream.clone(), v);
+            }
+        }
+        let mut sequencer = Sequencer::new(log.events.last().map(Event::head));
+        let sequenced = sequencer.sequence(&prepared, &known)?;
+        for e in &sequenced.events {
+            log.by_id.insert(e.event.event_id.clone(), e.event.seq);
+            if let Some((stream, version)) = &e.stream {
+                log.streams.insert(stream.clone(), *version);
+            }
+            log.events.push(e.event.clone());
+        }
+        let head = log.events.len() as u64;
+        drop(log);
+        self.head.send_replace(head);
+        Ok(sequenced.receipt())
+    }
+
+    async fn read(&self, after: u64, limit: usize) -> Result<Vec<Event>, EventStoreError> {
+        let log = lock(&self.log);
+        let start = (after as usize).min(log.events.len());
+        Ok(log.events[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn get(&self, event_id: &EventId) -> Result<Option<Event>, EventStoreError> {
+        let log = lock(&self.log);
+        Ok(log
+            .by_id
+            .get(event_id)
+            .map(|&seq| log.events[(seq - 1) as usize].clone()))
+    }
+
+    async fn head(&self) -> Result<Option<Head>, EventStoreError> {
+        Ok(lock(&self.log).events.last().map(Event::head))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, EventStoreError> {
+        Ok(lock(&self.log).streams.get(stream).copied().unwrap_or(0))
+    }
+
+    async fn subscribe(&self, after: u64) -> Result<EventStream, EventStoreError> {
+        Ok(follow(Arc::new(self.clone()), after, self.head.subscribe()))
+    }
+}
+
+/// The stored graph, keyed so that saving a delta costs its size, not the graph's.
+#[derive(Debug, Default)]
+struct StoredGraph {
+    nodes: BTreeMap<NodeId, Node>,
+    edges: BTreeMap<String, Edge>,
+    streams: BTreeMap<StreamId, u64>,
+    anomalies: Vec<Anomaly>,
+    checkpoint: Option<Head>,
+}
+
+/// A [`GraphStore`] in memory. Cloning shares the stored graph.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryGraphStore {
+    stored: Arc<Mutex<StoredGraph>>,
+}
+
+impl MemoryGraphStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl GraphStore for MemoryGraphStore {
+    async fn load(&self) -> Result<GraphSnapshot, GraphStoreError> {
+        let stored = lock(&self.stored);
+        Ok(GraphSnapshot {
+            nodes: stored.nodes.values().cloned().collect(),
+            edges: stored.edges.values().cloned().collect(),
+            streams: stored
+                .streams
+                .iter()
+                .map(|(s, v)| (s.clone(), *v))
+                .collect(),
+            anomalies: stored.anomalies.clone(),
+            checkpoint: stored.checkpoint,
+        })
+    }
+
+    async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
+        let mut stored = lock(&self.stored);
+        let current = stored.checkpoint.map_or(0, |h| h.seq);
+        if current != previous {
+            return Err(GraphStoreError::CheckpointConflict {
+                stored: current,
+                expected: previous,
+            });
+        }
+        for node in &delta.nodes {
+            stored.nodes.insert(node.id(), node.clone());
+        }
+        for edge in &delta.edges {
+            stored
+                .edges
+                .entry(edge.edge_id.clone())
+                .or_insert_with(|| edge.clone());
+        }
+        for (stream, version) in &delta.streams {
+            stored.streams.insert(stream.clone(), *version);
+        }
+        stored.anomalies.extend(delta.anomalies.iter().cloned());
+        stored.checkpoint = delta.checkpoint;
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
+        Ok(lock(&self.stored).checkpoint)
+    }
+
+    async fn clear(&self) -> Result<(), GraphStoreError> {
+        *lock(&self.stored) = StoredGraph::default();
+        Ok(())
+    }
+}
+
+/// An [`ArtifactStore`] in memory. Cloning shares the blobs.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryArtifactStore {
+    blobs: Arc<Mutex<HashMap<Sha256Digest, Bytes>>>,
+}
+
+impl MemoryArtifactStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Flips a bit of a stored blob (tests of read verification use it).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn corrupt(&self, sha256: &Sha256Digest) {
+        let mut blobs = lock(&self.blobs);
+        if let Some(blob) = blobs.get_mut(sha256) {
+            let mut bytes = blob.to_vec();
+            match bytes.first_mut() {
+                Some(b) => *b ^= 0x01,
+                None => bytes.push(0),
+            }
+            *blob = Bytes::from(bytes);
+        }
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for MemoryArtifactStore {
+    async fn put(&self, content: Bytes) -> Result<StoredArtifact, ArtifactError> {
+        let sha256 = Sha256Digest::of(&content);
+        let size = content.len() as u64;
+        let mut blobs = lock(&self.blobs);
+        let created = !blobs.contains_key(&sha256);
+        if created {
+            blobs.insert(sha256, content);
+        }
+        Ok(StoredArtifact {
+            sha256,
+            size,
+            created,
+        })
+    }
+
+    async fn get(&self, sha256: &Sha256Digest) -> Result<Bytes, ArtifactError> {
+        let blob = lock(&self.blobs)
+            .get(sha256)
+            .cloned()
+            .ok_or(ArtifactError::NotFound(*sha256))?;
+        verify_content(sha256, blob)
+    }
+
+    async fn exists(&self, sha256: &Sha256Digest) -> Result<bool, ArtifactError> {
+        Ok(lock(&self.blobs).contains_key(sha256))
+    }
+}

@@ -1,0 +1,538 @@
+//! Target configuration: where a target's repository is and the guardrails the scheduler enforces.
+//!
+//! Three shapes are accepted, and may be mixed:
+//! - this project's: `name`, `repo_url`, `default_branch`, `backlog_path`, `test_command`,
+//!   `autonomy: {enabled}`, `guardrails: {allowed_path_prefixes, max_open_prs,
+//!   max_running_attempts, max_attempts_per_task, circuit_breaker: {enabled,
+//!   consecutive_failures_threshold, cooldown_minutes}, timeout: {attempt_timeout_minutes},
+//!   retry: {initial_backoff_seconds, factor, max_backoff_seconds, jitter}}`;
+//! - the predecessor's target file (`local_cache_dir`, `contract_path`, `policy_path` accepted and
+//!   ignored);
+//! - the predecessor's flat autonomy file (`autonomy_enabled`, `target_id`, `target_repo_url`,
+//!   `target_branch`, `allowed_path_prefixes`, `max_open_prs`, `max_running_attempts`,
+//!   `max_attempts_per_task`, `circuit_breaker_failures`, `attempt_timeout_seconds`,
+//!   `backoff_seconds`; `control_plane_url`, `worker_image`, `worker_namespace`, `workspace_dir`
+//!   and `schedule_cron` accepted and ignored).
+//!
+//! Unknown keys are refused, so a typo cannot silently disable a guardrail. Autonomy fails closed:
+//! unless `autonomy.enabled` (or `autonomy_enabled`) is `true`, nothing is dispatched.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{backlog::DEFAULT_BACKLOG_PATH, id::TargetId, paths::PathRule};
+
+/// A target and its policy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TargetConfig {
+    /// The target id.
+    pub name: TargetId,
+    /// Clone URL.
+    pub repo_url: String,
+    /// Base branch.
+    pub default_branch: String,
+    /// Backlog location inside the repository.
+    pub backlog_path: String,
+    /// Default test command for tasks without one.
+    pub test_command: Option<String>,
+    /// The guardrails.
+    pub policy: Policy,
+}
+
+/// The scheduler's guardrails for one target.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Policy {
+    /// Nothing is dispatched unless this is true.
+    pub autonomy_enabled: bool,
+    /// Every `allowed_paths` entry of a dispatched task must lie under one of these (`/` = anywhere).
+    pub allowed_path_prefixes: Vec<String>,
+    /// No dispatch while this many of the target's PRs are open.
+    pub max_open_prs: u32,
+    /// Attempts of this target running at once.
+    pub max_running_attempts: u32,
+    /// Attempts per task before it is given up.
+    pub max_attempts_per_task: u32,
+    /// Backoff between attempts of a task.
+    pub retry: RetryPolicy,
+    /// Pause after consecutive failures.
+    pub circuit_breaker: CircuitPolicy,
+    /// Wall-clock budget of one attempt.
+    #[serde(with = "secs")]
+    pub attempt_timeout: Duration,
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Backoff after the first failure.
+    #[serde(with = "secs")]
+    pub initial: Duration,
+    /// Growth per further failure.
+    pub factor: f64,
+    /// Upper bound.
+    #[serde(with = "secs")]
+    pub max: Duration,
+    /// Full jitter: the actual delay is uniform in `[0, backoff]`.
+    pub jitter: bool,
+}
+
+/// The circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CircuitPolicy {
+    /// Off: failures never pause the target.
+    pub enabled: bool,
+    /// Consecutive failed attempts that open the circuit.
+    pub threshold: u32,
+    /// How long it stays open before one probe attempt may run.
+    #[serde(with = "secs")]
+    pub cooldown: Duration,
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Default for Policy {
+    /// The predecessor's documented DEV defaults, with autonomy off.
+    fn default() -> Self {
+        Self {
+            autonomy_enabled: false,
+            allowed_path_prefixes: Vec::new(),
+            max_open_prs: 1,
+            max_running_attempts: 1,
+            max_attempts_per_task: 3,
+            retry: RetryPolicy {
+                initial: Duration::from_secs(60),
+                factor: 2.0,
+                max: Duration::from_secs(3600),
+                jitter: true,
+            },
+            circuit_breaker: CircuitPolicy {
+                enabled: true,
+                threshold: 3,
+                cooldown: Duration::from_secs(30 * 60),
+            },
+            attempt_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+impl Policy {
+    /// True when every rule lies under one of the allowed prefixes.
+    pub fn in_scope<'a>(&self, rules: impl IntoIterator<Item = &'a PathRule>) -> bool {
+        let mut rules = rules.into_iter().peekable();
+        rules.peek().is_some()
+            && rules.all(|rule| {
+                self.allowed_path_prefixes
+                    .iter()
+                    .any(|prefix| prefix == "/" || rule.within_prefix(prefix))
+            })
+    }
+
+    /// The un-jittered backoff before retry number `retry` (1 for the first retry).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exp = self
+            .retry
+            .factor
+            .powi(retry.saturating_sub(1).min(64) as i32);
+        let secs = (self.retry.initial.as_secs_f64() * exp).min(self.retry.max.as_secs_f64());
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// Why a target configuration cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {location}: {message}")]
+pub struct TargetConfigError {
+    /// The configuration file.
+    pub file: String,
+    /// The field (`guardrails.max_open_prs`) or `root`.
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: Option<String>,
+    target_id: Option<String>,
+    repo_url: Option<String>,
+    target_repo_url: Option<String>,
+    default_branch: Option<String>,
+    target_branch: Option<String>,
+    backlog_path: Option<String>,
+    test_command: Option<String>,
+    autonomy: Option<RawAutonomy>,
+    autonomy_enabled: Option<bool>,
+    guardrails: Option<RawGuardrails>,
+    allowed_path_prefixes: Option<Vec<String>>,
+    max_open_prs: Option<u32>,
+    max_running_attempts: Option<u32>,
+    max_attempts_per_task: Option<u32>,
+    circuit_breaker_failures: Option<u32>,
+    attempt_timeout_seconds: Option<u64>,
+    backoff_seconds: Option<u64>,
+    // Accepted for compatibility with the predecessor's files; they configure nothing here.
+    #[serde(rename = "local_cache_dir")]
+    _local_cache_dir: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "contract_path")]
+    _contract_path: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "policy_path")]
+    _policy_path: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "control_plane_url")]
+    _control_plane_url: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "worker_image")]
+    _worker_image: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "worker_namespace")]
+    _worker_namespace: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "workspace_dir")]
+    _workspace_dir: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "schedule_cron")]
+    _schedule_cron: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutonomy {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuardrails {
+    allowed_path_prefixes: Option<Vec<String>>,
+    max_open_prs: Option<u32>,
+    max_running_attempts: Option<u32>,
+    max_attempts_per_task: Option<u32>,
+    circuit_breaker: Option<RawCircuit>,
+    timeout: Option<RawTimeout>,
+    retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCircuit {
+    enabled: Option<bool>,
+    consecutive_failures_threshold: Option<u32>,
+    cooldown_minutes: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeout {
+    attempt_timeout_minutes: Option<f64>,
+    attempt_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial_backoff_seconds: Option<f64>,
+    factor: Option<f64>,
+    max_backoff_seconds: Option<f64>,
+    jitter: Option<bool>,
+}
+
+/// Parses target configuration `text` read from `file`. `default_name` names the target when the
+/// file does not (the predecessor defaulted it to the argument used to find the file).
+pub fn parse_target_config(
+    file: &str,
+    text: &str,
+    default_name: Option<&str>,
+) -> Result<TargetConfig, TargetConfigError> {
+    let err = |location: &str, message: String| TargetConfigError {
+        file: file.to_owned(),
+        location: location.to_owned(),
+        message,
+    };
+    let raw: Raw = if text.trim().is_empty() {
+        Raw::default()
+    } else {
+        serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(
+            |e| {
+                let path = e.path().to_string();
+                let location = if path == "." { "root".to_owned() } else { path };
+                err(&location, e.inner().to_string())
+            },
+        )?
+    };
+
+    let pick =
+        |ours: Option<String>, theirs: Option<String>, ours_key: &str, theirs_key: &str| match (
+            ours, theirs,
+        ) {
+            (Some(a), Some(b)) if a != b => Err(err(
+                ours_key,
+                format!("conflicts with `{theirs_key}` ({b})"),
+            )),
+            (a, b) => Ok(a.or(b)),
+        };
+    let name = pick(raw.name, raw.target_id, "name", "target_id")?
+        .or_else(|| default_name.map(str::to_owned))
+        .ok_or_else(|| err("name", "missing (or `target_id`)".into()))?;
+    let name = TargetId::new(name).map_err(|e| err("name", e.to_string()))?;
+    let repo_url = pick(
+        raw.repo_url,
+        raw.target_repo_url,
+        "repo_url",
+        "target_repo_url",
+    )?
+    .filter(|u| !u.trim().is_empty())
+    .ok_or_else(|| err("repo_url", "missing (or `target_repo_url`)".into()))?;
+    let default_branch = pick(
+        raw.default_branch,
+        raw.target_branch,
+        "default_branch",
+        "target_branch",
+    )?
+    .unwrap_or_else(|| "main".into());
+
+    let g = raw.guardrails.unwrap_or_default();
+    let defaults = Policy::default();
+    let circuit = g.circuit_breaker.unwrap_or_default();
+    let timeout = g.timeout.unwrap_or_default();
+    let retry = g.retry.unwrap_or_default();
+    let positive = |location: &str, v: u32| {
+        if v == 0 {
+            Err(err(location, "must be at least 1".into()))
+        } else {
+            Ok(v)
+        }
+    };
+    let duration = |location: &str, secs: f64| {
+        Duration::try_from_secs_f64(secs).map_err(|_| {
+            err(
+                location,
+                format!("must be a non-negative number, got {secs}"),
+            )
+        })
+    };
+
+    let prefixes = g
+        .allowed_path_prefixes
+        .or(raw.allowed_path_prefixes)
+        .unwrap_or_default();
+    for (i, prefix) in prefixes.iter().enumerate() {
+        if prefix != "/" {
+            PathRule::parse(prefix)
+                .map_err(|e| err(&format!("allowed_path_prefixes[{i}]"), e.to_string()))?;
+        }
+    }
+    let policy = Policy {
+        autonomy_enabled: raw
+            .autonomy
+            .and_then(|a| a.enabled)
+            .or(raw.autonomy_enabled)
+            .unwrap_or(false),
+        allowed_path_prefixes: prefixes,
+        max_open_prs: positive(
+            "max_open_prs",
+            g.max_open_prs
+                .or(raw.max_open_prs)
+                .unwrap_or(defaults.max_open_prs),
+        )?,
+        max_running_attempts: positive(
+            "max_running_attempts",
+            g.max_running_attempts
+                .or(raw.max_running_attempts)
+                .unwrap_or(defaults.max_running_attempts),
+        )?,
+        max_attempts_per_task: positive(
+            "max_attempts_per_task",
+            g.max_attempts_per_task
+                .or(raw.max_attempts_per_task)
+                .unwrap_or(defaults.max_attempts_per_task),
+        )?,
+        retry: RetryPolicy {
+            initial: match retry.initial_backoff_seconds {
+                Some(s) => duration("guardrails.retry.initial_backoff_seconds", s)?,
+                None => raw
+                    .backoff_seconds
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.retry.initial),
+            },
+            factor: match retry.factor {
+                Some(f) if f.is_finite() && f >= 1.0 => f,
+                Some(f) => {
+                    return Err(err(
+                        "guardrails.retry.factor",
+                        format!("must be at least 1, got {f}"),
+                    ));
+                }
+                None => defaults.retry.factor,
+            },
+            max: match retry.max_backoff_seconds {
+                Some(s) => duration("guardrails.retry.max_backoff_seconds", s)?,
+                None => defaults.retry.max,
+            },
+            jitter: retry.jitter.unwrap_or(defaults.retry.jitter),
+        },
+        circuit_breaker: CircuitPolicy {
+            enabled: circuit.enabled.unwrap_or(defaults.circuit_breaker.enabled),
+            threshold: positive(
+                "guardrails.circuit_breaker.consecutive_failures_threshold",
+                circuit
+                    .consecutive_failures_threshold
+                    .or(raw.circuit_breaker_failures)
+                    .unwrap_or(defaults.circuit_breaker.threshold),
+            )?,
+            cooldown: match circuit.cooldown_minutes {
+                Some(m) => duration("guardrails.circuit_breaker.cooldown_minutes", m * 60.0)?,
+                None => defaults.circuit_breaker.cooldown,
+            },
+        },
+        attempt_timeout: match (
+            timeout.attempt_timeout_minutes,
+            timeout
+                .attempt_timeout_seconds
+                .or(raw.attempt_timeout_seconds),
+        ) {
+            (Some(m), _) => duration("guardrails.timeout.attempt_timeout_minutes", m * 60.0)?,
+            (None, Some(s)) => Duration::from_secs(s),
+            (None, None) => defaults.attempt_timeout,
+        },
+    };
+    if policy.attempt_timeout.is_zero() {
+        return Err(err(
+            "guardrails.timeout",
+            "the attempt timeout must be positive".into(),
+        ));
+    }
+    Ok(TargetConfig {
+        name,
+        repo_url,
+        default_branch,
+        backlog_path: raw
+            .backlog_path
+            .unwrap_or_else(|| DEFAULT_BACKLOG_PATH.to_owned()),
+        test_command: raw.test_command,
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_shape() {
+        let c = parse_target_config(
+            "demo.yaml",
+            r#"
+name: demo
+repo_url: https://example.com/o/demo.git
+autonomy: {enabled: true}
+guardrails:
+  allowed_path_prefixes: [docs/, tests/]
+  max_open_prs: 2
+  circuit_breaker: {consecutive_failures_threshold: 4, cooldown_minutes: 1.5}
+  timeout: {attempt_timeout_minutes: 2}
+  retry: {initial_backoff_seconds: 10, factor: 3, max_backoff_seconds: 100, jitter: false}
+"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.name, "demo");
+        assert_eq!(c.default_branch, "main");
+        assert!(c.policy.autonomy_enabled);
+        assert_eq!(c.policy.max_open_prs, 2);
+        assert_eq!(c.policy.circuit_breaker.threshold, 4);
+        assert_eq!(c.policy.circuit_breaker.cooldown, Duration::from_secs(90));
+        assert_eq!(c.policy.attempt_timeout, Duration::from_secs(120));
+        assert_eq!(c.policy.backoff(1), Duration::from_secs(10));
+        assert_eq!(c.policy.backoff(2), Duration::from_secs(30));
+        assert_eq!(c.policy.backoff(5), Duration::from_secs(100));
+    }
+
+    #[test]
+    fn predecessor_autonomy_shape() {
+        let c = parse_target_config(
+            "dev.yaml",
+            "autonomy_enabled: true\ntarget_id: radix\ntarget_repo_url: https://github.com/o/radix.git\ntarget_branch: main\n\
+             allowed_path_prefixes: [.leviathan/, docs/]\nmax_open_prs: 1\nmax_running_attempts: 1\nmax_attempts_per_task: 2\n\
+             circuit_breaker_failures: 2\nschedule_cron: \"*/5 * * * *\"\nattempt_timeout_seconds: 900\n\
+             control_plane_url: http://cp:8000\nworker_image: leviathan-worker:local\nworker_namespace: leviathan\nworkspace_dir: /workspace\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.name, "radix");
+        assert_eq!(c.policy.max_attempts_per_task, 2);
+        assert_eq!(c.policy.circuit_breaker.threshold, 2);
+        assert_eq!(c.policy.attempt_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn predecessor_target_file_and_default_name() {
+        let c = parse_target_config(
+            "radix.yaml",
+            "repo_url: git@github.com:o/radix.git\ndefault_branch: main\nlocal_cache_dir: ~/.leviathan/targets/radix\n\
+             contract_path: .leviathan/contract.yaml\nbacklog_path: .leviathan/backlog.yaml\npolicy_path: .leviathan/policy.yaml\n",
+            Some("radix"),
+        )
+        .unwrap();
+        assert_eq!(c.name, "radix");
+        assert!(
+            !c.policy.autonomy_enabled,
+            "autonomy fails closed when not enabled explicitly"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let e = parse_target_config("t.yaml", "name: x\nrepo_url: u\nmax_open_pr: 1\n", None)
+            .unwrap_err();
+        assert_eq!(e.file, "t.yaml");
+        assert!(e.message.contains("unknown field `max_open_pr`"), "{e}");
+        let e = parse_target_config(
+            "t.yaml",
+            "name: x\nrepo_url: u\nguardrails: {max_open_prs: -1}\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.location, "guardrails.max_open_prs");
+        let e = parse_target_config("t.yaml", "name: x\nrepo_url: u\nmax_open_prs: 0\n", None)
+            .unwrap_err();
+        assert_eq!(e.location, "max_open_prs");
+        let e = parse_target_config("t.yaml", "name: x\n", None).unwrap_err();
+        assert_eq!(e.location, "repo_url");
+        let e = parse_target_config("t.yaml", "name: x\ntarget_id: y\nrepo_url: u\n", None)
+            .unwrap_err();
+        assert_eq!(e.location, "name");
+        let e = parse_target_config(
+            "t.yaml",
+            "name: x\nrepo_url: u\nallowed_path_prefixes: [../]\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.location, "allowed_path_prefixes[0]");
+    }
+
+    #[test]
+    fn scope() {
+        let policy = Policy {
+            allowed_path_prefixes: vec!["docs/".into()],
+            ..Policy::default()
+        };
+        let docs = PathRule::parse("docs/a.md").unwrap();
+        let src = PathRule::parse("src/a.rs").unwrap();
+        assert!(policy.in_scope([&docs]));
+        assert!(!policy.in_scope([&docs, &src]));
+        assert!(
+            !policy.in_scope([]),
+            "a task without paths is never in scope"
+        );
+        let anywhere = Policy {
+            allowed_path_prefixes: vec!["/".into()],
+            ..Policy::default()
+        };
+        assert!(anywhere.in_scope([&src]));
+    }
+}
