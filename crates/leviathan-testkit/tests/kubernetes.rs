@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, future::Future, path::Path, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::{
     ByteString,
     api::{
@@ -28,8 +28,15 @@ const SHELL_IMAGE: &str = "shell:local";
 const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn start() -> (FakeKubernetes, Client) {
-    let options = FakeKubernetesOptions::new()
+    start_with(FakeKubernetesOptions::new()).await
+}
+
+/// Starts a fake with the shell image, an option env var and a short grace period on top of
+/// `options`, and a client whose default namespace is [`NS`].
+async fn start_with(options: FakeKubernetesOptions) -> (FakeKubernetes, Client) {
+    let options = options
         .image(SHELL_IMAGE, "/bin/sh")
+        .env("FROM_OPTIONS", "yes")
         .termination_grace_period(Duration::from_secs(5));
     let fake = FakeKubernetes::start(options)
         .await
@@ -236,6 +243,8 @@ async fn job_completes_with_termination_message_logs_and_translated_paths() {
     let from = fake.resource_version().to_string();
     let script = r#"echo hi; echo oops >&2
         case "$REPO" in /workspace*) echo untranslated;; esac
+        [ "$FROM_OPTIONS" = yes ] || echo no-option-env
+        [ "$PWD" != / ] && [ -d "$HOME" ] || echo no-sandbox
         mkdir -p "$REPO" && echo kept > "$REPO/file" && [ "$(cat "$WORKSPACE/repo/file")" = kept ] || echo broken
         echo done > "$TERM_PATH""#;
     let created = jobs
@@ -595,6 +604,20 @@ async fn active_deadline_kills_the_process_group() {
     assert_eq!(Some(&processes[0].pod), running.metadata.name.as_ref());
     let pid = processes[0].pid;
     assert!(is_alive(pid));
+    let pod_name = running.metadata.name.clone().unwrap();
+    let follow = LogParams {
+        follow: true,
+        ..LogParams::default()
+    };
+    let mut lines = pods
+        .log_stream(&pod_name, &follow)
+        .await
+        .expect("follow logs")
+        .lines();
+    let first = within("the first log line", lines.try_next())
+        .await
+        .expect("read");
+    assert_eq!(first.as_deref(), Some("started"));
 
     let job = run_to_end(&jobs, "slow").await;
     assert_eq!(
@@ -608,6 +631,10 @@ async fn active_deadline_kills_the_process_group() {
         (Some("Failed"), Some("DeadlineExceeded"))
     );
     assert!(!is_alive(pid), "the container's main process is gone");
+    let rest = within("the followed log to end", lines.try_next())
+        .await
+        .expect("read");
+    assert_eq!(rest, None, "following stops when the container is gone");
     assert!(
         fake.stray_processes().is_empty(),
         "the background sleep is gone too"
@@ -1188,6 +1215,80 @@ async fn discovery_and_version_work_for_kube() {
     assert!(
         kinds.contains(&"Pod".to_owned()) && kinds.contains(&"Secret".to_owned()),
         "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn mapped_image_substitutes_its_entrypoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entrypoint = dir.path().join("leviathan");
+    std::fs::write(&entrypoint, "#!/bin/sh\necho \"$0 $*\"\n").expect("write entrypoint");
+    let mut permissions = std::fs::metadata(&entrypoint).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&entrypoint, permissions).expect("chmod");
+    let options = FakeKubernetesOptions::new().image("leviathan-worker:local", &entrypoint);
+    let (_fake, client) = start_with(options).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+
+    let strings = |items: &[&str]| Some(items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    let cases = [
+        (
+            "by-name",
+            strings(&["/usr/local/bin/leviathan", "worker"]),
+            strings(&["/workspace/x"]),
+        ),
+        (
+            "no-command",
+            None,
+            strings(&["worker", "--dir", "/workspace"]),
+        ),
+        (
+            "other-command",
+            strings(&["/bin/echo", "plain"]),
+            strings(&["/workspace/y"]),
+        ),
+    ];
+    for (name, command, args) in cases.clone() {
+        let mut job = shell_job(name, "unused");
+        let worker = container(&mut job);
+        worker.image = Some("leviathan-worker:local".to_owned());
+        worker.command = command;
+        worker.args = args;
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .expect("create");
+    }
+    let mut logs = BTreeMap::new();
+    for (name, _, _) in cases {
+        assert!(
+            condition(&run_to_end(&jobs, name).await, "Complete").is_some(),
+            "{name}"
+        );
+        let pod = pod_of(&pods, name).await.metadata.name.unwrap();
+        logs.insert(
+            name,
+            pods.logs(&pod, &LogParams::default()).await.expect("logs"),
+        );
+    }
+    let exe = entrypoint.display().to_string();
+    let by_name: Vec<&str> = logs["by-name"].split_whitespace().collect();
+    assert_eq!(by_name[..2], [exe.as_str(), "worker"]);
+    assert!(
+        by_name[2].ends_with("/x") && !by_name[2].starts_with("/workspace"),
+        "{by_name:?}"
+    );
+    let no_command: Vec<&str> = logs["no-command"].split_whitespace().collect();
+    assert_eq!(no_command[..3], [exe.as_str(), "worker", "--dir"]);
+    assert!(Path::new(no_command[3]).is_absolute() && no_command[3] != "/workspace");
+    let other: Vec<&str> = logs["other-command"].split_whitespace().collect();
+    assert_eq!(
+        other[0], "plain",
+        "a command that is not the entrypoint runs as given"
+    );
+    assert!(
+        other[1].ends_with("/y") && !other[1].starts_with("/workspace"),
+        "{other:?}"
     );
 }
 

@@ -718,7 +718,9 @@ impl WatchStream {
                 }
             };
             let woke = tokio::select! {
-                changed = self.changes.changed() => if changed.is_ok() { Wake::Changed } else { Wake::End },
+                changed = self.changes.changed() => {
+                    if changed.is_ok() { Wake::Changed } else { Wake::End }
+                }
                 _ = self.cut.changed() => Wake::End,
                 _ = self.limit_rx.changed() => Wake::LimitChanged,
                 () = expired => Wake::TimedOut,

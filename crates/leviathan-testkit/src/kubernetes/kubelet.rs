@@ -456,8 +456,9 @@ fn completed_conditions() -> Vec<PodCondition> {
 
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
-/// Ends a pod whose container never started.
-fn end_unstarted(cluster: &Cluster, key: &Key, reason: Stop) -> PodOutcome {
+/// Records why a stopped pod ended: deletion leaves the status alone, a deadline marks the pod
+/// Failed with reason `DeadlineExceeded`.
+fn end_stopped(cluster: &Cluster, key: &Key, reason: Stop) -> PodOutcome {
     match reason {
         Stop::Delete { .. } => PodOutcome::Deleted,
         Stop::Deadline { .. } => {
@@ -506,7 +507,7 @@ async fn lifecycle(
             );
         });
         let reason = stopped(stop).await;
-        return end_unstarted(cluster, key, reason);
+        return end_stopped(cluster, key, reason);
     }
     cluster.store.update::<Pod>(key, |pod| {
         pod.spec.get_or_insert_with(Default::default).node_name = Some(NODE_NAME.to_owned());
@@ -535,7 +536,7 @@ async fn lifecycle(
     if !delay.is_zero() {
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            reason = stopped(stop) => return end_unstarted(cluster, key, reason),
+            reason = stopped(stop) => return end_stopped(cluster, key, reason),
         }
     }
 
@@ -547,7 +548,7 @@ async fn lifecycle(
         set_waiting(cluster, key, &container, "ErrImagePull", message);
         tokio::select! {
             () = tokio::time::sleep(cluster.options.image_pull_backoff) => {}
-            reason = stopped(stop) => return end_unstarted(cluster, key, reason),
+            reason = stopped(stop) => return end_stopped(cluster, key, reason),
         }
         set_waiting(
             cluster,
@@ -557,7 +558,7 @@ async fn lifecycle(
             format!("Back-off pulling image \"{image}\""),
         );
         let reason = stopped(stop).await;
-        return end_unstarted(cluster, key, reason);
+        return end_stopped(cluster, key, reason);
     };
 
     let mut changes = cluster.store.subscribe();
@@ -574,7 +575,7 @@ async fn lifecycle(
                 );
                 tokio::select! {
                     _ = changes.changed() => {}
-                    reason = stopped(stop) => return end_unstarted(cluster, key, reason),
+                    reason = stopped(stop) => return end_stopped(cluster, key, reason),
                 }
             }
         }
@@ -693,7 +694,7 @@ async fn run(
     }
     match stopped_by {
         Some(Stop::Delete { .. }) => PodOutcome::Deleted,
-        Some(reason @ Stop::Deadline { .. }) => end_unstarted(cluster, key, reason),
+        Some(reason @ Stop::Deadline { .. }) => end_stopped(cluster, key, reason),
         None if code == 0 => PodOutcome::Succeeded,
         None => PodOutcome::Failed,
     }

@@ -7,88 +7,103 @@
 //! The library does not depend on `kube`; callers build the client from [`FakeKubernetes::url`]:
 //!
 //! ```ignore
-//! let fake = FakeKubernetes::start(FakeKubernetesOptions::new().image("worker:local", "/bin/sh")).await?;
+//! let options = FakeKubernetesOptions::new().image("worker:local", "/bin/sh");
+//! let fake = FakeKubernetes::start(options).await?;
 //! let mut config = kube::Config::new(fake.url().parse()?);
 //! config.default_namespace = "leviathan".into();
 //! let client = kube::Client::try_from(config)?;
 //! ```
 //!
-//! `kubectl --server <url> get jobs -n <ns>` works too (legacy discovery, `meta.k8s.io/v1` Table output).
+//! `kubectl --server <url> get jobs -n <ns>` works too (legacy discovery, then `meta.k8s.io/v1`
+//! Table output); so do `kubectl get pods|secrets`, `kubectl logs` and `-o json|jsonpath`.
 //!
 //! # What is served
 //!
 //! - Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/batch`, `/apis/batch/v1`.
 //! - `batch/v1` Jobs; `v1` Pods (with `pods/{name}/log`), Secrets; Namespaces read-only.
-//!   Verbs: create, get, list (label and field selectors, `limit`/`continue`), watch, delete.
-//!   Patch and update are not served (405).
+//!   Verbs: create, get, list (label and field selectors, `limit`/`continue`), watch, delete,
+//!   also across namespaces (`/apis/batch/v1/jobs`). Patch and update are not served (405).
 //! - Namespaces are implicit: any namespace name is accepted and "exists".
-//! - One global, monotonically increasing resourceVersion; watches replay the history after the
-//!   requested version (410 `Expired` once [`FakeKubernetes::compact`] dropped it). Lists always
-//!   answer the current state: `resourceVersion`/`resourceVersionMatch` on a list are ignored.
-//!   `allowWatchBookmarks=true` gets a BOOKMARK when changes were all filtered out and before a
-//!   `timeoutSeconds` expiry; `sendInitialEvents=true` is honoured (streaming lists).
+//! - Errors are `meta/v1 Status` objects with the real codes and reasons (`NotFound`,
+//!   `AlreadyExists`, `Invalid`, `Forbidden`, `InternalError`, `BadRequest`, `Expired`).
+//! - One global, monotonically increasing resourceVersion. Watches replay the history after the
+//!   requested version (all of it is kept until [`FakeKubernetes::compact`], after which older
+//!   versions answer an ERROR event with a 410 `Expired` Status); without a version (or with
+//!   `0`) they start with ADDED events for the current objects. Lists always answer the current
+//!   state: `resourceVersion`/`resourceVersionMatch` on a list are ignored.
+//!   `allowWatchBookmarks=true` gets a BOOKMARK when a batch of changes was all filtered out and
+//!   before `timeoutSeconds` closes the stream; `sendInitialEvents=true` is honoured.
 //!
 //! # Jobs, pods and containers
 //!
-//! Each Job runs its pods one at a time: a pod is created (`<job>-<5 chars>`, with the `job-name`,
-//! `batch.kubernetes.io/job-name`, `controller-uid`, `batch.kubernetes.io/controller-uid` labels
-//! and an owner reference), and the next one only after a failure while `failed <= backoffLimit`
-//! (no backoff delay) or after a success while `succeeded < completions`; `parallelism`, indexed
-//! completion and pod failure policies are not modelled. `restartPolicy: OnFailure` is treated as
-//! `Never`. Only the first container of a pod runs (init and sidecar containers are ignored).
+//! Each Job runs its pods one at a time: a pod is created (`<job>-<5 chars>`, with the
+//! `job-name`, `batch.kubernetes.io/job-name`, `controller-uid` and
+//! `batch.kubernetes.io/controller-uid` labels plus the template's, and a controller owner
+//! reference), and the next one only after a failure while `failed <= backoffLimit` (without
+//! backoff delay) or after a success while `succeeded < completions`. `parallelism`, indexed
+//! completion, pod failure policies and resuming a suspended Job are not modelled;
+//! `restartPolicy: OnFailure` is treated as `Never`. Only the first container of a pod runs
+//! (init and sidecar containers are ignored). Pods created directly through the API run too.
 //!
 //! Pods move Pending (`PodScheduled`) → Running → Succeeded/Failed, each step a MODIFIED event.
-//! On `spec.activeDeadlineSeconds` the running container is killed and, unlike a real cluster
-//! (which deletes the pod), the pod is kept with phase Failed and reason `DeadlineExceeded` so its
-//! log stays readable; the Job gets `FailureTarget` and `Failed` with reason `DeadlineExceeded`.
-//! A pod deleted before it finished counts as failed for its Job.
+//! On `spec.activeDeadlineSeconds` the container is killed and, unlike a real cluster (which
+//! deletes the pod), the pod is kept with phase Failed and reason `DeadlineExceeded` so its log
+//! stays readable; the Job gets `FailureTarget` and `Failed` with reason `DeadlineExceeded`.
+//! A pod deleted before it finished counts as failed for its Job. `ttlSecondsAfterFinished`
+//! deletes the finished Job in the background.
 //!
 //! ## Image mapping
 //!
 //! [`FakeKubernetesOptions::image`] maps an image reference (compared as an exact string) to a
 //! host executable that stands for the image's entrypoint. The argv is:
 //! - `command` empty: `[executable] + args`;
-//! - `command[0]`'s file name equals the executable's file name (`leviathan` or
-//!   `/usr/local/bin/leviathan` for `.../target/debug/leviathan`): `[executable] + command[1..] + args`;
-//! - otherwise `command + args` run as given on the host, `command[0]` looked up in the container's
-//!   `PATH` (the image is taken to contain the host's tools, e.g. `/bin/sh`).
+//! - the file name of `command[0]` equals the executable's file name (`leviathan` or
+//!   `/usr/local/bin/leviathan` for `.../target/debug/leviathan`):
+//!   `[executable] + command[1..] + args`;
+//! - otherwise `command + args`, run as given on the host with `command[0]` looked up in the
+//!   container's `PATH` (the image is taken to contain the host's tools, e.g. `/bin/sh`).
 //!
 //! An image that is not mapped cannot be pulled: the container waits with `ErrImagePull`, then
 //! `ImagePullBackOff`, and never starts.
 //!
 //! ## Environment and path translation
 //!
-//! The process gets a clean environment: `PATH` (the test process's, or the usual container
-//! default), `HOME` (a per-pod temp dir), `HOSTNAME` (the pod name), `KUBERNETES_SERVICE_HOST`/`PORT`
-//! (this server), then the container's `envFrom` and `env` (`value`, `secretKeyRef`, `fieldRef`
-//! for `metadata.name|namespace|uid|labels['k']|annotations['k']`, `spec.nodeName`,
-//! `spec.serviceAccountName`, `status.podIP|hostIP`), then [`FakeKubernetesOptions::env`], which
-//! wins. A missing secret or key leaves the container waiting with `CreateContainerConfigError`
-//! until the secret appears; `configMapKeyRef` and `resourceFieldRef` are not supported (same error).
+//! The process gets a clean environment: `PATH` (the test process's, else the usual container
+//! default), `HOME` (a per-pod temp dir), `HOSTNAME` (the pod name),
+//! `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT` (this server), then the container's
+//! `envFrom` (`secretRef`) and `env` (`value`; `secretKeyRef`; `fieldRef` for `metadata.name`,
+//! `metadata.namespace`, `metadata.uid`, `metadata.labels['k']`, `metadata.annotations['k']`,
+//! `spec.nodeName`, `spec.serviceAccountName`, `status.podIP`, `status.hostIP`), then
+//! [`FakeKubernetesOptions::env`], which wins. A missing secret or key leaves the container
+//! waiting with `CreateContainerConfigError` (`secret "x" not found`) until the secret appears;
+//! `configMapKeyRef`, `configMapRef` and `resourceFieldRef` get the same error unless optional.
 //! `$(VAR)` references are not expanded.
 //!
-//! Each volume (`emptyDir`; a `secret` volume gets the secret's keys as files; any other type an
-//! empty directory) is a host temp directory; `subPath` is a subdirectory. The termination message
-//! path (default `/dev/termination-log`) is a host temp file. Every env value, `command`/`args`
-//! element and `workingDir` is rewritten by one rule: a value **equal to** a `mountPath`, or
-//! **starting with** `<mountPath>/`, has that prefix replaced with the host directory (the longest
-//! matching mount wins); a value equal to the termination message path becomes the host file.
-//! Substrings elsewhere (`--dir=/work`) are not rewritten. The working directory is the translated
-//! `workingDir` when it lies in a mount, else a per-pod temp directory.
+//! Each volume is a host temp directory (a `secret` volume holds the secret's keys as files if
+//! the secret exists when the container starts; every other type starts empty); `subPath` is a
+//! subdirectory. The termination message path (default `/dev/termination-log`) is a host temp
+//! file. Every env value, `command`/`args` element and `workingDir` is rewritten by one rule: a
+//! value **equal to** a `mountPath`, or **starting with** `<mountPath>/`, has that prefix
+//! replaced with the host directory (the longest matching mount wins); a value equal to the
+//! termination message path becomes the host file. Other occurrences (`--dir=/work`, text in a
+//! shell script) are not rewritten, so scripts should take paths from env vars. The working
+//! directory is the translated `workingDir` when it lies in a mount, else a per-pod temp dir.
 //!
-//! The process runs in its own process group with stdin closed and stdout and stderr on one pipe:
-//! that combined output is the pod log. When the main process exits, the rest of its group is
-//! killed (the container is gone). The terminated state's `message` is the termination file's
-//! content (at most 4096 bytes), or with `terminationMessagePolicy: FallbackToLogsOnError`, an empty
-//! file and a non-zero exit, the last 80 lines (at most 2048 bytes) of the log. Deleting a pod or its
-//! Job sends SIGTERM to the group, then SIGKILL after the grace period.
+//! The process runs in its own process group with stdin closed and stdout and stderr on one
+//! pipe: that combined output is the pod log. When the main process exits, the rest of its group
+//! is killed (the container is gone). The terminated state's `message` is the termination
+//! file's content (at most 4096 bytes), or with `terminationMessagePolicy:
+//! FallbackToLogsOnError`, an empty file and a non-zero exit, the last 80 lines (at most 2048
+//! bytes) of the log. Stopping a container (deletion, deadline) sends SIGTERM to the group, then
+//! SIGKILL after the grace period. All timers use tokio time, so they run under any runtime.
 //!
 //! # Deletion
 //!
-//! `propagationPolicy` comes from the DeleteOptions body or the query. Jobs default to `Orphan`, as
-//! batch/v1 does on a real server: pass `Background` or `Foreground` to stop the processes.
-//! `Foreground` sets `deletionTimestamp` and the `foregroundDeletion` finalizer, deletes the pods
-//! (killing their processes), then removes the finalizer and the Job, each step visible to watches.
+//! `propagationPolicy` comes from the DeleteOptions body or the query. Jobs default to
+//! `Orphan`, as batch/v1 does on a real server: pass `Background` or `Foreground` to stop the
+//! processes. `Foreground` sets `deletionTimestamp` and the `foregroundDeletion` finalizer,
+//! deletes the pods (killing their processes), then removes the finalizer and the Job, each step
+//! visible to watches. `Background` removes the Job at once, then its pods.
 
 mod api;
 mod controller;
@@ -119,7 +134,8 @@ pub use faults::InjectedFailure;
 
 use crate::server::TestServer;
 
-/// How the fake cluster runs containers. Built with chained setters from [`FakeKubernetesOptions::new`].
+/// How the fake cluster runs containers; built with chained setters from
+/// [`FakeKubernetesOptions::new`].
 #[derive(Clone, Debug)]
 pub struct FakeKubernetesOptions {
     images: BTreeMap<String, PathBuf>,
@@ -334,7 +350,8 @@ impl FakeKubernetes {
     }
 
     /// Pods created from now on whose labels match `label_selector` (API syntax, e.g.
-    /// `job-name=stuck`) are never scheduled: Pending with `PodScheduled=False`, reason `Unschedulable`.
+    /// `job-name=stuck`) are never scheduled: they stay Pending with `PodScheduled=False`,
+    /// reason `Unschedulable`.
     pub fn make_unschedulable(&self, label_selector: &str) -> anyhow::Result<()> {
         let selector =
             selector::LabelSelector::parse(label_selector).map_err(anyhow::Error::msg)?;

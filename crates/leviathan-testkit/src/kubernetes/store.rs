@@ -268,7 +268,8 @@ impl Store {
         self.read(|objects| K::collection(objects).get(key).cloned())
     }
 
-    /// Objects of a kind, optionally in one namespace, in key order, with the version they were read at.
+    /// Objects of a kind, optionally in one namespace, in key order, with the version they were
+    /// read at.
     pub(crate) fn list<K: StoredObject>(&self, namespace: Option<&str>) -> (Vec<K>, u64) {
         let state = self.lock();
         let items = K::collection(&state.objects)

@@ -29,7 +29,9 @@ pub(crate) fn render<K: Tabular>(items: &[K], metadata: ListMeta) -> Value {
         "description": "Name must be unique within a namespace.",
     })];
     columns.extend(K::columns().iter().map(|(name, type_, description)| {
-        json!({ "name": name, "type": type_, "format": "", "priority": 0, "description": description })
+        json!({
+            "name": name, "type": type_, "format": "", "priority": 0, "description": description,
+        })
     }));
     let now = seconds(&now());
     let rows: Vec<Value> = items
