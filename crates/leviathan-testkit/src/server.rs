@@ -27,7 +27,11 @@ impl TestServer {
                 tracing::warn!(%error, "test server stopped with an error");
             }
         });
-        Ok(Self { addr, shutdown: Some(tx), task: Some(task) })
+        Ok(Self {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     /// The bound socket address.

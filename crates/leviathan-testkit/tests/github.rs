@@ -1,4 +1,5 @@
 //! `FakeGitHub` driven only by real clients: the git CLI over smart HTTP and `octocrab`.
+#![cfg(feature = "github")]
 
 use std::{
     os::unix::fs::PermissionsExt as _,

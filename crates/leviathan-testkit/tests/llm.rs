@@ -1,5 +1,6 @@
 //! `ScriptedLlm` driven with reqwest exactly as a model client would, with the responses decoded
 //! into structs that mirror the providers' documented fields (unknown fields rejected).
+#![cfg(feature = "llm")]
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use leviathan_testkit::llm::{LlmReply, Provider, ScriptedLlm, files_envelope};
