@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod memory;
 pub mod model;
 pub mod paths;
+pub mod plan;
 pub mod store;
 pub mod target;
 mod text;

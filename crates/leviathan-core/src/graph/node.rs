@@ -266,6 +266,9 @@ pub struct TaskNode {
     pub consecutive_failures: u32,
     /// Earliest time of the next dispatch (retry backoff).
     pub not_before: Option<Timestamp>,
+    /// The last attempt failed transiently and no `retry.scheduled` has been recorded since:
+    /// the scheduler must choose a backoff before dispatching again.
+    pub awaiting_retry: bool,
     /// Provenance.
     pub meta: NodeMeta,
 }

@@ -279,6 +279,7 @@ impl Effect<'_, '_> {
                     task.status = TaskStatus::Pending;
                 }
                 task.last_failure = Some(failure.clone());
+                task.awaiting_retry = failure.class == FailureClass::Transient;
                 task.consecutive_failures += 1;
                 target.consecutive_failures += 1;
             }
@@ -361,6 +362,7 @@ impl Effect<'_, '_> {
                 last_failure: None,
                 consecutive_failures: 0,
                 not_before: None,
+                awaiting_retry: false,
                 meta: self.new_meta(),
             },
             Some(mut task) => {
@@ -562,6 +564,7 @@ pub(crate) fn effect(
             task.last_attempt = Some(p.attempt_id.clone());
             task.status = TaskStatus::InProgress;
             task.not_before = None;
+            task.awaiting_retry = false;
             fx.touch(&mut task.meta);
             target.live_attempts += 1;
             fx.touch(&mut target.meta);
@@ -679,6 +682,7 @@ pub(crate) fn effect(
             if task.live_attempt.as_ref() == Some(&attempt.attempt_id) {
                 task.live_attempt = None;
                 task.status = TaskStatus::Pending;
+                task.awaiting_retry = false;
             }
             if task.succeeded_attempt.as_ref() == Some(&attempt.attempt_id) {
                 // The delivered change is void: the task must be done again.
@@ -703,6 +707,7 @@ pub(crate) fn effect(
         B::RetryScheduled(p) => {
             let mut task = fx.task(&p.target_id, &p.task_id)?;
             task.not_before = Some(p.not_before);
+            task.awaiting_retry = false;
             fx.touch(&mut task.meta);
             fx.put(Node::Task(task));
         }
