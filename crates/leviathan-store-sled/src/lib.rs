@@ -1,0 +1,99 @@
+//! Leviathan's embedded default backend: the event log, the persisted graph and the artifacts of
+//! one control plane in one local directory, on [sled] 0.34.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), leviathan_core::EventStoreError> {
+//! use leviathan_store_sled::SledStore;
+//! let store = SledStore::open("/var/lib/leviathan")?;
+//! let ledger = leviathan_core::Ledger::open(store.events(), store.graphs()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! sled keeps its own files (`conf`, `db`, `blobs/`, `snap.*`) directly in the directory given to
+//! [`SledStore::open`], with these trees:
+//!
+//! | tree              | key                      | value                                         |
+//! |-------------------|--------------------------|-----------------------------------------------|
+//! | `events`          | `seq` (u64 big-endian)   | stored hash (32 bytes) ‖ the event's canonical bytes |
+//! | `event_ids`       | `event_id` (UTF-8)       | `seq` (u64 big-endian)                        |
+//! | `streams`         | stream id (UTF-8)        | stream version (u64 big-endian)               |
+//! | `meta`            | `format`, `tail`         | format marker; the tail `seq` ‖ hash          |
+//! | `graph.nodes`     | node id (UTF-8)          | the node as JSON                              |
+//! | `graph.edges`     | edge id (UTF-8)          | the edge as JSON                              |
+//! | `graph.streams`   | stream id (UTF-8)        | the projection's stream version (u64 BE)      |
+//! | `graph.anomalies` | ordinal (u64 big-endian) | the anomaly as JSON                           |
+//! | `graph.meta`      | `checkpoint`, `anomalies`| the checkpoint `seq` ‖ hash; anomaly count    |
+//!
+//! Events are kept as their canonical bytes (the exact bytes their hash covers) plus the stored
+//! hash, so reads decode them with [`Event::from_canonical`](leviathan_core::Event::from_canonical)
+//! and verification hashes the stored bytes without re-serialising anything
+//! ([`ChainVerifier::push_record`](leviathan_core::ChainVerifier::push_record)). Any payload the
+//! catalogue accepts is stored byte for byte, so it comes back exactly.
+//!
+//! Artifacts are plain files beside sled's, `artifacts/<sha[0:2]>/<sha>`, rather than a tree: blobs
+//! of many megabytes would bloat sled's log and cache, files stream to and from disk directly, and
+//! a damaged blob stays a damaged file that a later `put` of the right content repairs. Each blob
+//! is written to `artifacts/.tmp/`, fsynced, renamed into place and its directory fsynced, so a
+//! reader sees the whole blob or none; every read is hash-checked.
+//!
+//! # Appends: one writer, group commit
+//!
+//! All appends go to one writer thread (started by [`SledStore::open`], stopped when the last
+//! handle is dropped). It drains every queued request, sequences them in turn with the shared
+//! [`Sequencer`](leviathan_core::store::sequencer::Sequencer) (a refused request gets its own
+//! error, the others land), writes all accepted events of the group in **one** sled transaction
+//! across `events`, `event_ids`, `streams` and `meta`, flushes once and then answers every
+//! caller. The tail is cached by the writer and never searched for.
+//!
+//! # Durability
+//!
+//! - [`Durability::Flush`] (the default): an append returns only after its group was flushed to
+//!   disk (sled's `flush` writes and fsyncs its log). Readers never see an event before it is
+//!   durable: reads, lookups, `head` and subscriptions stop at the last flushed `seq`.
+//! - [`Durability::Periodic`]: an append returns once its group is committed in memory, and
+//!   sled's background flusher writes and fsyncs every `every`. **Loss window**: a crash of the
+//!   process or of the machine loses the acknowledged appends of up to the last `every` (plus the
+//!   duration of one flush). What survives is always a prefix of the log made of whole batches,
+//!   and the chain still verifies; retrying a lost batch is safe because appends are idempotent by
+//!   `event_id`. Dropping the last handle flushes, so a clean shutdown loses nothing.
+//!
+//! Graph saves are not flushed on their own: a lost save only means the projection resumes from
+//! an older checkpoint, and sled recovers its log as a prefix, so a stored checkpoint never runs
+//! ahead of the stored events.
+//!
+//! # One owner
+//!
+//! sled locks its data file exclusively. A second [`SledStore::open`] of the same directory, from
+//! another process or from this one, fails at once with
+//! [`EventStoreError::Locked`](leviathan_core::EventStoreError::Locked). Use one [`SledStore`]
+//! (it is `Clone`) per directory and process.
+//!
+//! # Runtime
+//!
+//! [`SledStore::open`] needs no async runtime (the writer is a plain thread). The stores' methods
+//! must be called on a tokio runtime: reads that may scan (`read`, `find`, `verify`, graph loads
+//! and saves, artifact file I/O) run on tokio's blocking pool.
+//!
+//! # Errors
+//!
+//! I/O errors that may pass (full disk or quota, interruptions, timeouts) are `Unavailable`
+//! (transient); sled's corruption reports and undecodable stored data are `Corrupt`; sled's lock
+//! is `Locked`; anything else is a permanent `Backend` failure. All carry what and where.
+//!
+//! [sled]: https://docs.rs/sled/0.34.7
+#![warn(missing_docs)]
+
+mod artifacts;
+mod error;
+mod events;
+mod graph;
+mod layout;
+mod store;
+mod writer;
+
+pub use artifacts::SledArtifactStore;
+pub use events::SledEventStore;
+pub use graph::SledGraphStore;
+pub use store::{Durability, SledOptions, SledStore};

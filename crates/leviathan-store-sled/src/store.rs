@@ -1,0 +1,288 @@
+//! Opening a database directory and the handle shared by its three stores.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use leviathan_core::{
+    ArtifactStore, EventStore, EventStoreError, GraphStore, Head, Sha256Digest,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    artifacts::{self, SledArtifactStore},
+    error,
+    events::SledEventStore,
+    graph::SledGraphStore,
+    layout::{self, Trees},
+    writer::{AppendJob, Writer},
+};
+
+/// How many append requests may wait for the writer before callers wait to enqueue.
+const QUEUE_DEPTH: usize = 4096;
+/// How often sled flushes in the background in [`Durability::Flush`] mode, for writes that are
+/// not appends (graph saves).
+const BACKGROUND_FLUSH: Duration = Duration::from_millis(500);
+
+/// When an append is acknowledged relative to reaching the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush (write and fsync) before acknowledging every batch. Nothing acknowledged is lost.
+    #[default]
+    Flush,
+    /// Acknowledge once committed in memory; a background flush runs every `every`. A crash
+    /// loses the acknowledged appends of up to the last `every` (plus one flush's duration),
+    /// always as whole batches at the end of the log.
+    Periodic {
+        /// Interval of the background flush (at least 1 ms).
+        every: Duration,
+    },
+}
+
+/// Options for [`SledStore::open_with`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SledOptions {
+    /// When appends are acknowledged.
+    pub durability: Durability,
+    /// Bytes of sled's page cache.
+    pub cache_capacity: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Flush,
+            cache_capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// One opened database directory: an event log, a graph store and an artifact store.
+///
+/// Clones share the database; it closes (writer stopped, everything flushed, lock released)
+/// when the last clone and the last store obtained from it are dropped.
+#[derive(Clone)]
+pub struct SledStore {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("location", &self.shared.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens (creating when absent) the database in directory `path` with default options:
+    /// every append is flushed to disk before it is acknowledged.
+    ///
+    /// Fails with [`EventStoreError::Locked`] when the directory is already open, in this
+    /// process or another. Needs no async runtime; the stores' methods need a tokio runtime.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, EventStoreError> {
+        Self::open_with(path, SledOptions::default())
+    }
+
+    /// Opens the database in directory `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, EventStoreError> {
+        let location = path.as_ref().to_path_buf();
+        let shown = location.display().to_string();
+        let flush_every = match options.durability {
+            Durability::Flush => BACKGROUND_FLUSH,
+            Durability::Periodic { every } => every,
+        };
+        let flush_every_ms = u64::try_from(flush_every.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let db = sled::Config::new()
+            .path(&location)
+            .cache_capacity(options.cache_capacity)
+            .flush_every_ms(Some(flush_every_ms))
+            .open()
+            .map_err(|err| {
+                if error::is_lock_error(&err) {
+                    EventStoreError::Locked {
+                        location: shown.clone(),
+                    }
+                } else {
+                    error::event_store(err, &format!("opening sled database {shown}"))
+                }
+            })?;
+        let trees =
+            Trees::open(&db).map_err(|e| error::event_store(e, &format!("opening trees of {shown}")))?;
+        check_format(&trees, &shown)?;
+        let tail = read_tail(&trees, &shown)?;
+        let artifacts_dir = artifacts::prepare_dir(&location).map_err(|err| {
+            EventStoreError::backend(format!("preparing the artifact directory of {shown}"), err)
+        })?;
+
+        let visible = Arc::new(watch::channel(tail.map_or(0, |h| h.seq)).0);
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer::new(
+            db.clone(),
+            trees.clone(),
+            options.durability,
+            tail,
+            visible.clone(),
+            shown.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("leviathan-sled-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|err| {
+                EventStoreError::backend(format!("starting the writer thread of {shown}"), err)
+            })?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                trees,
+                location,
+                artifacts_dir,
+                visible,
+                jobs: Some(jobs),
+                writer: Some(thread),
+            }),
+        })
+    }
+
+    /// The event log.
+    pub fn events(&self) -> Arc<dyn EventStore> {
+        Arc::new(SledEventStore::new(self.shared.clone()))
+    }
+
+    /// The persisted projection.
+    pub fn graphs(&self) -> Arc<dyn GraphStore> {
+        Arc::new(SledGraphStore::new(self.shared.clone()))
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> Arc<dyn ArtifactStore> {
+        Arc::new(SledArtifactStore::new(self.shared.clone()))
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.location
+    }
+
+    /// Where the artifact with this address is (or would be) stored.
+    pub fn artifact_path(&self, sha256: &Sha256Digest) -> PathBuf {
+        self.shared.artifacts_dir.join(sha256.shard_path())
+    }
+}
+
+/// Refuses databases of another format and marks new ones.
+fn check_format(trees: &Trees, shown: &str) -> Result<(), EventStoreError> {
+    let stored = trees
+        .meta
+        .get(layout::FORMAT_KEY)
+        .map_err(|e| error::event_store(e, &format!("reading the format of {shown}")))?;
+    match stored {
+        Some(format) if format.as_ref() == layout::FORMAT => Ok(()),
+        Some(other) => Err(EventStoreError::Backend {
+            reason: format!(
+                "{shown} holds format `{}`, this build reads `{}`",
+                String::from_utf8_lossy(&other),
+                String::from_utf8_lossy(layout::FORMAT)
+            ),
+            source: None,
+        }),
+        None => {
+            trees
+                .meta
+                .insert(layout::FORMAT_KEY, layout::FORMAT)
+                .map_err(|e| error::event_store(e, &format!("marking the format of {shown}")))?;
+            Ok(())
+        }
+    }
+}
+
+/// Reads the stored tail and checks it against the last stored event (a point lookup each).
+fn read_tail(trees: &Trees, shown: &str) -> Result<Option<Head>, EventStoreError> {
+    let read = |e| error::event_store(e, &format!("reading the tail of {shown}"));
+    let tail = match trees.meta.get(layout::TAIL_KEY).map_err(read)? {
+        None => None,
+        Some(bytes) => Some(layout::decode_head(&bytes).ok_or_else(|| EventStoreError::Corrupt {
+            seq: None,
+            reason: format!("{shown}: the stored tail is malformed"),
+        })?),
+    };
+    let last = trees.events.last().map_err(read)?;
+    let last_seq = match &last {
+        None => None,
+        Some((key, _)) => Some(layout::decode_u64(key).ok_or_else(|| {
+            EventStoreError::Corrupt {
+                seq: None,
+                reason: format!("{shown}: the last event has a malformed key"),
+            }
+        })?),
+    };
+    if tail.map(|h| h.seq) != last_seq {
+        return Err(EventStoreError::Corrupt {
+            seq: last_seq,
+            reason: format!(
+                "{shown}: the stored tail (seq {}) disagrees with the last stored event (seq {})",
+                tail.map_or(0, |h| h.seq),
+                last_seq.unwrap_or(0)
+            ),
+        });
+    }
+    Ok(tail)
+}
+
+/// What the three stores of one database share.
+pub(crate) struct Shared {
+    pub(crate) db: sled::Db,
+    pub(crate) trees: Trees,
+    pub(crate) location: PathBuf,
+    pub(crate) artifacts_dir: PathBuf,
+    /// The last `seq` readers may see: flushed ([`Durability::Flush`]) or committed.
+    pub(crate) visible: Arc<watch::Sender<u64>>,
+    /// The writer's queue; `None` only while dropping.
+    jobs: Option<mpsc::Sender<AppendJob>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Shared {
+    /// The writer's queue.
+    pub(crate) fn jobs(&self) -> Result<&mpsc::Sender<AppendJob>, EventStoreError> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| error::writer_stopped(&self.location))
+    }
+
+    /// The last `seq` readers may see.
+    pub(crate) fn visible_seq(&self) -> u64 {
+        *self.visible.borrow()
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("location", &self.location)
+            .field("visible", &self.visible_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    /// Stops the writer after it answered everything queued, then flushes, so that the database
+    /// is closed and its lock released when the last handle is gone.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(location = %self.location.display(), "the sled writer thread panicked");
+        }
+        if let Err(err) = self.db.flush() {
+            tracing::error!(location = %self.location.display(), error = %err, "final flush failed");
+        }
+    }
+}
