@@ -1,0 +1,392 @@
+//! The single writer: group commit inside the process, an advisory lock across processes.
+//!
+//! Every `append` of a store goes to one task. It drains its queue into a group, opens a
+//! transaction, takes the writer lock, reads the head row (the only place the tail is ever read),
+//! prefetches the group's event ids and stream versions, sequences each request with core's
+//! [`Sequencer`], inserts all accepted events with one `INSERT ... SELECT FROM UNNEST`, upserts the
+//! streams, moves the head, `NOTIFY`s and commits; then it answers each caller.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use leviathan_core::{
+    EventId, EventStoreError, Head, StreamId,
+    store::{
+        AppendReceipt,
+        sequencer::{Prefetched, PreparedAppend, Sequenced, SequencedEvent, Sequencer},
+    },
+};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{BEGIN_LOCKED, NOTIFY_CHANNEL, decode_event, decode_head, listener::advance};
+use crate::{error::StoreFailure, location::Location};
+
+/// One caller's batch and where to send its answer.
+pub(crate) struct WriteRequest {
+    pub(crate) batch: PreparedAppend,
+    pub(crate) reply: oneshot::Sender<Result<AppendReceipt, EventStoreError>>,
+}
+
+/// How much one group commit may take from the queue (a single request larger than
+/// `max_events` still forms a group of its own).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GroupLimits {
+    pub(crate) max_requests: usize,
+    pub(crate) max_events: usize,
+}
+
+/// The head row, the stored events with the group's ids and the group's stream versions, read in
+/// one statement under the writer lock.
+const PREFETCH: &str = "\
+SELECT 'h' AS kind, NULL::text AS key, seq AS num, hash, NULL::bytea AS canonical FROM log_head
+UNION ALL
+SELECT 'e', event_id, seq, hash, canonical FROM events WHERE event_id = ANY($1)
+UNION ALL
+SELECT 's', stream, version, NULL, NULL FROM streams WHERE stream = ANY($2)";
+
+/// Inserts the group's events, upserts its streams, moves the head and notifies, in one
+/// statement. Returns the number of head rows moved (1, or 0 if the head was not where the
+/// writer read it, which cannot happen under the lock).
+const WRITE: &str = "\
+WITH appended AS (
+    INSERT INTO events (seq, event_id, event_type, actor_id, \"timestamp\", payload, prev_hash,
+                        hash, canonical, stream, stream_version)
+    SELECT seq, event_id, event_type, actor_id, ts, payload::jsonb, prev_hash,
+           hash, canonical, stream, stream_version
+    FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
+                $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::bigint[])
+        AS t(seq, event_id, event_type, actor_id, ts, payload, prev_hash,
+             hash, canonical, stream, stream_version)
+), versions AS (
+    INSERT INTO streams (stream, version)
+    SELECT * FROM UNNEST($12::text[], $13::bigint[])
+    ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
+), moved AS (
+    UPDATE log_head SET seq = $14, hash = $15 WHERE seq = $16 RETURNING 1
+)
+SELECT count(*) FROM moved, (SELECT pg_notify($17, $14::text)) AS notified";
+
+/// The columns of the events a group appends, as arrays for `UNNEST`.
+#[derive(Default)]
+struct EventColumns {
+    seq: Vec<i64>,
+    event_id: Vec<String>,
+    event_type: Vec<String>,
+    actor_id: Vec<Option<String>>,
+    timestamp: Vec<chrono::DateTime<chrono::Utc>>,
+    payload: Vec<String>,
+    prev_hash: Vec<Option<Vec<u8>>>,
+    hash: Vec<Vec<u8>>,
+    canonical: Vec<Vec<u8>>,
+    stream: Vec<Option<String>>,
+    stream_version: Vec<Option<i64>>,
+}
+
+impl EventColumns {
+    fn push(&mut self, sequenced: &SequencedEvent) -> Result<(), StoreFailure> {
+        let event = &sequenced.event;
+        let too_large = |what: &str| {
+            StoreFailure::corrupt(Some(event.seq), format!("{what} does not fit a bigint"))
+        };
+        let payload = serde_json::to_string(&event.payload).map_err(|e| {
+            StoreFailure::corrupt(Some(event.seq), format!("payload does not serialize: {e}"))
+        })?;
+        self.seq
+            .push(i64::try_from(event.seq).map_err(|_| too_large("seq"))?);
+        self.event_id.push(event.event_id.as_str().to_owned());
+        self.event_type.push(event.event_type.clone());
+        self.actor_id.push(event.actor_id.clone());
+        self.timestamp.push(event.timestamp.as_datetime());
+        self.payload.push(payload);
+        self.prev_hash
+            .push(event.prev_hash.map(|h| h.as_bytes().to_vec()));
+        self.hash.push(event.hash.as_bytes().to_vec());
+        self.canonical.push(event.canonical_bytes());
+        match &sequenced.stream {
+            Some((stream, version)) => {
+                self.stream.push(Some(stream.as_str().to_owned()));
+                self.stream_version.push(Some(
+                    i64::try_from(*version).map_err(|_| too_large("stream version"))?,
+                ));
+            }
+            None => {
+                self.stream.push(None);
+                self.stream_version.push(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writer task's state.
+pub(crate) struct Writer {
+    connect: PgConnectOptions,
+    location: Location,
+    /// Its own connection (outside the pool: it is busy for the store's lifetime), opened on
+    /// first use and after a loss.
+    conn: Option<PgConnection>,
+    /// The tail after this writer's last commit; `None` when unknown (at start, after a failure).
+    tail: Option<Option<Head>>,
+    head: Arc<watch::Sender<u64>>,
+    limits: GroupLimits,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        connect: PgConnectOptions,
+        location: Location,
+        head: Arc<watch::Sender<u64>>,
+        limits: GroupLimits,
+    ) -> Self {
+        Self {
+            connect,
+            location,
+            conn: None,
+            tail: None,
+            head,
+            limits,
+        }
+    }
+
+    /// Serves the queue until every sender is gone.
+    pub(crate) async fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
+        while let Some(first) = queue.recv().await {
+            let mut events = first.batch.events.len();
+            let mut group = vec![first];
+            while group.len() < self.limits.max_requests && events < self.limits.max_events {
+                let Ok(next) = queue.try_recv() else { break };
+                events += next.batch.events.len();
+                group.push(next);
+            }
+            self.commit(group).await;
+        }
+    }
+
+    /// Writes a group and answers its callers.
+    async fn commit(&mut self, group: Vec<WriteRequest>) {
+        let batches: Vec<&PreparedAppend> = group.iter().map(|r| &r.batch).collect();
+        match self.write(&batches).await {
+            Ok(outcomes) => {
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting has nobody to tell; its events are stored.
+                    let _ = request.reply.send(outcome.map(|s| s.receipt()));
+                }
+            }
+            Err(failure) if group.len() > 1 && !failure.is_transient() => {
+                // One request's data may have failed the whole statement: write each request
+                // alone, so that only the faulty one gets the error and the others land.
+                tracing::debug!(error = %failure.reason, "group commit failed; writing its requests one by one");
+                for request in group {
+                    let outcome = match self.write(&[&request.batch]).await {
+                        Ok(outcomes) => outcomes.into_iter().next().unwrap_or_else(|| {
+                            Err(StoreFailure::corrupt(None, "the writer lost an outcome")
+                                .to_event_error())
+                        }),
+                        Err(failure) => Err(failure.to_event_error()),
+                    };
+                    let _ = request.reply.send(outcome.map(|s| s.receipt()));
+                }
+            }
+            Err(failure) => {
+                for request in group {
+                    let _ = request.reply.send(Err(failure.to_event_error()));
+                }
+            }
+        }
+    }
+
+    /// Writes the batches in one transaction: one outcome per batch, or a failure of the whole.
+    async fn write(
+        &mut self,
+        batches: &[&PreparedAppend],
+    ) -> Result<Vec<Result<Sequenced, EventStoreError>>, StoreFailure> {
+        let result = self.try_write(batches).await;
+        if let Err(failure) = &result {
+            // Whether the transaction committed is unknown after a lost connection: forget the
+            // tail (the next group reads it under the lock anyway) and the connection.
+            self.tail = None;
+            if failure.is_transient() {
+                self.conn = None;
+            }
+        }
+        result
+    }
+
+    async fn try_write(
+        &mut self,
+        batches: &[&PreparedAppend],
+    ) -> Result<Vec<Result<Sequenced, EventStoreError>>, StoreFailure> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = PgConnection::connect_with(&self.connect)
+                    .await
+                    .map_err(|e| {
+                        self.location
+                            .connect_failure("connecting the event writer", &e)
+                    })?;
+                self.conn.insert(conn)
+            }
+        };
+        let events: usize = batches.iter().map(|b| b.events.len()).sum();
+        let context = |doing: &str| {
+            format!(
+                "{doing} (group of {} requests, {events} events)",
+                batches.len()
+            )
+        };
+
+        let mut tx = conn
+            .begin_with(BEGIN_LOCKED)
+            .await
+            .map_err(|e| StoreFailure::sql(context("taking the writer lock"), e))?;
+
+        // Under the lock: the head row, then what the group needs to sequence.
+        let ids: Vec<&str> = batches
+            .iter()
+            .flat_map(|b| b.event_ids())
+            .map(EventId::as_str)
+            .collect();
+        let streams: Vec<&str> = batches
+            .iter()
+            .flat_map(|b| b.streams())
+            .map(StreamId::as_str)
+            .collect();
+        type PrefetchRow = (
+            String,
+            Option<String>,
+            i64,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let rows: Vec<PrefetchRow> = sqlx::query_as(PREFETCH)
+            .bind(&ids)
+            .bind(&streams)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| StoreFailure::sql(context("reading the head and prefetching"), e))?;
+        let mut head = None;
+        let mut known = Prefetched::default();
+        for (kind, key, num, hash, canonical) in rows {
+            match (kind.as_str(), key) {
+                ("h", _) => head = Some(decode_head(num, hash.as_deref())?),
+                ("e", Some(_)) => {
+                    let event = decode_event(
+                        num,
+                        hash.as_deref().unwrap_or_default(),
+                        canonical.as_deref().unwrap_or_default(),
+                    )?;
+                    known.events.insert(event.event_id.clone(), event);
+                }
+                ("s", Some(stream)) => {
+                    let version = u64::try_from(num).map_err(|_| {
+                        StoreFailure::corrupt(None, format!("stream `{stream}` has version {num}"))
+                    })?;
+                    known.streams.insert(StreamId::from_raw(stream), version);
+                }
+                (other, _) => {
+                    return Err(StoreFailure::corrupt(
+                        None,
+                        format!("unexpected prefetch row kind `{other}`"),
+                    ));
+                }
+            }
+        }
+        let head =
+            head.ok_or_else(|| StoreFailure::corrupt(None, "the log head row is missing"))?;
+        check_tail(self.tail, head)?;
+
+        let mut sequencer = Sequencer::new(head);
+        let outcomes: Vec<Result<Sequenced, EventStoreError>> = batches
+            .iter()
+            .map(|batch| sequencer.sequence(batch, &known))
+            .collect();
+        let tail = sequencer.tail();
+
+        let mut columns = EventColumns::default();
+        let mut versions: BTreeMap<&str, i64> = BTreeMap::new();
+        for sequenced in outcomes.iter().flatten().flat_map(|s| &s.events) {
+            columns.push(sequenced)?;
+            if let (Some((stream, _)), Some(Some(version))) =
+                (&sequenced.stream, columns.stream_version.last())
+            {
+                // Versions only grow within a group, so the last one is the stream's new version.
+                versions.insert(stream.as_str(), *version);
+            }
+        }
+
+        if !columns.seq.is_empty() {
+            let tail = tail.ok_or_else(|| {
+                StoreFailure::corrupt(None, "a group appended events but has no tail")
+            })?;
+            let (version_streams, version_numbers): (Vec<&str>, Vec<i64>) =
+                versions.into_iter().unzip();
+            let moved: i64 = sqlx::query_scalar(WRITE)
+                .bind(&columns.seq)
+                .bind(&columns.event_id)
+                .bind(&columns.event_type)
+                .bind(&columns.actor_id)
+                .bind(&columns.timestamp)
+                .bind(&columns.payload)
+                .bind(&columns.prev_hash)
+                .bind(&columns.hash)
+                .bind(&columns.canonical)
+                .bind(&columns.stream)
+                .bind(&columns.stream_version)
+                .bind(&version_streams)
+                .bind(&version_numbers)
+                .bind(i64::try_from(tail.seq).unwrap_or(i64::MAX))
+                .bind(tail.hash.as_bytes().as_slice())
+                .bind(i64::try_from(head.map_or(0, |h| h.seq)).unwrap_or(i64::MAX))
+                .bind(NOTIFY_CHANNEL)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| StoreFailure::sql(context("inserting events"), e))?;
+            if moved != 1 {
+                return Err(StoreFailure::corrupt(
+                    None,
+                    "the log head moved while the writer held the lock; is another writer bypassing it?",
+                ));
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| StoreFailure::sql(context("committing appended events"), e))?;
+
+        self.tail = Some(tail);
+        if let Some(tail) = tail {
+            advance(&self.head, tail.seq);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Compares the head read under the lock with the writer's last tail: it may have moved on
+/// (another process appended), but never back, and never to another hash at the same seq.
+fn check_tail(cached: Option<Option<Head>>, head: Option<Head>) -> Result<(), StoreFailure> {
+    let Some(cached) = cached else {
+        return Ok(());
+    };
+    let (cached_seq, seq) = (cached.map_or(0, |h| h.seq), head.map_or(0, |h| h.seq));
+    if seq < cached_seq || (seq == cached_seq && head != cached) {
+        return Err(StoreFailure::corrupt(
+            Some(seq),
+            format!(
+                "the log head is at seq {seq} but this writer appended up to seq {cached_seq}{}",
+                if seq == cached_seq {
+                    " with another hash"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if seq > cached_seq {
+        tracing::debug!(
+            from = cached_seq,
+            to = seq,
+            "another writer appended since our last group"
+        );
+    }
+    Ok(())
+}

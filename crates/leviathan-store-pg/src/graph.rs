@@ -1,0 +1,286 @@
+//! The persisted projection: nodes, edges, stream versions and anomalies as JSON rows, and the
+//! checkpoint row that serialises writers.
+
+use std::{collections::BTreeMap, fmt};
+
+use async_trait::async_trait;
+use leviathan_core::{
+    GraphStore, GraphStoreError, Head, StreamId,
+    graph::{Anomaly, Edge, GraphDelta, GraphSnapshot, Node},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::{Connection, PgPool};
+
+use crate::{error::graph_error, events::decode_head, location::Location};
+
+/// Upserts a delta's rows and moves the checkpoint, in one statement.
+const SAVE: &str = "\
+WITH nodes AS (
+    INSERT INTO graph_nodes (node_id, kind, body)
+    SELECT n.node_id, n.kind, n.body::jsonb
+    FROM UNNEST($1::text[], $2::text[], $3::text[]) AS n(node_id, kind, body)
+    ON CONFLICT (node_id) DO UPDATE SET kind = EXCLUDED.kind, body = EXCLUDED.body
+), edges AS (
+    INSERT INTO graph_edges (edge_id, edge_type, from_node, to_node, body)
+    SELECT e.edge_id, e.edge_type, e.from_node, e.to_node, e.body::jsonb
+    FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+        AS e(edge_id, edge_type, from_node, to_node, body)
+    ON CONFLICT (edge_id) DO NOTHING
+), streams AS (
+    INSERT INTO graph_streams (stream, version)
+    SELECT * FROM UNNEST($9::text[], $10::bigint[])
+    ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
+), anomalies AS (
+    INSERT INTO graph_anomalies (ordinal, seq, body)
+    SELECT (SELECT coalesce(max(ordinal), 0) FROM graph_anomalies) + a.n, a.seq, a.body::jsonb
+    FROM UNNEST($11::bigint[], $12::text[]) WITH ORDINALITY AS a(seq, body, n)
+)
+UPDATE graph_checkpoint SET seq = $13, hash = $14";
+
+/// The projection store on PostgreSQL.
+#[derive(Clone)]
+pub(crate) struct PgGraphStore {
+    pool: PgPool,
+    location: Location,
+}
+
+impl PgGraphStore {
+    pub(crate) fn new(pool: PgPool, location: Location) -> Self {
+        Self { pool, location }
+    }
+}
+
+impl fmt::Debug for PgGraphStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgGraphStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String, GraphStoreError> {
+    serde_json::to_string(value).map_err(|e| GraphStoreError::Backend {
+        reason: format!("{what} does not serialize: {e}"),
+        source: Some(Box::new(e)),
+    })
+}
+
+fn from_json<T: DeserializeOwned>(
+    what: impl fmt::Display,
+    body: &str,
+) -> Result<T, GraphStoreError> {
+    serde_json::from_str(body).map_err(|e| GraphStoreError::Corrupt {
+        reason: format!("stored {what} does not decode: {e}"),
+    })
+}
+
+fn bigint(what: impl fmt::Display, n: u64) -> Result<i64, GraphStoreError> {
+    i64::try_from(n).map_err(|_| GraphStoreError::Backend {
+        reason: format!("{what} ({n}) does not fit a bigint"),
+        source: None,
+    })
+}
+
+fn unsigned(what: impl fmt::Display, n: i64) -> Result<u64, GraphStoreError> {
+    u64::try_from(n).map_err(|_| GraphStoreError::Corrupt {
+        reason: format!("stored {what} is {n}"),
+    })
+}
+
+fn checkpoint_from_row(seq: i64, hash: Option<&[u8]>) -> Result<Option<Head>, GraphStoreError> {
+    decode_head(seq, hash).map_err(|_| GraphStoreError::Corrupt {
+        reason: format!("the graph checkpoint at seq {seq} is malformed"),
+    })
+}
+
+#[async_trait]
+impl GraphStore for PgGraphStore {
+    /// Reads everything in one REPEATABLE READ snapshot, so a concurrent save is seen whole or
+    /// not at all.
+    async fn load(&self) -> Result<GraphSnapshot, GraphStoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| graph_error("loading the graph", e))?;
+        let mut tx = conn
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| graph_error("loading the graph", e))?;
+        let failed =
+            |what: &'static str| move |e| graph_error(format_args!("loading graph {what}"), e);
+
+        let nodes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT node_id, body::text FROM graph_nodes ORDER BY node_id COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(failed("nodes"))?;
+        let edges: Vec<(String, String)> = sqlx::query_as(
+            "SELECT edge_id, body::text FROM graph_edges ORDER BY edge_id COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(failed("edges"))?;
+        let streams: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stream, version FROM graph_streams ORDER BY stream COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(failed("stream versions"))?;
+        let anomalies: Vec<(i64, String)> =
+            sqlx::query_as("SELECT ordinal, body::text FROM graph_anomalies ORDER BY ordinal")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(failed("anomalies"))?;
+        let (seq, hash): (i64, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT seq, hash FROM graph_checkpoint")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed("checkpoint"))?;
+        tx.commit().await.map_err(failed("snapshot"))?;
+
+        Ok(GraphSnapshot {
+            nodes: nodes
+                .iter()
+                .map(|(id, body)| from_json(format_args!("node `{id}`"), body))
+                .collect::<Result<_, _>>()?,
+            edges: edges
+                .iter()
+                .map(|(id, body)| from_json(format_args!("edge `{id}`"), body))
+                .collect::<Result<_, _>>()?,
+            streams: streams
+                .into_iter()
+                .map(|(stream, version)| {
+                    let version = unsigned(format_args!("version of stream `{stream}`"), version)?;
+                    Ok((StreamId::from_raw(stream), version))
+                })
+                .collect::<Result<_, GraphStoreError>>()?,
+            anomalies: anomalies
+                .iter()
+                .map(|(ordinal, body)| {
+                    from_json::<Anomaly>(format_args!("anomaly {ordinal}"), body)
+                })
+                .collect::<Result<_, _>>()?,
+            checkpoint: checkpoint_from_row(seq, hash.as_deref())?,
+        })
+    }
+
+    /// One transaction: lock the checkpoint row, compare it with `previous`, then write the
+    /// delta and the new checkpoint in one statement.
+    async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
+        let context = || {
+            format!(
+                "saving a graph delta continuing from seq {previous} ({} nodes, {} edges)",
+                delta.nodes.len(),
+                delta.edges.len()
+            )
+        };
+        // Nodes and streams are upserts: only the last value of a key may reach the statement.
+        // Edges never change: the first one of a key is kept.
+        let mut nodes: BTreeMap<String, &Node> = BTreeMap::new();
+        for node in &delta.nodes {
+            nodes.insert(node.id().as_str().to_owned(), node);
+        }
+        let mut edges: BTreeMap<&str, &Edge> = BTreeMap::new();
+        for edge in &delta.edges {
+            edges.entry(edge.edge_id.as_str()).or_insert(edge);
+        }
+        let streams: BTreeMap<&str, u64> = delta
+            .streams
+            .iter()
+            .map(|(stream, version)| (stream.as_str(), *version))
+            .collect();
+
+        let (mut node_ids, mut node_kinds, mut node_bodies) = (vec![], vec![], vec![]);
+        for (id, node) in nodes {
+            node_kinds.push(node.kind().as_str());
+            node_bodies.push(to_json(&format!("node `{id}`"), node)?);
+            node_ids.push(id);
+        }
+        let (mut edge_ids, mut edge_types, mut edge_from, mut edge_to, mut edge_bodies) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (id, edge) in edges {
+            edge_ids.push(id);
+            edge_types.push(edge.edge_type.as_str());
+            edge_from.push(edge.from.as_str());
+            edge_to.push(edge.to.as_str());
+            edge_bodies.push(to_json(&format!("edge `{id}`"), edge)?);
+        }
+        let (mut stream_ids, mut stream_versions) = (vec![], vec![]);
+        for (stream, version) in streams {
+            stream_ids.push(stream);
+            stream_versions.push(bigint(
+                format_args!("version of stream `{stream}`"),
+                version,
+            )?);
+        }
+        let (mut anomaly_seqs, mut anomaly_bodies) = (vec![], vec![]);
+        for anomaly in &delta.anomalies {
+            anomaly_seqs.push(bigint("anomaly seq", anomaly.seq)?);
+            anomaly_bodies.push(to_json("anomaly", anomaly)?);
+        }
+        let checkpoint_seq = bigint("checkpoint seq", delta.checkpoint.map_or(0, |h| h.seq))?;
+        let checkpoint_hash = delta.checkpoint.map(|h| h.hash.as_bytes().to_vec());
+
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| graph_error(context(), e))?;
+        let stored: i64 = sqlx::query_scalar("SELECT seq FROM graph_checkpoint FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| graph_error(context(), e))?;
+        let stored = unsigned("graph checkpoint seq", stored)?;
+        if stored != previous {
+            return Err(GraphStoreError::CheckpointConflict {
+                stored,
+                expected: previous,
+            });
+        }
+        sqlx::query(SAVE)
+            .bind(&node_ids)
+            .bind(&node_kinds)
+            .bind(&node_bodies)
+            .bind(&edge_ids)
+            .bind(&edge_types)
+            .bind(&edge_from)
+            .bind(&edge_to)
+            .bind(&edge_bodies)
+            .bind(&stream_ids)
+            .bind(&stream_versions)
+            .bind(&anomaly_seqs)
+            .bind(&anomaly_bodies)
+            .bind(checkpoint_seq)
+            .bind(checkpoint_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| graph_error(context(), e))?;
+        tx.commit().await.map_err(|e| graph_error(context(), e))
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
+        let (seq, hash): (i64, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT seq, hash FROM graph_checkpoint")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| graph_error("reading the graph checkpoint", e))?;
+        checkpoint_from_row(seq, hash.as_deref())
+    }
+
+    /// Resets the checkpoint first (taking its row lock, as saves do) and then empties the tables.
+    async fn clear(&self) -> Result<(), GraphStoreError> {
+        let failed = |e| graph_error("clearing the graph", e);
+        let mut tx = self.pool.begin().await.map_err(failed)?;
+        sqlx::query("UPDATE graph_checkpoint SET seq = 0, hash = NULL")
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        sqlx::query("TRUNCATE graph_nodes, graph_edges, graph_streams, graph_anomalies")
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)
+    }
+}

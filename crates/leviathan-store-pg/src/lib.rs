@@ -1,0 +1,236 @@
+//! Leviathan's three stores on PostgreSQL: the hash-chained event log ([`EventStore`]), the
+//! persisted projection ([`GraphStore`]) and content-addressed artifacts ([`ArtifactStore`]),
+//! through sqlx with embedded migrations.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), leviathan_core::EventStoreError> {
+//! let store = leviathan_store_pg::PgStore::connect("postgres://leviathan@db:5432/leviathan").await?;
+//! let (events, graphs, artifacts) = (store.events(), store.graphs(), store.artifacts());
+//! # Ok(()) }
+//! ```
+//!
+//! # Schema
+//!
+//! Applied by [`PgStore::connect`] on every start (sqlx's migrator holds an advisory lock while
+//! it runs, so any number of processes may start at once; applied migrations are skipped).
+//!
+//! - `events`: `seq bigint` primary key, unique `event_id`, unique `hash`, `"timestamp"
+//!   timestamptz`, `event_type`, `actor_id`, `prev_hash`, `payload jsonb`, `canonical bytea`,
+//!   `stream` and `stream_version` (unique together). `canonical` holds the exact bytes that were
+//!   hashed: reads and verification decode them and nothing else, because jsonb reorders keys and
+//!   normalises numbers. The other columns are for SQL queries. A trigger refuses `UPDATE`,
+//!   `DELETE` and `TRUNCATE` on `events` (SQLSTATE 23001, "events is append-only").
+//! - `streams` (stream → version) and `log_head`, a single row (seq, hash) that only the writer
+//!   moves, under its lock.
+//! - `graph_nodes`, `graph_edges`, `graph_streams`, `graph_anomalies` (JSON bodies of core's graph
+//!   types) and the single-row `graph_checkpoint`.
+//! - `artifacts`: `sha256 bytea` primary key, `content bytea`, `size`.
+//!
+//! # One writer per database
+//!
+//! Each append transaction starts with `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT
+//! pg_advisory_xact_lock(<fixed key>)`, then reads the head row. That read, under the lock, is
+//! the only place the tail is ever read (never `ORDER BY seq DESC LIMIT 1`, never a timestamp), so
+//! processes sharing a database append to one linear chain. The writer compares the head with its
+//! cached tail: moving on means another process appended; moving back is reported as corruption.
+//!
+//! # Group commit
+//!
+//! Within a process, every `append` goes to one writer task. The caller validates its batch
+//! (pure), queues it and waits. The writer drains the queue into a group (bounded by
+//! [`PgOptions::max_group_requests`] and [`PgOptions::max_group_events`]), and in one
+//! transaction: takes the lock, reads the head and prefetches the stored events with the group's
+//! ids (`event_id = ANY($1)`) and the group's stream versions (`stream = ANY($2)`) in one
+//! statement, sequences each request with core's [`Sequencer`](leviathan_core::store::sequencer::Sequencer)
+//! (duplicates, conflicts and stream expectations per request; later requests see earlier ones),
+//! then inserts all accepted events with one `INSERT ... SELECT FROM UNNEST(...)`, upserts the
+//! streams, moves the head and `NOTIFY`s, in one statement, and commits. Each caller then gets its
+//! own answer: a request refused by the sequencer gets its own error while the others land. If
+//! the group's statement fails permanently (bad data), each request is retried alone so that only
+//! the faulty one fails. A group costs four round trips and one commit whatever its size.
+//!
+//! # Live subscriptions
+//!
+//! [`EventStore::subscribe`] is core's catch-up-then-follow ([`leviathan_core::store::follow`]):
+//! it reads by `seq` and waits on a head watch. The watch is moved by this process's writer after
+//! each commit and by a LISTEN task (sqlx `PgListener`) on the `leviathan_events` channel, which
+//! every writer notifies with its new head seq at commit. After a lost connection the task
+//! reconnects, LISTENs again and re-reads the head row, so a notification missed meanwhile still
+//! wakes subscribers; since delivery is by `seq`, wake-ups can never skip or reorder events.
+//!
+//! # Errors
+//!
+//! sqlx errors are mapped by kind and SQLSTATE, never by message text. Transient
+//! (`Unavailable`, retrying may help): I/O errors and lost connections, pool timeouts, 08xxx
+//! (connection exceptions), 40001 and 40P01 (serialization failure, deadlock), 57P01–57P03
+//! (shutdown, crash, starting up), 53xxx (insufficient resources). Everything else (constraint
+//! violations, data errors, missing database, authentication, bad configuration) is permanent
+//! (`Backend`); stored bytes that do not decode are `Corrupt`. An append whose connection is lost
+//! fails with a transient error; it may or may not have committed, and retrying it is safe
+//! because appends are idempotent by `event_id`. Nothing acknowledged is ever lost: a caller is
+//! answered only after `COMMIT` returned. Errors and `Debug` output show the database URL with its
+//! password masked.
+//!
+//! # Connections
+//!
+//! A pool of [`PgOptions::max_connections`] for reads, the graph and artifacts
+//! (`application_name` `leviathan`), plus the writer's own connection (`leviathan-writer`) and the
+//! LISTEN connection (`leviathan-listener`).
+//!
+//! # Tests
+//!
+//! Feature `test-support` provides [`test_support::TestDatabase`], a fresh database per test
+//! that is dropped afterwards, for this crate's tests and for other crates testing against
+//! PostgreSQL.
+#![warn(missing_docs)]
+
+mod artifacts;
+mod error;
+mod events;
+mod graph;
+mod location;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use leviathan_core::{ArtifactStore, EventStore, EventStoreError, GraphStore};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+pub use crate::events::WRITER_LOCK_KEY;
+
+use crate::{
+    artifacts::PgArtifactStore,
+    events::{PgEventStore, application, read_head},
+    graph::PgGraphStore,
+    location::Location,
+};
+
+/// The schema, embedded at compile time.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How a [`PgStore`] connects and batches.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Size of the pool used for reads, the graph and artifacts (the writer and the listener
+    /// have a connection each besides).
+    pub max_connections: u32,
+    /// How long a read waits for a pooled connection before failing with a transient error.
+    pub acquire_timeout: Duration,
+    /// Most append requests the writer commits together.
+    pub max_group_requests: usize,
+    /// Most events the writer commits together (a larger single request forms its own group).
+    pub max_group_events: usize,
+    /// Append requests that may wait for the writer; further callers wait to enqueue.
+    pub queue_capacity: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            max_group_requests: 1024,
+            max_group_events: 10_000,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+impl PgOptions {
+    fn check(&self) -> Result<(), EventStoreError> {
+        let zero = [
+            ("max_connections", self.max_connections == 0),
+            ("max_group_requests", self.max_group_requests == 0),
+            ("max_group_events", self.max_group_events == 0),
+            ("queue_capacity", self.queue_capacity == 0),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(EventStoreError::Backend {
+                reason: format!("invalid PgOptions: `{name}` must be at least 1"),
+                source: None,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Leviathan's stores on one PostgreSQL database. Cloning shares the pool, the writer and the
+/// listener; they stop when the last clone (and the last store handed out) is dropped.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    location: Location,
+    events: PgEventStore,
+    graphs: PgGraphStore,
+    artifacts: PgArtifactStore,
+}
+
+impl PgStore {
+    /// Connects with default [`PgOptions`], runs the embedded migrations, starts the writer and
+    /// the LISTEN task. Must be called within a tokio runtime.
+    pub async fn connect(url: &str) -> Result<Self, EventStoreError> {
+        Self::connect_with(url, PgOptions::default()).await
+    }
+
+    /// Connects with `options`, runs the embedded migrations, starts the writer and the LISTEN
+    /// task. Errors name the database with its password masked.
+    pub async fn connect_with(url: &str, options: PgOptions) -> Result<Self, EventStoreError> {
+        options.check()?;
+        let location = Location::parse(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(location.connect_options(application::POOL))
+            .await
+            .map_err(|e| location.connect_error("connecting", &e))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| location.migrate_error(&e))?;
+        let head = read_head(&pool).await?;
+        let events = PgEventStore::start(
+            pool.clone(),
+            location.clone(),
+            &options,
+            head.map_or(0, |h| h.seq),
+        );
+        tracing::debug!(database = %location, head = head.map_or(0, |h| h.seq), "connected");
+        Ok(Self {
+            graphs: PgGraphStore::new(pool.clone(), location.clone()),
+            artifacts: PgArtifactStore::new(pool.clone(), location.clone()),
+            pool,
+            location,
+            events,
+        })
+    }
+
+    /// The event log.
+    pub fn events(&self) -> Arc<dyn EventStore> {
+        Arc::new(self.events.clone())
+    }
+
+    /// The projection store.
+    pub fn graphs(&self) -> Arc<dyn GraphStore> {
+        Arc::new(self.graphs.clone())
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> Arc<dyn ArtifactStore> {
+        Arc::new(self.artifacts.clone())
+    }
+
+    /// The connection pool, for benchmarks and tests that run SQL of their own against the same
+    /// database (never needed to use the stores).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,168 @@
+//! The database URL: parsed into connect options, and named in errors without its password.
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use leviathan_core::EventStoreError;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::error::{ErrorClass, StoreFailure, classify, classify_migrate};
+
+/// A database location: connect options plus a printable form with the password masked.
+#[derive(Clone)]
+pub(crate) struct Location {
+    options: PgConnectOptions,
+    redacted: String,
+    secrets: Vec<String>,
+}
+
+/// An error message that has been scrubbed of the URL's password (it replaces the original
+/// sqlx error as the source of connect-time errors, whose text we do not control).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ScrubbedError(String);
+
+impl Location {
+    /// Parses a `postgres://` URL. The error never contains the URL.
+    pub(crate) fn parse(url: &str) -> Result<Self, EventStoreError> {
+        let invalid = |reason: String| EventStoreError::Backend {
+            reason: format!("invalid PostgreSQL URL: {reason}"),
+            source: None,
+        };
+        let mut parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(format!(
+                "scheme `{}` is not `postgres` or `postgresql`",
+                parsed.scheme()
+            )));
+        }
+        let mut secrets = Vec::new();
+        if let Some(password) = parsed.password().filter(|p| !p.is_empty()) {
+            secrets.push(password.to_owned());
+            let decoded = percent_decode(password);
+            if decoded != password {
+                secrets.push(decoded);
+            }
+        }
+        let mut location = Self {
+            options: PgConnectOptions::default(),
+            redacted: String::new(),
+            secrets,
+        };
+        location.options =
+            PgConnectOptions::from_str(url).map_err(|e| invalid(location.scrub(&e.to_string())))?;
+        if !location.secrets.is_empty() {
+            // Cannot fail: the URL has a host, since it has a password.
+            let _ = parsed.set_password(Some("***"));
+        }
+        location.redacted = parsed.to_string();
+        Ok(location)
+    }
+
+    /// Connect options for a connection that names itself `application_name` to the server.
+    pub(crate) fn connect_options(&self, application_name: &str) -> PgConnectOptions {
+        self.options.clone().application_name(application_name)
+    }
+
+    /// `text` with every occurrence of the password masked.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            out = out.replace(secret.as_str(), "***");
+        }
+        out
+    }
+
+    /// An error met while connecting to the database, scrubbed of the password.
+    pub(crate) fn connect_error(&self, doing: &str, err: &sqlx::Error) -> EventStoreError {
+        self.connect_failure(doing, err).to_event_error()
+    }
+
+    /// A failure to connect, scrubbed of the password.
+    pub(crate) fn connect_failure(&self, doing: &str, err: &sqlx::Error) -> StoreFailure {
+        self.scrubbed(doing, &err.to_string(), classify(err))
+    }
+
+    /// A migration failure, scrubbed of the password.
+    pub(crate) fn migrate_error(&self, err: &sqlx::migrate::MigrateError) -> EventStoreError {
+        self.scrubbed(
+            "applying the schema migrations",
+            &err.to_string(),
+            classify_migrate(err),
+        )
+        .to_event_error()
+    }
+
+    fn scrubbed(&self, doing: &str, cause: &str, class: ErrorClass) -> StoreFailure {
+        let cause = self.scrub(cause);
+        let reason = format!("{doing} at {self}: {cause}");
+        StoreFailure::rendered(reason, class, Some(Arc::new(ScrubbedError(cause))))
+    }
+}
+
+/// Decodes `%XX` escapes (as the driver does with the password); invalid escapes stay as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL with its password masked.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Location").field(&self.redacted).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_masked() {
+        let location = Location::parse("postgres://app:p%40ss-w0rd@db.example:5432/levi").unwrap();
+        let shown = location.to_string();
+        assert_eq!(shown, "postgres://app:***@db.example:5432/levi");
+        assert!(!format!("{location:?}").contains("w0rd"));
+        assert_eq!(
+            location.scrub("bad p@ss-w0rd and p%40ss-w0rd"),
+            "bad *** and ***"
+        );
+    }
+
+    #[test]
+    fn invalid_urls_do_not_echo_the_password() {
+        for url in [
+            "postgres://app:hunter2-secret@db.example:99999/levi",
+            "mysql://app:hunter2-secret@db.example/levi",
+            "postgres://app:hunter2-secret@db.example/levi?sslmode=sometimes",
+        ] {
+            let err = Location::parse(url).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("invalid PostgreSQL URL"), "{text}");
+        }
+    }
+}
