@@ -1,6 +1,8 @@
 //! Executors run one attempt each: as a local process, a Kubernetes Job, or anything else that can
 //! start the worker with the attempt's environment.
 
+pub mod protocol;
+
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use async_trait::async_trait;
