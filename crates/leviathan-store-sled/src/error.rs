@@ -10,7 +10,13 @@ pub(crate) fn io_is_transient(err: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(
         err.kind(),
-        StorageFull | QuotaExceeded | Interrupted | TimedOut | WouldBlock | ResourceBusy | OutOfMemory
+        StorageFull
+            | QuotaExceeded
+            | Interrupted
+            | TimedOut
+            | WouldBlock
+            | ResourceBusy
+            | OutOfMemory
     )
 }
 

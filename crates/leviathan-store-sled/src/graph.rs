@@ -83,7 +83,12 @@ impl EncodedDelta {
         let anomalies = delta
             .anomalies
             .iter()
-            .map(|a| json(format!("the anomaly at seq {}", a.seq), serde_json::to_vec(a)))
+            .map(|a| {
+                json(
+                    format!("the anomaly at seq {}", a.seq),
+                    serde_json::to_vec(a),
+                )
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             nodes,
@@ -98,7 +103,9 @@ impl EncodedDelta {
 type TxResult<T> = Result<T, ConflictableTransactionError<SaveAbort>>;
 
 fn abort_corrupt<T>(reason: String) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(SaveAbort::Corrupt(reason)))
+    Err(ConflictableTransactionError::Abort(SaveAbort::Corrupt(
+        reason,
+    )))
 }
 
 /// The checkpoint `seq` stored in the transaction's view of `graph.meta`.
@@ -112,7 +119,11 @@ fn stored_checkpoint(meta: &TransactionalTree) -> TxResult<u64> {
     }
 }
 
-fn decode_json<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T, GraphStoreError> {
+fn decode_json<T: DeserializeOwned>(
+    what: &str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, GraphStoreError> {
     serde_json::from_slice(bytes).map_err(|err| {
         corrupt(format!(
             "{what} `{}` does not decode: {err}",
@@ -162,13 +173,17 @@ fn load(trees: &Trees, location: &str) -> Result<GraphSnapshot, GraphStoreError>
         let stream = String::from_utf8(key.to_vec())
             .map_err(|_| corrupt(format!("{location}: a stream id is not UTF-8")))?;
         let version = layout::decode_u64(&value).ok_or_else(|| {
-            corrupt(format!("{location}: the version of stream `{stream}` is malformed"))
+            corrupt(format!(
+                "{location}: the version of stream `{stream}` is malformed"
+            ))
         })?;
         snapshot.streams.push((StreamId::from_raw(stream), version));
     }
     for entry in trees.anomalies.iter() {
         let (key, value) = entry.map_err(read("graph.anomalies"))?;
-        snapshot.anomalies.push(decode_json("anomaly", &key, &value)?);
+        snapshot
+            .anomalies
+            .push(decode_json("anomaly", &key, &value)?);
     }
     snapshot.checkpoint = read_checkpoint(trees, location)?;
     Ok(snapshot)

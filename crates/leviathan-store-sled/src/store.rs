@@ -8,9 +8,7 @@ use std::{
     time::Duration,
 };
 
-use leviathan_core::{
-    ArtifactStore, EventStore, EventStoreError, GraphStore, Head, Sha256Digest,
-};
+use leviathan_core::{ArtifactStore, EventStore, EventStoreError, GraphStore, Head, Sha256Digest};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -89,7 +87,10 @@ impl SledStore {
     }
 
     /// Opens the database in directory `path` with `options`.
-    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, EventStoreError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SledOptions,
+    ) -> Result<Self, EventStoreError> {
         let location = path.as_ref().to_path_buf();
         let shown = location.display().to_string();
         let flush_every = match options.durability {
@@ -113,8 +114,8 @@ impl SledStore {
                     error::event_store(err, &format!("opening sled database {shown}"))
                 }
             })?;
-        let trees =
-            Trees::open(&db).map_err(|e| error::event_store(e, &format!("opening trees of {shown}")))?;
+        let trees = Trees::open(&db)
+            .map_err(|e| error::event_store(e, &format!("opening trees of {shown}")))?;
         check_format(&trees, &shown)?;
         let tail = read_tail(&trees, &shown)?;
         let artifacts_dir = artifacts::prepare_dir(&location).map_err(|err| {
@@ -207,20 +208,26 @@ fn read_tail(trees: &Trees, shown: &str) -> Result<Option<Head>, EventStoreError
     let read = |e| error::event_store(e, &format!("reading the tail of {shown}"));
     let tail = match trees.meta.get(layout::TAIL_KEY).map_err(read)? {
         None => None,
-        Some(bytes) => Some(layout::decode_head(&bytes).ok_or_else(|| EventStoreError::Corrupt {
-            seq: None,
-            reason: format!("{shown}: the stored tail is malformed"),
-        })?),
+        Some(bytes) => {
+            Some(
+                layout::decode_head(&bytes).ok_or_else(|| EventStoreError::Corrupt {
+                    seq: None,
+                    reason: format!("{shown}: the stored tail is malformed"),
+                })?,
+            )
+        }
     };
     let last = trees.events.last().map_err(read)?;
     let last_seq = match &last {
         None => None,
-        Some((key, _)) => Some(layout::decode_u64(key).ok_or_else(|| {
-            EventStoreError::Corrupt {
-                seq: None,
-                reason: format!("{shown}: the last event has a malformed key"),
-            }
-        })?),
+        Some((key, _)) => {
+            Some(
+                layout::decode_u64(key).ok_or_else(|| EventStoreError::Corrupt {
+                    seq: None,
+                    reason: format!("{shown}: the last event has a malformed key"),
+                })?,
+            )
+        }
     };
     if tail.map(|h| h.seq) != last_seq {
         return Err(EventStoreError::Corrupt {

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use leviathan_core::{
     AppendReceipt, Event, EventStoreError, Head, StreamId,
-    store::sequencer::{PreparedAppend, Prefetched, Sequenced, Sequencer},
+    store::sequencer::{Prefetched, PreparedAppend, Sequenced, Sequencer},
 };
 use sled::{
     Transactional,
@@ -106,7 +106,8 @@ impl Writer {
             .map(|job| sequencer.sequence(&job.batch, &known))
             .collect();
         // Accepted requests share the group's fate from here on; refused ones keep their error.
-        let fail_accepted = |sequenced: Vec<Result<Sequenced, EventStoreError>>, failure: Failure| {
+        let fail_accepted = |sequenced: Vec<Result<Sequenced, EventStoreError>>,
+                             failure: Failure| {
             sequenced
                 .into_iter()
                 .map(|s| s.and_then(|_| Err(failure.to_error())))
@@ -163,7 +164,10 @@ impl Writer {
                     continue;
                 };
                 let seq = layout::decode_u64(&seq).ok_or_else(|| {
-                    Failure::corrupt(None, format!("the index entry of event `{id}` is malformed"))
+                    Failure::corrupt(
+                        None,
+                        format!("the index entry of event `{id}` is malformed"),
+                    )
                 })?;
                 let record = self
                     .trees
@@ -187,7 +191,10 @@ impl Writer {
                     .map_err(|e| Failure::sled(e, format!("reading stream `{stream}`")))?
                 {
                     let version = layout::decode_u64(&version).ok_or_else(|| {
-                        Failure::corrupt(None, format!("the version of stream `{stream}` is malformed"))
+                        Failure::corrupt(
+                            None,
+                            format!("the version of stream `{stream}` is malformed"),
+                        )
                     })?;
                     known.streams.insert(stream.clone(), version);
                 }
@@ -246,15 +253,17 @@ impl Writer {
     }
 
     fn read_tail(&self) -> Result<Option<Head>, Failure> {
-        let stored = self
-            .trees
-            .meta
-            .get(layout::TAIL_KEY)
-            .map_err(|e| Failure::sled(e, format!("re-reading the tail of {}", self.location)))?;
+        let stored =
+            self.trees.meta.get(layout::TAIL_KEY).map_err(|e| {
+                Failure::sled(e, format!("re-reading the tail of {}", self.location))
+            })?;
         stored
             .map(|bytes| {
                 layout::decode_head(&bytes).ok_or_else(|| {
-                    Failure::corrupt(None, format!("the stored tail of {} is malformed", self.location))
+                    Failure::corrupt(
+                        None,
+                        format!("the stored tail of {} is malformed", self.location),
+                    )
                 })
             })
             .transpose()

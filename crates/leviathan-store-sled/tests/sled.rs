@@ -1,0 +1,402 @@
+//! What only a durable, embedded backend must do: keep everything across reopen, own its
+//! directory exclusively, survive what it acknowledged, and report damage it finds on disk.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use leviathan_core::{
+    AppendRequest, ChainFault, Event, EventId, EventStore, EventStoreError, Graph, Ledger,
+    NewEvent, StreamId, Timestamp,
+    fixtures::lifecycle,
+    ledger::{Expectations, PersistPolicy},
+};
+use leviathan_store_sled::{Durability, SledOptions, SledStore};
+use serde_json::json;
+use tempfile::TempDir;
+
+fn note(id: &str, n: u64) -> NewEvent {
+    NewEvent {
+        event_id: EventId::new(id).unwrap(),
+        event_type: "note.added".into(),
+        timestamp: Timestamp::from_unix_micros(1_769_601_600_000_000 + n as i64).unwrap(),
+        actor_id: Some("sled-test".into()),
+        payload: json!({ "n": n }),
+    }
+}
+
+async fn read_all(events: &dyn EventStore) -> Vec<Event> {
+    let mut all = Vec::new();
+    loop {
+        let page = events.read(all.len() as u64, 1000).await.unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_keeps_events_streams_graph_and_artifacts() {
+    let dir = TempDir::new().unwrap();
+    let events = lifecycle("ro", "demo", 6);
+    let (log, graph, versions, artifact) = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let ledger = Ledger::open_with(
+            store.events(),
+            store.graphs(),
+            PersistPolicy { every_events: 5 },
+        )
+        .await
+        .unwrap();
+        for chunk in events.chunks(7) {
+            ledger
+                .ingest(chunk.to_vec(), Expectations::Derived)
+                .await
+                .unwrap();
+        }
+        ledger.flush().await.unwrap();
+        let graph = ledger.graph().await.clone();
+        let log = read_all(&*store.events()).await;
+        let mut versions = BTreeMap::new();
+        for stream in graph.snapshot().streams.iter().map(|(s, _)| s.clone()) {
+            let version = store.events().stream_version(&stream).await.unwrap();
+            assert!(version > 0, "stream {stream} has events");
+            versions.insert(stream, version);
+        }
+        let artifact = store
+            .artifacts()
+            .put(Bytes::from_static(b"kept across reopen"))
+            .await
+            .unwrap();
+        (log, graph, versions, artifact)
+    };
+    assert_eq!(log.len(), events.len());
+    assert!(!versions.is_empty());
+
+    // Several clean close/open cycles: the lock is released as soon as the last handle is gone.
+    let mut log = log;
+    for cycle in 0..5u64 {
+        let store = SledStore::open(dir.path()).unwrap();
+        let reopened = store.events();
+        let back = read_all(&*reopened).await;
+        assert_eq!(back.len(), log.len(), "cycle {cycle}");
+        assert!(back == log, "cycle {cycle}: the log changed across reopen");
+        assert_eq!(reopened.head().await.unwrap(), log.last().map(Event::head));
+        let report = reopened.verify().await.unwrap().unwrap();
+        assert_eq!(report.events, log.len() as u64);
+        for (stream, version) in &versions {
+            assert_eq!(reopened.stream_version(stream).await.unwrap(), *version);
+        }
+        let stored_graph = Graph::from_snapshot(store.graphs().load().await.unwrap());
+        assert!(stored_graph == graph, "cycle {cycle}: the graph changed");
+        assert_eq!(
+            store.graphs().checkpoint().await.unwrap(),
+            graph.checkpoint()
+        );
+        assert_eq!(
+            store.artifacts().get(&artifact.sha256).await.unwrap(),
+            Bytes::from_static(b"kept across reopen")
+        );
+        // The reopened writer continues the chain from the stored tail.
+        let receipt = reopened
+            .append(AppendRequest::new(vec![note(
+                &format!("after-{cycle}"),
+                cycle,
+            )]))
+            .await
+            .unwrap();
+        let appended = receipt.appended.into_iter().next().unwrap();
+        assert_eq!(appended.seq, log.len() as u64 + 1);
+        assert_eq!(appended.prev_hash, log.last().map(|e| e.hash));
+        log.push(appended);
+    }
+    // A resumed ledger starts from the stored checkpoint and folds what came after it.
+    let store = SledStore::open(dir.path()).unwrap();
+    let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
+    assert_eq!(ledger.graph().await.checkpoint_seq(), log.len() as u64);
+}
+
+/// Also proves that opening needs no async runtime.
+#[test]
+fn a_second_open_of_the_same_directory_is_locked() {
+    let dir = TempDir::new().unwrap();
+    let first = SledStore::open(dir.path()).unwrap();
+    let started = std::time::Instant::now();
+    match SledStore::open(dir.path()) {
+        Err(EventStoreError::Locked { location }) => {
+            assert!(
+                location.contains(&*dir.path().to_string_lossy()),
+                "{location}"
+            );
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // Through another spelling of the same directory, too.
+    let other_spelling = dir.path().join(".");
+    assert!(matches!(
+        SledStore::open_with(&other_spelling, SledOptions::default()),
+        Err(EventStoreError::Locked { .. })
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refusing must not wait for the lock"
+    );
+    drop(first);
+    SledStore::open(dir.path()).expect("the lock is released with the last handle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_appends_survive_reopen() {
+    let dir = TempDir::new().unwrap();
+    let receipts = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let events = store.events();
+            tasks.push(tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                for i in 0..25u64 {
+                    let batch = (0..(i % 4 + 1))
+                        .map(|j| note(&format!("w{w}-{i}-{j}"), i))
+                        .collect();
+                    receipts.push(events.append(AppendRequest::new(batch)).await.unwrap());
+                }
+                receipts
+            }));
+        }
+        let mut receipts = Vec::new();
+        for task in tasks {
+            receipts.extend(task.await.unwrap());
+        }
+        receipts
+    };
+    let store = SledStore::open(dir.path()).unwrap();
+    let log = read_all(&*store.events()).await;
+    let acknowledged: Vec<&Event> = receipts.iter().flat_map(|r| &r.appended).collect();
+    assert_eq!(log.len(), acknowledged.len());
+    for event in acknowledged {
+        assert_eq!(&log[(event.seq - 1) as usize], event, "seq {}", event.seq);
+    }
+    assert_eq!(
+        store.events().verify().await.unwrap().unwrap().events,
+        log.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_durability_appends_reads_follows_and_closes_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let options = SledOptions {
+        durability: Durability::Periodic {
+            every: Duration::from_millis(20),
+        },
+        ..SledOptions::default()
+    };
+    let stream = StreamId::from_raw("attempt:p1");
+    {
+        let store = SledStore::open_with(dir.path(), options.clone()).unwrap();
+        let events = store.events();
+        let mut sub = events.subscribe(0).await.unwrap();
+        for i in 0..30u64 {
+            let mut heartbeat = note(&format!("p{i}"), i);
+            heartbeat.event_type = "attempt.heartbeat".into();
+            heartbeat.payload = json!({ "attempt_id": "p1" });
+            let receipt = events
+                .append(
+                    AppendRequest::new(vec![heartbeat, note(&format!("q{i}"), i)])
+                        .expect(stream.clone(), leviathan_core::ExpectedVersion::at(i)),
+                )
+                .await
+                .unwrap();
+            // Acknowledged means readable at once, without waiting for a flush.
+            assert_eq!(events.head().await.unwrap(), receipt.head);
+        }
+        for seq in 1..=60 {
+            let event = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("the subscription delivers")
+                .expect("open")
+                .expect("no error");
+            assert_eq!(event.seq, seq);
+        }
+        assert_eq!(events.stream_version(&stream).await.unwrap(), 30);
+    }
+    // Dropping the last handle flushed everything.
+    let store = SledStore::open_with(dir.path(), options).unwrap();
+    let log = read_all(&*store.events()).await;
+    assert_eq!(log.len(), 60);
+    assert_eq!(store.events().stream_version(&stream).await.unwrap(), 30);
+    assert_eq!(store.events().verify().await.unwrap().unwrap().events, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_payload_round_trips_across_reopen() {
+    let dir = TempDir::new().unwrap();
+    let text: String = (0..1024 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut big = note("big", 1);
+    big.payload = json!({ "text": text, "snowman": "☃", "max": u64::MAX });
+    let appended = {
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .events()
+            .append(AppendRequest::new(vec![big.clone(), note("small", 2)]))
+            .await
+            .unwrap()
+            .appended
+    };
+    let store = SledStore::open(dir.path()).unwrap();
+    let back = read_all(&*store.events()).await;
+    assert_eq!(back, appended);
+    assert!(big.same_content(&back[0]));
+    assert_eq!(store.events().verify().await.unwrap().unwrap().events, 2);
+}
+
+/// Opens the raw sled database of a closed store (the test plays a failing disk).
+fn raw(dir: &TempDir) -> sled::Db {
+    sled::open(dir.path()).unwrap()
+}
+
+async fn store_with_notes(dir: &TempDir, n: u64) -> Vec<Event> {
+    let store = SledStore::open(dir.path()).unwrap();
+    let batch = (1..=n).map(|i| note(&format!("n{i}"), i)).collect();
+    store
+        .events()
+        .append(AppendRequest::new(batch))
+        .await
+        .unwrap()
+        .appended
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_record_fails_verification_and_reads_at_its_seq() {
+    let dir = TempDir::new().unwrap();
+    store_with_notes(&dir, 5).await;
+    {
+        let db = raw(&dir);
+        let events = db.open_tree("events").unwrap();
+        let key = 3u64.to_be_bytes();
+        let mut record = events.get(key).unwrap().unwrap().to_vec();
+        // Change the payload digit `3` (`"n":3`) to `4`: still valid JSON, wrong hash.
+        let at = record
+            .windows(5)
+            .rposition(|w| w == b"\"n\":3")
+            .expect("the payload in the record")
+            + 4;
+        record[at] = b'4';
+        events.insert(key, record).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let broken = store.events().verify().await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 3);
+    assert!(
+        matches!(broken.fault, ChainFault::HashMismatch { .. }),
+        "{broken}"
+    );
+
+    // Bytes that no longer decode are reported as corruption at their seq, not returned.
+    drop(store);
+    {
+        let db = raw(&dir);
+        let events = db.open_tree("events").unwrap();
+        let key = 2u64.to_be_bytes();
+        let mut record = events.get(key).unwrap().unwrap().to_vec();
+        record.truncate(40);
+        events.insert(key, record).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    match store.events().read(0, 10).await {
+        Err(EventStoreError::Corrupt { seq: Some(2), .. }) => {}
+        other => panic!("expected corruption at seq 2, got {other:?}"),
+    }
+    assert_eq!(store.events().verify().await.unwrap().unwrap_err().seq, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_that_disagrees_with_the_log_refuses_to_open() {
+    let dir = TempDir::new().unwrap();
+    store_with_notes(&dir, 3).await;
+    {
+        let db = raw(&dir);
+        db.open_tree("events")
+            .unwrap()
+            .remove(3u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    match SledStore::open(dir.path()) {
+        Err(EventStoreError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("tail"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_database_of_another_format_is_refused() {
+    let dir = TempDir::new().unwrap();
+    {
+        let db = raw(&dir);
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", "leviathan-store-sled/999")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    match SledStore::open(dir.path()) {
+        Err(EventStoreError::Backend { reason, .. }) => {
+            assert!(reason.contains("leviathan-store-sled/999"), "{reason}")
+        }
+        other => panic!("expected a format error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_artifact_is_repaired_by_putting_it_again() {
+    let dir = TempDir::new().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let artifacts = store.artifacts();
+    let content = Bytes::from_static(b"test output worth keeping");
+    let stored = artifacts.put(content.clone()).await.unwrap();
+    let path = store.artifact_path(&stored.sha256);
+    assert!(path.starts_with(dir.path().join("artifacts")));
+    std::fs::write(&path, b"truncated").unwrap();
+    assert!(artifacts.get(&stored.sha256).await.is_err());
+    let again = artifacts.put(content.clone()).await.unwrap();
+    assert!(again.created, "a damaged copy does not count as stored");
+    assert_eq!(artifacts.get(&stored.sha256).await.unwrap(), content);
+    // Nothing is left in the temporary directory.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("artifacts/.tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_keeps_the_store_open() {
+    let dir = TempDir::new().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let events: Arc<dyn EventStore> = store.events();
+    events
+        .append(AppendRequest::new(vec![note("s1", 1)]))
+        .await
+        .unwrap();
+    let mut sub = events.subscribe(0).await.unwrap();
+    drop(store);
+    drop(events);
+    let first = sub.next().await.unwrap().unwrap();
+    assert_eq!(first.seq, 1);
+    // The subscription holds the database: it cannot be opened twice meanwhile.
+    assert!(matches!(
+        SledStore::open(dir.path()),
+        Err(EventStoreError::Locked { .. })
+    ));
+    drop(sub);
+    SledStore::open(dir.path()).expect("closed once the subscription is dropped");
+}
