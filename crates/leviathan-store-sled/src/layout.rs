@@ -1,6 +1,6 @@
 //! The trees of the database and how keys and values are encoded in them (see the crate docs).
 
-use leviathan_core::{Head, Sha256Digest};
+use leviathan_core::{Event, Head, Sha256Digest};
 
 /// Marks a database written by this crate in this layout.
 pub(crate) const FORMAT: &[u8] = b"leviathan-store-sled/1";
@@ -65,11 +65,11 @@ pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// The stored form of an event: its hash, then its canonical bytes.
-pub(crate) fn event_record(hash: &Sha256Digest, canonical: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(HASH_LEN + canonical.len());
-    record.extend_from_slice(hash.as_bytes());
-    record.extend_from_slice(canonical);
+/// The stored form of an event: its hash, then its canonical bytes (written in place).
+pub(crate) fn event_record(event: &Event) -> Vec<u8> {
+    let mut record = Vec::with_capacity(HASH_LEN + 512);
+    record.extend_from_slice(event.hash.as_bytes());
+    event.write_canonical(&mut record);
     record
 }
 
@@ -115,8 +115,20 @@ mod tests {
         };
         assert_eq!(decode_head(&encode_head(&head)), Some(head));
         assert_eq!(decode_head(&[0; 39]), None);
-        let record = event_record(&head.hash, b"{}");
-        assert_eq!(split_record(&record), Some((head.hash, &b"{}"[..])));
+        let event = Event::seal(
+            leviathan_core::NewEvent {
+                event_id: leviathan_core::EventId::new("e1").unwrap(),
+                event_type: "note.added".into(),
+                timestamp: leviathan_core::Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+                actor_id: None,
+                payload: serde_json::json!({"k": "v"}),
+            },
+            1,
+            None,
+        );
+        let record = event_record(&event);
+        let canonical = event.canonical_bytes();
+        assert_eq!(split_record(&record), Some((event.hash, &canonical[..])));
         assert_eq!(split_record(&[1; 31]), None);
         assert!(seq_key(2) > seq_key(1) && seq_key(256) > seq_key(255));
         assert_eq!(decode_u64(&seq_key(77)), Some(77));

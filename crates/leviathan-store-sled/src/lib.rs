@@ -2,10 +2,22 @@
 //! one control plane in one local directory, on [sled] 0.34.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), leviathan_core::EventStoreError> {
-//! use leviathan_store_sled::SledStore;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use leviathan_store_sled::{Durability, SledOptions, SledStore};
+//!
+//! // Every append is on disk before it is acknowledged (the default).
 //! let store = SledStore::open("/var/lib/leviathan")?;
-//! let ledger = leviathan_core::Ledger::open(store.events(), store.graphs()).await;
+//! let ledger = leviathan_core::Ledger::open(store.events(), store.graphs()).await?;
+//! let artifacts = store.artifacts();
+//! # drop((ledger, artifacts));
+//!
+//! // Or trade a bounded loss window for latency.
+//! let options = SledOptions {
+//!     durability: Durability::Periodic { every: std::time::Duration::from_millis(100) },
+//!     ..SledOptions::default()
+//! };
+//! let relaxed = SledStore::open_with("/var/lib/leviathan-scratch", options)?;
+//! # drop(relaxed);
 //! # Ok(()) }
 //! ```
 //!
@@ -51,7 +63,8 @@
 //!
 //! - [`Durability::Flush`] (the default): an append returns only after its group was flushed to
 //!   disk (sled's `flush` writes and fsyncs its log). Readers never see an event before it is
-//!   durable: reads, lookups, `head` and subscriptions stop at the last flushed `seq`.
+//!   durable: reads, lookups, `head`, `verify` and subscriptions stop at the last flushed `seq`
+//!   (only `stream_version` may already count a group whose flush is under way).
 //! - [`Durability::Periodic`]: an append returns once its group is committed in memory, and
 //!   sled's background flusher writes and fsyncs every `every`. **Loss window**: a crash of the
 //!   process or of the machine loses the acknowledged appends of up to the last `every` (plus the

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
     sync::Arc,
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use leviathan_core::{ArtifactStore, EventStore, EventStoreError, GraphStore, Head, Sha256Digest};
@@ -20,6 +20,10 @@ use crate::{
     writer::{AppendJob, Writer},
 };
 
+/// The file sled locks, inside the database directory.
+const SLED_DATA_FILE: &str = "db";
+/// How long closing waits for sled's pool threads to release the database file.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// How many append requests may wait for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
 /// How often sled flushes in the background in [`Durability::Flush`] mode, for writes that are
@@ -46,7 +50,7 @@ pub enum Durability {
 pub struct SledOptions {
     /// When appends are acknowledged.
     pub durability: Durability,
-    /// Bytes of sled's page cache.
+    /// Bytes of sled's page cache (default 256 MiB).
     pub cache_capacity: u64,
 }
 
@@ -138,6 +142,7 @@ impl SledStore {
             .map_err(|err| {
                 EventStoreError::backend(format!("starting the writer thread of {shown}"), err)
             })?;
+        let location_for_release = location.join(SLED_DATA_FILE);
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
@@ -147,6 +152,9 @@ impl SledStore {
                 visible,
                 jobs: Some(jobs),
                 writer: Some(thread),
+                _release: LockRelease {
+                    data_file: location_for_release,
+                },
             }),
         })
     }
@@ -253,6 +261,8 @@ pub(crate) struct Shared {
     /// The writer's queue; `None` only while dropping.
     jobs: Option<mpsc::Sender<AppendJob>>,
     writer: Option<JoinHandle<()>>,
+    /// Declared last so that it is dropped after `db` and `trees`.
+    _release: LockRelease,
 }
 
 impl Shared {
@@ -292,4 +302,45 @@ impl Drop for Shared {
             tracing::error!(location = %self.location.display(), error = %err, "final flush failed");
         }
     }
+}
+
+/// Waits, once the database is dropped, until sled has really closed its data file.
+///
+/// sled finishes some writes on its own thread pool; those jobs keep the file, and so its
+/// exclusive lock, open for a moment after the last handle is gone. Waiting here (bounded,
+/// usually well under a millisecond) makes "dropped" mean "closed": the directory can be opened
+/// again at once, in this process or another.
+struct LockRelease {
+    data_file: PathBuf,
+}
+
+impl Drop for LockRelease {
+    #[cfg(unix)]
+    fn drop(&mut self) {
+        use rustix::fs::{FlockOperation, flock};
+        let Ok(file) = std::fs::File::open(&self.data_file) else {
+            return;
+        };
+        let deadline = Instant::now() + RELEASE_WAIT;
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                // Closing `file` releases the probe's own lock.
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        file = %self.data_file.display(),
+                        error = %err,
+                        "the sled data file is still locked after closing"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn drop(&mut self) {}
 }

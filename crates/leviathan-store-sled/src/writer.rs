@@ -213,14 +213,11 @@ impl Writer {
         let mut events = sled::Batch::default();
         let mut ids = sled::Batch::default();
         let mut versions: BTreeMap<&StreamId, u64> = BTreeMap::new();
-        let mut canonical = Vec::with_capacity(512);
         for batch in sequenced.iter().flatten() {
             for sequenced in &batch.events {
                 let event: &Event = &sequenced.event;
-                canonical.clear();
-                event.write_canonical(&mut canonical);
                 let key = layout::seq_key(event.seq);
-                events.insert(&key[..], layout::event_record(&event.hash, &canonical));
+                events.insert(&key[..], layout::event_record(event));
                 ids.insert(event.event_id.as_str(), &key[..]);
                 if let Some((stream, version)) = &sequenced.stream {
                     versions.insert(stream, *version);

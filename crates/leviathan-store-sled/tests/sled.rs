@@ -122,8 +122,19 @@ async fn reopen_keeps_events_streams_graph_and_artifacts() {
 fn a_second_open_of_the_same_directory_is_locked() {
     let dir = TempDir::new().unwrap();
     let first = SledStore::open(dir.path()).unwrap();
-    let started = std::time::Instant::now();
-    match SledStore::open(dir.path()) {
+    // The second opens run on another thread so that a hang fails the test instead of stalling it.
+    let path = dir.path().to_path_buf();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let same = SledStore::open(&path).map(drop);
+        // Through another spelling of the same directory, too.
+        let other_spelling = SledStore::open_with(path.join("."), SledOptions::default()).map(drop);
+        let _ = done.send((same, other_spelling));
+    });
+    let (same, other_spelling) = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a second open refuses at once instead of waiting for the lock");
+    match same {
         Err(EventStoreError::Locked { location }) => {
             assert!(
                 location.contains(&*dir.path().to_string_lossy()),
@@ -132,15 +143,9 @@ fn a_second_open_of_the_same_directory_is_locked() {
         }
         other => panic!("expected Locked, got {other:?}"),
     }
-    // Through another spelling of the same directory, too.
-    let other_spelling = dir.path().join(".");
-    assert!(matches!(
-        SledStore::open_with(&other_spelling, SledOptions::default()),
-        Err(EventStoreError::Locked { .. })
-    ));
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "refusing must not wait for the lock"
+        matches!(other_spelling, Err(EventStoreError::Locked { .. })),
+        "{other_spelling:?}"
     );
     drop(first);
     SledStore::open(dir.path()).expect("the lock is released with the last handle");
@@ -254,9 +259,26 @@ async fn a_large_payload_round_trips_across_reopen() {
     assert_eq!(store.events().verify().await.unwrap().unwrap().events, 2);
 }
 
-/// Opens the raw sled database of a closed store (the test plays a failing disk).
-fn raw(dir: &TempDir) -> sled::Db {
-    sled::open(dir.path()).unwrap()
+/// Edits the raw sled database of a closed store (the test plays a failing disk).
+fn edit_raw(dir: &TempDir, edit: impl FnOnce(&sled::Db)) {
+    let db = sled::open(dir.path()).unwrap();
+    edit(&db);
+    db.flush().unwrap();
+}
+
+/// Opens the store after [`edit_raw`]. A bare sled handle, unlike a `SledStore`, does not wait
+/// for sled's pool threads to close the data file when dropped, so this polls (bounded) while
+/// the directory is still locked.
+fn open_after_raw_edit(dir: &TempDir) -> Result<SledStore, EventStoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match SledStore::open(dir.path()) {
+            Err(EventStoreError::Locked { .. }) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn store_with_notes(dir: &TempDir, n: u64) -> Vec<Event> {
@@ -274,8 +296,7 @@ async fn store_with_notes(dir: &TempDir, n: u64) -> Vec<Event> {
 async fn a_tampered_record_fails_verification_and_reads_at_its_seq() {
     let dir = TempDir::new().unwrap();
     store_with_notes(&dir, 5).await;
-    {
-        let db = raw(&dir);
+    edit_raw(&dir, |db| {
         let events = db.open_tree("events").unwrap();
         let key = 3u64.to_be_bytes();
         let mut record = events.get(key).unwrap().unwrap().to_vec();
@@ -287,9 +308,8 @@ async fn a_tampered_record_fails_verification_and_reads_at_its_seq() {
             + 4;
         record[at] = b'4';
         events.insert(key, record).unwrap();
-        db.flush().unwrap();
-    }
-    let store = SledStore::open(dir.path()).unwrap();
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
     let broken = store.events().verify().await.unwrap().unwrap_err();
     assert_eq!(broken.seq, 3);
     assert!(
@@ -299,16 +319,14 @@ async fn a_tampered_record_fails_verification_and_reads_at_its_seq() {
 
     // Bytes that no longer decode are reported as corruption at their seq, not returned.
     drop(store);
-    {
-        let db = raw(&dir);
+    edit_raw(&dir, |db| {
         let events = db.open_tree("events").unwrap();
         let key = 2u64.to_be_bytes();
         let mut record = events.get(key).unwrap().unwrap().to_vec();
         record.truncate(40);
         events.insert(key, record).unwrap();
-        db.flush().unwrap();
-    }
-    let store = SledStore::open(dir.path()).unwrap();
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
     match store.events().read(0, 10).await {
         Err(EventStoreError::Corrupt { seq: Some(2), .. }) => {}
         other => panic!("expected corruption at seq 2, got {other:?}"),
@@ -320,15 +338,13 @@ async fn a_tampered_record_fails_verification_and_reads_at_its_seq() {
 async fn a_tail_that_disagrees_with_the_log_refuses_to_open() {
     let dir = TempDir::new().unwrap();
     store_with_notes(&dir, 3).await;
-    {
-        let db = raw(&dir);
+    edit_raw(&dir, |db| {
         db.open_tree("events")
             .unwrap()
             .remove(3u64.to_be_bytes())
             .unwrap();
-        db.flush().unwrap();
-    }
-    match SledStore::open(dir.path()) {
+    });
+    match open_after_raw_edit(&dir) {
         Err(EventStoreError::Corrupt { reason, .. }) => {
             assert!(reason.contains("tail"), "{reason}")
         }
@@ -339,15 +355,13 @@ async fn a_tail_that_disagrees_with_the_log_refuses_to_open() {
 #[test]
 fn a_database_of_another_format_is_refused() {
     let dir = TempDir::new().unwrap();
-    {
-        let db = raw(&dir);
+    edit_raw(&dir, |db| {
         db.open_tree("meta")
             .unwrap()
             .insert("format", "leviathan-store-sled/999")
             .unwrap();
-        db.flush().unwrap();
-    }
-    match SledStore::open(dir.path()) {
+    });
+    match open_after_raw_edit(&dir) {
         Err(EventStoreError::Backend { reason, .. }) => {
             assert!(reason.contains("leviathan-store-sled/999"), "{reason}")
         }
