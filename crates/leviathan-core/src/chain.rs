@@ -1,6 +1,6 @@
 //! Hash-chain verification, streaming: one event at a time, constant memory.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     digest::Sha256Digest,
@@ -8,7 +8,7 @@ use crate::{
 };
 
 /// What is wrong at the first bad position of a log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "fault", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChainFault {
@@ -51,7 +51,7 @@ pub enum ChainFault {
 }
 
 /// The first bad position of a log and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("chain broken at seq {seq}: {fault}")]
 pub struct ChainBreak {
     /// The log position (1-based) of the first event that does not verify.
@@ -62,7 +62,7 @@ pub struct ChainBreak {
 }
 
 /// What a successful verification covered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainReport {
     /// Number of events verified.
     pub events: u64,
@@ -302,6 +302,21 @@ mod tests {
         let err = verify(&relinked).unwrap_err();
         assert_eq!(err.seq, 4);
         assert!(matches!(err.fault, ChainFault::BrokenLink { .. }));
+    }
+
+    #[test]
+    fn reports_and_breaks_round_trip_through_json() {
+        let events = chain(3);
+        let report = verify(&events).unwrap();
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<ChainReport>(&json).unwrap(), report);
+        let mut tampered = events.clone();
+        tampered[1].payload["n"] = serde_json::json!(7);
+        let broken = verify(&tampered).unwrap_err();
+        let value = serde_json::to_value(&broken).unwrap();
+        assert_eq!(value["seq"], 2);
+        assert_eq!(value["fault"], "hash_mismatch");
+        assert_eq!(serde_json::from_value::<ChainBreak>(value).unwrap(), broken);
     }
 
     #[test]

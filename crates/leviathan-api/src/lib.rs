@@ -1,0 +1,46 @@
+//! Leviathan's control plane over HTTP.
+//!
+//! - [`router`]: an axum [`Router`](axum::Router) over any backend (built from the core traits),
+//!   ready to serve or to mount into another service. Bearer authentication with constant-time
+//!   comparison, JSON errors with stable codes, limits on bodies, bundles and time.
+//! - [`ControlPlane`]: the same operations without HTTP, for the CLI and for in-process use.
+//! - [`client::ControlPlaneClient`]: a typed client for every route, with retries, and
+//!   [`client::RemoteEventStore`], the control plane as an [`leviathan_core::EventStore`].
+//! - [`token`]: where the bearer token comes from (environment or a private token file).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use leviathan_api::{ApiConfig, ApiState, BearerToken, router};
+//! use leviathan_core::{Ledger, memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore}};
+//!
+//! let ledger = Ledger::open(Arc::new(MemoryEventStore::new()), Arc::new(MemoryGraphStore::new())).await?;
+//! let state = ApiState::new(
+//!     Arc::new(ledger),
+//!     Arc::new(MemoryArtifactStore::new()),
+//!     ApiConfig::new(BearerToken::generate()?),
+//! );
+//! let app = axum::Router::new().nest("/control", router(state));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod client;
+mod config;
+pub mod error;
+mod metrics;
+mod routes;
+mod service;
+mod state;
+pub mod token;
+pub mod wire;
+
+pub use config::{ApiConfig, BearerToken, Limits, TokenError};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use routes::router;
+pub use service::{ControlPlane, OPERATOR_ACTOR};
+pub use state::ApiState;

@@ -1,0 +1,63 @@
+//! `PUT|GET /v1/artifacts/{sha256}`: content-addressed uploads and downloads.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use leviathan_core::Sha256Digest;
+
+use super::extract::read_limited;
+use crate::{error::ApiError, state::ApiState};
+
+fn digest(raw: &str) -> Result<Sha256Digest, ApiError> {
+    Sha256Digest::parse_hex(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Receives the body up to the artifact limit, checks that it hashes to the address (422
+/// `digest_mismatch` otherwise, nothing kept) and stores it; 201 when new, 200 when it was
+/// already stored.
+pub(super) async fn put(
+    State(state): State<ApiState>,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let expected = digest(&sha256)?;
+    let limit = state.config().limits.artifact_bytes;
+    let content = read_limited(&headers, body, limit).await?;
+    let stored = state
+        .control_plane()
+        .put_artifact(expected, content)
+        .await?;
+    let status = if stored.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(stored)).into_response())
+}
+
+pub(super) async fn get(
+    State(state): State<ApiState>,
+    Path(sha256): Path<String>,
+) -> Result<Response, ApiError> {
+    let sha256 = digest(&sha256)?;
+    let content = state.control_plane().get_artifact(&sha256).await?;
+    let mut response = content.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{sha256}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
+    Ok(response)
+}

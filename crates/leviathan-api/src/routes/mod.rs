@@ -1,0 +1,183 @@
+//! The router: routes, bearer authentication, deadlines, and JSON for every error.
+
+mod artifacts;
+mod events;
+mod extract;
+mod graph;
+mod ingest;
+mod ops;
+
+use std::{any::Any, time::Duration};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+pub(crate) use events::LAST_EVENT_ID;
+
+use crate::{
+    error::{ApiError, JsonErrorMarker, code},
+    state::ApiState,
+};
+
+/// The control plane's routes, ready to serve or to `nest`/`merge` into another service.
+///
+/// Open: `GET /healthz`, `GET /readyz` and (unless [`crate::ApiConfig::metrics_require_auth`])
+/// `GET /metrics`. Everything else, including unknown paths, requires the bearer token, so an
+/// unauthenticated client learns nothing about the server. Every error is JSON.
+///
+/// The router has a fallback (a JSON 404 behind the token); merge it only into a router without
+/// one, or `nest` it under a prefix.
+pub fn router(state: ApiState) -> Router {
+    let limits = state.config().limits.clone();
+    let quick = Router::new()
+        .route("/v1/events/ingest", post(ingest::ingest))
+        .route("/v1/events", get(events::page))
+        .route("/v1/events/find", post(events::find))
+        .route("/v1/events/head", get(events::head))
+        .route("/v1/events/by-id/{event_id}", get(events::get))
+        .route("/v1/streams/{stream}", get(events::stream_version))
+        .route("/v1/graph/summary", get(graph::summary))
+        .route("/v1/attempts", get(graph::attempts))
+        .route("/v1/attempts/{attempt_id}", get(graph::attempt))
+        .route(
+            "/v1/attempts/{attempt_id}/invalidate",
+            post(graph::invalidate),
+        )
+        .route("/v1/failures", get(graph::failures))
+        .route_layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            deadline,
+        ));
+    let slow = Router::new()
+        .route(
+            "/v1/artifacts/{sha256}",
+            put(artifacts::put).get(artifacts::get),
+        )
+        .route("/v1/chain/verify", get(ops::verify))
+        .route_layer(middleware::from_fn_with_state(
+            limits.long_request_timeout,
+            deadline,
+        ));
+    let mut protected = quick
+        .merge(slow)
+        .route("/v1/events/stream", get(events::stream));
+    let mut open = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz));
+    if state.config().metrics_require_auth {
+        protected = protected.route("/metrics", get(ops::metrics));
+    } else {
+        open = open.route("/metrics", get(ops::metrics));
+    }
+    let protected = protected
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer,
+        ));
+    open.merge(protected)
+        .layer(middleware::map_response(json_errors))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>` (constant-time comparison).
+async fn require_bearer(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| bearer(value.as_bytes()));
+    match presented {
+        Some(token) if state.config().token.matches(token) => next.run(request).await,
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+/// The credentials of a `Bearer` authorization value (the scheme is case-insensitive).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+        .filter(|token| !token.is_empty())
+}
+
+/// Ends a request that runs past `limit` with a retryable 503.
+async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::TIMEOUT,
+            format!(
+                "the request did not complete within {} s; retry later",
+                limit.as_secs_f64()
+            ),
+        )
+        .retry_after(1)
+        .into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found(code::NOT_FOUND, "no such route")
+}
+
+/// Turns any error response that is not already an API error (axum's own 405, an extractor's
+/// rejection) into the JSON error shape, keeping its status and headers.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<JsonErrorMarker>().is_some()
+    {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => (code::NOT_FOUND, "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            code::METHOD_NOT_ALLOWED,
+            "this route does not support this method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (code::BODY_TOO_LARGE, "the request body is too large"),
+        StatusCode::REQUEST_TIMEOUT => (code::TIMEOUT, "the request took too long"),
+        StatusCode::UNPROCESSABLE_ENTITY => (code::INVALID_REQUEST, "the request is invalid"),
+        s if s.is_server_error() => (code::INTERNAL, "internal error"),
+        _ => (code::BAD_REQUEST, "the request is malformed"),
+    };
+    let (parts, _) = response.into_parts();
+    let mut converted = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().append(name, value.clone());
+        }
+    }
+    converted
+}
+
+fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
+    ApiError::internal("request handler", &"the handler panicked").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_strict() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bearerabc"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! Liveness, readiness, metrics and chain verification.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::{
+    error::{ApiError, code},
+    state::ApiState,
+    wire::{ChainVerification, Health},
+};
+
+/// How long readiness waits for the store.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        head: None,
+    })
+}
+
+/// Ready when the event store answers. The answer is open, so a failure says nothing about the
+/// store beyond that; the log has the details.
+pub(super) async fn readyz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
+    let not_ready = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::NOT_READY,
+            "the event store is not reachable",
+        )
+        .retry_after(1)
+    };
+    match tokio::time::timeout(READY_TIMEOUT, state.control_plane().events().head()).await {
+        Ok(Ok(head)) => Ok(Json(Health {
+            status: "ready".into(),
+            head,
+        })),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness check failed");
+            Err(not_ready())
+        }
+        Err(_) => {
+            tracing::warn!("readiness check timed out");
+            Err(not_ready())
+        }
+    }
+}
+
+pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+    let plane = state.control_plane();
+    let head = plane.events().head().await.map_err(|error| {
+        tracing::warn!(%error, "metrics: cannot read the event log's head");
+    });
+    let summary = plane.summary().await.unwrap_or_default();
+    let text = state.metrics().render(head, &summary);
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+pub(super) async fn verify(
+    State(state): State<ApiState>,
+) -> Result<Json<ChainVerification>, ApiError> {
+    let verification = state.control_plane().verify().await?;
+    if let ChainVerification::Broken(broken) = &verification {
+        tracing::error!(seq = broken.seq, fault = %broken.fault, "the event chain does not verify");
+    }
+    Ok(Json(verification))
+}

@@ -1,0 +1,407 @@
+//! The control plane's operations, independent of HTTP: the router is a thin layer over them, and
+//! the `leviathan` binary calls them directly when it works on a store instead of a server.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use leviathan_core::{
+    ArtifactStore, Event, EventStore, Expectations, GraphSummary, Head, Ledger, LedgerError,
+    NewEvent, Sha256Digest, StreamId, Timestamp,
+    catalogue::{ArtifactCreated, AttemptInvalidated, Payload},
+    graph::{AttemptQuery, Node, NodeKind},
+    id::{AttemptId, EventId, TargetId},
+};
+use serde_json::json;
+
+use crate::{
+    error::{ApiError, code},
+    metrics::Metrics,
+    wire::{
+        AttemptDetail, AttemptsPage, ChainVerification, EventsPage, FailuresPage, FoundEvents,
+        IngestRequest, IngestResponse, InvalidateResponse, StoredArtifactResponse,
+    },
+};
+
+/// The actor of events an operator causes through the API or the CLI.
+pub const OPERATOR_ACTOR: &str = "operator";
+
+/// A ledger and an artifact store, with the operations the API offers on them.
+#[derive(Clone, Debug)]
+pub struct ControlPlane {
+    ledger: Arc<Ledger>,
+    artifacts: Arc<dyn ArtifactStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl ControlPlane {
+    /// A control plane over these stores.
+    pub fn new(ledger: Arc<Ledger>, artifacts: Arc<dyn ArtifactStore>) -> Self {
+        Self {
+            ledger,
+            artifacts,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        self.ledger.events()
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> &Arc<dyn ArtifactStore> {
+        &self.artifacts
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Validates a bundle (artifacts stored, every event accepted by the catalogue and the
+    /// graph) and appends it atomically. Events already in the log are reported as duplicates.
+    ///
+    /// The append runs in its own task, so a client that disconnects cannot cut it short; its
+    /// retry then finds the events in the log.
+    pub async fn ingest(&self, request: IngestRequest) -> Result<IngestResponse, ApiError> {
+        self.check_artifacts(&request).await?;
+        let expectations = if request.expectations.is_empty() {
+            Expectations::Derived
+        } else {
+            Expectations::Explicit(
+                request
+                    .expectations
+                    .into_iter()
+                    .map(|e| (e.stream, e.version))
+                    .collect(),
+            )
+        };
+        let ledger = self.ledger.clone();
+        let events = request.events;
+        let receipt = tokio::spawn(async move { ledger.ingest(events, expectations).await })
+            .await
+            .map_err(|e| ApiError::internal("ingest task", &e))??;
+        self.metrics.record_appended(&receipt.appended);
+        let status = if receipt.appended.is_empty() && !receipt.duplicates.is_empty() {
+            IngestResponse::DUPLICATE
+        } else {
+            IngestResponse::OK
+        };
+        Ok(IngestResponse {
+            status: status.to_owned(),
+            bundle_id: request.bundle_id,
+            ingested: receipt.appended.len() as u64,
+            duplicates: receipt.duplicates.len() as u64,
+            head: receipt.head,
+        })
+    }
+
+    /// Every artifact the bundle references (its `artifacts` list and its `artifact.created`
+    /// events) must be stored already.
+    async fn check_artifacts(&self, request: &IngestRequest) -> Result<(), ApiError> {
+        let mut referenced: BTreeMap<Sha256Digest, String> = BTreeMap::new();
+        for (i, artifact) in request.artifacts.iter().enumerate() {
+            referenced
+                .entry(artifact.sha256)
+                .or_insert_with(|| format!("artifacts[{i}]"));
+        }
+        for (i, event) in request.events.iter().enumerate() {
+            if event.event_type == ArtifactCreated::EVENT_TYPE
+                && let Some(sha256) = event
+                    .payload
+                    .get("sha256")
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| Sha256Digest::parse_hex(s).ok())
+            {
+                referenced
+                    .entry(sha256)
+                    .or_insert_with(|| format!("events[{i}].payload.sha256"));
+            }
+        }
+        let checks = referenced
+            .iter()
+            .map(|(sha256, _)| self.artifacts.exists(sha256));
+        let found = futures::future::try_join_all(checks).await?;
+        let missing: Vec<_> = referenced
+            .iter()
+            .zip(found)
+            .filter(|(_, exists)| !exists)
+            .map(|((sha256, at), _)| json!({"sha256": sha256, "referenced_by": at}))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code::ARTIFACTS_MISSING,
+            format!(
+                "{} referenced artifact(s) are not stored; upload them with PUT /v1/artifacts/{{sha256}} first; nothing was appended",
+                missing.len()
+            ),
+        )
+        .with_details(missing))
+    }
+
+    /// Counts of the graph, after catching up with the log.
+    pub async fn summary(&self) -> Result<GraphSummary, ApiError> {
+        self.ledger.catch_up().await?;
+        Ok(self.ledger.graph().await.summary())
+    }
+
+    /// A page of attempts, newest first.
+    pub async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptsPage, ApiError> {
+        self.ledger.catch_up().await?;
+        let graph = self.ledger.graph().await;
+        let (page, next_cursor) = graph.attempts_page(query);
+        let attempts: Vec<_> = page.into_iter().cloned().collect();
+        Ok(AttemptsPage {
+            count: attempts.len(),
+            attempts,
+            next_cursor,
+        })
+    }
+
+    /// An attempt with its most recent `max_events` events, its artifacts and its pull request.
+    pub async fn attempt(
+        &self,
+        id: &AttemptId,
+        max_events: usize,
+    ) -> Result<AttemptDetail, ApiError> {
+        self.ledger.catch_up().await?;
+        let (attempt, artifacts, pull_request) = {
+            let graph = self.ledger.graph().await;
+            let Some(attempt) = graph.attempt(id).cloned() else {
+                return Err(attempt_not_found(id));
+            };
+            let artifacts = graph
+                .produced_by(id, NodeKind::Artifact)
+                .filter_map(|n| match n {
+                    Node::Artifact(a) => Some(a.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            let pull_request = attempt
+                .pr_number
+                .and_then(|n| graph.pull_request(&attempt.target_id, n))
+                .or_else(|| {
+                    graph
+                        .produced_by(id, NodeKind::PullRequest)
+                        .find_map(|n| match n {
+                            Node::PullRequest(p) => Some(p),
+                            _ => None,
+                        })
+                })
+                .cloned();
+            (attempt, artifacts, pull_request)
+        };
+        let seqs = &attempt.event_seqs;
+        let recent = &seqs[seqs.len().saturating_sub(max_events)..];
+        let events = self.read_seqs(recent).await?;
+        Ok(AttemptDetail {
+            events_total: seqs.len(),
+            attempt,
+            events,
+            artifacts,
+            pull_request,
+        })
+    }
+
+    /// Reads events by position, one read per run of consecutive positions.
+    async fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Event>, ApiError> {
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut events = Vec::with_capacity(sorted.len());
+        let mut i = 0;
+        while i < sorted.len() {
+            let start = sorted[i];
+            let mut len = 1;
+            while i + len < sorted.len() && sorted[i + len] == start + len as u64 {
+                len += 1;
+            }
+            events.extend(self.events().read(start - 1, len).await?);
+            i += len;
+        }
+        Ok(events)
+    }
+
+    /// Failed and timed-out attempts, most recently ended first.
+    pub async fn failures(
+        &self,
+        target: Option<&TargetId>,
+        limit: usize,
+    ) -> Result<FailuresPage, ApiError> {
+        self.ledger.catch_up().await?;
+        let graph = self.ledger.graph().await;
+        let failures: Vec<_> = graph.failures(target).take(limit).cloned().collect();
+        Ok(FailuresPage {
+            count: failures.len(),
+            failures,
+        })
+    }
+
+    /// Declares an attempt void by appending `attempt.invalidated` (actor `operator`).
+    ///
+    /// With `event_id`, a repeated request (a client retry) answers with the event already in
+    /// the log instead of invalidating twice.
+    pub async fn invalidate(
+        &self,
+        attempt_id: &AttemptId,
+        reason: &str,
+        event_id: Option<EventId>,
+    ) -> Result<InvalidateResponse, ApiError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ApiError::invalid_request(
+                "field `reason`: must not be empty",
+            ));
+        }
+        if let Some(id) = &event_id
+            && let Some(existing) = self.events().get(id).await?
+        {
+            let same = existing.event_type == AttemptInvalidated::EVENT_TYPE
+                && existing.payload.get("attempt_id").and_then(|v| v.as_str())
+                    == Some(attempt_id.as_str());
+            if !same {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    code::EVENT_CONFLICT,
+                    format!(
+                        "event id `{id}` is already used by seq {} for another event",
+                        existing.seq
+                    ),
+                ));
+            }
+            return Ok(invalidated(attempt_id, existing, true));
+        }
+        self.ledger.catch_up().await?;
+        if self.ledger.graph().await.attempt(attempt_id).is_none() {
+            return Err(attempt_not_found(attempt_id));
+        }
+        let event_id = match event_id {
+            Some(id) => id,
+            None => EventId::new(format!(
+                "invalidate-{attempt_id}-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .map_err(|e| ApiError::internal("invalidation event id", &e))?,
+        };
+        let payload = AttemptInvalidated {
+            attempt_id: attempt_id.clone(),
+            reason: reason.to_owned(),
+        };
+        let event = NewEvent::new(
+            event_id.clone(),
+            Timestamp::now(),
+            Some(OPERATOR_ACTOR.to_owned()),
+            &payload,
+        );
+        let receipt = match self.ledger.ingest(vec![event], Expectations::Derived).await {
+            Ok(receipt) => receipt,
+            Err(LedgerError::Rejected(rejections)) => {
+                let why = rejections
+                    .iter()
+                    .map(|r| r.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    code::INVALID_STATE,
+                    format!("attempt `{attempt_id}` cannot be invalidated: {why}"),
+                ));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        self.metrics.record_appended(&receipt.appended);
+        let (event, duplicate) = match receipt.appended.into_iter().next() {
+            Some(event) => (event, false),
+            None => {
+                let stored = self.events().get(&event_id).await?.ok_or_else(|| {
+                    ApiError::internal("invalidation", &"appended event not found")
+                })?;
+                (stored, true)
+            }
+        };
+        Ok(invalidated(attempt_id, event, duplicate))
+    }
+
+    /// Up to `limit` events with `seq > after`.
+    pub async fn events_page(&self, after: u64, limit: usize) -> Result<EventsPage, ApiError> {
+        let events = self.events().read(after, limit).await?;
+        let next_after = match events.last() {
+            Some(last) if events.len() == limit => Some(last.seq),
+            _ => None,
+        };
+        Ok(EventsPage { events, next_after })
+    }
+
+    /// One event by id.
+    pub async fn event(&self, id: &EventId) -> Result<Event, ApiError> {
+        self.events().get(id).await?.ok_or_else(|| {
+            ApiError::not_found(code::EVENT_NOT_FOUND, format!("no event with id `{id}`"))
+        })
+    }
+
+    /// The events among `ids` that exist, in `seq` order.
+    pub async fn find_events(&self, ids: &[EventId]) -> Result<FoundEvents, ApiError> {
+        let mut events = self.events().find(ids).await?;
+        events.sort_unstable_by_key(|e| e.seq);
+        Ok(FoundEvents { events })
+    }
+
+    /// The log's head.
+    pub async fn head(&self) -> Result<Option<Head>, ApiError> {
+        Ok(self.events().head().await?)
+    }
+
+    /// A stream's version.
+    pub async fn stream_version(&self, stream: &StreamId) -> Result<u64, ApiError> {
+        Ok(self.events().stream_version(stream).await?)
+    }
+
+    /// Verifies the whole chain.
+    pub async fn verify(&self) -> Result<ChainVerification, ApiError> {
+        Ok(self.events().verify().await?.into())
+    }
+
+    /// Stores content that must hash to `expected`.
+    pub async fn put_artifact(
+        &self,
+        expected: Sha256Digest,
+        content: Bytes,
+    ) -> Result<StoredArtifactResponse, ApiError> {
+        let stored = self.artifacts.put_expecting(expected, content).await?;
+        Ok(StoredArtifactResponse {
+            sha256: stored.sha256,
+            size: stored.size,
+            created: stored.created,
+        })
+    }
+
+    /// Stored content, verified against its address.
+    pub async fn get_artifact(&self, sha256: &Sha256Digest) -> Result<Bytes, ApiError> {
+        Ok(self.artifacts.get(sha256).await?)
+    }
+}
+
+fn attempt_not_found(id: &AttemptId) -> ApiError {
+    ApiError::not_found(
+        code::ATTEMPT_NOT_FOUND,
+        format!("no attempt with id `{id}`"),
+    )
+}
+
+fn invalidated(attempt_id: &AttemptId, event: Event, duplicate: bool) -> InvalidateResponse {
+    InvalidateResponse {
+        status: "invalidated".to_owned(),
+        attempt_id: attempt_id.clone(),
+        event,
+        duplicate,
+    }
+}

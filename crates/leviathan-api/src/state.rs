@@ -1,0 +1,73 @@
+//! The state every route shares.
+
+use std::{fmt, sync::Arc};
+
+use leviathan_core::{ArtifactStore, Ledger};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::ApiConfig, metrics::Metrics, service::ControlPlane};
+
+/// What the router serves: the control plane, its configuration and a switch that ends open
+/// event streams (so that a graceful shutdown does not wait for them forever). Cloning is cheap.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    plane: ControlPlane,
+    config: ApiConfig,
+    streams_closed: CancellationToken,
+}
+
+impl ApiState {
+    /// State over a ledger and an artifact store of any backend.
+    pub fn new(ledger: Arc<Ledger>, artifacts: Arc<dyn ArtifactStore>, config: ApiConfig) -> Self {
+        Self::from_control_plane(ControlPlane::new(ledger, artifacts), config)
+    }
+
+    /// State over an existing control plane.
+    pub fn from_control_plane(plane: ControlPlane, config: ApiConfig) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                plane,
+                config,
+                streams_closed: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The operations.
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.inner.plane
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        self.inner.plane.metrics()
+    }
+
+    /// Ends every open event stream, now and for streams opened later. Call it when shutting
+    /// down: a server waiting for in-flight requests would otherwise wait for streams forever.
+    pub fn close_streams(&self) {
+        self.inner.streams_closed.cancel();
+    }
+
+    pub(crate) fn streams_closed(&self) -> CancellationToken {
+        self.inner.streams_closed.clone()
+    }
+}
+
+impl fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiState")
+            .field("plane", &self.inner.plane)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
