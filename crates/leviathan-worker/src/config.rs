@@ -1,0 +1,1047 @@
+//! The worker's configuration, read from environment variables.
+//!
+//! [`VARIABLES`] is the single list of every variable the worker reads; the table in the crate's
+//! README (and crate docs) is rendered from it by [`render_table`], and tests check both that the
+//! README matches and that the parser reads exactly these names.
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use leviathan_core::{AttemptId, TargetId, TaskId};
+
+use crate::secret::Secret;
+
+/// One environment variable of the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variable {
+    /// The name.
+    pub name: &'static str,
+    /// When it must be set: `yes`, `no`, or the condition.
+    pub required: &'static str,
+    /// The default when unset (empty: none).
+    pub default: &'static str,
+    /// True for credentials: never printed, scrubbed from child processes, redacted everywhere.
+    pub secret: bool,
+    /// What it does.
+    pub description: &'static str,
+}
+
+macro_rules! variables {
+    ($($ident:ident = ($name:literal, $required:literal, $default:literal, $secret:literal, $description:literal);)*) => {
+        $(
+            #[doc = concat!("`", $name, "`: ", $description)]
+            pub const $ident: &str = $name;
+        )*
+        /// Every variable the worker reads, in documentation order.
+        pub const VARIABLES: &[Variable] = &[$(Variable {
+            name: $name,
+            required: $required,
+            default: $default,
+            secret: $secret,
+            description: $description,
+        }),*];
+    };
+}
+
+variables! {
+    TARGET_NAME = ("TARGET_NAME", "yes", "", false,
+        "Target identifier.");
+    TARGET_REPO_URL = ("TARGET_REPO_URL", "yes", "", false,
+        "Git repository URL: `https://…`, `http://…`, `file://…`, an absolute path, or `git@host:owner/repo.git` (cloned over HTTPS). Must not embed credentials.");
+    TARGET_BRANCH = ("TARGET_BRANCH", "no", "main", false,
+        "Branch to check out; the pull request is opened against it.");
+    TASK_ID = ("TASK_ID", "yes", "", false,
+        "Task identifier, looked up in `.leviathan/backlog.yaml` of the cloned repository.");
+    ATTEMPT_ID = ("ATTEMPT_ID", "yes", "", false,
+        "Attempt identifier; the scheduler recorded `attempt.created` for it before dispatch.");
+    CONTROL_PLANE_URL = ("CONTROL_PLANE_URL", "yes", "", false,
+        "Control plane API base URL (`http://…` or `https://…`).");
+    CONTROL_PLANE_TOKEN = ("CONTROL_PLANE_TOKEN", "yes", "", true,
+        "Control plane API bearer token.");
+    GITHUB_TOKEN = ("GITHUB_TOKEN", "yes", "", true,
+        "GitHub token for clone, push (given to git through its environment only) and the pull request API.");
+    LEVIATHAN_CLAUDE_API_KEY = ("LEVIATHAN_CLAUDE_API_KEY", "with `anthropic`", "", true,
+        "Anthropic API key (`x-api-key`).");
+    LEVIATHAN_CLAUDE_MODEL = ("LEVIATHAN_CLAUDE_MODEL", "no", "claude-sonnet-4-5", false,
+        "Claude model name (provider `anthropic`).");
+    LEVIATHAN_MODEL_PROVIDER = ("LEVIATHAN_MODEL_PROVIDER", "no", "anthropic", false,
+        "`anthropic` (Messages API), `openai` (OpenAI-compatible chat completions: OpenAI, vLLM, llama.cpp, Ollama) or `command` (an external program that edits the worktree).");
+    LEVIATHAN_MODEL_BASE_URL = ("LEVIATHAN_MODEL_BASE_URL", "no", "`https://api.anthropic.com` (`anthropic`), `https://api.openai.com/v1` (`openai`)", false,
+        "API base URL; the worker appends `/v1/messages` (`anthropic`) or `/chat/completions` (`openai`).");
+    LEVIATHAN_OPENAI_API_KEY = ("LEVIATHAN_OPENAI_API_KEY", "no", "", true,
+        "Bearer key of the OpenAI-compatible server; leave unset for servers without authentication.");
+    LEVIATHAN_OPENAI_MODEL = ("LEVIATHAN_OPENAI_MODEL", "with `openai`", "", false,
+        "Model name sent to the OpenAI-compatible server.");
+    LEVIATHAN_MODEL_COMMAND = ("LEVIATHAN_MODEL_COMMAND", "with `command`", "", false,
+        "Shell command (`sh -c`) run in the worktree with the prompt on stdin and the task in `LEVIATHAN_TASK_*` variables; it edits files in place.");
+    LEVIATHAN_MODEL_TIMEOUT_SECS = ("LEVIATHAN_MODEL_TIMEOUT_SECS", "no", "600", false,
+        "Time limit of one model call (an HTTP request or one run of the command).");
+    LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS = ("LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS", "no", "8192", false,
+        "`max_tokens` of each API call.");
+    LEVIATHAN_GITHUB_API_URL = ("LEVIATHAN_GITHUB_API_URL", "no", "https://api.github.com", false,
+        "GitHub REST API base URL (GitHub Enterprise: `https://<host>/api/v3`).");
+    LEVIATHAN_WORKSPACE_DIR = ("LEVIATHAN_WORKSPACE_DIR", "no", "`/workspace` when it is a directory, else `<temp dir>/leviathan-workspace`", false,
+        "Absolute directory; the attempt works in `<dir>/<ATTEMPT_ID>` (replaced if it exists).");
+    LEVIATHAN_ATTEMPT_NUMBER = ("LEVIATHAN_ATTEMPT_NUMBER", "no", "1", false,
+        "1-based number of this attempt at the task (shown in the log and the pull request).");
+    LEVIATHAN_REPAIR_ROUNDS = ("LEVIATHAN_REPAIR_ROUNDS", "no", "3", false,
+        "Repair rounds after failing tests: each feeds the last 200 lines of test output back to the model.");
+    LEVIATHAN_MAX_MODEL_CALLS = ("LEVIATHAN_MAX_MODEL_CALLS", "no", "10", false,
+        "Budget: model calls per attempt, including calls whose output was unusable.");
+    LEVIATHAN_MAX_TOKENS = ("LEVIATHAN_MAX_TOKENS", "no", "500000", false,
+        "Budget: input plus output tokens over all model calls; no call starts once it is spent.");
+    LEVIATHAN_TEST_COMMAND = ("LEVIATHAN_TEST_COMMAND", "no", "", false,
+        "The target's test command (`sh -c` in the worktree), used when the task has no `test_command`; without either, tests are skipped.");
+    LEVIATHAN_TEST_TIMEOUT_SECS = ("LEVIATHAN_TEST_TIMEOUT_SECS", "no", "900", false,
+        "Time limit of one test run; the whole process group is killed when it is reached.");
+    LEVIATHAN_TERMINATION_MESSAGE_PATH = ("LEVIATHAN_TERMINATION_MESSAGE_PATH", "no", "`/dev/termination-log` when writable", false,
+        "Absolute file the result JSON is written to (its directory must exist).");
+    LEVIATHAN_GIT_AUTHOR_NAME = ("LEVIATHAN_GIT_AUTHOR_NAME", "no", "Leviathan", false,
+        "Author and committer name of the attempt's commit.");
+    LEVIATHAN_GIT_AUTHOR_EMAIL = ("LEVIATHAN_GIT_AUTHOR_EMAIL", "no", "leviathan@users.noreply.github.com", false,
+        "Author and committer email of the attempt's commit.");
+    LEVIATHAN_DRAFT_PRS = ("LEVIATHAN_DRAFT_PRS", "no", "false", false,
+        "`true` opens pull requests as drafts.");
+}
+
+/// The default for [`LEVIATHAN_CLAUDE_MODEL`].
+pub const DEFAULT_CLAUDE_MODEL: &str = "claude-sonnet-4-5";
+/// The default Anthropic API base URL.
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// The default OpenAI API base URL.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// The default GitHub API base URL.
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+/// Where Kubernetes reads a container's termination message.
+pub const KUBERNETES_TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The markdown table documenting [`VARIABLES`], as the README carries it.
+pub fn render_table() -> String {
+    let mut out = String::from(
+        "| Variable | Required | Default | Description |\n|---|---|---|---|\n",
+    );
+    for v in VARIABLES {
+        let default = match v.default {
+            "" => "—".to_owned(),
+            d if d.starts_with('`') => d.to_owned(),
+            d => format!("`{d}`"),
+        };
+        let required = if v.secret {
+            format!("{} (secret)", v.required)
+        } else {
+            v.required.to_owned()
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            v.name, required, default, v.description
+        ));
+    }
+    out
+}
+
+/// Which model generates the changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelProvider {
+    /// Anthropic's Messages API.
+    Anthropic {
+        /// `x-api-key`.
+        api_key: Secret,
+        /// Model name.
+        model: String,
+        /// API base URL, without a trailing slash.
+        base_url: String,
+    },
+    /// An OpenAI-compatible chat completions API.
+    OpenAi {
+        /// Bearer key, if the server wants one.
+        api_key: Option<Secret>,
+        /// Model name.
+        model: String,
+        /// API base URL (usually ending in `/v1`), without a trailing slash.
+        base_url: String,
+    },
+    /// An external program that edits the worktree in place.
+    Command {
+        /// The shell command line.
+        command: String,
+    },
+}
+
+impl ModelProvider {
+    /// `anthropic`, `openai` or `command`, as recorded in `model.call_completed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Anthropic { .. } => "anthropic",
+            Self::OpenAi { .. } => "openai",
+            Self::Command { .. } => "command",
+        }
+    }
+}
+
+/// Model settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelSettings {
+    /// The provider and its credentials.
+    pub provider: ModelProvider,
+    /// Time limit of one call.
+    pub timeout: Duration,
+    /// `max_tokens` of each API call.
+    pub max_output_tokens: u32,
+    /// Retries of API calls answered 429, 529 or 5xx, or failing in transport.
+    pub retry: Backoff,
+}
+
+/// Bounded retries with exponential backoff; a server's `retry-after` is honoured up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Tries in total (1 = no retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry.
+    pub initial: Duration,
+    /// Upper bound of one wait.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait before retry number `retry` (1-based): the server's `retry_after` when given,
+    /// else `initial * 2^(retry-1)`, never more than `max`.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let exponential = self
+            .initial
+            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)));
+        retry_after.unwrap_or(exponential).min(self.max)
+    }
+}
+
+/// The attempt's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Model calls per attempt.
+    pub max_model_calls: u32,
+    /// Input plus output tokens over all calls.
+    pub max_tokens: u64,
+}
+
+/// Author and committer of the attempt's commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitIdentity {
+    /// Name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+}
+
+/// Everything one attempt needs. Built by [`WorkerConfig::from_env`]; tests adjust fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// `TARGET_NAME`.
+    pub target: TargetId,
+    /// `TARGET_REPO_URL`, normalised (`git@host:o/r` becomes `https://host/o/r`).
+    pub repo_url: String,
+    /// `TARGET_BRANCH`.
+    pub base_branch: String,
+    /// `TASK_ID`.
+    pub task_id: TaskId,
+    /// `ATTEMPT_ID`.
+    pub attempt_id: AttemptId,
+    /// `LEVIATHAN_ATTEMPT_NUMBER`.
+    pub attempt_number: u32,
+    /// `CONTROL_PLANE_URL`, without a trailing slash.
+    pub control_plane_url: String,
+    /// `CONTROL_PLANE_TOKEN`.
+    pub control_plane_token: Secret,
+    /// Retries of every post to the control plane.
+    pub control_plane_retry: Backoff,
+    /// `GITHUB_TOKEN`.
+    pub github_token: Secret,
+    /// `LEVIATHAN_GITHUB_API_URL`, without a trailing slash.
+    pub github_api_url: String,
+    /// The model.
+    pub model: ModelSettings,
+    /// `LEVIATHAN_WORKSPACE_DIR`.
+    pub workspace_dir: PathBuf,
+    /// `LEVIATHAN_REPAIR_ROUNDS`.
+    pub repair_rounds: u32,
+    /// `LEVIATHAN_MAX_MODEL_CALLS`, `LEVIATHAN_MAX_TOKENS`.
+    pub budget: Budget,
+    /// `LEVIATHAN_TEST_COMMAND`.
+    pub test_command: Option<String>,
+    /// `LEVIATHAN_TEST_TIMEOUT_SECS`.
+    pub test_timeout: Duration,
+    /// `LEVIATHAN_TERMINATION_MESSAGE_PATH`, or `/dev/termination-log` when writable.
+    pub termination_message_path: Option<PathBuf>,
+    /// `LEVIATHAN_GIT_AUTHOR_NAME`, `LEVIATHAN_GIT_AUTHOR_EMAIL`.
+    pub git_identity: GitIdentity,
+    /// `LEVIATHAN_DRAFT_PRS`.
+    pub draft_pull_requests: bool,
+    /// Echo log lines (redacted) to stderr as they happen; the binary does, tests need not.
+    pub echo_log: bool,
+}
+
+/// One problem with one variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The variable.
+    pub variable: &'static str,
+    /// What is wrong (never quoting a secret).
+    pub problem: String,
+}
+
+/// Every problem found in the environment, reported at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in [`VARIABLES`] order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid worker configuration ({} problem{}):",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {}: {}", p.variable, p.problem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads variables through a lookup function and collects problems instead of stopping at the
+/// first one.
+struct Reader<F> {
+    lookup: F,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    /// The trimmed value; empty counts as unset (Kubernetes often sets empty values).
+    fn optional(&self, name: &'static str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn problem(&mut self, variable: &'static str, problem: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            variable,
+            problem: problem.into(),
+        });
+    }
+
+    fn required(&mut self, name: &'static str, what: &str) -> Option<String> {
+        let value = self.optional(name);
+        if value.is_none() {
+            self.problem(name, format!("missing (required: {what})"));
+        }
+        value
+    }
+
+    fn parsed<T, E: fmt::Display>(
+        &mut self,
+        name: &'static str,
+        value: Option<String>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        let value = value?;
+        match parse(&value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(name, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, name: &'static str, default: u64, min: u64) -> u64 {
+        let Some(raw) = self.optional(name) else {
+            return default;
+        };
+        match raw.parse::<u64>() {
+            Ok(n) if n >= min => n,
+            _ => {
+                self.problem(
+                    name,
+                    format!("`{}` is not an integer ≥ {min}", ellipsize(&raw)),
+                );
+                default
+            }
+        }
+    }
+
+    fn seconds(&mut self, name: &'static str, default: u64) -> Duration {
+        Duration::from_secs(self.number(name, default, 1))
+    }
+
+    fn flag(&mut self, name: &'static str) -> bool {
+        match self.optional(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false" | "0" | "no") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!("`{}` is not a boolean (true or false)", ellipsize(other)),
+                );
+                false
+            }
+        }
+    }
+
+    fn http_url(&mut self, name: &'static str, value: Option<String>) -> Option<String> {
+        self.parsed(name, value, |raw| {
+            let url = url::Url::parse(raw)
+                .map_err(|e| format!("`{}` is not a URL: {e}", ellipsize(raw)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!("`{}` must be an http(s) URL", ellipsize(raw)));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err("must not embed credentials".to_owned());
+            }
+            Ok(raw.trim_end_matches('/').to_owned())
+        })
+    }
+}
+
+fn ellipsize(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+/// Normalises a clone URL: scp-style `user@host:path` becomes `https://host/path` (the token only
+/// works over HTTPS); URLs with credentials are refused.
+fn normalise_repo_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with('/') {
+        return Ok(raw.to_owned());
+    }
+    if let Ok(url) = url::Url::parse(raw) {
+        return match url.scheme() {
+            "http" | "https" | "file" => {
+                if !url.username().is_empty() || url.password().is_some() {
+                    Err("must not embed credentials (GITHUB_TOKEN is given to git separately)"
+                        .to_owned())
+                } else if url.scheme() != "file" && url.path_segments().is_none_or(|s| s.count() < 2)
+                {
+                    Err(format!(
+                        "`{}` must name a repository as `<host>/<owner>/<repo>`",
+                        ellipsize(raw)
+                    ))
+                } else {
+                    Ok(raw.to_owned())
+                }
+            }
+            "ssh" => match (url.host_str(), url.path()) {
+                (Some(host), path) if path.len() > 1 => Ok(format!("https://{host}{path}")),
+                _ => Err(format!("`{}` names no repository", ellipsize(raw))),
+            },
+            other => Err(format!(
+                "unsupported scheme `{other}` (use https://, http://, file://, an absolute path or git@host:owner/repo)"
+            )),
+        };
+    }
+    // scp-like syntax: [user@]host:path
+    if let Some((host_part, path)) = raw.split_once(':') {
+        let host = host_part.rsplit('@').next().unwrap_or(host_part);
+        if !host.is_empty()
+            && !path.is_empty()
+            && !host.contains('/')
+            && !raw.contains(char::is_whitespace)
+        {
+            return Ok(format!("https://{host}/{}", path.trim_start_matches('/')));
+        }
+    }
+    Err(format!(
+        "`{}` is not a repository URL (use https://, http://, file://, an absolute path or git@host:owner/repo)",
+        ellipsize(raw)
+    ))
+}
+
+fn check_branch(raw: &str) -> Result<String, String> {
+    let bad = raw.starts_with('-')
+        || raw.starts_with('/')
+        || raw.ends_with('/')
+        || raw.ends_with(".lock")
+        || raw.contains("..")
+        || raw.contains("//")
+        || raw
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        Err(format!("`{}` is not a valid branch name", ellipsize(raw)))
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+fn absolute_path(raw: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(raw);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!("`{}` is not an absolute path", ellipsize(raw)))
+    }
+}
+
+fn default_workspace() -> PathBuf {
+    let k8s = Path::new("/workspace");
+    if k8s.is_dir() {
+        k8s.to_path_buf()
+    } else {
+        std::env::temp_dir().join("leviathan-workspace")
+    }
+}
+
+/// `/dev/termination-log` when it exists and can be opened for writing (opening changes nothing).
+fn default_termination_path() -> Option<PathBuf> {
+    let path = Path::new(KUBERNETES_TERMINATION_LOG);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .ok()
+        .map(|_| path.to_path_buf())
+}
+
+impl WorkerConfig {
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        Self::from_env(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `lookup`, reporting every problem at once. Reads nothing but
+    /// the variables (and whether the default workspace and termination paths exist).
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            lookup,
+            problems: Vec::new(),
+        };
+
+        let target = r.required(TARGET_NAME, "target identifier");
+        let target = r.parsed(TARGET_NAME, target, |v| TargetId::new(v));
+        let repo_url = r.required(TARGET_REPO_URL, "git repository URL");
+        let repo_url = r.parsed(TARGET_REPO_URL, repo_url, normalise_repo_url);
+        let base_branch = r.optional(TARGET_BRANCH).unwrap_or_else(|| "main".into());
+        let base_branch = r.parsed(TARGET_BRANCH, Some(base_branch), check_branch);
+        let task_id = r.required(TASK_ID, "task identifier");
+        let task_id = r.parsed(TASK_ID, task_id, |v| TaskId::new(v));
+        let attempt_id = r.required(ATTEMPT_ID, "attempt identifier");
+        let attempt_id = r.parsed(ATTEMPT_ID, attempt_id, |v| AttemptId::new(v));
+        let control_plane_url = r.required(CONTROL_PLANE_URL, "control plane API URL");
+        let control_plane_url = r.http_url(CONTROL_PLANE_URL, control_plane_url);
+        let control_plane_token = r.required(CONTROL_PLANE_TOKEN, "control plane API token");
+        let github_token = r.required(GITHUB_TOKEN, "GitHub token for push and pull requests");
+        let claude_key = r.optional(LEVIATHAN_CLAUDE_API_KEY);
+        let claude_model = r
+            .optional(LEVIATHAN_CLAUDE_MODEL)
+            .unwrap_or_else(|| DEFAULT_CLAUDE_MODEL.into());
+        let provider_name = r
+            .optional(LEVIATHAN_MODEL_PROVIDER)
+            .unwrap_or_else(|| "anthropic".into());
+        let base_url = r.optional(LEVIATHAN_MODEL_BASE_URL);
+        let openai_key = r.optional(LEVIATHAN_OPENAI_API_KEY);
+        let openai_model = r.optional(LEVIATHAN_OPENAI_MODEL);
+        let model_command = r.optional(LEVIATHAN_MODEL_COMMAND);
+        let provider = match provider_name.as_str() {
+            "anthropic" => {
+                let base_url = r.http_url(
+                    LEVIATHAN_MODEL_BASE_URL,
+                    Some(base_url.unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.into())),
+                );
+                if claude_key.is_none() {
+                    r.problem(
+                        LEVIATHAN_CLAUDE_API_KEY,
+                        "missing (required by the `anthropic` model provider)",
+                    );
+                }
+                match (claude_key, base_url) {
+                    (Some(key), Some(base_url)) => Some(ModelProvider::Anthropic {
+                        api_key: Secret::new(key),
+                        model: claude_model,
+                        base_url,
+                    }),
+                    _ => None,
+                }
+            }
+            "openai" => {
+                let base_url = r.http_url(
+                    LEVIATHAN_MODEL_BASE_URL,
+                    Some(base_url.unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.into())),
+                );
+                if openai_model.is_none() {
+                    r.problem(
+                        LEVIATHAN_OPENAI_MODEL,
+                        "missing (required by the `openai` model provider)",
+                    );
+                }
+                match (openai_model, base_url) {
+                    (Some(model), Some(base_url)) => Some(ModelProvider::OpenAi {
+                        api_key: openai_key.map(Secret::new),
+                        model,
+                        base_url,
+                    }),
+                    _ => None,
+                }
+            }
+            "command" => {
+                if model_command.is_none() {
+                    r.problem(
+                        LEVIATHAN_MODEL_COMMAND,
+                        "missing (required by the `command` model provider)",
+                    );
+                }
+                model_command.map(|command| ModelProvider::Command { command })
+            }
+            other => {
+                r.problem(
+                    LEVIATHAN_MODEL_PROVIDER,
+                    format!(
+                        "`{}` is not a provider (anthropic, openai or command)",
+                        ellipsize(other)
+                    ),
+                );
+                None
+            }
+        };
+        let model_timeout = r.seconds(LEVIATHAN_MODEL_TIMEOUT_SECS, 600);
+        let max_output_tokens = r.number(LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, 8192, 1);
+        let max_output_tokens = u32::try_from(max_output_tokens).unwrap_or_else(|_| {
+            r.problem(LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, "is too large");
+            8192
+        });
+        let github_api_url = r.http_url(
+            LEVIATHAN_GITHUB_API_URL,
+            Some(
+                r.optional(LEVIATHAN_GITHUB_API_URL)
+                    .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
+            ),
+        );
+        let workspace_dir = match r.optional(LEVIATHAN_WORKSPACE_DIR) {
+            Some(raw) => r.parsed(LEVIATHAN_WORKSPACE_DIR, Some(raw), absolute_path),
+            None => Some(default_workspace()),
+        };
+        let attempt_number = r.number(LEVIATHAN_ATTEMPT_NUMBER, 1, 1);
+        let attempt_number = u32::try_from(attempt_number).unwrap_or_else(|_| {
+            r.problem(LEVIATHAN_ATTEMPT_NUMBER, "is too large");
+            1
+        });
+        let repair_rounds = r.number(LEVIATHAN_REPAIR_ROUNDS, 3, 0);
+        let repair_rounds = u32::try_from(repair_rounds).unwrap_or_else(|_| {
+            r.problem(LEVIATHAN_REPAIR_ROUNDS, "is too large");
+            3
+        });
+        let max_model_calls = r.number(LEVIATHAN_MAX_MODEL_CALLS, 10, 1);
+        let max_model_calls = u32::try_from(max_model_calls).unwrap_or_else(|_| {
+            r.problem(LEVIATHAN_MAX_MODEL_CALLS, "is too large");
+            10
+        });
+        let max_tokens = r.number(LEVIATHAN_MAX_TOKENS, 500_000, 1);
+        let test_command = r.optional(LEVIATHAN_TEST_COMMAND);
+        let test_timeout = r.seconds(LEVIATHAN_TEST_TIMEOUT_SECS, 900);
+        let termination_message_path = match r.optional(LEVIATHAN_TERMINATION_MESSAGE_PATH) {
+            Some(raw) => r
+                .parsed(LEVIATHAN_TERMINATION_MESSAGE_PATH, Some(raw), |raw| {
+                    let path = absolute_path(raw)?;
+                    match path.parent() {
+                        Some(dir) if dir.is_dir() => Ok(path),
+                        _ => Err(format!(
+                            "the directory of `{}` does not exist",
+                            ellipsize(raw)
+                        )),
+                    }
+                })
+                .map(Some),
+            None => Some(default_termination_path()),
+        };
+        let git_identity = GitIdentity {
+            name: r
+                .optional(LEVIATHAN_GIT_AUTHOR_NAME)
+                .unwrap_or_else(|| "Leviathan".into()),
+            email: r
+                .optional(LEVIATHAN_GIT_AUTHOR_EMAIL)
+                .unwrap_or_else(|| "leviathan@users.noreply.github.com".into()),
+        };
+        if git_identity.email.contains(char::is_whitespace) || !git_identity.email.contains('@')
+        {
+            r.problem(
+                LEVIATHAN_GIT_AUTHOR_EMAIL,
+                format!("`{}` is not an email address", ellipsize(&git_identity.email)),
+            );
+        }
+        let draft_pull_requests = r.flag(LEVIATHAN_DRAFT_PRS);
+
+        let mut problems = r.problems;
+        if !problems.is_empty() {
+            let order = |name: &str| VARIABLES.iter().position(|v| v.name == name);
+            problems.sort_by_key(|p| order(p.variable));
+            return Err(ConfigError { problems });
+        }
+        // With no problems every required value is present; a `None` here would be a bug in
+        // the checks above, reported rather than panicking.
+        let missing = |variable| ConfigError {
+            problems: vec![ConfigProblem {
+                variable,
+                problem: "could not be read".into(),
+            }],
+        };
+        Ok(Self {
+            target: target.ok_or_else(|| missing(TARGET_NAME))?,
+            repo_url: repo_url.ok_or_else(|| missing(TARGET_REPO_URL))?,
+            base_branch: base_branch.ok_or_else(|| missing(TARGET_BRANCH))?,
+            task_id: task_id.ok_or_else(|| missing(TASK_ID))?,
+            attempt_id: attempt_id.ok_or_else(|| missing(ATTEMPT_ID))?,
+            attempt_number,
+            control_plane_url: control_plane_url.ok_or_else(|| missing(CONTROL_PLANE_URL))?,
+            control_plane_token: Secret::new(
+                control_plane_token.ok_or_else(|| missing(CONTROL_PLANE_TOKEN))?,
+            ),
+            control_plane_retry: Backoff {
+                max_attempts: 8,
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
+            github_token: Secret::new(github_token.ok_or_else(|| missing(GITHUB_TOKEN))?),
+            github_api_url: github_api_url.ok_or_else(|| missing(LEVIATHAN_GITHUB_API_URL))?,
+            model: ModelSettings {
+                provider: provider.ok_or_else(|| missing(LEVIATHAN_MODEL_PROVIDER))?,
+                timeout: model_timeout,
+                max_output_tokens,
+                retry: Backoff {
+                    max_attempts: 5,
+                    initial: Duration::from_secs(2),
+                    max: Duration::from_secs(60),
+                },
+            },
+            workspace_dir: workspace_dir.ok_or_else(|| missing(LEVIATHAN_WORKSPACE_DIR))?,
+            repair_rounds,
+            budget: Budget {
+                max_model_calls,
+                max_tokens,
+            },
+            test_command,
+            test_timeout,
+            termination_message_path: termination_message_path
+                .ok_or_else(|| missing(LEVIATHAN_TERMINATION_MESSAGE_PATH))?,
+            git_identity,
+            draft_pull_requests,
+            echo_log: true,
+        })
+    }
+
+    /// Every credential in the configuration, for the [`Redactor`](crate::Redactor).
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut secrets = vec![
+            self.control_plane_token.expose(),
+            self.github_token.expose(),
+        ];
+        match &self.model.provider {
+            ModelProvider::Anthropic { api_key, .. } => secrets.push(api_key.expose()),
+            ModelProvider::OpenAi {
+                api_key: Some(api_key),
+                ..
+            } => secrets.push(api_key.expose()),
+            _ => {}
+        }
+        secrets
+    }
+
+    /// The attempt's own directory, `<workspace>/<attempt_id>`.
+    pub fn attempt_dir(&self) -> PathBuf {
+        self.workspace_dir.join(self.attempt_id.as_str())
+    }
+
+    /// The attempt's branch, `agent/<task_id>-<attempt_id>`.
+    pub fn branch(&self) -> String {
+        format!("agent/{}-{}", self.task_id, self.attempt_id)
+    }
+}
+
+/// Names of the secret variables, scrubbed from every child process's environment.
+pub(crate) fn secret_variable_names() -> BTreeSet<&'static str> {
+    VARIABLES
+        .iter()
+        .filter(|v| v.secret)
+        .map(|v| v.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, collections::BTreeMap};
+
+    use super::*;
+
+    fn base_env() -> BTreeMap<&'static str, String> {
+        BTreeMap::from([
+            (TARGET_NAME, "demo".to_owned()),
+            (TARGET_REPO_URL, "https://github.com/acme/demo.git".to_owned()),
+            (TASK_ID, "docs-guide".to_owned()),
+            (ATTEMPT_ID, "attempt-0001".to_owned()),
+            (CONTROL_PLANE_URL, "http://cp:8000/".to_owned()),
+            (CONTROL_PLANE_TOKEN, "cp-secret".to_owned()),
+            (GITHUB_TOKEN, "ghp_secret".to_owned()),
+            (LEVIATHAN_CLAUDE_API_KEY, "sk-ant".to_owned()),
+        ])
+    }
+
+    fn parse(env: &BTreeMap<&'static str, String>) -> Result<WorkerConfig, ConfigError> {
+        WorkerConfig::from_env(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&base_env()).unwrap();
+        assert_eq!(c.base_branch, "main");
+        assert_eq!(c.control_plane_url, "http://cp:8000");
+        assert_eq!(c.repair_rounds, 3);
+        assert_eq!(c.attempt_number, 1);
+        assert_eq!(c.budget.max_model_calls, 10);
+        assert_eq!(c.github_api_url, DEFAULT_GITHUB_API_URL);
+        assert_eq!(c.branch(), "agent/docs-guide-attempt-0001");
+        assert!(!c.draft_pull_requests);
+        match &c.model.provider {
+            ModelProvider::Anthropic {
+                model, base_url, ..
+            } => {
+                assert_eq!(model, DEFAULT_CLAUDE_MODEL);
+                assert_eq!(base_url, DEFAULT_ANTHROPIC_BASE_URL);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut secrets = c.secrets();
+        secrets.sort_unstable();
+        assert_eq!(secrets, ["cp-secret", "ghp_secret", "sk-ant"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut env = base_env();
+        env.remove(TARGET_NAME);
+        env.remove(GITHUB_TOKEN);
+        env.insert(TASK_ID, "bad id".into());
+        env.insert(CONTROL_PLANE_URL, "ftp://x".into());
+        env.insert(LEVIATHAN_REPAIR_ROUNDS, "many".into());
+        env.insert(LEVIATHAN_DRAFT_PRS, "perhaps".into());
+        env.insert(LEVIATHAN_WORKSPACE_DIR, "relative/dir".into());
+        let err = parse(&env).unwrap_err();
+        let vars: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            vars,
+            [
+                TARGET_NAME,
+                TASK_ID,
+                CONTROL_PLANE_URL,
+                GITHUB_TOKEN,
+                LEVIATHAN_WORKSPACE_DIR,
+                LEVIATHAN_REPAIR_ROUNDS,
+                LEVIATHAN_DRAFT_PRS
+            ]
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with("invalid worker configuration (7 problems):"),
+            "{message}"
+        );
+        assert!(message.contains("  - GITHUB_TOKEN: missing"), "{message}");
+    }
+
+    #[test]
+    fn secrets_are_never_quoted() {
+        let mut env = base_env();
+        env.insert(TARGET_REPO_URL, "https://user:hunter2@github.com/a/b".into());
+        env.insert(CONTROL_PLANE_URL, "https://u:pw-secret@cp".into());
+        let err = parse(&env).unwrap_err().to_string();
+        assert!(!err.contains("hunter2") && !err.contains("pw-secret"), "{err}");
+        assert!(err.contains("must not embed credentials"), "{err}");
+    }
+
+    #[test]
+    fn provider_requirements() {
+        let mut env = base_env();
+        env.remove(LEVIATHAN_CLAUDE_API_KEY);
+        let err = parse(&env).unwrap_err();
+        assert_eq!(err.problems[0].variable, LEVIATHAN_CLAUDE_API_KEY);
+
+        env.insert(LEVIATHAN_MODEL_PROVIDER, "openai".into());
+        let err = parse(&env).unwrap_err();
+        assert_eq!(err.problems[0].variable, LEVIATHAN_OPENAI_MODEL);
+        env.insert(LEVIATHAN_OPENAI_MODEL, "qwen2.5-coder".into());
+        env.insert(LEVIATHAN_MODEL_BASE_URL, "http://127.0.0.1:8080/v1/".into());
+        let c = parse(&env).unwrap();
+        assert_eq!(
+            c.model.provider,
+            ModelProvider::OpenAi {
+                api_key: None,
+                model: "qwen2.5-coder".into(),
+                base_url: "http://127.0.0.1:8080/v1".into()
+            }
+        );
+
+        env.insert(LEVIATHAN_MODEL_PROVIDER, "command".into());
+        assert_eq!(
+            parse(&env).unwrap_err().problems[0].variable,
+            LEVIATHAN_MODEL_COMMAND
+        );
+        env.insert(LEVIATHAN_MODEL_COMMAND, "my-agent --edit".into());
+        assert_eq!(parse(&env).unwrap().model.provider.name(), "command");
+
+        env.insert(LEVIATHAN_MODEL_PROVIDER, "gemini".into());
+        assert!(parse(&env).unwrap_err().to_string().contains("`gemini`"));
+    }
+
+    #[test]
+    fn repo_urls() {
+        for (raw, want) in [
+            ("git@github.com:acme/demo.git", Ok("https://github.com/acme/demo.git")),
+            ("ssh://git@github.com/acme/demo.git", Ok("https://github.com/acme/demo.git")),
+            ("https://github.com/acme/demo", Ok("https://github.com/acme/demo")),
+            ("file:///srv/git/demo.git", Ok("file:///srv/git/demo.git")),
+            ("/srv/git/demo.git", Ok("/srv/git/demo.git")),
+            ("https://github.com/", Err("must name a repository")),
+            ("ftp://host/a/b", Err("unsupported scheme")),
+            ("not a url", Err("is not a repository URL")),
+        ] {
+            match (normalise_repo_url(raw), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{raw}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{raw}: {got}"),
+                (got, want) => panic!("{raw}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let mut env = base_env();
+        env.insert(TARGET_BRANCH, "  ".into());
+        env.insert(CONTROL_PLANE_TOKEN, String::new());
+        let err = parse(&env).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].variable, CONTROL_PLANE_TOKEN);
+    }
+
+    #[test]
+    fn termination_path_directory_must_exist() {
+        let mut env = base_env();
+        env.insert(
+            LEVIATHAN_TERMINATION_MESSAGE_PATH,
+            "/nonexistent-dir-for-leviathan/result.json".into(),
+        );
+        let err = parse(&env).unwrap_err();
+        assert_eq!(err.problems[0].variable, LEVIATHAN_TERMINATION_MESSAGE_PATH);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        env.insert(
+            LEVIATHAN_TERMINATION_MESSAGE_PATH,
+            path.to_string_lossy().into_owned(),
+        );
+        assert_eq!(parse(&env).unwrap().termination_message_path, Some(path));
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_within_bounds() {
+        let b = Backoff {
+            max_attempts: 5,
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+        };
+        assert_eq!(b.delay(1, None), Duration::from_secs(2));
+        assert_eq!(b.delay(3, None), Duration::from_secs(8));
+        assert_eq!(b.delay(30, None), Duration::from_secs(60));
+        assert_eq!(
+            b.delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            b.delay(1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
+    }
+
+    /// The parser reads exactly the documented variables: every name it asks for is in
+    /// [`VARIABLES`], and every variable is asked for by some provider's parse.
+    #[test]
+    fn parser_reads_exactly_the_documented_variables() {
+        let read = RefCell::new(BTreeSet::new());
+        for provider in ["anthropic", "openai", "command"] {
+            let mut env = base_env();
+            env.insert(LEVIATHAN_MODEL_PROVIDER, provider.into());
+            let _ = WorkerConfig::from_env(|name| {
+                read.borrow_mut().insert(name.to_owned());
+                env.get(name).cloned()
+            });
+        }
+        let documented: BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.name.to_owned()).collect();
+        assert_eq!(read.into_inner(), documented);
+    }
+
+    /// The defaults the table documents are the ones the parser applies.
+    #[test]
+    fn documented_defaults_are_applied() {
+        let c = parse(&base_env()).unwrap();
+        let default = |name: &str| VARIABLES.iter().find(|v| v.name == name).unwrap().default;
+        for (name, applied) in [
+            (TARGET_BRANCH, c.base_branch.clone()),
+            (LEVIATHAN_MODEL_TIMEOUT_SECS, c.model.timeout.as_secs().to_string()),
+            (
+                LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS,
+                c.model.max_output_tokens.to_string(),
+            ),
+            (LEVIATHAN_GITHUB_API_URL, c.github_api_url.clone()),
+            (LEVIATHAN_ATTEMPT_NUMBER, c.attempt_number.to_string()),
+            (LEVIATHAN_REPAIR_ROUNDS, c.repair_rounds.to_string()),
+            (
+                LEVIATHAN_MAX_MODEL_CALLS,
+                c.budget.max_model_calls.to_string(),
+            ),
+            (LEVIATHAN_MAX_TOKENS, c.budget.max_tokens.to_string()),
+            (LEVIATHAN_TEST_TIMEOUT_SECS, c.test_timeout.as_secs().to_string()),
+            (LEVIATHAN_GIT_AUTHOR_NAME, c.git_identity.name.clone()),
+            (LEVIATHAN_GIT_AUTHOR_EMAIL, c.git_identity.email.clone()),
+            (LEVIATHAN_DRAFT_PRS, c.draft_pull_requests.to_string()),
+        ] {
+            assert_eq!(default(name), applied, "{name}");
+        }
+        let ModelProvider::Anthropic { model, .. } = &c.model.provider else {
+            panic!("default provider")
+        };
+        assert_eq!(default(LEVIATHAN_CLAUDE_MODEL), model);
+        assert_eq!(default(LEVIATHAN_MODEL_PROVIDER), c.model.provider.name());
+    }
+
+    /// The README's table is exactly [`render_table`].
+    #[test]
+    fn readme_table_matches_the_parser() {
+        let readme = include_str!("../README.md");
+        let start = "<!-- env-table:start -->\n";
+        let end = "<!-- env-table:end -->";
+        let from = readme.find(start).expect("start marker") + start.len();
+        let to = readme.find(end).expect("end marker");
+        assert_eq!(
+            &readme[from..to],
+            render_table(),
+            "README.md's table is stale; replace it with config::render_table()"
+        );
+    }
+
+    #[test]
+    fn secret_names() {
+        assert_eq!(
+            secret_variable_names().into_iter().collect::<Vec<_>>(),
+            [
+                CONTROL_PLANE_TOKEN,
+                GITHUB_TOKEN,
+                LEVIATHAN_CLAUDE_API_KEY,
+                LEVIATHAN_OPENAI_API_KEY
+            ]
+        );
+    }
+}

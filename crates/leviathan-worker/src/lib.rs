@@ -1,0 +1,35 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod config;
+mod control_plane;
+mod envelope;
+mod files;
+pub mod forge;
+mod git;
+mod journal;
+pub mod model;
+mod pipeline;
+mod process;
+pub mod prompt;
+mod redact;
+pub mod report;
+mod scope;
+mod secret;
+pub mod task;
+mod test_runner;
+
+pub use config::{ConfigError, ConfigProblem, ModelProvider, WorkerConfig};
+pub use git::GitError;
+pub use journal::Artifact;
+pub use redact::{REDACTED, Redactor};
+pub use report::{AttemptReport, Delivery, EXIT_CONFIG, EXIT_FAILED, EXIT_SUCCEEDED};
+pub use secret::Secret;
+
+/// Runs one attempt end to end and returns its report; the result has also been written to the
+/// termination message path. The only error is a configuration the control-plane client cannot
+/// use, found before any side effect.
+pub async fn run_attempt(config: WorkerConfig) -> Result<AttemptReport, ConfigError> {
+    let client = control_plane::client(&config)?;
+    Ok(pipeline::run(&config, &client).await)
+}

@@ -1,0 +1,686 @@
+//! One attempt, end to end: `attempt.started`, clone, task, model and tests with repair,
+//! allowed paths on the final tree, commit, push, pull request, artifacts, terminal bundle.
+
+use std::{collections::BTreeMap, path::Path, time::Instant};
+
+use leviathan_core::{
+    AttemptResult,
+    backlog::BacklogTask,
+    catalogue::{
+        AttemptFailed, AttemptStarted, AttemptSucceeded, CommitCreated, ModelCallCompleted,
+        PrCreated, TestRunReport, TestsFailed, TestsPassed,
+    },
+    model::{Failure, FailureClass, FailureKind},
+};
+
+use crate::{
+    config::WorkerConfig,
+    control_plane::{self, Bundle, ControlPlane},
+    envelope,
+    files,
+    forge::{self, Forge, ForgeError, GitHubForge, PullRequestSpec},
+    git::{self, Git},
+    journal::Journal,
+    model::{self, CodeModel, ModelRequest},
+    process,
+    prompt::{self, Feedback, OutputStyle},
+    redact::Redactor,
+    report::{AttemptReport, Delivery, write_termination_message},
+    scope,
+    task::load_task,
+    test_runner,
+};
+
+/// Consecutive unusable model answers after which the attempt gives up.
+const MAX_INVALID_ANSWERS: u32 = 3;
+
+/// Longest failure summary kept.
+const SUMMARY_CHARS: usize = 600;
+
+/// What a successful attempt delivered.
+struct Delivered {
+    branch: String,
+    commit_sha: String,
+    pr_number: u64,
+    pr_url: String,
+}
+
+/// A failure with its kind and class, summary not yet redacted or shortened.
+fn fail(kind: FailureKind, class: FailureClass, summary: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        class,
+        summary: summary.into(),
+    }
+}
+
+/// `text` on one line, at most [`SUMMARY_CHARS`] characters.
+fn one_line(text: &str) -> String {
+    let flat = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    match flat.char_indices().nth(SUMMARY_CHARS) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
+
+/// Runs the attempt against `control_plane`, writes the result to the termination message path
+/// and returns the report. Never panics on a runtime failure: every failure becomes the result.
+pub(crate) async fn run(config: &WorkerConfig, control_plane: &dyn ControlPlane) -> AttemptReport {
+    let redactor = Redactor::new(config.secrets());
+    let mut journal = Journal::new(&config.attempt_id, redactor.clone(), config.echo_log);
+    journal.log(format!(
+        "attempt {} (number {}) of task {} on target {}: {} at {}",
+        config.attempt_id,
+        config.attempt_number,
+        config.task_id,
+        config.target,
+        config.repo_url,
+        config.base_branch
+    ));
+
+    // 1. `attempt.started`, at once, as a one-event bundle.
+    let started = journal.event(&AttemptStarted {
+        attempt_id: config.attempt_id.clone(),
+        task_id: Some(config.task_id.clone()),
+        target_id: Some(config.target.clone()),
+        worker: hostname(),
+    });
+    let bundle_id = format!("bundle-{}", config.attempt_id);
+    let first = Bundle {
+        target: &config.target,
+        bundle_id: bundle_id.clone(),
+        events: std::slice::from_ref(&started),
+        artifacts: &[],
+    };
+    let refused = match control_plane::deliver(control_plane, &first).await {
+        Ok(()) => {
+            journal.log("attempt.started recorded by the control plane");
+            None
+        }
+        Err(e) if e.transient => {
+            journal.log(format!(
+                "control plane unreachable for attempt.started ({e}); continuing, it is re-sent with the final bundle"
+            ));
+            None
+        }
+        Err(e) => Some(e.message),
+    };
+
+    let outcome = match &refused {
+        Some(reason) => Err(fail(
+            FailureKind::Setup,
+            FailureClass::Permanent,
+            format!("the control plane refused attempt.started: {reason}"),
+        )),
+        None => execute(config, &mut journal).await,
+    };
+
+    let result = match outcome {
+        Ok(delivered) => {
+            journal.log(format!(
+                "succeeded: pull request #{} {} ({} at {})",
+                delivered.pr_number, delivered.pr_url, delivered.branch, delivered.commit_sha
+            ));
+            AttemptResult::Succeeded {
+                branch: delivered.branch,
+                commit_sha: delivered.commit_sha,
+                pr_number: delivered.pr_number,
+                pr_url: delivered.pr_url,
+            }
+        }
+        Err(failure) => {
+            let failure = Failure {
+                summary: one_line(&redactor.redact(&failure.summary)),
+                ..failure
+            };
+            journal.log(format!(
+                "failed ({}, {}): {}",
+                failure.kind, failure.class, failure.summary
+            ));
+            AttemptResult::Failed(failure)
+        }
+    };
+
+    let delivery = match refused {
+        Some(reason) => Delivery::Refused(redactor.redact(&reason)),
+        None => {
+            // The log artifact and the terminal event close the record; then everything is
+            // uploaded and the whole bundle (attempt.started again, as a duplicate) posted.
+            let log = journal.log_text().to_owned();
+            journal.artifact("log", "worker.log", &log);
+            match &result {
+                AttemptResult::Succeeded {
+                    branch,
+                    commit_sha,
+                    pr_number,
+                    pr_url,
+                } => journal.event(&AttemptSucceeded {
+                    attempt_id: config.attempt_id.clone(),
+                    branch: branch.clone(),
+                    commit_sha: commit_sha.clone(),
+                    pr_number: i64::try_from(*pr_number).unwrap_or(i64::MAX),
+                    pr_url: pr_url.clone(),
+                }),
+                AttemptResult::Failed(failure) => journal.event(&AttemptFailed {
+                    attempt_id: config.attempt_id.clone(),
+                    failure_kind: failure.kind,
+                    failure_class: Some(failure.class),
+                    error_summary: failure.summary.clone(),
+                }),
+            };
+            let bundle = Bundle {
+                target: &config.target,
+                bundle_id,
+                events: journal.events(),
+                artifacts: journal.artifacts(),
+            };
+            let delivered = control_plane::deliver(control_plane, &bundle).await;
+            match delivered {
+                Ok(()) => {
+                    journal.log(format!(
+                        "bundle-{} delivered ({} events, {} artifacts)",
+                        config.attempt_id,
+                        journal.events().len(),
+                        journal.artifacts().len()
+                    ));
+                    Delivery::Delivered
+                }
+                Err(e) => {
+                    let reason = redactor.redact(&e.message);
+                    journal.log(format!("the final bundle was not delivered: {reason}"));
+                    Delivery::Failed(reason)
+                }
+            }
+        }
+    };
+
+    let (events, artifacts, log) = journal.into_parts();
+    let report = AttemptReport {
+        attempt_id: config.attempt_id.clone(),
+        result,
+        events,
+        artifacts,
+        delivery,
+        log,
+    };
+    if let Some(path) = &config.termination_message_path
+        && let Err(e) = write_termination_message(path, &report.result_line())
+        && config.echo_log
+    {
+        eprintln!(
+            "cannot write the termination message to {}: {e}",
+            path.display()
+        );
+    }
+    report
+}
+
+/// The pod or host name, for `attempt.started`.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// Steps 2 to 8.
+async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Delivered, Failure> {
+    let infrastructure = |what: &str, e: &dyn std::fmt::Display| {
+        fail(
+            FailureKind::Infrastructure,
+            FailureClass::Transient,
+            format!("{what}: {e}"),
+        )
+    };
+    let forge = GitHubForge::new(&config.github_api_url, &config.github_token, &config.repo_url)
+        .map_err(|e| fail(FailureKind::PullRequest, FailureClass::Permanent, e.to_string()))?;
+
+    // Workspace: `<workspace>/<attempt_id>/{home,repo}`, fresh.
+    let attempt_dir = config.attempt_dir();
+    if attempt_dir.exists() {
+        std::fs::remove_dir_all(&attempt_dir)
+            .map_err(|e| infrastructure(&format!("cannot clear {}", attempt_dir.display()), &e))?;
+    }
+    let home = attempt_dir.join("home");
+    std::fs::create_dir_all(&home)
+        .map_err(|e| infrastructure(&format!("cannot create {}", home.display()), &e))?;
+    let repo = attempt_dir.join("repo");
+    let base_env = process::scrubbed_env(&config.secrets());
+    let git = Git::new(
+        &home,
+        &base_env,
+        &config.git_identity,
+        &config.repo_url,
+        &config.github_token,
+        journal.redactor().clone(),
+    );
+
+    // 2. Clone.
+    git.clone(&config.repo_url, &config.base_branch, &repo)
+        .await
+        .map_err(|e| {
+            let class = if e.auth_failed {
+                FailureClass::Permanent
+            } else {
+                FailureClass::Transient
+            };
+            fail(
+                FailureKind::Setup,
+                class,
+                format!("clone of {} at {}: {e}", config.repo_url, config.base_branch),
+            )
+        })?;
+    let base_commit = git.rev_parse(&repo, "HEAD").await.map_err(|e| {
+        fail(FailureKind::Setup, FailureClass::Transient, e.to_string())
+    })?;
+    let config_fingerprint = git::config_fingerprint(&repo)
+        .map_err(|e| infrastructure("cannot read .git/config", &e))?;
+    journal.log(format!("cloned {} at {base_commit}", config.base_branch));
+
+    // 3. The task.
+    let task = load_task(&repo, &config.task_id)
+        .map_err(|e| fail(FailureKind::Setup, FailureClass::Permanent, e.to_string()))?;
+    if task.spec.allowed_paths.is_empty() {
+        return Err(fail(
+            FailureKind::Setup,
+            FailureClass::Permanent,
+            format!("task `{}` has no allowed_paths: nothing may change", task.id),
+        ));
+    }
+    journal.log(format!(
+        "task `{}`: {} (scope {}, allowed paths: {})",
+        task.id,
+        task.spec.title,
+        task.spec.scope,
+        task.spec
+            .allowed_paths
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // 4 and 5. Generate, test, repair.
+    let model = model::from_settings(&config.model, base_env.clone()).map_err(|e| {
+        let class = if e.is_transient() {
+            FailureClass::Transient
+        } else {
+            FailureClass::Permanent
+        };
+        fail(FailureKind::Model, class, e.to_string())
+    })?;
+    generate_and_test(config, journal, model.as_ref(), &task, &repo, &base_env).await?;
+
+    // 6. Allowed paths on the final tree.
+    let head = git.rev_parse(&repo, "HEAD").await.map_err(|e| {
+        fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string())
+    })?;
+    if head != base_commit {
+        journal.log(format!(
+            "HEAD moved to {head} during the attempt; undoing those commits, keeping their changes"
+        ));
+        git.reset_soft(&repo, &base_commit).await.map_err(|e| {
+            fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string())
+        })?;
+    }
+    if git::config_fingerprint(&repo).ok() != Some(config_fingerprint) {
+        return Err(fail(
+            FailureKind::PathViolation,
+            FailureClass::Permanent,
+            ".git/config was changed during the attempt; nothing is committed or pushed",
+        ));
+    }
+    let status = git.stage_all_and_status(&repo).await.map_err(|e| {
+        fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string())
+    })?;
+    let changes = scope::parse_status(&status)
+        .map_err(|e| fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string()))?;
+    if changes.is_empty() {
+        return Err(fail(
+            FailureKind::NoChanges,
+            FailureClass::Permanent,
+            "the model changed nothing",
+        ));
+    }
+    let violations = scope::violations(&changes, &task.spec.allowed_paths);
+    if !violations.is_empty() {
+        let shown: Vec<&str> = violations.iter().take(5).map(String::as_str).collect();
+        let more = violations.len().saturating_sub(shown.len());
+        return Err(fail(
+            FailureKind::PathViolation,
+            FailureClass::Permanent,
+            format!(
+                "{}{}; nothing was committed or pushed",
+                shown.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    journal.log(format!(
+        "{} changed path(s), all within allowed_paths",
+        changes.len()
+    ));
+    match git.staged_diff(&repo).await {
+        Ok(diff) => {
+            journal.artifact("diff", "changes.diff", &diff);
+        }
+        Err(e) => journal.log(format!("no diff artifact: {e}")),
+    }
+
+    // 7. Commit and push.
+    let branch = config.branch();
+    let message = format!(
+        "Leviathan: {}\n\nTask-ID: {}\nAttempt-ID: {}\n",
+        task.spec.title, task.id, config.attempt_id
+    );
+    let push_failure = |e: git::GitError| {
+        let class = if e.auth_failed {
+            FailureClass::Permanent
+        } else {
+            FailureClass::Transient
+        };
+        fail(FailureKind::Push, class, e.to_string())
+    };
+    let commit_sha = git.commit(&repo, &branch, &message).await.map_err(push_failure)?;
+    git.push(&repo, &config.repo_url, &branch)
+        .await
+        .map_err(push_failure)?;
+    journal.event(&CommitCreated {
+        attempt_id: config.attempt_id.clone(),
+        commit_sha: commit_sha.clone(),
+        branch: branch.clone(),
+        message: Some(message.trim_end().to_owned()),
+    });
+    journal.log(format!("pushed {commit_sha} to {branch}"));
+
+    // 8. The pull request.
+    let spec = PullRequestSpec {
+        head: branch.clone(),
+        base: config.base_branch.clone(),
+        title: forge::pull_request_title(&task.spec),
+        body: forge::pull_request_body(
+            &task.id,
+            &config.attempt_id,
+            config.attempt_number,
+            &task.spec,
+        ),
+        draft: config.draft_pull_requests,
+    };
+    let pr = forge::open_pull_request(&forge as &dyn Forge, &spec)
+        .await
+        .map_err(|e: ForgeError| {
+            let class = if e.is_transient() {
+                FailureClass::Transient
+            } else {
+                FailureClass::Permanent
+            };
+            fail(FailureKind::PullRequest, class, e.to_string())
+        })?;
+    journal.event(&PrCreated {
+        attempt_id: config.attempt_id.clone(),
+        pr_number: i64::try_from(pr.number).unwrap_or(i64::MAX),
+        pr_url: pr.url.clone(),
+        title: Some(spec.title.clone()),
+        branch: Some(branch.clone()),
+        reused: pr.reused,
+    });
+    journal.log(format!(
+        "{} pull request #{} {}",
+        if pr.reused { "reused open" } else { "opened" },
+        pr.number,
+        pr.url
+    ));
+    Ok(Delivered {
+        branch,
+        commit_sha,
+        pr_number: pr.number,
+        pr_url: pr.url,
+    })
+}
+
+/// The task for a `command` model, as `LEVIATHAN_TASK_*` variables.
+fn task_env(config: &WorkerConfig, task: &BacklogTask, round: u32) -> BTreeMap<String, String> {
+    let spec = &task.spec;
+    BTreeMap::from([
+        ("LEVIATHAN_TASK_ID".to_owned(), task.id.to_string()),
+        ("LEVIATHAN_TASK_TITLE".to_owned(), spec.title.clone()),
+        ("LEVIATHAN_TASK_SCOPE".to_owned(), spec.scope.clone()),
+        (
+            "LEVIATHAN_TASK_DESCRIPTION".to_owned(),
+            spec.description.clone().unwrap_or_default(),
+        ),
+        (
+            "LEVIATHAN_TASK_ALLOWED_PATHS".to_owned(),
+            spec.allowed_paths
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (
+            "LEVIATHAN_TASK_ACCEPTANCE_CRITERIA".to_owned(),
+            spec.acceptance_criteria.join("\n"),
+        ),
+        (
+            "LEVIATHAN_ATTEMPT_ID".to_owned(),
+            config.attempt_id.to_string(),
+        ),
+        ("LEVIATHAN_REPAIR_ROUND".to_owned(), round.to_string()),
+    ])
+}
+
+/// Model calls and test runs until the tests pass (or there is no test command), the repair
+/// rounds are used up, or the budget is spent.
+async fn generate_and_test(
+    config: &WorkerConfig,
+    journal: &mut Journal,
+    model: &dyn CodeModel,
+    task: &BacklogTask,
+    repo: &Path,
+    base_env: &BTreeMap<String, String>,
+) -> Result<(), Failure> {
+    let test_command = task
+        .spec
+        .test_command
+        .clone()
+        .or_else(|| config.test_command.clone());
+    let budget = config.budget;
+    let mut feedback: Option<Feedback> = None;
+    let mut round = 0u32;
+    let mut calls = 0u32;
+    let mut tokens = 0u64;
+    let mut invalid = 0u32;
+    loop {
+        if calls >= budget.max_model_calls || tokens >= budget.max_tokens {
+            let spent = format!(
+                "budget spent ({calls} of {} model calls, {tokens} of {} tokens)",
+                budget.max_model_calls, budget.max_tokens
+            );
+            return Err(match &feedback {
+                Some(Feedback::TestsFailed { output, .. }) => fail(
+                    FailureKind::TestsFailed,
+                    FailureClass::Transient,
+                    format!(
+                        "tests still failing after {round} repair round(s), {spent}: {}",
+                        test_runner::last_line(output)
+                    ),
+                ),
+                Some(Feedback::InvalidOutput(e)) => fail(
+                    FailureKind::Model,
+                    FailureClass::Transient,
+                    format!("{spent}; the last answer was unusable: {e}"),
+                ),
+                None => fail(FailureKind::Model, FailureClass::Permanent, spent),
+            });
+        }
+        calls += 1;
+        let prompt = prompt::build(
+            &task.id,
+            &task.spec,
+            repo,
+            feedback.as_ref(),
+            model.output_style(),
+        );
+        let env = task_env(config, task, round);
+        let started = Instant::now();
+        journal.log(format!(
+            "model call {calls} (round {round}) to {} {}",
+            model.provider(),
+            model.model()
+        ));
+        let completion = model
+            .complete(&ModelRequest {
+                prompt: &prompt,
+                worktree: repo,
+                task_env: &env,
+            })
+            .await
+            .map_err(|e| {
+                let class = if e.is_transient() {
+                    FailureClass::Transient
+                } else {
+                    FailureClass::Permanent
+                };
+                fail(FailureKind::Model, class, e.to_string())
+            })?;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tokens = tokens.saturating_add(completion.tokens_in + completion.tokens_out);
+        let prompt_sha256 =
+            journal.artifact("model_prompt", &format!("prompt-r{round}-c{calls}.txt"), &prompt);
+        let response_sha256 = journal.artifact(
+            "model_output",
+            &format!("response-r{round}-c{calls}.txt"),
+            &completion.text,
+        );
+        journal.event(&ModelCallCompleted {
+            attempt_id: config.attempt_id.clone(),
+            model: model.model().to_owned(),
+            provider: Some(model.provider().to_owned()),
+            tokens_in: completion.tokens_in,
+            tokens_out: completion.tokens_out,
+            prompt_sha256,
+            response_sha256,
+            round,
+            duration_ms: Some(duration_ms),
+        });
+        journal.log(format!(
+            "model answered: {} tokens in, {} out{}",
+            completion.tokens_in,
+            completion.tokens_out,
+            if completion.truncated {
+                " (stopped at the output token limit)"
+            } else {
+                ""
+            }
+        ));
+
+        if model.output_style() == OutputStyle::Envelope {
+            let parsed = envelope::parse(&completion.text).and_then(|parsed| {
+                envelope::check(&parsed.files, &task.spec.allowed_paths).map(|()| parsed)
+            });
+            let parsed = match parsed {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    invalid += 1;
+                    journal.log(format!("unusable answer ({invalid} in a row): {e}"));
+                    if invalid >= MAX_INVALID_ANSWERS {
+                        return Err(fail(
+                            FailureKind::Model,
+                            FailureClass::Transient,
+                            format!("{invalid} unusable model answers in a row; the last: {e}"),
+                        ));
+                    }
+                    feedback = Some(Feedback::InvalidOutput(e.to_string()));
+                    continue;
+                }
+            };
+            invalid = 0;
+            for note in &parsed.notes {
+                journal.log(format!("answer repaired: {note}"));
+            }
+            let written = files::write_all(repo, &parsed.files).map_err(|e| {
+                fail(
+                    FailureKind::Model,
+                    FailureClass::Permanent,
+                    format!("cannot write the model's files: {e}"),
+                )
+            })?;
+            journal.log(format!("wrote {}", written.join(", ")));
+        }
+
+        let Some(command) = &test_command else {
+            journal.log("no test command (task or LEVIATHAN_TEST_COMMAND): tests skipped");
+            return Ok(());
+        };
+        journal.log(format!("running tests: {command}"));
+        let run = test_runner::run(
+            command,
+            repo,
+            base_env.clone(),
+            config.test_timeout,
+            journal.redactor(),
+        )
+        .await;
+        let output_sha256 = journal.artifact(
+            "test_output",
+            &format!("tests-r{round}.txt"),
+            &run.output,
+        );
+        let report = TestRunReport {
+            attempt_id: config.attempt_id.clone(),
+            round,
+            command: command.clone(),
+            exit_code: run.exit_code,
+            output_sha256: Some(output_sha256),
+            duration_ms: Some(u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX)),
+        };
+        if run.passed {
+            journal.event(&TestsPassed(report));
+            journal.log(format!("tests passed in round {round}"));
+            return Ok(());
+        }
+        journal.event(&TestsFailed(report));
+        journal.log(format!(
+            "tests failed in round {round} ({}): {}",
+            run.outcome,
+            run.last_line()
+        ));
+        if round >= config.repair_rounds {
+            return Err(fail(
+                FailureKind::TestsFailed,
+                FailureClass::Transient,
+                format!(
+                    "tests failed after {round} repair round(s) ({}): {}",
+                    run.outcome,
+                    run.last_line()
+                ),
+            ));
+        }
+        round += 1;
+        feedback = Some(Feedback::TestsFailed {
+            command: command.clone(),
+            output: run.output,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_are_one_bounded_line() {
+        assert_eq!(one_line("a\n\n  b  \nc"), "a | b | c");
+        let long = "x".repeat(SUMMARY_CHARS + 10);
+        assert_eq!(one_line(&long).chars().count(), SUMMARY_CHARS + 1);
+    }
+}
