@@ -8,7 +8,7 @@ use bytes::Bytes;
 use leviathan_core::{
     ArtifactStore, Event, EventStore, Expectations, GraphSummary, Head, Ledger, LedgerError,
     NewEvent, Sha256Digest, StreamId, Timestamp,
-    catalogue::{ArtifactCreated, AttemptInvalidated, Payload},
+    catalogue::{AttemptInvalidated, Payload},
     graph::{AttemptQuery, Node, NodeKind},
     id::{AttemptId, EventId, TargetId},
 };
@@ -102,8 +102,9 @@ impl ControlPlane {
         })
     }
 
-    /// Every artifact the bundle references (its `artifacts` list and its `artifact.created`
-    /// events) must be stored already.
+    /// Every artifact the bundle lists in `artifacts` must be stored already (workers upload
+    /// before they post). `artifact.created` events are not checked: they describe content that
+    /// may live elsewhere (their `uri`), and the projection records only its metadata.
     async fn check_artifacts(&self, request: &IngestRequest) -> Result<(), ApiError> {
         let mut referenced: BTreeMap<Sha256Digest, String> = BTreeMap::new();
         for (i, artifact) in request.artifacts.iter().enumerate() {
@@ -111,22 +112,9 @@ impl ControlPlane {
                 .entry(artifact.sha256)
                 .or_insert_with(|| format!("artifacts[{i}]"));
         }
-        for (i, event) in request.events.iter().enumerate() {
-            if event.event_type == ArtifactCreated::EVENT_TYPE
-                && let Some(sha256) = event
-                    .payload
-                    .get("sha256")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| Sha256Digest::parse_hex(s).ok())
-            {
-                referenced
-                    .entry(sha256)
-                    .or_insert_with(|| format!("events[{i}].payload.sha256"));
-            }
-        }
         let checks = referenced
-            .iter()
-            .map(|(sha256, _)| self.artifacts.exists(sha256));
+            .keys()
+            .map(|sha256| self.artifacts.exists(sha256));
         let found = futures::future::try_join_all(checks).await?;
         let missing: Vec<_> = referenced
             .iter()

@@ -1,0 +1,229 @@
+//! A control plane on memory stores served on 127.0.0.1, and helpers to talk to it raw.
+#![allow(dead_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use leviathan_api::{
+    ApiConfig, ApiState, BearerToken,
+    client::{ControlPlaneClient, RetryConfig},
+    router,
+};
+use leviathan_core::{
+    EventStore, Ledger, NewEvent,
+    memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+};
+use leviathan_testkit::TestServer;
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+use tokio::{
+    io::copy_bidirectional,
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
+
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// How a raw request authenticates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Auth {
+    Token,
+    None,
+    Wrong,
+}
+
+pub(crate) struct Harness {
+    pub(crate) server: TestServer,
+    pub(crate) state: ApiState,
+    pub(crate) events: MemoryEventStore,
+    pub(crate) artifacts: MemoryArtifactStore,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Harness {
+    pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut ApiConfig)) -> Self {
+        let events = MemoryEventStore::new();
+        Self::start_on(events.clone(), Arc::new(events), configure).await
+    }
+
+    /// A control plane whose log is `log` (e.g. a wrapper of `events` that injects faults).
+    pub(crate) async fn start_on(
+        events: MemoryEventStore,
+        log: Arc<dyn EventStore>,
+        configure: impl FnOnce(&mut ApiConfig),
+    ) -> Self {
+        let artifacts = MemoryArtifactStore::new();
+        let ledger = Ledger::open(log, Arc::new(MemoryGraphStore::new()))
+            .await
+            .unwrap();
+        let mut config = ApiConfig::new(BearerToken::new(TOKEN).unwrap());
+        configure(&mut config);
+        let state = ApiState::new(Arc::new(ledger), Arc::new(artifacts.clone()), config);
+        let server = TestServer::spawn(router(state.clone())).await.unwrap();
+        Self {
+            server,
+            state,
+            events,
+            artifacts,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url())
+    }
+
+    /// A typed client with fast retries.
+    pub(crate) fn client(&self) -> ControlPlaneClient {
+        ControlPlaneClient::new(&self.server.url(), TOKEN)
+            .unwrap()
+            .with_retry(fast_retry())
+    }
+
+    pub(crate) async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        auth: Auth,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut request = self.http.request(method, self.url(path));
+        request = match auth {
+            Auth::Token => request.bearer_auth(TOKEN),
+            Auth::Wrong => request.bearer_auth("wrong-token-0123456789abcdef"),
+            Auth::None => request,
+        };
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap().to_vec();
+        (status, headers, body)
+    }
+
+    /// An authenticated JSON request; the answer parsed as JSON.
+    pub(crate) async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| serde_json::to_vec(b).unwrap());
+        let (status, headers, bytes) = self.raw(method, path, body, Auth::Token).await;
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{path} answered {status} with content type {content_type:?}"
+        );
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.json(Method::GET, path, None).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.json(Method::POST, path, Some(body)).await
+    }
+
+    pub(crate) async fn ingest(&self, bundle: &Value) -> (StatusCode, Value) {
+        self.post("/v1/events/ingest", bundle).await
+    }
+
+    pub(crate) async fn head_seq(&self) -> u64 {
+        self.events.head().await.unwrap().map_or(0, |h| h.seq)
+    }
+}
+
+pub(crate) fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+/// A bundle in the wire shape.
+pub(crate) fn bundle(bundle_id: &str, events: &[NewEvent]) -> Value {
+    json!({
+        "target": "demo",
+        "bundle_id": bundle_id,
+        "events": events,
+        "artifacts": [],
+    })
+}
+
+/// An event outside the catalogue.
+pub(crate) fn note(id: &str, n: u64) -> NewEvent {
+    serde_json::from_value(json!({
+        "event_id": id,
+        "event_type": "note.added",
+        "timestamp": "2026-01-28T12:00:00Z",
+        "actor_id": "tests",
+        "payload": {"n": n},
+    }))
+    .unwrap()
+}
+
+/// Asserts the JSON error shape and returns the code.
+pub(crate) fn error_code(body: &Value) -> &str {
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    error["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream`, whose open connections can be cut.
+pub(crate) struct Proxy {
+    pub(crate) url: String,
+    accept: tokio::task::JoinHandle<()>,
+    connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+}
+
+impl Proxy {
+    pub(crate) async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        let set = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                set.lock().await.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            accept,
+            connections,
+        }
+    }
+
+    /// Drops every open connection (new ones are still accepted).
+    pub(crate) async fn cut(&self) {
+        self.connections.lock().await.abort_all();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
