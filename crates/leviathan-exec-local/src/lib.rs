@@ -207,7 +207,7 @@ impl LocalExecutor {
             (None, Some(signal)) => format!("signal {signal}"),
             (None, None) => "an unknown status".to_owned(),
         };
-        let last = last_line(log);
+        let last = protocol::summary_line(log);
         if finished.status.code() == Some(protocol::EXIT_CONFIGURATION) {
             failed(
                 FailureKind::Infrastructure,
@@ -272,21 +272,6 @@ impl AttemptDir {
 
 fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
-}
-
-/// The last non-empty line of `log`, shortened for a one-line summary.
-fn last_line(log: &str) -> String {
-    let line = log
-        .lines()
-        .map(str::trim)
-        .rfind(|line| !line.is_empty())
-        .unwrap_or("(no output)");
-    if line.chars().count() > 200 {
-        let short: String = line.chars().take(200).collect();
-        format!("{short}…")
-    } else {
-        line.to_owned()
-    }
 }
 
 fn io_error(what: String) -> impl FnOnce(io::Error) -> ExecutorError {

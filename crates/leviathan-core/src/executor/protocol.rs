@@ -97,8 +97,21 @@ pub fn reserved_in(spec: &AttemptSpec) -> Vec<&str> {
 /// as an [`AttemptResult`]. `None` when that line is not a result (the worker crashed, or
 /// printed something after it).
 pub fn parse_worker_result(text: &str) -> Option<AttemptResult> {
-    let line = text.lines().map(str::trim).rfind(|line| !line.is_empty())?;
-    serde_json::from_str(line).ok()
+    serde_json::from_str(last_line(text)?).ok()
+}
+
+/// The last non-empty line of a worker's output, trimmed.
+pub fn last_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).rfind(|line| !line.is_empty())
+}
+
+/// The last non-empty line of a worker's output cut to 200 characters, for a failure summary
+/// that says how a worker ended without a result; `(no output)` when there is none.
+pub fn summary_line(text: &str) -> String {
+    last_line(text).map_or_else(
+        || "(no output)".to_owned(),
+        |line| crate::text::ellipsize(line, 200),
+    )
 }
 
 #[cfg(test)]
@@ -158,6 +171,15 @@ mod tests {
         ] {
             assert_eq!(parse_worker_result(text), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn summary_lines_are_short() {
+        assert_eq!(summary_line("a\n  b  \n\n"), "b");
+        assert_eq!(summary_line(" \n"), "(no output)");
+        let long = summary_line(&"x".repeat(500));
+        assert_eq!(long.chars().count(), 201);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

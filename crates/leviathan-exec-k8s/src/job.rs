@@ -1,0 +1,222 @@
+//! The Job of one attempt: a pure, deterministic function of the attempt and the configuration,
+//! so `leviathan k8s job-spec` prints exactly what the executor submits.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
+            SecurityContext, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use leviathan_core::{AttemptSpec, executor::protocol};
+
+use crate::{
+    config::K8sConfig,
+    names::{job_name, label_value},
+};
+
+/// Name of the worker container.
+pub const CONTAINER_NAME: &str = "worker";
+/// The container's command (the image's `leviathan` binary).
+pub const COMMAND: [&str; 2] = ["leviathan", "worker"];
+/// Mount point of the workspace `emptyDir` (`LEVIATHAN_WORKSPACE_DIR`).
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// Mount point of the scratch `emptyDir` (also `HOME`): the root filesystem is read-only.
+pub const TMP_DIR: &str = "/tmp";
+/// Where the worker writes its result and Kubernetes reads the termination message.
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// `app` label of every worker Job and pod.
+pub const APP_LABEL: (&str, &str) = ("app", "leviathan");
+/// The label the worker NetworkPolicy (`ops/k8s/base/networkpolicy.yaml`) selects on.
+pub const NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "leviathan-worker");
+/// `app.kubernetes.io/part-of`, shared by every Leviathan object.
+pub const PART_OF_LABEL: (&str, &str) = ("app.kubernetes.io/part-of", "leviathan");
+/// Label (and annotation) keys naming the attempt; labels hold valid label values, annotations
+/// the exact ids.
+pub const TARGET_KEY: &str = "leviathan.dev/target";
+/// The task's label and annotation key.
+pub const TASK_KEY: &str = "leviathan.dev/task";
+/// The attempt's label and annotation key; the annotation identifies the Job's attempt.
+pub const ATTEMPT_KEY: &str = "leviathan.dev/attempt";
+/// Annotation holding the attempt number.
+pub const ATTEMPT_NUMBER_KEY: &str = "leviathan.dev/attempt-number";
+
+/// The Job that runs `spec`'s attempt.
+///
+/// Names in `spec.env` that only the executor may set
+/// ([`protocol::RESERVED_VARIABLES`]) are skipped; [`crate::K8sExecutor::run`] rejects such
+/// specs before getting here. A `LEVIATHAN_CLAUDE_MODEL` in `spec.env` wins over the
+/// configured one.
+pub fn job_spec(spec: &AttemptSpec, config: &K8sConfig) -> Job {
+    let labels = BTreeMap::from(
+        [
+            APP_LABEL,
+            NAME_LABEL,
+            PART_OF_LABEL,
+            (TARGET_KEY, &label_value(spec.target_id.as_str())),
+            (TASK_KEY, &label_value(spec.task_id.as_str())),
+            (ATTEMPT_KEY, &label_value(spec.attempt_id.as_str())),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let annotations = BTreeMap::from(
+        [
+            (TARGET_KEY, spec.target_id.to_string()),
+            (TASK_KEY, spec.task_id.to_string()),
+            (ATTEMPT_KEY, spec.attempt_id.to_string()),
+            (ATTEMPT_NUMBER_KEY, spec.attempt_number.to_string()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let deadline = i64::try_from(spec.deadline.as_secs())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&spec.attempt_id)),
+            namespace: Some(config.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            ttl_seconds_after_finished: config.ttl_seconds_after_finished,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(spec, config)),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn pod_spec(spec: &AttemptSpec, config: &K8sConfig) -> PodSpec {
+    PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        service_account_name: Some(config.service_account.clone()),
+        automount_service_account_token: Some(false),
+        // Service links would put every Service of the namespace into the worker's environment.
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(config.run_as_user),
+            run_as_group: Some(config.run_as_user),
+            fs_group: Some(config.run_as_user),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![Container {
+            name: CONTAINER_NAME.to_owned(),
+            image: Some(config.image.clone()),
+            image_pull_policy: Some("IfNotPresent".to_owned()),
+            command: Some(COMMAND.map(str::to_owned).to_vec()),
+            env: Some(worker_env(spec, config)),
+            resources: Some(config.resources.clone()),
+            termination_message_path: Some(TERMINATION_MESSAGE_PATH.to_owned()),
+            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_owned()]),
+                    ..Capabilities::default()
+                }),
+                ..SecurityContext::default()
+            }),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "workspace".to_owned(),
+                    mount_path: WORKSPACE_DIR.to_owned(),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: "tmp".to_owned(),
+                    mount_path: TMP_DIR.to_owned(),
+                    ..VolumeMount::default()
+                },
+            ]),
+            ..Container::default()
+        }],
+        volumes: Some(vec![
+            Volume {
+                name: "workspace".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+            Volume {
+                name: "tmp".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    }
+}
+
+/// The guide's table in order, then the paths, then the attempt's own settings.
+fn worker_env(spec: &AttemptSpec, config: &K8sConfig) -> Vec<EnvVar> {
+    let value = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let mut env: Vec<EnvVar> = protocol::attempt_variables(spec)
+        .into_iter()
+        .map(|(name, v)| value(name, v))
+        .collect();
+    env.push(value(
+        protocol::CONTROL_PLANE_URL,
+        config.control_plane_url.clone(),
+    ));
+    env.extend(config.secret_env.iter().map(|secret| EnvVar {
+        name: secret.variable.clone(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: config.secret_name.clone(),
+                key: secret.key.clone(),
+                optional: secret.optional.then_some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }));
+    if let Some(model) = &config.claude_model
+        && !spec.env.contains_key(protocol::CLAUDE_MODEL)
+    {
+        env.push(value(protocol::CLAUDE_MODEL, model.clone()));
+    }
+    env.push(value(protocol::WORKSPACE_DIR, WORKSPACE_DIR.to_owned()));
+    env.push(value(
+        protocol::TERMINATION_MESSAGE_PATH,
+        TERMINATION_MESSAGE_PATH.to_owned(),
+    ));
+    env.push(value("HOME", TMP_DIR.to_owned()));
+    let taken: Vec<String> = env.iter().map(|e| e.name.clone()).collect();
+    env.extend(
+        spec.env
+            .iter()
+            .filter(|(name, _)| {
+                !protocol::RESERVED_VARIABLES.contains(&name.as_str()) && !taken.contains(name)
+            })
+            .map(|(name, v)| value(name, v.clone())),
+    );
+    env
+}
