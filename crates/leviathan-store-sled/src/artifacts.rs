@@ -43,7 +43,7 @@ pub(crate) fn prepare_dir(location: &Path) -> io::Result<PathBuf> {
 
 /// The [`ArtifactStore`] of a [`SledStore`](crate::SledStore).
 #[derive(Clone)]
-pub struct SledArtifactStore {
+pub(crate) struct SledArtifactStore {
     shared: Arc<Shared>,
 }
 

@@ -20,7 +20,7 @@ use crate::{
 
 /// The [`EventStore`] of a [`SledStore`](crate::SledStore).
 #[derive(Clone)]
-pub struct SledEventStore {
+pub(crate) struct SledEventStore {
     shared: Arc<Shared>,
 }
 

@@ -22,7 +22,7 @@ use crate::{
 
 /// The [`GraphStore`] of a [`SledStore`](crate::SledStore).
 #[derive(Clone)]
-pub struct SledGraphStore {
+pub(crate) struct SledGraphStore {
     shared: Arc<Shared>,
 }
 

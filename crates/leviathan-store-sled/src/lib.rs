@@ -106,7 +106,4 @@ mod layout;
 mod store;
 mod writer;
 
-pub use artifacts::SledArtifactStore;
-pub use events::SledEventStore;
-pub use graph::SledGraphStore;
 pub use store::{Durability, SledOptions, SledStore};
