@@ -1,0 +1,165 @@
+//! `leviathan serve`: the control plane's HTTP API on a store.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use leviathan::{
+    api::{
+        ApiConfig, ApiState, Limits, router,
+        token::{self, TOKEN_ENV},
+    },
+    core::Ledger,
+    stores::{StoreUrl, open},
+};
+use tokio::net::TcpListener;
+
+use super::{CliError, finish, init_logging};
+
+/// How long a shutdown waits for in-flight requests before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Log line format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Run the control plane: the HTTP API over a store, until SIGTERM or SIGINT.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The store: sled:PATH, postgres://…, memory:  [default: sled:~/.leviathan/data]
+    #[arg(long, value_name = "URL", env = "LEVIATHAN_STORE")]
+    store: Option<String>,
+    /// Address to listen on
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "LEVIATHAN_BIND",
+        default_value = "0.0.0.0:8000"
+    )]
+    bind: SocketAddr,
+    /// Token file, generated (mode 0600) when missing; unused when LEVIATHAN_CONTROL_PLANE_TOKEN
+    /// is set [default: ~/.leviathan/control-plane-token]
+    #[arg(long, value_name = "PATH", env = "LEVIATHAN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Put GET /metrics behind the token too
+    #[arg(long)]
+    metrics_require_auth: bool,
+    /// Largest JSON request body, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().json_body_bytes)]
+    max_body_bytes: usize,
+    /// Largest artifact upload, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().artifact_bytes)]
+    max_artifact_bytes: u64,
+    /// Most events in one ingest bundle
+    #[arg(long, value_name = "N", default_value_t = Limits::default().events_per_bundle)]
+    max_events_per_bundle: usize,
+    /// Deadline of an ordinary request, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().request_timeout.as_secs())]
+    request_timeout: u64,
+    /// Log format (logs go to stderr)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    init_logging("info", args.log_format == LogFormat::Json);
+    finish(serve(args).await)
+}
+
+async fn serve(args: Args) -> Result<(), CliError> {
+    if args.max_body_bytes == 0 || args.max_events_per_bundle == 0 || args.request_timeout == 0 {
+        return Err(CliError::usage(
+            "--max-body-bytes, --max-events-per-bundle and --request-timeout must be positive",
+        ));
+    }
+    let token_file = args
+        .token_file
+        .clone()
+        .or_else(token::default_token_file)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "no token: set {TOKEN_ENV} or --token-file (HOME is unset, so there is no default token file)"
+            ))
+        })?;
+    let resolved = token::resolve(std::env::var(TOKEN_ENV).ok(), &token_file, true)?;
+    if resolved.generated {
+        tracing::info!(file = %token_file.display(), "generated a new control-plane token (mode 0600); `leviathan token show` prints it");
+    }
+    let url: StoreUrl = match &args.store {
+        Some(raw) => raw.parse().map_err(|e| CliError::usage(format!("{e}")))?,
+        None => StoreUrl::default_sled().map_err(|e| CliError::usage(format!("{e}")))?,
+    };
+    let stores = open(&url).await?;
+    tracing::info!(store = %stores.location, "opening the ledger (catching up the graph)");
+    let ledger = Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
+
+    let mut limits = Limits::default();
+    limits.json_body_bytes = args.max_body_bytes;
+    limits.artifact_bytes = args.max_artifact_bytes;
+    limits.events_per_bundle = args.max_events_per_bundle;
+    limits.request_timeout = Duration::from_secs(args.request_timeout);
+    let config = ApiConfig::new(resolved.token)
+        .with_limits(limits)
+        .with_metrics_auth(args.metrics_require_auth);
+    let state = ApiState::new(ledger.clone(), stores.artifacts.clone(), config);
+
+    let listener = TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| CliError::failure(format!("cannot listen on {}: {e}", args.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::failure(format!("cannot read the bound address: {e}")))?;
+    tracing::info!(
+        %addr,
+        store = %stores.location,
+        token = %resolved.source,
+        head = ledger.checkpoint().await.map_or(0, |h| h.seq),
+        "control plane listening"
+    );
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutting down: finishing in-flight requests");
+            state.close_streams();
+            let _ = stop_tx.send(true);
+        }
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    let grace = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| CliError::failure(format!("the server failed: {e}")))?,
+        () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "requests still running after the grace period; stopping anyway"),
+    }
+    ledger.flush().await?;
+    tracing::info!(
+        head = ledger.checkpoint().await.map_or(0, |h| h.seq),
+        "stopped; graph flushed"
+    );
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; returns the signal's name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

@@ -1,0 +1,254 @@
+//! Opening a backend's three stores from a URL, the way every Leviathan command names its store:
+//!
+//! | URL                          | backend                                                    |
+//! |------------------------------|------------------------------------------------------------|
+//! | `sled:PATH` (`sled:` alone = `~/.leviathan/data`) | the embedded default ([`leviathan_store_sled`]) |
+//! | `postgres://…`, `postgresql://…` | PostgreSQL ([`leviathan_store_pg`])                    |
+//! | `memory:`                    | in memory, gone when the process ends                       |
+
+use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
+
+use leviathan_core::{
+    ArtifactStore, EventStore, EventStoreError, GraphStore,
+    memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+};
+
+/// The environment variable that names the store when `--store` is not given.
+pub const STORE_ENV: &str = "LEVIATHAN_STORE";
+
+/// A parsed store URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `memory:`.
+    Memory,
+    /// `sled:PATH`.
+    Sled(PathBuf),
+    /// `postgres://…` (kept verbatim: it may carry a password, which `Display` masks).
+    Postgres(String),
+}
+
+/// Why a store URL is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid store URL `{shown}`: {reason} (expected `sled:PATH`, `postgres://…` or `memory:`)"
+)]
+pub struct StoreUrlError {
+    /// The URL, password masked.
+    pub shown: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What can go wrong opening stores.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL is malformed (a configuration error).
+    #[error(transparent)]
+    Url(#[from] StoreUrlError),
+    /// The backend could not be opened.
+    #[error("cannot open the store at {location}: {source}")]
+    Open {
+        /// The store, password masked.
+        location: String,
+        /// The backend's error.
+        #[source]
+        source: EventStoreError,
+    },
+}
+
+/// The home directory's `.leviathan/data`, the default sled store.
+pub fn default_sled_path() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".leviathan").join("data"))
+}
+
+impl StoreUrl {
+    /// The default store: sled in `~/.leviathan/data`.
+    pub fn default_sled() -> Result<Self, StoreUrlError> {
+        default_sled_path()
+            .map(Self::Sled)
+            .ok_or_else(|| StoreUrlError {
+                shown: "sled:".into(),
+                reason: "no home directory (HOME is unset); give the path: `sled:PATH`".into(),
+            })
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = StoreUrlError;
+
+    fn from_str(raw: &str) -> Result<Self, StoreUrlError> {
+        let url = raw.trim();
+        let error = |reason: &str| StoreUrlError {
+            shown: mask_password(url),
+            reason: reason.to_owned(),
+        };
+        if url == "memory:" || url == "memory://" {
+            return Ok(Self::Memory);
+        }
+        if let Some(path) = url.strip_prefix("sled:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Self::default_sled();
+            }
+            let path = match path.strip_prefix("~/") {
+                Some(rest) => std::env::var_os("HOME")
+                    .filter(|h| !h.is_empty())
+                    .map(|home| PathBuf::from(home).join(rest))
+                    .ok_or_else(|| error("`~` needs HOME to be set"))?,
+                None => PathBuf::from(path),
+            };
+            return Ok(Self::Sled(path));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url::Url::parse(url).map_err(|e| error(&e.to_string()))?;
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        Err(error("unknown scheme"))
+    }
+}
+
+/// Masks the password of a URL (for messages and logs).
+fn mask_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("****"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) if raw.contains('@') => "<unparsable URL>".to_owned(),
+        Err(_) => raw.to_owned(),
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory:"),
+            Self::Sled(path) => write!(f, "sled:{}", path.display()),
+            Self::Postgres(url) => f.write_str(&mask_password(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({self})")
+    }
+}
+
+/// A backend's three stores.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// The event log.
+    pub events: Arc<dyn EventStore>,
+    /// The persisted projection.
+    pub graphs: Arc<dyn GraphStore>,
+    /// Content-addressed artifacts.
+    pub artifacts: Arc<dyn ArtifactStore>,
+    /// Where they are (password masked), for messages and logs.
+    pub location: String,
+}
+
+/// Opens the stores `url` names (see the module docs).
+pub async fn open_stores(url: &str) -> Result<Stores, OpenError> {
+    open(&url.parse()?).await
+}
+
+/// Opens the stores of a parsed URL.
+pub async fn open(url: &StoreUrl) -> Result<Stores, OpenError> {
+    let location = url.to_string();
+    let failed = |source| OpenError::Open {
+        location: location.clone(),
+        source,
+    };
+    let (events, graphs, artifacts): (
+        Arc<dyn EventStore>,
+        Arc<dyn GraphStore>,
+        Arc<dyn ArtifactStore>,
+    ) = match url {
+        StoreUrl::Memory => (
+            Arc::new(MemoryEventStore::new()),
+            Arc::new(MemoryGraphStore::new()),
+            Arc::new(MemoryArtifactStore::new()),
+        ),
+        StoreUrl::Sled(path) => {
+            let path = path.clone();
+            let store =
+                tokio::task::spawn_blocking(move || leviathan_store_sled::SledStore::open(path))
+                    .await
+                    .map_err(|e| failed(EventStoreError::backend("opening sled", e)))?
+                    .map_err(failed)?;
+            (store.events(), store.graphs(), store.artifacts())
+        }
+        StoreUrl::Postgres(raw) => {
+            let store = leviathan_store_pg::PgStore::connect(raw)
+                .await
+                .map_err(failed)?;
+            (store.events(), store.graphs(), store.artifacts())
+        }
+    };
+    Ok(Stores {
+        events,
+        graphs,
+        artifacts,
+        location,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_schemes() {
+        assert_eq!("memory:".parse::<StoreUrl>().unwrap(), StoreUrl::Memory);
+        assert_eq!(
+            "sled:/var/lib/leviathan".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sled("/var/lib/leviathan".into())
+        );
+        assert_eq!(
+            "sled:relative/dir".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sled("relative/dir".into())
+        );
+        let pg: StoreUrl = "postgres://u:secret@db:5432/lev".parse().unwrap();
+        assert_eq!(
+            pg,
+            StoreUrl::Postgres("postgres://u:secret@db:5432/lev".into())
+        );
+        assert!(!pg.to_string().contains("secret"), "{pg}");
+        assert!(!format!("{pg:?}").contains("secret"));
+    }
+
+    #[test]
+    fn refuses_unknown_schemes_without_leaking_passwords() {
+        let err = "mysql://u:secret@db/x".parse::<StoreUrl>().unwrap_err();
+        assert!(err.to_string().contains("sled:PATH"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!("".parse::<StoreUrl>().is_err());
+    }
+
+    #[tokio::test]
+    async fn opens_memory_and_sled_stores() {
+        let memory = open_stores("memory:").await.unwrap();
+        assert_eq!(memory.events.head().await.unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sled:{}", dir.path().join("data").display());
+        let sled = open_stores(&url).await.unwrap();
+        assert_eq!(sled.events.head().await.unwrap(), None);
+        // One owner at a time.
+        let second = open_stores(&url).await.unwrap_err();
+        assert!(
+            matches!(
+                second,
+                OpenError::Open {
+                    source: EventStoreError::Locked { .. },
+                    ..
+                }
+            ),
+            "{second}"
+        );
+    }
+}
