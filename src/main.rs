@@ -31,6 +31,8 @@ enum Command {
     Invalidate(cli::invalidate::Args),
     /// The control plane's bearer token: show, rotate
     Token(cli::token::Args),
+    /// Kubernetes: job-spec (the Job the executor submits, as a dry run)
+    K8s(cli::k8s::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
             Command::Failures(args) => cli::failures::run(args).await,
             Command::Invalidate(args) => cli::invalidate::run(args).await,
             Command::Token(args) => cli::token::run(args).await,
+            Command::K8s(args) => cli::k8s::run(args).await,
         }
     })
 }

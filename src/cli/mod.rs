@@ -9,6 +9,7 @@ pub(crate) mod events;
 pub(crate) mod failures;
 pub(crate) mod graph;
 pub(crate) mod invalidate;
+pub(crate) mod k8s;
 pub(crate) mod serve;
 mod source;
 pub(crate) mod token;
