@@ -58,7 +58,7 @@ enum Command {
         #[command(flatten)]
         source: SourceArgs,
         /// File to write (atomically: complete or not at all); `-` or absent for stdout
-        #[arg(short, long = "output", value_name = "FILE")]
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
         file: Option<PathBuf>,
         /// Export only events with a seq greater than this
         #[arg(long, default_value_t = 0)]
@@ -289,6 +289,9 @@ async fn export(source: SourceArgs, file: Option<PathBuf>, after: u64) -> Result
     Ok(())
 }
 
+/// The non-empty lines of an export, with their 1-based line numbers.
+type NumberedLines<'a> = Box<dyn Iterator<Item = Result<(usize, String), CliError>> + 'a>;
+
 /// An export to import: a file (read twice: check, then import) or stdin (buffered).
 enum Input {
     File(PathBuf),
@@ -310,9 +313,7 @@ impl Input {
     }
 
     /// The non-empty lines with their 1-based line numbers.
-    fn lines(
-        &self,
-    ) -> Result<Box<dyn Iterator<Item = Result<(usize, String), CliError>> + '_>, CliError> {
+    fn lines(&self) -> Result<NumberedLines<'_>, CliError> {
         let numbered =
             |(i, line): (usize, io::Result<String>)| -> Option<Result<(usize, String), CliError>> {
                 match line {
