@@ -62,9 +62,12 @@
 //! # Durability
 //!
 //! - [`Durability::Flush`] (the default): an append returns only after its group was flushed to
-//!   disk (sled's `flush` writes and fsyncs its log). Readers never see an event before it is
-//!   durable: reads, lookups, `head`, `verify` and subscriptions stop at the last flushed `seq`
-//!   (only `stream_version` may already count a group whose flush is under way).
+//!   disk: sled's `flush` writes its log, and since on Linux it ends with `sync_file_range`
+//!   (which neither persists the file's growth nor flushes the device's write cache), the writer
+//!   then `fdatasync`s sled's data file: one flush and one sync per group, never per event.
+//!   Readers never see an event before it is durable: reads, lookups, `head`, `verify` and
+//!   subscriptions stop at the last flushed `seq` (only `stream_version` may already count a
+//!   group whose flush is under way).
 //! - [`Durability::Periodic`]: an append returns once its group is committed in memory, and
 //!   sled's background flusher writes and fsyncs every `every`. **Loss window**: a crash of the
 //!   process or of the machine loses the acknowledged appends of up to the last `every` (plus the

@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    fs::File,
     path::{Path, PathBuf},
     sync::Arc,
     thread::JoinHandle,
@@ -128,8 +129,14 @@ impl SledStore {
 
         let visible = Arc::new(watch::channel(tail.map_or(0, |h| h.seq)).0);
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let data_path = location.join(SLED_DATA_FILE);
+        let data_file = File::open(&data_path).map_err(|err| {
+            EventStoreError::backend(format!("opening {} to sync it", data_path.display()), err)
+        })?;
+        let data_file = Arc::new(data_file);
         let writer = Writer::new(
             db.clone(),
+            data_file.clone(),
             trees.clone(),
             options.durability,
             tail,
@@ -142,10 +149,10 @@ impl SledStore {
             .map_err(|err| {
                 EventStoreError::backend(format!("starting the writer thread of {shown}"), err)
             })?;
-        let location_for_release = location.join(SLED_DATA_FILE);
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
+                data_file,
                 trees,
                 location,
                 artifacts_dir,
@@ -153,7 +160,7 @@ impl SledStore {
                 jobs: Some(jobs),
                 writer: Some(thread),
                 _release: LockRelease {
-                    data_file: location_for_release,
+                    data_file: data_path,
                 },
             }),
         })
@@ -183,6 +190,15 @@ impl SledStore {
     pub fn artifact_path(&self, sha256: &Sha256Digest) -> PathBuf {
         self.shared.artifacts_dir.join(sha256.shard_path())
     }
+}
+
+/// Writes sled's log and syncs it to stable storage. On Linux sled's `flush` ends with
+/// `sync_file_range`, which neither persists the file's metadata (its growth) nor flushes the
+/// device's write cache; the `fdatasync` of the data file that follows does both.
+pub(crate) fn flush_and_sync(db: &sled::Db, data_file: &File) -> sled::Result<()> {
+    db.flush()?;
+    data_file.sync_data()?;
+    Ok(())
 }
 
 /// Refuses databases of another format and marks new ones.
@@ -253,6 +269,8 @@ fn read_tail(trees: &Trees, shown: &str) -> Result<Option<Head>, EventStoreError
 /// What the three stores of one database share.
 pub(crate) struct Shared {
     pub(crate) db: sled::Db,
+    /// sled's data file, to fsync after sled's own flush (see [`flush_and_sync`]).
+    data_file: Arc<File>,
     pub(crate) trees: Trees,
     pub(crate) location: PathBuf,
     pub(crate) artifacts_dir: PathBuf,
@@ -298,7 +316,7 @@ impl Drop for Shared {
         {
             tracing::error!(location = %self.location.display(), "the sled writer thread panicked");
         }
-        if let Err(err) = self.db.flush() {
+        if let Err(err) = flush_and_sync(&self.db, &self.data_file) {
             tracing::error!(location = %self.location.display(), error = %err, "final flush failed");
         }
     }
@@ -318,7 +336,7 @@ impl Drop for LockRelease {
     #[cfg(unix)]
     fn drop(&mut self) {
         use rustix::fs::{FlockOperation, flock};
-        let Ok(file) = std::fs::File::open(&self.data_file) else {
+        let Ok(file) = File::open(&self.data_file) else {
             return;
         };
         let deadline = Instant::now() + RELEASE_WAIT;

@@ -1,6 +1,6 @@
 //! The single writer of the event log: group commit over sled.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, fs::File, sync::Arc};
 
 use leviathan_core::{
     AppendReceipt, Event, EventStoreError, Head, StreamId,
@@ -16,7 +16,7 @@ use crate::{
     error::Failure,
     events::decode_record,
     layout::{self, Trees},
-    store::Durability,
+    store::{Durability, flush_and_sync},
 };
 
 /// A group stops draining the queue once it holds this many events (bounds one transaction).
@@ -31,6 +31,8 @@ pub(crate) struct AppendJob {
 /// Owns the tail of the log; the only code that writes the event trees.
 pub(crate) struct Writer {
     db: sled::Db,
+    /// sled's data file, to fsync after sled's own flush.
+    data_file: Arc<File>,
     trees: Trees,
     durability: Durability,
     /// The last event in the trees (committed, perhaps not yet flushed).
@@ -44,6 +46,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(
         db: sled::Db,
+        data_file: Arc<File>,
         trees: Trees,
         durability: Durability,
         tail: Option<Head>,
@@ -52,6 +55,7 @@ impl Writer {
     ) -> Self {
         Self {
             db,
+            data_file,
             trees,
             durability,
             tail,
@@ -127,7 +131,7 @@ impl Writer {
         let tail_seq = self.tail.map_or(0, |h| h.seq);
         if tail_seq > *self.visible.borrow() {
             if self.durability == Durability::Flush
-                && let Err(err) = self.db.flush()
+                && let Err(err) = flush_and_sync(&self.db, &self.data_file)
             {
                 // The group is committed in memory and a later flush may still persist it;
                 // its callers hear of the failure and may retry (appends are idempotent).
