@@ -45,8 +45,9 @@
 //! catalogue accepts is stored byte for byte, so it comes back exactly.
 //!
 //! Artifacts are plain files beside sled's, `artifacts/<sha[0:2]>/<sha>`, rather than a tree: blobs
-//! of many megabytes would bloat sled's log and cache, files stream to and from disk directly, and
-//! a damaged blob stays a damaged file that a later `put` of the right content repairs. Each blob
+//! of many megabytes would bloat sled's log, its cache and its node rewrites, while plain files
+//! cost one write and one read each, and a damaged blob stays one damaged file that a later `put`
+//! of the right content repairs. Each blob
 //! is written to `artifacts/.tmp/`, fsynced, renamed into place and its directory fsynced, so a
 //! reader sees the whole blob or none; every read is hash-checked.
 //!
@@ -84,7 +85,9 @@
 //! sled locks its data file exclusively. A second [`SledStore::open`] of the same directory, from
 //! another process or from this one, fails at once with
 //! [`EventStoreError::Locked`](leviathan_core::EventStoreError::Locked). Use one [`SledStore`]
-//! (it is `Clone`) per directory and process.
+//! (it is `Clone`) per directory and process. Dropping the last handle (including open
+//! subscriptions) stops the writer, flushes, and waits until sled's pool threads have closed the
+//! data file, so the directory can be opened again at once.
 //!
 //! # Runtime
 //!
