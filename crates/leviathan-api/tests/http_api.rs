@@ -6,7 +6,7 @@ mod common;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use common::{Auth, Harness, bundle, error_code, note};
+use common::{Auth, Harness, attempts_of_target, bundle, error_code, note};
 use leviathan_core::{
     AppendReceipt, AppendRequest, Event, EventStore, EventStoreError, Head, Sha256Digest, StreamId,
     fixtures::{Scenario, lifecycle},
@@ -376,20 +376,6 @@ async fn referenced_artifacts_must_be_stored_first() {
     let (status, answer) = h.ingest(&body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["ingested"], 1);
-}
-
-/// A target with one task, a failed and a successful attempt (attempt ids are global, so each
-/// target gets its own).
-fn attempts_of_target(i: usize) -> Vec<leviathan_core::NewEvent> {
-    let (a, b) = (format!("attempt-{i}-a"), format!("attempt-{i}-b"));
-    let mut s = Scenario::new(&format!("c{i}"), &format!("target-{i}"));
-    s.register_target()
-        .create_task("t", &[], Priority::High)
-        .start_attempt("t", &a, 1)
-        .fail_attempt("t", &a, 2)
-        .start_attempt("t", &b, 2)
-        .succeed_attempt("t", &b, 1);
-    s.build()
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@ use leviathan_api::{
 };
 use leviathan_core::{
     EventStore, Ledger, NewEvent,
+    fixtures::Scenario,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+    model::Priority,
 };
 use leviathan_testkit::TestServer;
 use reqwest::{Method, StatusCode, header::HeaderMap};
@@ -161,6 +163,20 @@ pub(crate) fn bundle(bundle_id: &str, events: &[NewEvent]) -> Value {
         "events": events,
         "artifacts": [],
     })
+}
+
+/// A target with one task, a failed and a successful attempt (attempt ids are global, so each
+/// target gets its own).
+pub(crate) fn attempts_of_target(i: usize) -> Vec<NewEvent> {
+    let (a, b) = (format!("attempt-{i}-a"), format!("attempt-{i}-b"));
+    let mut s = Scenario::new(&format!("c{i}"), &format!("target-{i}"));
+    s.register_target()
+        .create_task("t", &[], Priority::High)
+        .start_attempt("t", &a, 1)
+        .fail_attempt("t", &a, 2)
+        .start_attempt("t", &b, 2)
+        .succeed_attempt("t", &b, 1);
+    s.build()
 }
 
 /// An event outside the catalogue.
