@@ -17,7 +17,7 @@ use leviathan_core::{
     executor::{ArtifactRef, protocol},
     model::{Failure, FailureClass, FailureKind},
 };
-use tokio::time::Sleep;
+use tokio::{sync::watch, time::Sleep};
 
 use crate::{
     api::{Cluster, describe, watch_error_is_permanent},
@@ -31,8 +31,9 @@ use crate::{
 pub struct K8sExecutor {
     cluster: Cluster,
     config: K8sConfig,
-    /// Attempts being followed by this process, and whether [`Executor::cancel`] was called.
-    following: Mutex<HashMap<AttemptId, bool>>,
+    /// Attempts being followed by this process; each sender flips to `true` when
+    /// [`Executor::cancel`] is called.
+    following: Mutex<HashMap<AttemptId, watch::Sender<bool>>>,
 }
 
 impl std::fmt::Debug for K8sExecutor {
@@ -87,7 +88,7 @@ impl K8sExecutor {
         job_spec(spec, &self.config)
     }
 
-    fn following(&self) -> MutexGuard<'_, HashMap<AttemptId, bool>> {
+    fn following(&self) -> MutexGuard<'_, HashMap<AttemptId, watch::Sender<bool>>> {
         self.following
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -103,31 +104,42 @@ impl K8sExecutor {
                 source: None,
             });
         }
-        following.insert(attempt.clone(), false);
+        let (cancel, cancelled) = watch::channel(false);
+        following.insert(attempt.clone(), cancel);
         Ok(Following {
             executor: self,
             attempt: attempt.clone(),
+            cancelled,
         })
     }
 
     /// Creates the Job, retrying transient errors; a Job of the same attempt that exists
-    /// already (an earlier try whose answer was lost, another scheduler) is adopted.
-    async fn submit(&self, job: &Job, spec: &AttemptSpec) -> Result<(), ExecutorError> {
+    /// already (an earlier try whose answer was lost, another scheduler) is adopted. `false`
+    /// when the attempt was cancelled before a Job was submitted.
+    async fn submit(
+        &self,
+        job: &Job,
+        spec: &AttemptSpec,
+        following: &Following<'_>,
+    ) -> Result<bool, ExecutorError> {
         let name = job.metadata.name.clone().unwrap_or_default();
         let retry = self.config.create_retry;
         let mut tries = 0;
         loop {
+            if following.cancelled() {
+                return Ok(false);
+            }
             tries += 1;
             let err = match self.cluster.create_job(job).await {
                 Ok(Some(_)) => {
                     tracing::info!(job = %name, attempt = %spec.attempt_id, "job submitted");
-                    return Ok(());
+                    return Ok(true);
                 }
                 Ok(None) => match self.cluster.get_job(&name).await {
                     Ok(Some(existing)) => {
                         self.check_owner(&existing, spec)?;
                         tracing::info!(job = %name, attempt = %spec.attempt_id, "existing job adopted");
-                        return Ok(());
+                        return Ok(true);
                     }
                     // Deleted between the create and the get: create it again.
                     Ok(None) if tries < retry.max_attempts => continue,
@@ -148,7 +160,11 @@ impl K8sExecutor {
             }
             let delay = retry.delay(tries);
             tracing::warn!(job = %name, error = %err, retry_in = ?delay, "transient API error; retrying");
-            tokio::time::sleep(delay).await;
+            let mut cancelled = following.cancelled.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = cancelled.wait_for(|cancelled| *cancelled) => return Ok(false),
+            }
         }
     }
 
@@ -416,15 +432,12 @@ fn watch_error_text(err: &watcher::Error) -> String {
 struct Following<'a> {
     executor: &'a K8sExecutor,
     attempt: AttemptId,
+    cancelled: watch::Receiver<bool>,
 }
 
 impl Following<'_> {
     fn cancelled(&self) -> bool {
-        self.executor
-            .following()
-            .get(&self.attempt)
-            .copied()
-            .unwrap_or(false)
+        *self.cancelled.borrow()
     }
 }
 
@@ -453,14 +466,35 @@ impl Executor for K8sExecutor {
             });
         }
         let following = self.register(&spec.attempt_id)?;
-        self.submit(&self.job_spec(spec), spec).await?;
+        let name = job_name(&spec.attempt_id);
+        let cancelled = |summary: String| AttemptOutcome {
+            attempt_id: spec.attempt_id.clone(),
+            result: failed(FailureKind::Cancelled, FailureClass::Permanent, summary),
+            artifacts: Vec::new(),
+        };
+        if !self.submit(&self.job_spec(spec), spec, &following).await? {
+            return Ok(cancelled(format!(
+                "attempt cancelled before Job {name} was submitted"
+            )));
+        }
+        if following.cancelled() {
+            // Cancelled while the create was in flight: the Job exists now and must go.
+            self.cluster
+                .delete_job(&name, PropagationPolicy::Foreground)
+                .await?;
+            return Ok(cancelled(format!("attempt cancelled; Job {name} deleted")));
+        }
         self.follow(spec, &following).await
     }
 
     async fn cancel(&self, attempt_id: &AttemptId) -> Result<(), ExecutorError> {
-        if let Some(cancelled) = self.following().get_mut(attempt_id) {
-            *cancelled = true;
-        }
+        let followed = match self.following().get(attempt_id) {
+            Some(cancel) => {
+                cancel.send_replace(true);
+                true
+            }
+            None => false,
+        };
         let name = job_name(attempt_id);
         match self
             .cluster
@@ -468,6 +502,8 @@ impl Executor for K8sExecutor {
             .await
         {
             Ok(true) => Ok(()),
+            // Not submitted yet: the run sees the flag and submits nothing.
+            Ok(false) if followed => Ok(()),
             Ok(false) => Err(ExecutorError::NotFound(attempt_id.clone())),
             Err(err) => Err(err.into()),
         }

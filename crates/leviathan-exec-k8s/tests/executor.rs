@@ -670,6 +670,44 @@ async fn cancel_deletes_the_job_and_stops_the_worker() {
 }
 
 #[tokio::test]
+async fn cancel_during_create_retries_submits_nothing() {
+    let harness = Harness::with_secret().await;
+    // A long backoff after a 500: the cancel arrives while the executor waits to retry.
+    let executor = Arc::new(K8sExecutor::new(
+        harness.client.clone(),
+        harness.config().create_retry(Retry {
+            max_attempts: 3,
+            initial: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        }),
+    ));
+    harness
+        .fake
+        .fail_job_creates(1, InjectedFailure::InternalError);
+    let spec = spec("attempt-early-cancel", "succeed");
+    let run = tokio::spawn({
+        let executor = executor.clone();
+        let spec = spec.clone();
+        async move { executor.run(&spec).await }
+    });
+    eventually("the first create to fail", || harness.posts() == 1).await;
+    executor
+        .cancel(&spec.attempt_id)
+        .await
+        .expect("a followed attempt without a Job yet can be cancelled");
+    let outcome = within("the run", run).await.unwrap().expect("run");
+    let failure = failure(&outcome);
+    assert_eq!(failure.kind, FailureKind::Cancelled);
+    assert!(
+        failure.summary.contains("before Job"),
+        "{}",
+        failure.summary
+    );
+    assert_eq!(harness.posts(), 1, "no Job was created after the cancel");
+    assert!(harness.fake.jobs().is_empty());
+}
+
+#[tokio::test]
 async fn a_job_deleted_by_someone_else_is_lost() {
     let harness = Harness::with_secret().await;
     let executor = Arc::new(harness.executor());

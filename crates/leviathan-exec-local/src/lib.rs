@@ -270,6 +270,13 @@ impl AttemptDir {
     }
 }
 
+/// Removes an attempt's directory; failing to is worth a warning, not the attempt.
+async fn remove_dir(dir: &Path) {
+    if let Err(err) = tokio::fs::remove_dir_all(dir).await {
+        tracing::warn!(dir = %dir.display(), error = %err, "cannot remove the attempt directory");
+    }
+}
+
 fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
@@ -313,17 +320,23 @@ impl Executor for LocalExecutor {
             cwd: dir.workspace.clone(),
             env: self.worker_env(spec, &dir),
         };
-        let finished = process::supervise(
+        let finished = match process::supervise(
             launch,
             spec.deadline,
             &registration.token,
             self.config.stop_grace,
         )
         .await
-        .map_err(io_error(format!(
-            "cannot run the worker of attempt {}",
-            spec.attempt_id
-        )))?;
+        {
+            Ok(finished) => finished,
+            Err(err) => {
+                remove_dir(&dir.root).await;
+                return Err(io_error(format!(
+                    "cannot run the worker of attempt {}",
+                    spec.attempt_id
+                ))(err));
+            }
+        };
         let mut log = self.redact(&String::from_utf8_lossy(&finished.output));
         let result = self.result_of(spec, &finished, &log, &dir);
         if finished.truncated {
@@ -331,9 +344,8 @@ impl Executor for LocalExecutor {
         }
         let artifacts = self.store_log(&spec.attempt_id, log).await;
         let keep = self.config.keep_failed_workspaces && matches!(result, AttemptResult::Failed(_));
-        if !keep && let Err(err) = tokio::fs::remove_dir_all(&dir.root).await {
-            tracing::warn!(attempt = %spec.attempt_id, dir = %dir.root.display(), error = %err,
-                "cannot remove the attempt directory");
+        if !keep {
+            remove_dir(&dir.root).await;
         }
         drop(registration);
         Ok(AttemptOutcome {

@@ -398,4 +398,8 @@ async fn bad_requests_are_rejected_before_anything_runs() {
         matches!(&err, ExecutorError::Io { reason, .. } if reason.contains("no-such-worker")),
         "{err}"
     );
+    assert!(
+        !setup.workspace_root().join("attempt-missing").exists(),
+        "nothing is left behind"
+    );
 }
