@@ -456,6 +456,47 @@ async fn the_deadline_exceeded_is_a_timeout() {
 }
 
 #[tokio::test]
+async fn a_job_the_cluster_does_not_end_in_time_is_stopped() {
+    let harness = Harness::with_secret().await;
+    // The Job in the cluster has a generous activeDeadlineSeconds (an earlier submission with a
+    // longer deadline); the executor's own guard ends the attempt at deadline + slack.
+    let mut submitted = spec("attempt-overdue", "sleep");
+    submitted.deadline = Duration::from_secs(600);
+    harness
+        .jobs()
+        .create(
+            &PostParams::default(),
+            &job_spec(&submitted, &harness.config()),
+        )
+        .await
+        .unwrap();
+    let executor = K8sExecutor::new(
+        harness.client.clone(),
+        harness.config().deadline_slack(Duration::from_millis(500)),
+    );
+    let mut spec = submitted.clone();
+    spec.deadline = Duration::from_secs(1);
+    let outcome = within("the run", executor.run(&spec)).await.expect("run");
+    let failure = failure(&outcome);
+    assert_eq!(
+        (failure.kind, failure.class),
+        (FailureKind::Timeout, FailureClass::Transient)
+    );
+    assert!(
+        failure
+            .summary
+            .contains("did not end Job leviathan-attempt-overdue"),
+        "{}",
+        failure.summary
+    );
+    eventually("the Job to be gone", || harness.fake.jobs().is_empty()).await;
+    eventually("the worker to stop", || {
+        harness.fake.container_processes().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn transient_create_errors_are_retried_and_permanent_ones_are_not() {
     let harness = Harness::with_secret().await;
     let executor = harness.executor();
