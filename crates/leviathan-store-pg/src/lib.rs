@@ -38,7 +38,9 @@
 //!
 //! Within a process, every `append` goes to one writer task. The caller validates its batch
 //! (pure), queues it and waits. The writer drains the queue into a group (bounded by
-//! [`PgOptions::max_group_requests`] and [`PgOptions::max_group_events`]), and in one
+//! [`PgOptions::max_group_requests`] and [`PgOptions::max_group_events`]; when the queue holds
+//! fewer requests than the last group had, it yields to the scheduler up to twice first, so that
+//! callers it has just answered can join), and in one
 //! transaction: takes the lock, reads the head and prefetches the stored events with the group's
 //! ids (`event_id = ANY($1)`) and the group's stream versions (`stream = ANY($2)`) in one
 //! statement, sequences each request with core's [`Sequencer`](leviathan_core::store::sequencer::Sequencer)
@@ -75,7 +77,9 @@
 //!
 //! A pool of [`PgOptions::max_connections`] for reads, the graph and artifacts
 //! (`application_name` `leviathan`), plus the writer's own connection (`leviathan-writer`) and the
-//! LISTEN connection (`leviathan-listener`).
+//! LISTEN connection (`leviathan-listener`). TLS is rustls (ring, webpki roots), negotiated as the
+//! URL says: `?sslmode=disable|prefer|require|verify-ca|verify-full` (default `prefer`),
+//! `sslrootcert=<path>` for a private CA, `sslcert`/`sslkey` for client certificates.
 //!
 //! # Tests
 //!

@@ -35,6 +35,9 @@ pub(crate) struct GroupLimits {
     pub(crate) max_events: usize,
 }
 
+/// How many times the writer yields to let callers it just answered join the next group.
+const MAX_GATHER_YIELDS: usize = 2;
+
 /// The head row, the stored events with the group's ids and the group's stream versions, read in
 /// one statement under the writer lock.
 const PREFETCH: &str = "\
@@ -150,14 +153,28 @@ impl Writer {
 
     /// Serves the queue until every sender is gone.
     pub(crate) async fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
+        let mut previous_group = 0;
         while let Some(first) = queue.recv().await {
             let mut events = first.batch.events.len();
             let mut group = vec![first];
-            while group.len() < self.limits.max_requests && events < self.limits.max_events {
-                let Ok(next) = queue.try_recv() else { break };
-                events += next.batch.events.len();
-                group.push(next);
+            let mut yields = 0;
+            loop {
+                while group.len() < self.limits.max_requests && events < self.limits.max_events {
+                    let Ok(next) = queue.try_recv() else { break };
+                    events += next.batch.events.len();
+                    group.push(next);
+                }
+                // The callers just answered are usually about to send again: give them a moment
+                // (a yield, not a timer) to join this group rather than the next one.
+                let full =
+                    group.len() >= self.limits.max_requests || events >= self.limits.max_events;
+                if full || group.len() >= previous_group || yields == MAX_GATHER_YIELDS {
+                    break;
+                }
+                yields += 1;
+                tokio::task::yield_now().await;
             }
+            previous_group = group.len();
             self.commit(group).await;
         }
     }

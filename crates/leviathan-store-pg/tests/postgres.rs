@@ -1,0 +1,593 @@
+//! PostgreSQL-specific behaviour: migrations under concurrency, the append-only trigger, one chain
+//! across processes, the writer lock, LISTEN reconnection, lost connections, tampering, errors.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use leviathan_core::{
+    AppendRequest, ChainFault, EventId, EventStore, EventStoreError, ExpectedVersion, NewEvent,
+    StreamId, Timestamp,
+};
+use leviathan_store_pg::{PgOptions, PgStore, WRITER_LOCK_KEY, test_support::TestDatabase};
+use serde_json::json;
+use sqlx::PgPool;
+
+fn note(id: &str, n: u64) -> NewEvent {
+    NewEvent {
+        event_id: EventId::new(id).unwrap(),
+        event_type: "note.added".into(),
+        timestamp: Timestamp::from_unix_micros(1_769_601_600_000_000 + n as i64).unwrap(),
+        actor_id: Some("pg-test".into()),
+        payload: json!({ "n": n }),
+    }
+}
+
+fn heartbeat(id: &str, attempt: &str) -> NewEvent {
+    NewEvent {
+        event_id: EventId::new(id).unwrap(),
+        event_type: "attempt.heartbeat".into(),
+        timestamp: Timestamp::parse("2026-02-03T04:05:06.000007Z").unwrap(),
+        actor_id: None,
+        payload: json!({ "attempt_id": attempt }),
+    }
+}
+
+/// Polls `condition` every 20 ms for up to 30 s (for effects of other processes and tasks).
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..1500 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Backend pids of the store's connections with this application name.
+async fn backends(pool: &PgPool, application: &str) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = $1 ORDER BY pid",
+    )
+    .bind(application)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn terminate(pool: &PgPool, pids: &[i32]) {
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(pids)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn verified_count(events: &dyn EventStore) -> u64 {
+    events
+        .verify()
+        .await
+        .expect("verify ran")
+        .expect("the chain verifies")
+        .events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_when_processes_start_together() {
+    let db = TestDatabase::create().await;
+    let (a, b, c) = tokio::join!(
+        PgStore::connect(db.url()),
+        PgStore::connect(db.url()),
+        PgStore::connect(db.url())
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    // And again on an up-to-date database.
+    let d = PgStore::connect(db.url()).await.unwrap();
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(d.pool())
+            .await
+            .unwrap();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert!(applied[0].1);
+    for store in [&a, &b, &c, &d] {
+        assert_eq!(store.events().head().await.unwrap(), None);
+    }
+    a.events()
+        .append(AppendRequest::new(vec![note("m1", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(d.events().head().await.unwrap().unwrap().seq, 1);
+}
+
+#[tokio::test]
+async fn events_are_append_only() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    store
+        .events()
+        .append(AppendRequest::new(vec![note("a1", 1), note("a2", 2)]))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE events SET event_type = 'forged.event' WHERE seq = 2",
+        "DELETE FROM events WHERE seq = 1",
+        "TRUNCATE events",
+    ] {
+        let err = sqlx::query(sql).execute(store.pool()).await.unwrap_err();
+        let db_err = err.as_database_error().expect("a database error");
+        assert_eq!(db_err.code().as_deref(), Some("23001"), "{sql}: {db_err}");
+        assert!(
+            db_err.message().contains("events is append-only"),
+            "{sql}: {}",
+            db_err.message()
+        );
+        let verb = sql.split_whitespace().next().unwrap();
+        assert!(
+            db_err.message().contains(verb),
+            "{sql}: {}",
+            db_err.message()
+        );
+    }
+    assert_eq!(verified_count(&*store.events()).await, 2);
+}
+
+/// Two independent stores (as two processes would) with 4 writers each: one linear chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_database_form_one_chain() {
+    let db = TestDatabase::create().await;
+    let stores = [db.store().await, db.store().await];
+    let mut tasks = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for w in 0..4 {
+            let events = store.events();
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while i < 150 {
+                    // Batches of 1 to 3 events.
+                    let size = 1 + (i % 3);
+                    let batch = (i..(i + size).min(150))
+                        .map(|n| note(&format!("s{s}-w{w}-{n}"), n))
+                        .collect::<Vec<_>>();
+                    i += batch.len() as u64;
+                    events.append(AppendRequest::new(batch)).await.unwrap();
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = 2 * 4 * 150;
+    for store in &stores {
+        assert_eq!(verified_count(&*store.events()).await, total);
+        assert_eq!(store.events().head().await.unwrap().unwrap().seq, total);
+    }
+    let all = stores[0].events().read(0, 10_000).await.unwrap();
+    let ids: BTreeSet<_> = all.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids.len() as u64, total, "no event lost or doubled");
+    for s in 0..2 {
+        for w in 0..4 {
+            let prefix = format!("s{s}-w{w}-");
+            let mine: Vec<u64> = all
+                .iter()
+                .filter(|e| e.event_id.as_str().starts_with(&prefix))
+                .map(|e| e.payload["n"].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                mine,
+                (0..150).collect::<Vec<_>>(),
+                "{prefix} kept its order"
+            );
+        }
+    }
+}
+
+/// The writer waits for the advisory lock whoever holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wait_for_the_writer_lock() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITER_LOCK_KEY)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let events = store.events();
+    let append = tokio::spawn(async move {
+        events
+            .append(AppendRequest::new(vec![note("locked-out", 1)]))
+            .await
+    });
+    let pool = store.pool().clone();
+    eventually("the writer waits for the advisory lock", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND NOT l.granted \
+                 AND a.application_name = 'leviathan-writer'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 1
+        }
+    })
+    .await;
+    assert!(!append.is_finished());
+    assert_eq!(store.events().head().await.unwrap(), None);
+    holder.commit().await.unwrap();
+    let receipt = append.await.unwrap().unwrap();
+    assert_eq!(receipt.appended[0].seq, 1);
+}
+
+/// A subscriber whose LISTEN connection is killed still gets every event, in order, from a
+/// writer in another store (so only NOTIFY and the reconnection can wake it). The writer appends
+/// in lockstep with the subscriber, so the subscriber is waiting for a wake-up at each append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_survives_a_terminated_listener() {
+    let db = TestDatabase::create().await;
+    let (reader, writer) = (db.store().await, db.store().await);
+    let batch_size = |i: u64| (i % 3) + 1;
+    let total = 5 + (0..20).map(batch_size).sum::<u64>();
+    for i in 0..5 {
+        writer
+            .events()
+            .append(AppendRequest::new(vec![note(&format!("before-{i}"), i)]))
+            .await
+            .unwrap();
+    }
+    let mut sub = reader.events().subscribe(0).await.unwrap();
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
+    let subscriber = tokio::spawn(async move {
+        for expected in 1..=total {
+            let event = sub
+                .next()
+                .await
+                .expect("the subscription stays open")
+                .expect("no error");
+            assert_eq!(event.seq, expected, "in order, without gaps");
+            progress_tx.send_replace(expected);
+        }
+    });
+    let mut delivered = async |seq: u64| {
+        tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|s| *s >= seq))
+            .await
+            .unwrap_or_else(|_| panic!("seq {seq} was never delivered"))
+            .expect("the subscriber is running");
+    };
+    delivered(5).await;
+
+    let admin = writer.pool().clone();
+    eventually("both listeners are connected", || {
+        let admin = admin.clone();
+        async move { backends(&admin, "leviathan-listener").await.len() == 2 }
+    })
+    .await;
+    let killed = backends(&admin, "leviathan-listener").await;
+    terminate(&admin, &killed).await;
+    eventually("the killed listeners are gone", || {
+        let (admin, killed) = (admin.clone(), killed.clone());
+        async move {
+            let alive: Vec<i32> =
+                sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE pid = ANY($1)")
+                    .bind(&killed)
+                    .fetch_all(&admin)
+                    .await
+                    .unwrap();
+            alive.is_empty()
+        }
+    })
+    .await;
+
+    for i in 0..20 {
+        let batch = (0..batch_size(i))
+            .map(|j| note(&format!("after-{i}-{j}"), i))
+            .collect();
+        let receipt = writer
+            .events()
+            .append(AppendRequest::new(batch))
+            .await
+            .unwrap();
+        delivered(receipt.head.unwrap().seq).await;
+    }
+    subscriber.await.unwrap();
+    let now = backends(&admin, "leviathan-listener").await;
+    assert!(
+        now.iter().all(|pid| !killed.contains(pid)),
+        "the listeners reconnected: {killed:?} -> {now:?}"
+    );
+}
+
+/// Backends killed during a run of appends: failed appends are transient, retrying them is
+/// safe, every acknowledged event is stored once and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_connections_fail_appends_transiently_and_lose_nothing() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let transient = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (events, acknowledged, transient) =
+            (store.events(), acknowledged.clone(), transient.clone());
+        writers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..150 {
+                let event = note(&format!("w{w}-{i}"), i);
+                loop {
+                    match events.append(AppendRequest::new(vec![event.clone()])).await {
+                        Ok(receipt) => {
+                            assert_eq!(receipt.appended.len() + receipt.duplicates.len(), 1);
+                            break;
+                        }
+                        Err(err) if err.is_transient() => {
+                            transient.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => panic!("a lost connection must be transient: {err}"),
+                    }
+                }
+                acknowledged.fetch_add(1, Ordering::Relaxed);
+                mine.push(event.event_id);
+            }
+            mine
+        }));
+    }
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(db.url())
+        .await
+        .unwrap();
+    for round in 1..=5u64 {
+        let threshold = round * 100;
+        eventually("appends make progress", || {
+            let acknowledged = acknowledged.clone();
+            async move { acknowledged.load(Ordering::Relaxed) >= threshold }
+        })
+        .await;
+        let mut victims = backends(&admin, "leviathan-writer").await;
+        victims.extend(backends(&admin, "leviathan").await);
+        terminate(&admin, &victims).await;
+    }
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.extend(writer.await.unwrap());
+    }
+    assert!(
+        transient.load(Ordering::Relaxed) > 0,
+        "killing the writer's connection failed at least one append"
+    );
+    let events = store.events();
+    let found = events.find(&acked).await.unwrap();
+    assert_eq!(
+        found.len(),
+        acked.len(),
+        "every acknowledged event is stored"
+    );
+    assert_eq!(
+        verified_count(&*events).await,
+        600,
+        "each event is stored once"
+    );
+}
+
+/// A request the database refuses fails alone; the requests committed with it land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_request_fails_alone() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    // A stand-in for data only the database refuses.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'poison refused'; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW \
+         WHEN (NEW.event_type = 'poison.pill') EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let stream = StreamId::from_raw("attempt:race");
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let events = store.events();
+        let stream = stream.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = match i {
+                7 => {
+                    let mut poison = note("poison", 7);
+                    poison.event_type = "poison.pill".into();
+                    AppendRequest::new(vec![note("with-poison", 7), poison])
+                }
+                11 => AppendRequest::new(vec![heartbeat("stale", "race")])
+                    .expect(stream, ExpectedVersion::Exact(5)),
+                _ => AppendRequest::new(vec![note(&format!("fine-{i}"), i)]),
+            };
+            (i, events.append(request).await)
+        }));
+    }
+    for task in tasks {
+        match task.await.unwrap() {
+            (7, Err(EventStoreError::Backend { reason, .. })) => {
+                assert!(reason.contains("poison refused"), "{reason}");
+            }
+            (11, Err(EventStoreError::WrongExpectedVersion { actual: 0, .. })) => {}
+            (i, Ok(receipt)) if i != 7 && i != 11 => assert_eq!(receipt.appended.len(), 1),
+            (i, other) => panic!("request {i}: unexpected outcome {other:?}"),
+        }
+    }
+    let events = store.events();
+    assert_eq!(verified_count(&*events).await, 28);
+    assert!(
+        events
+            .get(&EventId::new("with-poison").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "the refused request's other event did not land"
+    );
+}
+
+/// seq, canonical, payload->>'a', stream, stream_version, timestamp text.
+type EventRow = (
+    i64,
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    String,
+);
+
+/// The canonical bytes are stored exactly; jsonb and the other columns are there for queries.
+#[tokio::test]
+async fn rows_keep_canonical_bytes_and_queryable_columns() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let mut odd = note("odd", 1);
+    odd.payload =
+        json!({"z": 1.0, "a": 12345678901234567890u64, "m": {"y": [1e-7, "é"], "b": null}});
+    let receipt = store
+        .events()
+        .append(AppendRequest::new(vec![
+            odd,
+            heartbeat("hb-1", "a1"),
+            heartbeat("hb-2", "a1"),
+        ]))
+        .await
+        .unwrap();
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT seq, canonical, payload->>'a', stream, stream_version, \
+         to_char(\"timestamp\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') \
+         FROM events ORDER BY seq",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    for (row, event) in rows.iter().zip(&receipt.appended) {
+        assert_eq!(row.1, event.canonical_bytes(), "seq {}", row.0);
+        assert_eq!(format!("{}Z", row.5), event.timestamp.to_string());
+    }
+    assert_eq!(rows[0].2.as_deref(), Some("12345678901234567890"));
+    assert_eq!((rows[0].3.as_deref(), rows[0].4), (None, None));
+    assert_eq!(
+        (rows[2].3.as_deref(), rows[2].4),
+        (Some("attempt:a1"), Some(2))
+    );
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM streams WHERE stream = 'attempt:a1'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(version, 2);
+    let head: (i64, Vec<u8>) = sqlx::query_as("SELECT seq, hash FROM log_head")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(head, (3, receipt.appended[2].hash.as_bytes().to_vec()));
+}
+
+/// Tampering (with the trigger disabled, as only an owner could) is found at its seq.
+#[tokio::test]
+async fn verification_finds_tampering_at_its_seq() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let batch = (1..=10).map(|n| note(&format!("t{n}"), n)).collect();
+    store
+        .events()
+        .append(AppendRequest::new(batch))
+        .await
+        .unwrap();
+    let tamper = |sql: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete; {sql}; \
+                 ALTER TABLE events ENABLE TRIGGER events_refuse_update_delete;"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    // One flipped bit inside seq 7's payload.
+    tamper(
+        "UPDATE events SET canonical = set_byte(canonical, position('\"n\":'::bytea in canonical) + 3, \
+         get_byte(canonical, position('\"n\":'::bytea in canonical) + 3) # 1) WHERE seq = 7",
+    )
+    .await;
+    let broken = store.events().verify().await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 7);
+    assert!(
+        matches!(broken.fault, ChainFault::HashMismatch { .. }),
+        "{broken}"
+    );
+
+    let db2 = TestDatabase::create().await;
+    let store2 = db2.store().await;
+    let batch = (1..=10).map(|n| note(&format!("t{n}"), n)).collect();
+    store2
+        .events()
+        .append(AppendRequest::new(batch))
+        .await
+        .unwrap();
+    // The last event removed: the log no longer reaches its head.
+    sqlx::raw_sql(
+        "ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete; \
+         DELETE FROM events WHERE seq = 10; \
+         ALTER TABLE events ENABLE TRIGGER events_refuse_update_delete;",
+    )
+    .execute(store2.pool())
+    .await
+    .unwrap();
+    let broken = store2.events().verify().await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 10, "{broken}");
+}
+
+/// Connection failures are classified, and no error shows the URL's password.
+#[tokio::test]
+async fn connect_errors_are_classified_and_hide_the_password() {
+    let quick = PgOptions {
+        acquire_timeout: Duration::from_secs(1),
+        ..PgOptions::default()
+    };
+    let refused = PgStore::connect_with(
+        "postgres://postgres:pw-s3cr3t-xyz@127.0.0.1:1/postgres",
+        quick,
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.is_transient(), "{refused}");
+    let db = TestDatabase::create().await;
+    let mut url = url::Url::parse(db.url()).unwrap();
+    url.set_password(Some("pw-s3cr3t-xyz")).unwrap();
+    url.set_path("/leviathan_no_such_database");
+    let missing = PgStore::connect(url.as_str()).await.unwrap_err();
+    assert!(!missing.is_transient(), "{missing}");
+    for err in [&refused, &missing] {
+        let mut text = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            text.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(
+            text.contains("***"),
+            "the location is named, masked: {text}"
+        );
+    }
+    let store = db.store().await;
+    assert!(!format!("{store:?}").contains("s3cr3t"));
+}
