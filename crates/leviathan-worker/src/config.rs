@@ -121,9 +121,8 @@ pub const KUBERNETES_TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// The markdown table documenting [`VARIABLES`], as the README carries it.
 pub fn render_table() -> String {
-    let mut out = String::from(
-        "| Variable | Required | Default | Description |\n|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| Variable | Required | Default | Description |\n|---|---|---|---|\n");
     for v in VARIABLES {
         let default = match v.default {
             "" => "—".to_owned(),
@@ -383,7 +382,11 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     }
 
     fn flag(&mut self, name: &'static str) -> bool {
-        match self.optional(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        match self
+            .optional(name)
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("false" | "0" | "no") => false,
             Some("true" | "1" | "yes") => true,
             Some(other) => {
@@ -428,9 +431,12 @@ fn normalise_repo_url(raw: &str) -> Result<String, String> {
         return match url.scheme() {
             "http" | "https" | "file" => {
                 if !url.username().is_empty() || url.password().is_some() {
-                    Err("must not embed credentials (GITHUB_TOKEN is given to git separately)"
-                        .to_owned())
-                } else if url.scheme() != "file" && url.path_segments().is_none_or(|s| s.count() < 2)
+                    Err(
+                        "must not embed credentials (GITHUB_TOKEN is given to git separately)"
+                            .to_owned(),
+                    )
+                } else if url.scheme() != "file"
+                    && url.path_segments().is_none_or(|s| s.count() < 2)
                 {
                     Err(format!(
                         "`{}` must name a repository as `<host>/<owner>/<repo>`",
@@ -669,11 +675,13 @@ impl WorkerConfig {
                 .optional(LEVIATHAN_GIT_AUTHOR_EMAIL)
                 .unwrap_or_else(|| "leviathan@users.noreply.github.com".into()),
         };
-        if git_identity.email.contains(char::is_whitespace) || !git_identity.email.contains('@')
-        {
+        if git_identity.email.contains(char::is_whitespace) || !git_identity.email.contains('@') {
             r.problem(
                 LEVIATHAN_GIT_AUTHOR_EMAIL,
-                format!("`{}` is not an email address", ellipsize(&git_identity.email)),
+                format!(
+                    "`{}` is not an email address",
+                    ellipsize(&git_identity.email)
+                ),
             );
         }
         let draft_pull_requests = r.flag(LEVIATHAN_DRAFT_PRS);
@@ -782,7 +790,10 @@ mod tests {
     fn base_env() -> BTreeMap<&'static str, String> {
         BTreeMap::from([
             (TARGET_NAME, "demo".to_owned()),
-            (TARGET_REPO_URL, "https://github.com/acme/demo.git".to_owned()),
+            (
+                TARGET_REPO_URL,
+                "https://github.com/acme/demo.git".to_owned(),
+            ),
             (TASK_ID, "docs-guide".to_owned()),
             (ATTEMPT_ID, "attempt-0001".to_owned()),
             (CONTROL_PLANE_URL, "http://cp:8000/".to_owned()),
@@ -856,10 +867,16 @@ mod tests {
     #[test]
     fn secrets_are_never_quoted() {
         let mut env = base_env();
-        env.insert(TARGET_REPO_URL, "https://user:hunter2@github.com/a/b".into());
+        env.insert(
+            TARGET_REPO_URL,
+            "https://user:hunter2@github.com/a/b".into(),
+        );
         env.insert(CONTROL_PLANE_URL, "https://u:pw-secret@cp".into());
         let err = parse(&env).unwrap_err().to_string();
-        assert!(!err.contains("hunter2") && !err.contains("pw-secret"), "{err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("pw-secret"),
+            "{err}"
+        );
         assert!(err.contains("must not embed credentials"), "{err}");
     }
 
@@ -900,9 +917,18 @@ mod tests {
     #[test]
     fn repo_urls() {
         for (raw, want) in [
-            ("git@github.com:acme/demo.git", Ok("https://github.com/acme/demo.git")),
-            ("ssh://git@github.com/acme/demo.git", Ok("https://github.com/acme/demo.git")),
-            ("https://github.com/acme/demo", Ok("https://github.com/acme/demo")),
+            (
+                "git@github.com:acme/demo.git",
+                Ok("https://github.com/acme/demo.git"),
+            ),
+            (
+                "ssh://git@github.com/acme/demo.git",
+                Ok("https://github.com/acme/demo.git"),
+            ),
+            (
+                "https://github.com/acme/demo",
+                Ok("https://github.com/acme/demo"),
+            ),
             ("file:///srv/git/demo.git", Ok("file:///srv/git/demo.git")),
             ("/srv/git/demo.git", Ok("/srv/git/demo.git")),
             ("https://github.com/", Err("must name a repository")),
@@ -978,8 +1004,7 @@ mod tests {
                 env.get(name).cloned()
             });
         }
-        let documented: BTreeSet<String> =
-            VARIABLES.iter().map(|v| v.name.to_owned()).collect();
+        let documented: BTreeSet<String> = VARIABLES.iter().map(|v| v.name.to_owned()).collect();
         assert_eq!(read.into_inner(), documented);
     }
 
@@ -990,7 +1015,10 @@ mod tests {
         let default = |name: &str| VARIABLES.iter().find(|v| v.name == name).unwrap().default;
         for (name, applied) in [
             (TARGET_BRANCH, c.base_branch.clone()),
-            (LEVIATHAN_MODEL_TIMEOUT_SECS, c.model.timeout.as_secs().to_string()),
+            (
+                LEVIATHAN_MODEL_TIMEOUT_SECS,
+                c.model.timeout.as_secs().to_string(),
+            ),
             (
                 LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS,
                 c.model.max_output_tokens.to_string(),
@@ -1003,7 +1031,10 @@ mod tests {
                 c.budget.max_model_calls.to_string(),
             ),
             (LEVIATHAN_MAX_TOKENS, c.budget.max_tokens.to_string()),
-            (LEVIATHAN_TEST_TIMEOUT_SECS, c.test_timeout.as_secs().to_string()),
+            (
+                LEVIATHAN_TEST_TIMEOUT_SECS,
+                c.test_timeout.as_secs().to_string(),
+            ),
             (LEVIATHAN_GIT_AUTHOR_NAME, c.git_identity.name.clone()),
             (LEVIATHAN_GIT_AUTHOR_EMAIL, c.git_identity.email.clone()),
             (LEVIATHAN_DRAFT_PRS, c.draft_pull_requests.to_string()),

@@ -62,7 +62,10 @@ pub(crate) async fn deliver(
             .await
             .map_err(|e| PostError {
                 transient: e.transient,
-                message: format!("uploading artifact {} ({}): {e}", artifact.name, artifact.sha256),
+                message: format!(
+                    "uploading artifact {} ({}): {e}",
+                    artifact.name, artifact.sha256
+                ),
             })?;
     }
     control_plane.ingest(bundle).await.map_err(|e| PostError {

@@ -6,8 +6,7 @@
 use std::collections::BTreeSet;
 
 use base64::{
-    Engine as _,
-    alphabet,
+    Engine as _, alphabet,
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
 };
 use leviathan_core::paths::{AllowedPaths, check_repo_path};
@@ -148,7 +147,10 @@ fn decode_items(items: Vec<Value>) -> Result<Vec<FileContent>, OutputError> {
     let mut files = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::Object(map) = item else {
-            return Err(err(format!("Item {i} must be an object, got {}", kind(&item))));
+            return Err(err(format!(
+                "Item {i} must be an object, got {}",
+                kind(&item)
+            )));
         };
         let path = match map.get("path") {
             Some(Value::String(p)) => p.clone(),
@@ -158,9 +160,15 @@ fn decode_items(items: Vec<Value>) -> Result<Vec<FileContent>, OutputError> {
         let b64 = match map.get("content_b64") {
             Some(Value::String(c)) => c.clone(),
             Some(_) => {
-                return Err(err(format!("Item {i} ({path}) 'content_b64' must be a string")));
+                return Err(err(format!(
+                    "Item {i} ({path}) 'content_b64' must be a string"
+                )));
             }
-            None => return Err(err(format!("Item {i} ({path}) missing 'content_b64' field"))),
+            None => {
+                return Err(err(format!(
+                    "Item {i} ({path}) missing 'content_b64' field"
+                )));
+            }
         };
         let compact: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
         let bytes = BASE64
@@ -435,10 +443,7 @@ mod tests {
 
     #[test]
     fn envelope_inside_prose_without_fence() {
-        let text = format!(
-            "Sure. {} That's all [1].",
-            envelope(&[("a.md", "x")])
-        );
+        let text = format!("Sure. {} That's all [1].", envelope(&[("a.md", "x")]));
         let p = parse(&text).unwrap();
         assert_eq!(paths(&p), ["a.md"]);
         assert_eq!(p.notes, ["extracted files envelope from surrounding text"]);
@@ -493,9 +498,18 @@ mod tests {
     fn item_errors() {
         for (text, want) in [
             ("[]", "Empty array"),
-            (r#"[{"content_b64": "eA=="}]"#, "Item 0 missing 'path' field"),
-            (r#"[{"path": "a"}]"#, "Item 0 (a) missing 'content_b64' field"),
-            (r#"[{"path": "a", "content_b64": "!!!"}]"#, "Item 0 (a): base64 decode failed"),
+            (
+                r#"[{"content_b64": "eA=="}]"#,
+                "Item 0 missing 'path' field",
+            ),
+            (
+                r#"[{"path": "a"}]"#,
+                "Item 0 (a) missing 'content_b64' field",
+            ),
+            (
+                r#"[{"path": "a", "content_b64": "!!!"}]"#,
+                "Item 0 (a): base64 decode failed",
+            ),
             (
                 r#"[{"path": "a", "content_b64": "eA=="}, {"path": "a", "content_b64": "eA=="}]"#,
                 "Duplicate path: a",
@@ -520,13 +534,20 @@ mod tests {
         assert!(check(&[f("docs/GUIDE.md", "x"), f("cfg.json", "{}")], &allowed).is_ok());
         assert!(
             check(
-                &[f("docs/GUIDE.md", "x"), f("cfg.json", "{}"), f("docs/extra/n.md", "y")],
+                &[
+                    f("docs/GUIDE.md", "x"),
+                    f("cfg.json", "{}"),
+                    f("docs/extra/n.md", "y")
+                ],
                 &allowed
             )
             .is_ok()
         );
-        let e = check(&[f("docs/GUIDE.md", "x"), f("z.md", ""), f("a.md", "")], &allowed)
-            .unwrap_err();
+        let e = check(
+            &[f("docs/GUIDE.md", "x"), f("z.md", ""), f("a.md", "")],
+            &allowed,
+        )
+        .unwrap_err();
         assert_eq!(e.0, "Extra paths not in allowed_paths: a.md, z.md");
         let e = check(&[f("docs/GUIDE.md", "x")], &allowed).unwrap_err();
         assert_eq!(e.0, "Missing required paths: cfg.json");
@@ -539,7 +560,12 @@ mod tests {
     #[test]
     fn syntax_checks() {
         assert!(check_syntax("a.yaml", "a: 1\n---\nb: [2]\n").is_ok());
-        assert!(check_syntax("a.yml", "a: [1\n").unwrap_err().0.contains("YAML syntax error"));
+        assert!(
+            check_syntax("a.yml", "a: [1\n")
+                .unwrap_err()
+                .0
+                .contains("YAML syntax error")
+        );
         assert!(check_syntax("a.toml", "[x]\ny = 1\n").is_ok());
         assert!(
             check_syntax("a.toml", "[x\n")

@@ -197,7 +197,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
-        assert!(!dir.path().join("ok.md").exists(), "a bad path must change nothing");
+        assert!(
+            !dir.path().join("ok.md").exists(),
+            "a bad path must change nothing"
+        );
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         assert!(matches!(
             read_current(dir.path(), "docs/evil.md"),
@@ -211,9 +214,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.md"), "text").unwrap();
         std::fs::write(dir.path().join("b.bin"), [0xff, 0xfe]).unwrap();
-        assert_eq!(read_current(dir.path(), "a.md"), Current::Text("text".into()));
+        assert_eq!(
+            read_current(dir.path(), "a.md"),
+            Current::Text("text".into())
+        );
         assert_eq!(read_current(dir.path(), "nope.md"), Current::Missing);
-        assert!(matches!(read_current(dir.path(), "b.bin"), Current::Unquotable(_)));
+        assert!(matches!(
+            read_current(dir.path(), "b.bin"),
+            Current::Unquotable(_)
+        ));
     }
 
     #[test]
@@ -221,10 +230,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_all(
             dir.path(),
-            &[file("docs/b.md", "b"), file("docs/a/c.md", "c"), file("x.md", "x")],
+            &[
+                file("docs/b.md", "b"),
+                file("docs/a/c.md", "c"),
+                file("x.md", "x"),
+            ],
         )
         .unwrap();
-        assert_eq!(list_dir(dir.path(), "docs", 10), ["docs/a/c.md", "docs/b.md"]);
+        assert_eq!(
+            list_dir(dir.path(), "docs", 10),
+            ["docs/a/c.md", "docs/b.md"]
+        );
         assert_eq!(list_dir(dir.path(), "docs", 1), ["docs/a/c.md"]);
         assert!(list_dir(dir.path(), "missing", 10).is_empty());
     }

@@ -3,12 +3,7 @@
 //! as an `http.<origin>/.extraHeader` scoped to the repository's host: never in a URL, an
 //! argument, `.git/config`, an error or a log line.
 
-use std::{
-    collections::BTreeMap,
-    ffi::OsString,
-    path::Path,
-    time::Duration,
-};
+use std::{collections::BTreeMap, ffi::OsString, path::Path, time::Duration};
 
 use crate::{
     config::GitIdentity,
@@ -185,9 +180,14 @@ impl Git {
 
     /// `git reset --soft <commit>`: undoes commits made in the worktree, keeping their changes.
     pub(crate) async fn reset_soft(&self, repo: &Path, commit: &str) -> Result<(), GitError> {
-        self.run(repo, "reset", &["reset", "--quiet", "--soft", commit], false)
-            .await
-            .map(drop)
+        self.run(
+            repo,
+            "reset",
+            &["reset", "--quiet", "--soft", commit],
+            false,
+        )
+        .await
+        .map(drop)
     }
 
     /// Stages everything (new, changed and deleted files) and returns the porcelain v2 status,
@@ -214,7 +214,13 @@ impl Git {
         self.run(
             repo,
             "diff",
-            &["diff", "--cached", "--no-color", "--no-ext-diff", "--binary"],
+            &[
+                "diff",
+                "--cached",
+                "--no-color",
+                "--no-ext-diff",
+                "--binary",
+            ],
             false,
         )
         .await
@@ -227,12 +233,24 @@ impl Git {
         branch: &str,
         message: &str,
     ) -> Result<String, GitError> {
-        self.run(repo, "checkout", &["checkout", "--quiet", "-B", branch], false)
-            .await?;
+        self.run(
+            repo,
+            "checkout",
+            &["checkout", "--quiet", "-B", branch],
+            false,
+        )
+        .await?;
         self.run(
             repo,
             "commit",
-            &["commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message],
+            &[
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "--no-gpg-sign",
+                "-m",
+                message,
+            ],
             false,
         )
         .await?;

@@ -111,7 +111,11 @@ impl Journal {
 
     /// Appends a timestamped, redacted line to the log (and to stderr when echoing).
     pub(crate) fn log(&mut self, line: impl AsRef<str>) {
-        let line = format!("{} {}\n", Timestamp::now(), self.redactor.redact(line.as_ref()));
+        let line = format!(
+            "{} {}\n",
+            Timestamp::now(),
+            self.redactor.redact(line.as_ref())
+        );
         if self.echo {
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
@@ -156,7 +160,11 @@ mod tests {
     #[test]
     fn longest_attempt_ids_make_valid_event_ids() {
         let attempt = AttemptId::new("a".repeat(128)).unwrap();
-        assert!(event_id(&attempt, u32::MAX).as_str().ends_with("-4294967295"));
+        assert!(
+            event_id(&attempt, u32::MAX)
+                .as_str()
+                .ends_with("-4294967295")
+        );
     }
 
     #[test]

@@ -16,8 +16,7 @@ use leviathan_core::{
 use crate::{
     config::WorkerConfig,
     control_plane::{self, Bundle, ControlPlane},
-    envelope,
-    files,
+    envelope, files,
     forge::{self, Forge, ForgeError, GitHubForge, PullRequestSpec},
     git::{self, Git},
     journal::Journal,
@@ -237,8 +236,18 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
             format!("{what}: {e}"),
         )
     };
-    let forge = GitHubForge::new(&config.github_api_url, &config.github_token, &config.repo_url)
-        .map_err(|e| fail(FailureKind::PullRequest, FailureClass::Permanent, e.to_string()))?;
+    let forge = GitHubForge::new(
+        &config.github_api_url,
+        &config.github_token,
+        &config.repo_url,
+    )
+    .map_err(|e| {
+        fail(
+            FailureKind::PullRequest,
+            FailureClass::Permanent,
+            e.to_string(),
+        )
+    })?;
 
     // Workspace: `<workspace>/<attempt_id>/{home,repo}`, fresh.
     let attempt_dir = config.attempt_dir();
@@ -272,12 +281,16 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
             fail(
                 FailureKind::Setup,
                 class,
-                format!("clone of {} at {}: {e}", config.repo_url, config.base_branch),
+                format!(
+                    "clone of {} at {}: {e}",
+                    config.repo_url, config.base_branch
+                ),
             )
         })?;
-    let base_commit = git.rev_parse(&repo, "HEAD").await.map_err(|e| {
-        fail(FailureKind::Setup, FailureClass::Transient, e.to_string())
-    })?;
+    let base_commit = git
+        .rev_parse(&repo, "HEAD")
+        .await
+        .map_err(|e| fail(FailureKind::Setup, FailureClass::Transient, e.to_string()))?;
     let config_fingerprint = git::config_fingerprint(&repo)
         .map_err(|e| infrastructure("cannot read .git/config", &e))?;
     journal.log(format!("cloned {} at {base_commit}", config.base_branch));
@@ -289,7 +302,10 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         return Err(fail(
             FailureKind::Setup,
             FailureClass::Permanent,
-            format!("task `{}` has no allowed_paths: nothing may change", task.id),
+            format!(
+                "task `{}` has no allowed_paths: nothing may change",
+                task.id
+            ),
         ));
     }
     journal.log(format!(
@@ -318,14 +334,22 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
 
     // 6. Allowed paths on the final tree.
     let head = git.rev_parse(&repo, "HEAD").await.map_err(|e| {
-        fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string())
+        fail(
+            FailureKind::Infrastructure,
+            FailureClass::Transient,
+            e.to_string(),
+        )
     })?;
     if head != base_commit {
         journal.log(format!(
             "HEAD moved to {head} during the attempt; undoing those commits, keeping their changes"
         ));
         git.reset_soft(&repo, &base_commit).await.map_err(|e| {
-            fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string())
+            fail(
+                FailureKind::Infrastructure,
+                FailureClass::Transient,
+                e.to_string(),
+            )
         })?;
     }
     if git::config_fingerprint(&repo).ok() != Some(config_fingerprint) {
@@ -336,10 +360,19 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         ));
     }
     let status = git.stage_all_and_status(&repo).await.map_err(|e| {
-        fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string())
+        fail(
+            FailureKind::Infrastructure,
+            FailureClass::Transient,
+            e.to_string(),
+        )
     })?;
-    let changes = scope::parse_status(&status)
-        .map_err(|e| fail(FailureKind::Infrastructure, FailureClass::Transient, e.to_string()))?;
+    let changes = scope::parse_status(&status).map_err(|e| {
+        fail(
+            FailureKind::Infrastructure,
+            FailureClass::Transient,
+            e.to_string(),
+        )
+    })?;
     if changes.is_empty() {
         return Err(fail(
             FailureKind::NoChanges,
@@ -390,7 +423,10 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         };
         fail(FailureKind::Push, class, e.to_string())
     };
-    let commit_sha = git.commit(&repo, &branch, &message).await.map_err(push_failure)?;
+    let commit_sha = git
+        .commit(&repo, &branch, &message)
+        .await
+        .map_err(push_failure)?;
     git.push(&repo, &config.repo_url, &branch)
         .await
         .map_err(push_failure)?;
@@ -554,8 +590,11 @@ async fn generate_and_test(
             })?;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tokens = tokens.saturating_add(completion.tokens_in + completion.tokens_out);
-        let prompt_sha256 =
-            journal.artifact("model_prompt", &format!("prompt-r{round}-c{calls}.txt"), &prompt);
+        let prompt_sha256 = journal.artifact(
+            "model_prompt",
+            &format!("prompt-r{round}-c{calls}.txt"),
+            &prompt,
+        );
         let response_sha256 = journal.artifact(
             "model_output",
             &format!("response-r{round}-c{calls}.txt"),
@@ -630,11 +669,8 @@ async fn generate_and_test(
             journal.redactor(),
         )
         .await;
-        let output_sha256 = journal.artifact(
-            "test_output",
-            &format!("tests-r{round}.txt"),
-            &run.output,
-        );
+        let output_sha256 =
+            journal.artifact("test_output", &format!("tests-r{round}.txt"), &run.output);
         let report = TestRunReport {
             attempt_id: config.attempt_id.clone(),
             round,

@@ -79,9 +79,7 @@ pub(crate) fn scrubbed_env(secrets: &[&str]) -> BTreeMap<String, String> {
         .filter(|(name, value)| {
             !secret_names.contains(name.as_str())
                 && !name.starts_with("GIT_CONFIG_")
-                && !secrets
-                    .iter()
-                    .any(|s| !s.is_empty() && value.contains(s))
+                && !secrets.iter().any(|s| !s.is_empty() && value.contains(s))
         })
         .collect()
 }
@@ -107,9 +105,9 @@ pub(crate) async fn run(spec: Spec<'_>) -> io::Result<Finished> {
         .stderr(Stdio::from(stderr_writer))
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot start `{}`: {e}", spec.program))
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", spec.program)))?;
     // The child holds the only write ends now (the Command is dropped with its copies).
     drop(command);
     let group = child.id().and_then(|id| i32::try_from(id).ok());
@@ -232,9 +230,12 @@ mod tests {
 
     #[tokio::test]
     async fn combined_output_in_order_and_exit_code() {
-        let done = run(sh("echo one; echo two >&2; echo three; exit 3", Duration::from_secs(30)))
-            .await
-            .unwrap();
+        let done = run(sh(
+            "echo one; echo two >&2; echo three; exit 3",
+            Duration::from_secs(30),
+        ))
+        .await
+        .unwrap();
         assert_eq!(done.exit_code, Some(3));
         assert!(!done.timed_out);
         assert_eq!(String::from_utf8(done.output).unwrap(), "one\ntwo\nthree\n");
@@ -242,7 +243,10 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_is_fed_and_env_is_exact() {
-        let mut spec = sh("cat; printf '%s' \"${HOME:-unset}\"", Duration::from_secs(30));
+        let mut spec = sh(
+            "cat; printf '%s' \"${HOME:-unset}\"",
+            Duration::from_secs(30),
+        );
         spec.stdin = Some(b"prompt text\n".to_vec());
         let done = run(spec).await.unwrap();
         assert!(done.success());
@@ -278,7 +282,12 @@ mod tests {
         for _ in 0..200 {
             match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => return true,
-                Ok(stat) if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => {
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+                {
                     return true;
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,

@@ -196,7 +196,9 @@ pub(crate) fn build(
         p.push_str("\nJSON FILES (.json):\n- Strict RFC 8259 JSON: double quotes, no comments, no trailing commas.\n");
     }
     if has(&["yaml", "yml"]) {
-        p.push_str("\nYAML FILES (.yaml, .yml):\n- Valid YAML 1.2; spaces for indentation, never tabs.\n");
+        p.push_str(
+            "\nYAML FILES (.yaml, .yml):\n- Valid YAML 1.2; spaces for indentation, never tabs.\n",
+        );
     }
     if has(&["toml"]) {
         p.push_str("\nTOML FILES (.toml):\n- Valid TOML 1.0.\n");
@@ -250,7 +252,8 @@ mod tests {
     fn spec() -> TaskSpec {
         let mut spec = TaskSpec::new("Write the guide");
         spec.scope = "docs".into();
-        spec.allowed_paths = AllowedPaths::parse(&["docs/GUIDE.md", "cfg.json", "docs/more/"]).unwrap();
+        spec.allowed_paths =
+            AllowedPaths::parse(&["docs/GUIDE.md", "cfg.json", "docs/more/"]).unwrap();
         spec.acceptance_criteria = vec!["Explains setup".into(), "Has an example".into()];
         spec
     }
@@ -280,7 +283,9 @@ mod tests {
         ];
         let mut at = 0;
         for m in markers {
-            let found = p[at..].find(m).unwrap_or_else(|| panic!("missing or out of order: {m}\n{p}"));
+            let found = p[at..]
+                .find(m)
+                .unwrap_or_else(|| panic!("missing or out of order: {m}\n{p}"));
             at += found;
         }
         assert!(!p.contains("RETRY ATTEMPT"));
@@ -297,8 +302,16 @@ mod tests {
             output,
         };
         let id = TaskId::new("t").unwrap();
-        let p = build(&id, &spec(), repo.path(), Some(&feedback), OutputStyle::InPlace);
-        assert!(p.contains("RETRY ATTEMPT - PREVIOUS IMPLEMENTATION FAILED\nFailure Type: test_failure"));
+        let p = build(
+            &id,
+            &spec(),
+            repo.path(),
+            Some(&feedback),
+            OutputStyle::InPlace,
+        );
+        assert!(p.contains(
+            "RETRY ATTEMPT - PREVIOUS IMPLEMENTATION FAILED\nFailure Type: test_failure"
+        ));
         assert!(p.contains("[... truncated to last 200 lines ...]\nline 51\n"));
         assert!(!p.contains("line 50\n"));
         assert!(p.contains("line 250\n```"));
@@ -312,7 +325,13 @@ mod tests {
         let repo = tempfile::tempdir().unwrap();
         let feedback = Feedback::InvalidOutput("Missing required paths: cfg.json".into());
         let id = TaskId::new("t").unwrap();
-        let p = build(&id, &spec(), repo.path(), Some(&feedback), OutputStyle::Envelope);
+        let p = build(
+            &id,
+            &spec(),
+            repo.path(),
+            Some(&feedback),
+            OutputStyle::Envelope,
+        );
         assert!(p.contains("Validation error: Missing required paths: cfg.json"));
         assert!(p.contains("CURRENT FILE CONTENTS:\n"));
     }

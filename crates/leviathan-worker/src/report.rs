@@ -87,7 +87,10 @@ mod tests {
             pr_url: "https://github.com/o/r/pull/7".into(),
         };
         let line = result_line(&ok);
-        assert!(line.starts_with(r#"{"result":"succeeded","branch":"agent/t-a""#), "{line}");
+        assert!(
+            line.starts_with(r#"{"result":"succeeded","branch":"agent/t-a""#),
+            "{line}"
+        );
         assert_eq!(serde_json::from_str::<AttemptResult>(&line).unwrap(), ok);
 
         let failed = AttemptResult::Failed(Failure::new(FailureKind::NoChanges, "nothing"));

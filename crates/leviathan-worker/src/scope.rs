@@ -122,7 +122,10 @@ pub(crate) fn violations(changes: &[Change], allowed: &AllowedPaths) -> Vec<Stri
     for change in changes {
         let kind = change.kind.as_str();
         if !allowed.allows(&change.path) {
-            out.push(format!("`{}` ({kind}) is outside allowed_paths", change.path));
+            out.push(format!(
+                "`{}` ({kind}) is outside allowed_paths",
+                change.path
+            ));
         }
         if let Some(from) = &change.from
             && change.kind == ChangeKind::Renamed

@@ -53,27 +53,24 @@ pub fn load_task(repo: &Path, task_id: &TaskId) -> Result<BacklogTask, TaskError
     };
     let backlog = parse_backlog(DEFAULT_BACKLOG_PATH, &text)
         .map_err(|e| TaskError::Invalid(e.to_string()))?;
-    backlog
-        .task(task_id)
-        .cloned()
-        .ok_or_else(|| {
-            let mut ids: Vec<&str> = backlog.tasks.iter().map(|t| t.id.as_str()).collect();
-            let more = ids.len() > 20;
-            ids.truncate(20);
-            let mut known = if ids.is_empty() {
-                "none".to_owned()
-            } else {
-                ids.join(", ")
-            };
-            if more {
-                known.push_str(", …");
-            }
-            TaskError::NoTask {
-                file: DEFAULT_BACKLOG_PATH.into(),
-                task_id: task_id.clone(),
-                known,
-            }
-        })
+    backlog.task(task_id).cloned().ok_or_else(|| {
+        let mut ids: Vec<&str> = backlog.tasks.iter().map(|t| t.id.as_str()).collect();
+        let more = ids.len() > 20;
+        ids.truncate(20);
+        let mut known = if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.join(", ")
+        };
+        if more {
+            known.push_str(", …");
+        }
+        TaskError::NoTask {
+            file: DEFAULT_BACKLOG_PATH.into(),
+            task_id: task_id.clone(),
+            known,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -92,7 +89,9 @@ mod tests {
     #[test]
     fn loads_and_names_file_and_id_on_errors() {
         let id = TaskId::new("docs-guide").unwrap();
-        let dir = repo_with(Some("tasks:\n  - id: docs-guide\n    title: Guide\n  - id: other\n"));
+        let dir = repo_with(Some(
+            "tasks:\n  - id: docs-guide\n    title: Guide\n  - id: other\n",
+        ));
         assert_eq!(load_task(dir.path(), &id).unwrap().spec.title, "Guide");
 
         let missing = TaskId::new("nope").unwrap();

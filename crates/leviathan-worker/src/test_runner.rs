@@ -112,7 +112,14 @@ mod tests {
         assert_eq!(bad.exit_code, Some(2));
         assert_eq!(bad.output, "leak [REDACTED]\nFAILED: 1 test\n");
         assert_eq!(bad.last_line(), "FAILED: 1 test");
-        let slow = run("sleep 30", dir.path(), env(), Duration::from_millis(300), &r).await;
+        let slow = run(
+            "sleep 30",
+            dir.path(),
+            env(),
+            Duration::from_millis(300),
+            &r,
+        )
+        .await;
         assert!(!slow.passed);
         assert!(slow.outcome.starts_with("timed out"), "{}", slow.outcome);
         assert!(slow.output.contains("timed out"));

@@ -88,10 +88,9 @@ impl Forge for GitHubForge {
             .send()
             .await
             .map_err(classify)?;
-        let url = pr
-            .html_url
-            .map(|u| u.to_string())
-            .ok_or_else(|| ForgeError::Unavailable("created pull request has no html_url".into()))?;
+        let url = pr.html_url.map(|u| u.to_string()).ok_or_else(|| {
+            ForgeError::Unavailable("created pull request has no html_url".into())
+        })?;
         Ok(PullRequest {
             number: pr.number,
             url,
@@ -159,7 +158,10 @@ mod tests {
     #[test]
     fn repository_coordinates() {
         for (url, want) in [
-            ("https://github.com/acme/widgets.git", Some(("acme", "widgets"))),
+            (
+                "https://github.com/acme/widgets.git",
+                Some(("acme", "widgets")),
+            ),
             ("https://github.com/acme/my.site", Some(("acme", "my.site"))),
             ("http://127.0.0.1:9/acme/w.git/", Some(("acme", "w"))),
             ("/srv/git/acme/w.git", Some(("acme", "w"))),

@@ -82,7 +82,9 @@ fn parse_message(answer: &Value) -> Result<Completion, ModelError> {
     let blocks = answer
         .get("content")
         .and_then(Value::as_array)
-        .ok_or_else(|| ModelError::BadResponse("Messages API answer has no `content` array".into()))?;
+        .ok_or_else(|| {
+            ModelError::BadResponse("Messages API answer has no `content` array".into())
+        })?;
     let text: String = blocks
         .iter()
         .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))

@@ -44,7 +44,9 @@ pub(super) async fn send_json(
             Ok(response) if response.status().is_success() => {
                 let status = response.status();
                 return response.json::<Value>().await.map_err(|e| {
-                    ModelError::BadResponse(format!("{what}: {status} with an unreadable body: {e}"))
+                    ModelError::BadResponse(format!(
+                        "{what}: {status} with an unreadable body: {e}"
+                    ))
                 });
             }
             Ok(response) => {

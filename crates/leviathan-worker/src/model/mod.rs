@@ -116,10 +116,8 @@ pub fn from_settings(
             model,
             settings,
         )?),
-        ModelProvider::Command { command } => Box::new(CommandModel::new(
-            command,
-            settings.timeout,
-            base_env,
-        )),
+        ModelProvider::Command { command } => {
+            Box::new(CommandModel::new(command, settings.timeout, base_env))
+        }
     })
 }
