@@ -2,12 +2,19 @@
 
 mod cli_support;
 
-use std::{fs, os::unix::fs::PermissionsExt, time::Duration};
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    process::Stdio,
+    sync::mpsc,
+    time::Duration,
+};
 
 use cli_support::{Served, home, leviathan, run, run_with, token_file};
 use futures::StreamExt;
 use leviathan::api::{client::ControlPlaneClient, wire::IngestRequest};
-use leviathan_core::fixtures::lifecycle;
+use leviathan_core::fixtures::{Scenario, lifecycle};
 use serde_json::Value;
 
 fn bundle(id: &str, events: Vec<leviathan_core::NewEvent>) -> IngestRequest {
@@ -119,6 +126,43 @@ async fn serve_generates_a_private_token_and_answers_every_command() {
         })
         .collect();
     assert_eq!(seqs, [n - 2, n - 1, n]);
+    // `tail --follow` prints the new events as they are appended.
+    let mut follower = leviathan(h)
+        .args([
+            "events", "tail", "-n", "1", "--follow", "--json", "--api", api,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The last event first: from then on the follower resumes after it, whenever it subscribes.
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tail prints the last event");
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["seq"], n);
+    let mut scenario = Scenario::new("tail", "tailed");
+    scenario.register_target();
+    client
+        .ingest(&bundle("tail", scenario.build()))
+        .await
+        .unwrap();
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tail prints the new event");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let followed: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(followed["seq"], n + 1);
+    assert_eq!(followed["event_type"], "target.registered");
+    let n = n + 1;
+
     let verified = run(h, &["events", "verify", "--api", api]).expect(0).stdout;
     assert!(
         verified.contains(&format!("chain verified: {n} events")),
