@@ -5,7 +5,7 @@ mod cli_support;
 
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
-use cli_support::{home, run, token_file};
+use cli_support::{home, leviathan, run, run_with, token_file};
 use leviathan::stores::open_stores;
 use leviathan_core::{
     Expectations, Ledger, NewEvent,
@@ -125,6 +125,21 @@ async fn export_then_import_reproduces_the_chain_and_the_graph() {
             .json()
     };
     assert_eq!(summary_of(&target), summary_of(&source));
+
+    // The export can come from stdin too.
+    let piped = sled(h, "piped");
+    run_with(
+        leviathan(h)
+            .args(["events", "import", "--store", &piped, "-i", "-"])
+            .stdin(fs::File::open(&export).unwrap()),
+    )
+    .expect(0);
+    assert_eq!(
+        run(h, &["events", "export", "--store", &piped])
+            .expect(0)
+            .stdout,
+        text
+    );
 
     // Importing into a store that is not empty is refused and changes nothing.
     let refused = run(
