@@ -15,14 +15,14 @@ use serde_json::{Value, json};
 use crate::{
     catalogue::StreamId,
     digest::Sha256Digest,
-    event::NewEvent,
+    event::{Event, NewEvent},
     fixtures::{lifecycle, seal_all},
     graph::Graph,
     id::EventId,
     ledger::{Expectations, Ledger, LedgerError, PersistPolicy},
     store::{
         AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError, ExpectedVersion,
-        GraphStore,
+        GraphStore, GraphStoreError,
     },
     timestamp::Timestamp,
 };
@@ -70,7 +70,8 @@ macro_rules! conformance_tests {
             ledger_refuses_what_the_graph_cannot_accept,
             graph_store_equals_memory_projection,
             checkpoint_resume_equals_rebuild,
-            graph_store_refuses_a_stale_checkpoint,
+            graph_store_save_rules,
+            two_ledgers_share_one_graph_store,
             artifacts_put_get_exists,
             artifacts_are_deduplicated,
             artifacts_empty_and_one_mebibyte,
@@ -639,23 +640,81 @@ pub async fn checkpoint_resume_equals_rebuild(h: &dyn Harness) {
     );
 }
 
-/// Two writers cannot interleave graph deltas.
-pub async fn graph_store_refuses_a_stale_checkpoint(h: &dyn Harness) {
+/// A delta is accepted over any stored checkpoint between its start and its end, refused when
+/// the store lacks changes it does not carry or is already past it, and overlapping deltas never
+/// duplicate edges or anomalies.
+pub async fn graph_store_save_rules(h: &dyn Harness) {
     let s = h.open().await;
-    let mut graph = Graph::new();
-    for event in seal_all(lifecycle("st", "demo", 1)) {
-        graph.apply(&event);
-    }
-    let delta = graph.take_delta();
-    s.graphs.save(0, &delta).await.unwrap();
-    let err = s.graphs.save(0, &delta).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            crate::store::GraphStoreError::CheckpointConflict { .. }
-        ),
-        "{err}"
+    let mut events = seal_all(lifecycle("st", "demo", 2));
+    // An event the projection refuses, so that anomalies are part of the deltas.
+    let stray = Event::seal(
+        heartbeat("stray", "attempt-nobody"),
+        events.len() as u64 + 1,
+        events.last().map(|e| e.hash),
     );
+    events.push(stray);
+    let cut = events.len() / 2;
+    let mut graph = Graph::new();
+    for e in &events[..cut] {
+        graph.apply(e);
+    }
+    let first = graph.take_delta();
+    for e in &events[cut..] {
+        graph.apply(e);
+    }
+    let second = graph.take_delta();
+    let (mid, end) = (cut as u64, events.len() as u64);
+
+    let err = s.graphs.save(mid, &second).await.unwrap_err();
+    assert!(
+        matches!(err, GraphStoreError::CheckpointConflict { stored: 0, .. }),
+        "a store behind the delta refuses it: {err}"
+    );
+    s.graphs.save(0, &first).await.unwrap();
+    s.graphs.save(mid, &second).await.unwrap();
+    let err = s.graphs.save(0, &first).await.unwrap_err();
+    assert!(
+        matches!(err, GraphStoreError::CheckpointConflict { stored, .. } if stored == end),
+        "a store ahead refuses it: {err}"
+    );
+    // A second process that folded the same log saves its own whole delta: accepted, no duplicates.
+    s.graphs.save(0, &graph.snapshot_delta()).await.unwrap();
+    let stored = Graph::from_snapshot(s.graphs.load().await.unwrap());
+    assert_eq!(stored, graph);
+    assert_eq!(stored.anomalies().len(), 1);
+}
+
+/// Two ledgers over the same stores (two control-plane replicas) ingest in turn and both persist
+/// the projection; the stored graph stays equal to the fold of the log.
+pub async fn two_ledgers_share_one_graph_store(h: &dyn Harness) {
+    let s = h.open().await;
+    let policy = PersistPolicy { every_events: 1 };
+    let a = Ledger::open_with(s.events.clone(), s.graphs.clone(), policy)
+        .await
+        .unwrap();
+    let b = Ledger::open_with(s.events.clone(), s.graphs.clone(), policy)
+        .await
+        .unwrap();
+    let events = lifecycle("two", "demo", 4);
+    for (i, chunk) in events.chunks(5).enumerate() {
+        let ledger = if i % 2 == 0 { &a } else { &b };
+        ledger
+            .ingest(chunk.to_vec(), Expectations::Derived)
+            .await
+            .unwrap();
+    }
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    let mut expected = Graph::new();
+    for event in seal_all(events) {
+        expected.apply(&event);
+    }
+    assert_eq!(
+        Graph::from_snapshot(s.graphs.load().await.unwrap()),
+        expected
+    );
+    a.catch_up().await.unwrap();
+    assert_eq!(*a.graph().await, expected);
 }
 
 /// put, get, exists.

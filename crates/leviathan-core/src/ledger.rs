@@ -343,8 +343,23 @@ impl Ledger {
             }
             graph.take_delta()
         };
-        self.graphs.save(saving.saved_seq, &delta).await?;
-        saving.saved_seq = delta.checkpoint.map_or(0, |h| h.seq);
+        let checkpoint = delta.checkpoint.map_or(0, |h| h.seq);
+        match self.graphs.save(saving.saved_seq, &delta).await {
+            Ok(()) => {}
+            // Another process folding the same log saved further already: nothing to add.
+            Err(GraphStoreError::CheckpointConflict { stored, .. }) if stored > checkpoint => {}
+            // The store lacks changes this delta does not carry (it was cleared, or another
+            // process rebuilt it): write the whole projection instead.
+            Err(GraphStoreError::CheckpointConflict { .. }) => {
+                let full = self.graph.read().await.snapshot_delta();
+                match self.graphs.save(0, &full).await {
+                    Ok(()) | Err(GraphStoreError::CheckpointConflict { .. }) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+        saving.saved_seq = checkpoint;
         Ok(())
     }
 

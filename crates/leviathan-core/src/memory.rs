@@ -18,7 +18,7 @@ use crate::{
     id::EventId,
     store::{
         AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError,
-        EventStream, GraphStore, GraphStoreError, StoredArtifact, follow,
+        EventStream, GraphStore, GraphStoreError, StoredArtifact, delta_fits, follow,
         sequencer::{Prefetched, Sequencer},
         verify_content,
     },
@@ -140,7 +140,7 @@ struct StoredGraph {
     nodes: BTreeMap<NodeId, Node>,
     edges: BTreeMap<String, Edge>,
     streams: BTreeMap<StreamId, u64>,
-    anomalies: Vec<Anomaly>,
+    anomalies: BTreeMap<u64, Anomaly>,
     checkpoint: Option<Head>,
 }
 
@@ -169,20 +169,18 @@ impl GraphStore for MemoryGraphStore {
                 .iter()
                 .map(|(s, v)| (s.clone(), *v))
                 .collect(),
-            anomalies: stored.anomalies.clone(),
+            anomalies: stored.anomalies.values().cloned().collect(),
             checkpoint: stored.checkpoint,
         })
     }
 
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
         let mut stored = lock(&self.stored);
-        let current = stored.checkpoint.map_or(0, |h| h.seq);
-        if current != previous {
-            return Err(GraphStoreError::CheckpointConflict {
-                stored: current,
-                expected: previous,
-            });
-        }
+        delta_fits(
+            stored.checkpoint.map_or(0, |h| h.seq),
+            previous,
+            delta.checkpoint.map_or(0, |h| h.seq),
+        )?;
         for node in &delta.nodes {
             stored.nodes.insert(node.id(), node.clone());
         }
@@ -195,7 +193,9 @@ impl GraphStore for MemoryGraphStore {
         for (stream, version) in &delta.streams {
             stored.streams.insert(stream.clone(), *version);
         }
-        stored.anomalies.extend(delta.anomalies.iter().cloned());
+        for anomaly in &delta.anomalies {
+            stored.anomalies.insert(anomaly.seq, anomaly.clone());
+        }
         stored.checkpoint = delta.checkpoint;
         Ok(())
     }

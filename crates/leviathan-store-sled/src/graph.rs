@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use leviathan_core::{
     GraphStore, GraphStoreError, Head, StreamId,
     graph::{GraphDelta, GraphSnapshot},
+    store::delta_fits,
 };
 use serde::de::DeserializeOwned;
 use sled::{
@@ -50,8 +51,9 @@ struct EncodedDelta {
     nodes: sled::Batch,
     edges: Vec<(String, Vec<u8>)>,
     streams: sled::Batch,
-    anomalies: Vec<Vec<u8>>,
+    anomalies: sled::Batch,
     checkpoint: Option<[u8; 40]>,
+    checkpoint_seq: u64,
 }
 
 impl EncodedDelta {
@@ -80,22 +82,22 @@ impl EncodedDelta {
         for (stream, version) in &delta.streams {
             streams.insert(stream.as_str(), &version.to_be_bytes()[..]);
         }
-        let anomalies = delta
-            .anomalies
-            .iter()
-            .map(|a| {
-                json(
-                    format!("the anomaly at seq {}", a.seq),
-                    serde_json::to_vec(a),
-                )
-            })
-            .collect::<Result<_, _>>()?;
+        // Keyed by the anomaly's seq, so overlapping deltas from two processes never duplicate one.
+        let mut anomalies = sled::Batch::default();
+        for a in &delta.anomalies {
+            let value = json(
+                format!("the anomaly at seq {}", a.seq),
+                serde_json::to_vec(a),
+            )?;
+            anomalies.insert(&layout::seq_key(a.seq)[..], value);
+        }
         Ok(Self {
             nodes,
             edges,
             streams,
             anomalies,
             checkpoint: delta.checkpoint.as_ref().map(layout::encode_head),
+            checkpoint_seq: delta.checkpoint.map_or(0, |h| h.seq),
         })
     }
 }
@@ -217,7 +219,7 @@ fn save(
     )
         .transaction(|(nodes, edges, streams, anomalies, meta)| {
             let stored = stored_checkpoint(meta)?;
-            if stored != previous {
+            if delta_fits(stored, previous, delta.checkpoint_seq).is_err() {
                 return Err(ConflictableTransactionError::Abort(SaveAbort::Conflict {
                     stored,
                 }));
@@ -230,20 +232,7 @@ fn save(
                 }
             }
             streams.apply_batch(&delta.streams)?;
-            let mut count = match meta.get(layout::ANOMALY_COUNT_KEY)? {
-                None => 0,
-                Some(bytes) => match layout::decode_u64(&bytes) {
-                    Some(count) => count,
-                    None => return abort_corrupt("the stored anomaly count is malformed".into()),
-                },
-            };
-            if !delta.anomalies.is_empty() {
-                for value in &delta.anomalies {
-                    anomalies.insert(&layout::seq_key(count)[..], value.as_slice())?;
-                    count += 1;
-                }
-                meta.insert(layout::ANOMALY_COUNT_KEY, &count.to_be_bytes()[..])?;
-            }
+            anomalies.apply_batch(&delta.anomalies)?;
             match &delta.checkpoint {
                 Some(head) => meta.insert(layout::CHECKPOINT_KEY, &head[..])?,
                 None => meta.remove(layout::CHECKPOINT_KEY)?,
@@ -255,7 +244,8 @@ fn save(
         Err(TransactionError::Abort(SaveAbort::Conflict { stored })) => {
             Err(GraphStoreError::CheckpointConflict {
                 stored,
-                expected: previous,
+                previous,
+                checkpoint: delta.checkpoint_seq,
             })
         }
         Err(TransactionError::Abort(SaveAbort::Corrupt(reason))) => {

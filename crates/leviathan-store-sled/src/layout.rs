@@ -10,8 +10,6 @@ pub(crate) const FORMAT_KEY: &[u8] = b"format";
 pub(crate) const TAIL_KEY: &[u8] = b"tail";
 /// `graph.meta` key of the checkpoint (`seq` ‖ hash).
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
-/// `graph.meta` key of the number of stored anomalies (the next anomaly's ordinal).
-pub(crate) const ANOMALY_COUNT_KEY: &[u8] = b"anomalies";
 
 const HASH_LEN: usize = 32;
 

@@ -240,6 +240,18 @@ impl Graph {
         }
     }
 
+    /// The whole graph as a delta from the empty graph (for a store that must be rewritten).
+    pub fn snapshot_delta(&self) -> GraphDelta {
+        let snapshot = self.snapshot();
+        GraphDelta {
+            nodes: snapshot.nodes,
+            edges: snapshot.edges,
+            streams: snapshot.streams,
+            anomalies: snapshot.anomalies,
+            checkpoint: snapshot.checkpoint,
+        }
+    }
+
     /// Takes what changed since the last call, for persisting.
     pub fn take_delta(&mut self) -> GraphDelta {
         let dirty = std::mem::take(&mut self.dirty);

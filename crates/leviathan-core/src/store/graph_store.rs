@@ -14,15 +14,17 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GraphStoreError {
-    /// A delta does not continue the stored checkpoint; nothing was written.
+    /// A delta does not fit the stored checkpoint (see [`GraphStore::save`]); nothing was written.
     #[error(
-        "checkpoint conflict: stored checkpoint is seq {stored}, the delta continues from seq {expected}"
+        "checkpoint conflict: stored checkpoint is seq {stored}, the delta covers seq {previous} to {checkpoint}"
     )]
     CheckpointConflict {
         /// The stored checkpoint's seq.
         stored: u64,
-        /// The seq the writer believed was stored.
-        expected: u64,
+        /// The seq the delta continues from.
+        previous: u64,
+        /// The seq the delta brings the store to.
+        checkpoint: u64,
     },
     /// Stored data does not decode.
     #[error("corrupt graph store: {reason}")]
@@ -50,6 +52,20 @@ pub enum GraphStoreError {
     },
 }
 
+/// Whether a store at `stored` accepts a delta from `previous` to `checkpoint` (see
+/// [`GraphStore::save`]); every backend applies this one rule.
+pub fn delta_fits(stored: u64, previous: u64, checkpoint: u64) -> Result<(), GraphStoreError> {
+    if previous <= stored && stored <= checkpoint {
+        Ok(())
+    } else {
+        Err(GraphStoreError::CheckpointConflict {
+            stored,
+            previous,
+            checkpoint,
+        })
+    }
+}
+
 impl GraphStoreError {
     /// True when retrying may succeed.
     pub fn is_transient(&self) -> bool {
@@ -64,9 +80,17 @@ pub trait GraphStore: Send + Sync + fmt::Debug + 'static {
     /// The stored graph (empty when nothing was saved).
     async fn load(&self) -> Result<GraphSnapshot, GraphStoreError>;
 
-    /// Writes a delta and its checkpoint atomically. `previous` is the checkpoint seq the delta
-    /// continues from; a store holding another checkpoint refuses the delta, so two writers
-    /// cannot interleave their deltas.
+    /// Writes a delta and its checkpoint atomically. The delta holds every node, edge, stream
+    /// version and anomaly that changed after seq `previous`, as of its checkpoint.
+    ///
+    /// It is accepted when the stored checkpoint lies between `previous` and the delta's
+    /// checkpoint: nodes are stored whole and the projection is deterministic, so writing the
+    /// delta over any such state yields the projection at the delta's checkpoint. That is what
+    /// lets several processes folding the same log (two API replicas) save into one store. A
+    /// store behind `previous` (it lacks changes the delta does not carry) or ahead of the delta
+    /// refuses it with [`GraphStoreError::CheckpointConflict`]; [`delta_fits`] is the rule.
+    /// Edges are inserted once and anomalies are keyed by their seq, so overlapping deltas
+    /// never duplicate them.
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError>;
 
     /// The stored checkpoint.

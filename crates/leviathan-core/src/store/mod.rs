@@ -20,7 +20,7 @@ use futures::stream::BoxStream;
 pub use append::{AppendReceipt, AppendRequest, EventRejection, ExpectedVersion};
 pub use artifact::{ArtifactError, ArtifactStore, StoredArtifact, verify_content};
 pub use follow::follow;
-pub use graph_store::{GraphStore, GraphStoreError};
+pub use graph_store::{GraphStore, GraphStoreError, delta_fits};
 
 use crate::{
     catalogue::StreamId,
