@@ -80,11 +80,10 @@ CREATE TABLE graph_streams (
     version bigint NOT NULL CHECK (version >= 0)
 );
 
--- Anomalies in the order the projection recorded them.
+-- Anomalies, keyed by the seq of the event the projection could not apply.
 CREATE TABLE graph_anomalies (
-    ordinal bigint PRIMARY KEY CHECK (ordinal > 0),
-    seq     bigint NOT NULL,
-    body    jsonb  NOT NULL
+    seq  bigint PRIMARY KEY CHECK (seq > 0),
+    body jsonb  NOT NULL
 );
 
 -- The last event folded into the stored projection (seq 0: nothing folded).

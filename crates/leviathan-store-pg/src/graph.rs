@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use leviathan_core::{
     GraphStore, GraphStoreError, Head, StreamId,
     graph::{Anomaly, Edge, GraphDelta, GraphSnapshot, Node},
+    store::delta_fits,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{Connection, PgPool};
@@ -31,9 +32,9 @@ WITH nodes AS (
     SELECT * FROM UNNEST($9::text[], $10::bigint[])
     ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
 ), anomalies AS (
-    INSERT INTO graph_anomalies (ordinal, seq, body)
-    SELECT (SELECT coalesce(max(ordinal), 0) FROM graph_anomalies) + a.n, a.seq, a.body::jsonb
-    FROM UNNEST($11::bigint[], $12::text[]) WITH ORDINALITY AS a(seq, body, n)
+    INSERT INTO graph_anomalies (seq, body)
+    SELECT a.seq, a.body::jsonb FROM UNNEST($11::bigint[], $12::text[]) AS a(seq, body)
+    ON CONFLICT (seq) DO UPDATE SET body = EXCLUDED.body
 )
 UPDATE graph_checkpoint SET seq = $13, hash = $14";
 
@@ -129,7 +130,7 @@ impl GraphStore for PgGraphStore {
         .await
         .map_err(failed("stream versions"))?;
         let anomalies: Vec<(i64, String)> =
-            sqlx::query_as("SELECT ordinal, body::text FROM graph_anomalies ORDER BY ordinal")
+            sqlx::query_as("SELECT seq, body::text FROM graph_anomalies ORDER BY seq")
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(failed("anomalies"))?;
@@ -166,8 +167,9 @@ impl GraphStore for PgGraphStore {
         })
     }
 
-    /// One transaction: lock the checkpoint row, compare it with `previous`, then write the
-    /// delta and the new checkpoint in one statement.
+    /// One transaction: lock the checkpoint row (`SELECT ... FOR UPDATE`), check that the delta
+    /// fits it (core's [`delta_fits`]), then write the delta and the new checkpoint in one
+    /// statement.
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
         let context = || {
             format!(
@@ -215,10 +217,13 @@ impl GraphStore for PgGraphStore {
                 version,
             )?);
         }
+        // Anomalies are keyed by seq: the last one of a seq wins, as in an upsert.
+        let anomalies: BTreeMap<u64, &Anomaly> =
+            delta.anomalies.iter().map(|a| (a.seq, a)).collect();
         let (mut anomaly_seqs, mut anomaly_bodies) = (vec![], vec![]);
-        for anomaly in &delta.anomalies {
-            anomaly_seqs.push(bigint("anomaly seq", anomaly.seq)?);
-            anomaly_bodies.push(to_json("anomaly", anomaly)?);
+        for (seq, anomaly) in anomalies {
+            anomaly_seqs.push(bigint("anomaly seq", seq)?);
+            anomaly_bodies.push(to_json(&format!("anomaly at seq {seq}"), anomaly)?);
         }
         let checkpoint_seq = bigint("checkpoint seq", delta.checkpoint.map_or(0, |h| h.seq))?;
         let checkpoint_hash = delta.checkpoint.map(|h| h.hash.as_bytes().to_vec());
@@ -233,12 +238,7 @@ impl GraphStore for PgGraphStore {
             .await
             .map_err(|e| graph_error(context(), e))?;
         let stored = unsigned("graph checkpoint seq", stored)?;
-        if stored != previous {
-            return Err(GraphStoreError::CheckpointConflict {
-                stored,
-                expected: previous,
-            });
-        }
+        delta_fits(stored, previous, delta.checkpoint.map_or(0, |h| h.seq))?;
         sqlx::query(SAVE)
             .bind(&node_ids)
             .bind(&node_kinds)

@@ -22,8 +22,8 @@
 //!   `DELETE` and `TRUNCATE` on `events` (SQLSTATE 23001, "events is append-only").
 //! - `streams` (stream → version) and `log_head`, a single row (seq, hash) that only the writer
 //!   moves, under its lock.
-//! - `graph_nodes`, `graph_edges`, `graph_streams`, `graph_anomalies` (JSON bodies of core's graph
-//!   types) and the single-row `graph_checkpoint`.
+//! - `graph_nodes`, `graph_edges`, `graph_streams`, `graph_anomalies` (keyed by seq; JSON bodies
+//!   of core's graph types) and the single-row `graph_checkpoint`, locked by every save.
 //! - `artifacts`: `sha256 bytea` primary key, `content bytea`, `size`.
 //!
 //! # One writer per database

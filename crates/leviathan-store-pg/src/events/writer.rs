@@ -6,7 +6,7 @@
 //! [`Sequencer`], inserts all accepted events with one `INSERT ... SELECT FROM UNNEST`, upserts the
 //! streams, moves the head, `NOTIFY`s and commits; then it answers each caller.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, ops::Range, sync::Arc};
 
 use leviathan_core::{
     EventId, EventStoreError, Head, StreamId,
@@ -15,7 +15,11 @@ use leviathan_core::{
         sequencer::{Prefetched, PreparedAppend, Sequenced, SequencedEvent, Sequencer},
     },
 };
-use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+use sqlx::{
+    Connection, PgConnection, Postgres,
+    postgres::{PgArguments, PgConnectOptions},
+    query::QueryScalar,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{BEGIN_LOCKED, NOTIFY_CHANNEL, decode_event, decode_head, listener::advance};
@@ -47,19 +51,34 @@ SELECT 'e', event_id, seq, hash, canonical FROM events WHERE event_id = ANY($1)
 UNION ALL
 SELECT 's', stream, version, NULL, NULL FROM streams WHERE stream = ANY($2)";
 
-/// Inserts the group's events, upserts its streams, moves the head and notifies, in one
-/// statement. Returns the number of head rows moved (1, or 0 if the head was not where the
-/// writer read it, which cannot happen under the lock).
-const WRITE: &str = "\
-WITH appended AS (
-    INSERT INTO events (seq, event_id, event_type, actor_id, \"timestamp\", payload, prev_hash,
+/// Inserts events given as the first 11 parameters (one array per column).
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO events (seq, event_id, event_type, actor_id, \"timestamp\", payload, prev_hash,
                         hash, canonical, stream, stream_version)
     SELECT seq, event_id, event_type, actor_id, ts, payload::jsonb, prev_hash,
            hash, canonical, stream, stream_version
     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
                 $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::bigint[])
         AS t(seq, event_id, event_type, actor_id, ts, payload, prev_hash,
-             hash, canonical, stream, stream_version)
+             hash, canonical, stream, stream_version)"
+    };
+}
+
+/// Inserts a leading chunk of a large group's events; returns how many rows it inserted.
+const INSERT_CHUNK: &str = concat!(
+    "WITH appended AS (\n    ",
+    insert_events!(),
+    "\n    RETURNING 1\n)\nSELECT count(*) FROM appended"
+);
+
+/// Inserts the group's (last chunk of) events, upserts its streams, moves the head and notifies,
+/// in one statement. Returns the number of head rows moved (1, or 0 if the head was not where the
+/// writer read it, which cannot happen under the lock).
+const WRITE: &str = concat!(
+    "WITH appended AS (\n    ",
+    insert_events!(),
+    "
 ), versions AS (
     INSERT INTO streams (stream, version)
     SELECT * FROM UNNEST($12::text[], $13::bigint[])
@@ -67,7 +86,18 @@ WITH appended AS (
 ), moved AS (
     UPDATE log_head SET seq = $14, hash = $15 WHERE seq = $16 RETURNING 1
 )
-SELECT count(*) FROM moved, (SELECT pg_notify($17, $14::text)) AS notified";
+SELECT count(*) FROM moved, (SELECT pg_notify($17, $14::text)) AS notified"
+);
+
+/// Most bytes of event data one statement carries. sqlx 0.9 does not set `TCP_NODELAY`, and a
+/// message larger than one TLS record (16 KiB) goes out as several small TCP writes, which Nagle's
+/// algorithm and delayed ACKs can hold back for ~40 ms each; a group larger than this is inserted
+/// in several statements of one record each (one more round trip per chunk, in the same
+/// transaction).
+const STATEMENT_BYTES: usize = 12 * 1024;
+
+/// Bound parameters' overhead per event: fixed-size columns and array element headers.
+const EVENT_OVERHEAD_BYTES: usize = 32 + 32 + 3 * 8 + 11 * 4;
 
 /// The columns of the events a group appends, as arrays for `UNNEST`.
 #[derive(Default)]
@@ -83,6 +113,8 @@ struct EventColumns {
     canonical: Vec<Vec<u8>>,
     stream: Vec<Option<String>>,
     stream_version: Vec<Option<i64>>,
+    /// Roughly how many bytes each event adds to a statement.
+    size: Vec<usize>,
 }
 
 impl EventColumns {
@@ -104,7 +136,20 @@ impl EventColumns {
         self.prev_hash
             .push(event.prev_hash.map(|h| h.as_bytes().to_vec()));
         self.hash.push(event.hash.as_bytes().to_vec());
-        self.canonical.push(event.canonical_bytes());
+        let canonical = event.canonical_bytes();
+        self.size.push(
+            EVENT_OVERHEAD_BYTES
+                + canonical.len()
+                + self.payload.last().map_or(0, String::len)
+                + event.event_id.as_str().len()
+                + event.event_type.len()
+                + event.actor_id.as_ref().map_or(0, String::len)
+                + sequenced
+                    .stream
+                    .as_ref()
+                    .map_or(0, |(s, _)| s.as_str().len()),
+        );
+        self.canonical.push(canonical);
         match &sequenced.stream {
             Some((stream, version)) => {
                 self.stream.push(Some(stream.as_str().to_owned()));
@@ -118,6 +163,45 @@ impl EventColumns {
             }
         }
         Ok(())
+    }
+}
+
+impl EventColumns {
+    /// Consecutive ranges of events of at most [`STATEMENT_BYTES`] each (at least one event).
+    fn chunks(&self) -> Vec<Range<usize>> {
+        let mut chunks = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, size) in self.size.iter().enumerate() {
+            if i > start && bytes + size > STATEMENT_BYTES {
+                chunks.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += size;
+        }
+        if start < self.size.len() {
+            chunks.push(start..self.size.len());
+        }
+        chunks
+    }
+
+    /// Binds the events in `range` as the first 11 parameters.
+    fn bind<'q>(
+        &'q self,
+        query: QueryScalar<'q, Postgres, i64, PgArguments>,
+        range: Range<usize>,
+    ) -> QueryScalar<'q, Postgres, i64, PgArguments> {
+        query
+            .bind(&self.seq[range.clone()])
+            .bind(&self.event_id[range.clone()])
+            .bind(&self.event_type[range.clone()])
+            .bind(&self.actor_id[range.clone()])
+            .bind(&self.timestamp[range.clone()])
+            .bind(&self.payload[range.clone()])
+            .bind(&self.prev_hash[range.clone()])
+            .bind(&self.hash[range.clone()])
+            .bind(&self.canonical[range.clone()])
+            .bind(&self.stream[range.clone()])
+            .bind(&self.stream_version[range])
     }
 }
 
@@ -176,6 +260,10 @@ impl Writer {
             }
             previous_group = group.len();
             self.commit(group).await;
+        }
+        // Every handle is gone: say goodbye to the server rather than just dropping the socket.
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
         }
     }
 
@@ -338,18 +426,23 @@ impl Writer {
             })?;
             let (version_streams, version_numbers): (Vec<&str>, Vec<i64>) =
                 versions.into_iter().unzip();
-            let moved: i64 = sqlx::query_scalar(WRITE)
-                .bind(&columns.seq)
-                .bind(&columns.event_id)
-                .bind(&columns.event_type)
-                .bind(&columns.actor_id)
-                .bind(&columns.timestamp)
-                .bind(&columns.payload)
-                .bind(&columns.prev_hash)
-                .bind(&columns.hash)
-                .bind(&columns.canonical)
-                .bind(&columns.stream)
-                .bind(&columns.stream_version)
+            let mut chunks = columns.chunks();
+            let last = chunks.pop().unwrap_or(0..0);
+            for chunk in chunks {
+                let inserted: i64 = columns
+                    .bind(sqlx::query_scalar(INSERT_CHUNK), chunk.clone())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| StoreFailure::sql(context("inserting events"), e))?;
+                if usize::try_from(inserted).ok() != Some(chunk.len()) {
+                    return Err(StoreFailure::corrupt(
+                        None,
+                        format!("inserted {inserted} of {} events", chunk.len()),
+                    ));
+                }
+            }
+            let moved: i64 = columns
+                .bind(sqlx::query_scalar(WRITE), last)
                 .bind(&version_streams)
                 .bind(&version_numbers)
                 .bind(i64::try_from(tail.seq).unwrap_or(i64::MAX))
