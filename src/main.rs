@@ -33,6 +33,8 @@ enum Command {
     Token(cli::token::Args),
     /// Kubernetes: job-spec (the Job the executor submits, as a dry run)
     K8s(cli::k8s::Args),
+    /// Run one attempt end to end (configured by the environment; executors start this)
+    Worker(cli::worker::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             Command::Invalidate(args) => cli::invalidate::run(args).await,
             Command::Token(args) => cli::token::run(args).await,
             Command::K8s(args) => cli::k8s::run(args).await,
+            Command::Worker(args) => cli::worker::run(args).await,
         }
     })
 }

@@ -13,6 +13,7 @@ pub(crate) mod k8s;
 pub(crate) mod serve;
 mod source;
 pub(crate) mod token;
+pub(crate) mod worker;
 
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 

@@ -282,6 +282,9 @@ pub struct WorkerConfig {
     pub draft_pull_requests: bool,
     /// Echo log lines (redacted) to stderr as they happen; the binary does, tests need not.
     pub echo_log: bool,
+    /// Credentials set in the environment that the chosen provider does not use (e.g. an
+    /// Anthropic key with the `command` provider): never used, redacted all the same.
+    pub unused_secrets: Vec<Secret>,
 }
 
 /// One problem with one variable.
@@ -568,7 +571,7 @@ impl WorkerConfig {
                         "missing (required by the `anthropic` model provider)",
                     );
                 }
-                match (claude_key, base_url) {
+                match (claude_key.clone(), base_url) {
                     (Some(key), Some(base_url)) => Some(ModelProvider::Anthropic {
                         api_key: Secret::new(key),
                         model: claude_model,
@@ -590,7 +593,7 @@ impl WorkerConfig {
                 }
                 match (openai_model, base_url) {
                     (Some(model), Some(base_url)) => Some(ModelProvider::OpenAi {
-                        api_key: openai_key.map(Secret::new),
+                        api_key: openai_key.clone().map(Secret::new),
                         model,
                         base_url,
                     }),
@@ -685,6 +688,11 @@ impl WorkerConfig {
             );
         }
         let draft_pull_requests = r.flag(LEVIATHAN_DRAFT_PRS);
+        let unused_secrets = match &provider {
+            Some(ModelProvider::Anthropic { .. }) => openai_key.into_iter().collect(),
+            Some(ModelProvider::OpenAi { .. }) => claude_key.into_iter().collect(),
+            _ => claude_key.into_iter().chain(openai_key).collect::<Vec<_>>(),
+        };
 
         let mut problems = r.problems;
         if !problems.is_empty() {
@@ -741,6 +749,7 @@ impl WorkerConfig {
             git_identity,
             draft_pull_requests,
             echo_log: true,
+            unused_secrets: unused_secrets.into_iter().map(Secret::new).collect(),
         })
     }
 
@@ -758,6 +767,7 @@ impl WorkerConfig {
             } => secrets.push(api_key.expose()),
             _ => {}
         }
+        secrets.extend(self.unused_secrets.iter().map(Secret::expose));
         secrets
     }
 
@@ -908,7 +918,14 @@ mod tests {
             LEVIATHAN_MODEL_COMMAND
         );
         env.insert(LEVIATHAN_MODEL_COMMAND, "my-agent --edit".into());
-        assert_eq!(parse(&env).unwrap().model.provider.name(), "command");
+        env.insert(LEVIATHAN_CLAUDE_API_KEY, "sk-ant-unused".into());
+        let c = parse(&env).unwrap();
+        assert_eq!(c.model.provider.name(), "command");
+        assert!(
+            c.secrets().contains(&"sk-ant-unused"),
+            "keys the provider does not use are still redacted"
+        );
+        env.remove(LEVIATHAN_CLAUDE_API_KEY);
 
         env.insert(LEVIATHAN_MODEL_PROVIDER, "gemini".into());
         assert!(parse(&env).unwrap_err().to_string().contains("`gemini`"));
@@ -1060,6 +1077,47 @@ mod tests {
             &readme[from..to],
             render_table(),
             "README.md's table is stale; replace it with config::render_table()"
+        );
+    }
+
+    /// The names executors set (core's executor protocol) are the names this parser reads.
+    #[test]
+    fn names_match_the_executor_protocol() {
+        use leviathan_core::executor::protocol as p;
+        for (theirs, ours) in [
+            (p::TARGET_NAME, TARGET_NAME),
+            (p::TARGET_REPO_URL, TARGET_REPO_URL),
+            (p::TARGET_BRANCH, TARGET_BRANCH),
+            (p::TASK_ID, TASK_ID),
+            (p::ATTEMPT_ID, ATTEMPT_ID),
+            (p::ATTEMPT_NUMBER, LEVIATHAN_ATTEMPT_NUMBER),
+            (p::CONTROL_PLANE_URL, CONTROL_PLANE_URL),
+            (p::CONTROL_PLANE_TOKEN, CONTROL_PLANE_TOKEN),
+            (p::GITHUB_TOKEN, GITHUB_TOKEN),
+            (p::CLAUDE_API_KEY, LEVIATHAN_CLAUDE_API_KEY),
+            (p::OPENAI_API_KEY, LEVIATHAN_OPENAI_API_KEY),
+            (p::CLAUDE_MODEL, LEVIATHAN_CLAUDE_MODEL),
+            (p::WORKSPACE_DIR, LEVIATHAN_WORKSPACE_DIR),
+            (
+                p::TERMINATION_MESSAGE_PATH,
+                LEVIATHAN_TERMINATION_MESSAGE_PATH,
+            ),
+        ] {
+            assert_eq!(theirs, ours);
+        }
+        let mut theirs = p::SECRET_VARIABLES.to_vec();
+        theirs.sort_unstable();
+        assert_eq!(
+            theirs,
+            secret_variable_names().into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            [p::EXIT_SUCCEEDED, p::EXIT_FAILED, p::EXIT_CONFIGURATION],
+            [
+                i32::from(crate::EXIT_SUCCEEDED),
+                i32::from(crate::EXIT_FAILED),
+                i32::from(crate::EXIT_CONFIG)
+            ]
         );
     }
 
