@@ -732,6 +732,66 @@ async fn github_401_is_a_permanent_pull_request_failure() {
 }
 
 #[tokio::test]
+async fn a_github_rate_limit_is_a_transient_pull_request_failure() {
+    let h = Harness::start(&default_backlog()).await;
+    h.github.fail_next_rest(1, RestFailure::rate_limited());
+    h.llm
+        .push_text(files_envelope(&[("docs/GUIDE.md", GOOD_GUIDE)]));
+    let report = h.run(&h.env()).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.kind, f.class),
+        (FailureKind::PullRequest, FailureClass::Transient)
+    );
+    assert!(f.summary.contains("rate limit"), "{}", f.summary);
+}
+
+#[tokio::test]
+async fn three_unusable_answers_in_a_row_fail_the_attempt() {
+    let h = Harness::start(&default_backlog()).await;
+    h.llm
+        .set_fallback(|_| LlmReply::Text("I would rather describe the change in prose.".into()));
+    let report = h.run(&h.env()).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.kind, f.class),
+        (FailureKind::Model, FailureClass::Transient)
+    );
+    assert!(
+        f.summary.starts_with("3 unusable model answers in a row"),
+        "{}",
+        f.summary
+    );
+    assert_eq!(h.llm.requests().len(), 3);
+    assert_eq!(h.attempt().await.model_calls, 3, "every call is recorded");
+}
+
+#[tokio::test]
+async fn the_targets_test_command_applies_when_the_task_has_none() {
+    let h = Harness::start(
+        &default_backlog().replace("    test_command: \"grep -q Setup docs/GUIDE.md\"\n", ""),
+    )
+    .await;
+    h.llm
+        .push_text(files_envelope(&[("docs/GUIDE.md", BAD_GUIDE)]));
+    let mut env = h.env();
+    env.insert(
+        config::LEVIATHAN_TEST_COMMAND,
+        "grep -q Setup docs/GUIDE.md".into(),
+    );
+    env.insert(config::LEVIATHAN_REPAIR_ROUNDS, "0".into());
+    let report = h.run(&env).await;
+    let f = failure(&report);
+    assert_eq!(f.kind, FailureKind::TestsFailed, "{}", report.log);
+    let run = report
+        .events
+        .iter()
+        .find(|e| e.event_type == "tests.failed")
+        .unwrap();
+    assert_eq!(run.payload["command"], "grep -q Setup docs/GUIDE.md");
+}
+
+#[tokio::test]
 async fn model_529_is_retried_after_retry_after() {
     let h = Harness::start(&default_backlog()).await;
     h.llm.push_error(529, Some(1));

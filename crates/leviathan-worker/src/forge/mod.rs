@@ -136,7 +136,87 @@ pub fn pull_request_title(spec: &TaskSpec) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// A forge whose listings and creations answer from a script, to drive the race between
+    /// two creators (which the real GitHub fake cannot interleave on demand).
+    #[derive(Debug, Default)]
+    struct Scripted {
+        listings: Mutex<Vec<Option<PullRequest>>>,
+        creations: Mutex<Vec<Result<PullRequest, ForgeError>>>,
+    }
+
+    #[async_trait]
+    impl Forge for Scripted {
+        async fn find_open(&self, _head: &str) -> Result<Option<PullRequest>, ForgeError> {
+            Ok(self.listings.lock().unwrap().remove(0))
+        }
+        async fn create(&self, _spec: &PullRequestSpec) -> Result<PullRequest, ForgeError> {
+            self.creations.lock().unwrap().remove(0)
+        }
+    }
+
+    fn spec() -> PullRequestSpec {
+        PullRequestSpec {
+            head: "agent/t-a".into(),
+            base: "main".into(),
+            title: "t".into(),
+            body: "b".into(),
+            draft: false,
+        }
+    }
+
+    fn pr(number: u64, reused: bool) -> PullRequest {
+        PullRequest {
+            number,
+            url: format!("https://github.com/o/r/pull/{number}"),
+            reused,
+        }
+    }
+
+    #[tokio::test]
+    async fn already_exists_is_resolved_by_looking_again() {
+        let forge = Scripted {
+            listings: Mutex::new(vec![None, Some(pr(4, true))]),
+            creations: Mutex::new(vec![Err(ForgeError::AlreadyExists(
+                "A pull request already exists for o:agent/t-a.".into(),
+            ))]),
+        };
+        assert_eq!(
+            open_pull_request(&forge, &spec()).await.unwrap(),
+            pr(4, true)
+        );
+
+        let forge = Scripted {
+            listings: Mutex::new(vec![None, None]),
+            creations: Mutex::new(vec![Err(ForgeError::AlreadyExists("exists".into()))]),
+        };
+        let e = open_pull_request(&forge, &spec()).await.unwrap_err();
+        assert!(matches!(e, ForgeError::Invalid(_)), "{e}");
+        assert!(!e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn an_open_pull_request_is_reused_before_creating() {
+        let forge = Scripted {
+            listings: Mutex::new(vec![Some(pr(2, true))]),
+            creations: Mutex::new(vec![]),
+        };
+        assert_eq!(
+            open_pull_request(&forge, &spec()).await.unwrap(),
+            pr(2, true)
+        );
+        let forge = Scripted {
+            listings: Mutex::new(vec![None]),
+            creations: Mutex::new(vec![Ok(pr(3, false))]),
+        };
+        assert_eq!(
+            open_pull_request(&forge, &spec()).await.unwrap(),
+            pr(3, false)
+        );
+    }
 
     #[test]
     fn body_names_task_attempt_scope_and_criteria() {
