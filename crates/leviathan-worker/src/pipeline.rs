@@ -17,7 +17,7 @@ use crate::{
     config::WorkerConfig,
     control_plane::{self, Bundle, ControlPlane},
     envelope, files,
-    forge::{self, Forge, ForgeError, GitHubForge, PullRequestSpec},
+    forge::{self, Forge, GitHubForge, PullRequestSpec},
     git::{self, Git},
     journal::Journal,
     model::{self, CodeModel, ModelRequest},
@@ -82,34 +82,7 @@ pub(crate) async fn run(config: &WorkerConfig, control_plane: &dyn ControlPlane)
         config.base_branch
     ));
 
-    // 1. `attempt.started`, at once, as a one-event bundle.
-    let started = journal.event(&AttemptStarted {
-        attempt_id: config.attempt_id.clone(),
-        task_id: Some(config.task_id.clone()),
-        target_id: Some(config.target.clone()),
-        worker: hostname(),
-    });
-    let bundle_id = format!("bundle-{}", config.attempt_id);
-    let first = Bundle {
-        target: &config.target,
-        bundle_id: bundle_id.clone(),
-        events: std::slice::from_ref(&started),
-        artifacts: &[],
-    };
-    let refused = match control_plane::deliver(control_plane, &first).await {
-        Ok(()) => {
-            journal.log("attempt.started recorded by the control plane");
-            None
-        }
-        Err(e) if e.transient => {
-            journal.log(format!(
-                "control plane unreachable for attempt.started ({e}); continuing, it is re-sent with the final bundle"
-            ));
-            None
-        }
-        Err(e) => Some(e.message),
-    };
-
+    let refused = post_started(config, control_plane, &mut journal).await;
     let outcome = match &refused {
         Some(reason) => Err(fail(
             FailureKind::Setup,
@@ -118,84 +91,10 @@ pub(crate) async fn run(config: &WorkerConfig, control_plane: &dyn ControlPlane)
         )),
         None => execute(config, &mut journal).await,
     };
-
-    let result = match outcome {
-        Ok(delivered) => {
-            journal.log(format!(
-                "succeeded: pull request #{} {} ({} at {})",
-                delivered.pr_number, delivered.pr_url, delivered.branch, delivered.commit_sha
-            ));
-            AttemptResult::Succeeded {
-                branch: delivered.branch,
-                commit_sha: delivered.commit_sha,
-                pr_number: delivered.pr_number,
-                pr_url: delivered.pr_url,
-            }
-        }
-        Err(failure) => {
-            let failure = Failure {
-                summary: one_line(&redactor.redact(&failure.summary)),
-                ..failure
-            };
-            journal.log(format!(
-                "failed ({}, {}): {}",
-                failure.kind, failure.class, failure.summary
-            ));
-            AttemptResult::Failed(failure)
-        }
-    };
-
+    let result = conclude(outcome, &redactor, &mut journal);
     let delivery = match refused {
         Some(reason) => Delivery::Refused(redactor.redact(&reason)),
-        None => {
-            // The log artifact and the terminal event close the record; then everything is
-            // uploaded and the whole bundle (attempt.started again, as a duplicate) posted.
-            let log = journal.log_text().to_owned();
-            journal.artifact("log", "worker.log", &log);
-            match &result {
-                AttemptResult::Succeeded {
-                    branch,
-                    commit_sha,
-                    pr_number,
-                    pr_url,
-                } => journal.event(&AttemptSucceeded {
-                    attempt_id: config.attempt_id.clone(),
-                    branch: branch.clone(),
-                    commit_sha: commit_sha.clone(),
-                    pr_number: i64::try_from(*pr_number).unwrap_or(i64::MAX),
-                    pr_url: pr_url.clone(),
-                }),
-                AttemptResult::Failed(failure) => journal.event(&AttemptFailed {
-                    attempt_id: config.attempt_id.clone(),
-                    failure_kind: failure.kind,
-                    failure_class: Some(failure.class),
-                    error_summary: failure.summary.clone(),
-                }),
-            };
-            let bundle = Bundle {
-                target: &config.target,
-                bundle_id,
-                events: journal.events(),
-                artifacts: journal.artifacts(),
-            };
-            let delivered = control_plane::deliver(control_plane, &bundle).await;
-            match delivered {
-                Ok(()) => {
-                    journal.log(format!(
-                        "bundle-{} delivered ({} events, {} artifacts)",
-                        config.attempt_id,
-                        journal.events().len(),
-                        journal.artifacts().len()
-                    ));
-                    Delivery::Delivered
-                }
-                Err(e) => {
-                    let reason = redactor.redact(&e.message);
-                    journal.log(format!("the final bundle was not delivered: {reason}"));
-                    Delivery::Failed(reason)
-                }
-            }
-        }
+        None => deliver_record(config, control_plane, &mut journal, &result).await,
     };
 
     let (events, artifacts, log) = journal.into_parts();
@@ -219,6 +118,131 @@ pub(crate) async fn run(config: &WorkerConfig, control_plane: &dyn ControlPlane)
     report
 }
 
+/// Step 1: `attempt.started` at once, as a one-event bundle. Returns the reason when the control
+/// plane refused it (the attempt must not run); an unreachable control plane is only logged,
+/// the event goes again with the final bundle.
+async fn post_started(
+    config: &WorkerConfig,
+    control_plane: &dyn ControlPlane,
+    journal: &mut Journal,
+) -> Option<String> {
+    let started = journal.event(&AttemptStarted {
+        attempt_id: config.attempt_id.clone(),
+        task_id: Some(config.task_id.clone()),
+        target_id: Some(config.target.clone()),
+        worker: hostname(),
+    });
+    let bundle = Bundle {
+        target: &config.target,
+        bundle_id: bundle_id(config),
+        events: std::slice::from_ref(&started),
+        artifacts: &[],
+    };
+    match control_plane::deliver(control_plane, &bundle).await {
+        Ok(()) => {
+            journal.log("attempt.started recorded by the control plane");
+            None
+        }
+        Err(e) if e.transient => {
+            journal.log(format!(
+                "control plane unreachable for attempt.started ({e}); continuing, it is re-sent with the final bundle"
+            ));
+            None
+        }
+        Err(e) => Some(e.message),
+    }
+}
+
+fn bundle_id(config: &WorkerConfig) -> String {
+    format!("bundle-{}", config.attempt_id)
+}
+
+/// The attempt's result, logged; failure summaries redacted and cut to one line.
+fn conclude(
+    outcome: Result<Delivered, Failure>,
+    redactor: &Redactor,
+    journal: &mut Journal,
+) -> AttemptResult {
+    match outcome {
+        Ok(delivered) => {
+            journal.log(format!(
+                "succeeded: pull request #{} {} ({} at {})",
+                delivered.pr_number, delivered.pr_url, delivered.branch, delivered.commit_sha
+            ));
+            AttemptResult::Succeeded {
+                branch: delivered.branch,
+                commit_sha: delivered.commit_sha,
+                pr_number: delivered.pr_number,
+                pr_url: delivered.pr_url,
+            }
+        }
+        Err(failure) => {
+            let failure = Failure {
+                summary: one_line(&redactor.redact(&failure.summary)),
+                ..failure
+            };
+            journal.log(format!(
+                "failed ({}, {}): {}",
+                failure.kind, failure.class, failure.summary
+            ));
+            AttemptResult::Failed(failure)
+        }
+    }
+}
+
+/// Step 9: closes the record (the log artifact, then the terminal event), uploads every
+/// artifact and posts the whole bundle (`attempt.started` again, skipped as a duplicate).
+async fn deliver_record(
+    config: &WorkerConfig,
+    control_plane: &dyn ControlPlane,
+    journal: &mut Journal,
+    result: &AttemptResult,
+) -> Delivery {
+    let log = journal.log_text().to_owned();
+    journal.artifact("log", "worker.log", &log);
+    match result {
+        AttemptResult::Succeeded {
+            branch,
+            commit_sha,
+            pr_number,
+            pr_url,
+        } => journal.event(&AttemptSucceeded {
+            attempt_id: config.attempt_id.clone(),
+            branch: branch.clone(),
+            commit_sha: commit_sha.clone(),
+            pr_number: i64::try_from(*pr_number).unwrap_or(i64::MAX),
+            pr_url: pr_url.clone(),
+        }),
+        AttemptResult::Failed(failure) => journal.event(&AttemptFailed {
+            attempt_id: config.attempt_id.clone(),
+            failure_kind: failure.kind,
+            failure_class: Some(failure.class),
+            error_summary: failure.summary.clone(),
+        }),
+    };
+    let bundle = Bundle {
+        target: &config.target,
+        bundle_id: bundle_id(config),
+        events: journal.events(),
+        artifacts: journal.artifacts(),
+    };
+    match control_plane::deliver(control_plane, &bundle).await {
+        Ok(()) => {
+            let (events, artifacts) = (journal.events().len(), journal.artifacts().len());
+            journal.log(format!(
+                "{} delivered ({events} events, {artifacts} artifacts)",
+                bundle_id(config)
+            ));
+            Delivery::Delivered
+        }
+        Err(e) => {
+            let reason = journal.redactor().redact(&e.message);
+            journal.log(format!("the final bundle was not delivered: {reason}"));
+            Delivery::Failed(reason)
+        }
+    }
+}
+
 /// The pod or host name, for `attempt.started`.
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/etc/hostname")
@@ -227,15 +251,26 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// `Transient` when retrying may help, else `Permanent`.
+fn class(transient: bool) -> FailureClass {
+    if transient {
+        FailureClass::Transient
+    } else {
+        FailureClass::Permanent
+    }
+}
+
+/// The worker's own machinery failed (the filesystem, git bookkeeping).
+fn infrastructure(what: impl std::fmt::Display) -> Failure {
+    fail(
+        FailureKind::Infrastructure,
+        FailureClass::Transient,
+        what.to_string(),
+    )
+}
+
 /// Steps 2 to 8.
 async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Delivered, Failure> {
-    let infrastructure = |what: &str, e: &dyn std::fmt::Display| {
-        fail(
-            FailureKind::Infrastructure,
-            FailureClass::Transient,
-            format!("{what}: {e}"),
-        )
-    };
     let forge = GitHubForge::new(
         &config.github_api_url,
         &config.github_token,
@@ -244,20 +279,20 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
     .map_err(|e| {
         fail(
             FailureKind::PullRequest,
-            FailureClass::Permanent,
+            class(e.is_transient()),
             e.to_string(),
         )
     })?;
 
-    // Workspace: `<workspace>/<attempt_id>/{home,repo}`, fresh.
+    // A fresh `<workspace>/<attempt_id>/{home,repo}`; children never see a secret variable.
     let attempt_dir = config.attempt_dir();
     if attempt_dir.exists() {
         std::fs::remove_dir_all(&attempt_dir)
-            .map_err(|e| infrastructure(&format!("cannot clear {}", attempt_dir.display()), &e))?;
+            .map_err(|e| infrastructure(format!("cannot clear {}: {e}", attempt_dir.display())))?;
     }
     let home = attempt_dir.join("home");
     std::fs::create_dir_all(&home)
-        .map_err(|e| infrastructure(&format!("cannot create {}", home.display()), &e))?;
+        .map_err(|e| infrastructure(format!("cannot create {}: {e}", home.display())))?;
     let repo = attempt_dir.join("repo");
     let base_env = process::scrubbed_env(&config.secrets());
     let git = Git::new(
@@ -269,33 +304,7 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         journal.redactor().clone(),
     );
 
-    // 2. Clone.
-    git.clone(&config.repo_url, &config.base_branch, &repo)
-        .await
-        .map_err(|e| {
-            let class = if e.auth_failed {
-                FailureClass::Permanent
-            } else {
-                FailureClass::Transient
-            };
-            fail(
-                FailureKind::Setup,
-                class,
-                format!(
-                    "clone of {} at {}: {e}",
-                    config.repo_url, config.base_branch
-                ),
-            )
-        })?;
-    let base_commit = git
-        .rev_parse(&repo, "HEAD")
-        .await
-        .map_err(|e| fail(FailureKind::Setup, FailureClass::Transient, e.to_string()))?;
-    let config_fingerprint = git::config_fingerprint(&repo)
-        .map_err(|e| infrastructure("cannot read .git/config", &e))?;
-    journal.log(format!("cloned {} at {base_commit}", config.base_branch));
-
-    // 3. The task.
+    let checkout = clone(config, &git, &repo, journal).await?;
     let task = load_task(&repo, &config.task_id)
         .map_err(|e| fail(FailureKind::Setup, FailureClass::Permanent, e.to_string()))?;
     if task.spec.allowed_paths.is_empty() {
@@ -321,58 +330,89 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
             .join(", ")
     ));
 
-    // 4 and 5. Generate, test, repair.
-    let model = model::from_settings(&config.model, base_env.clone()).map_err(|e| {
-        let class = if e.is_transient() {
-            FailureClass::Transient
-        } else {
-            FailureClass::Permanent
-        };
-        fail(FailureKind::Model, class, e.to_string())
-    })?;
+    let model = model::from_settings(&config.model, base_env.clone())
+        .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
     generate_and_test(config, journal, model.as_ref(), &task, &repo, &base_env).await?;
+    check_final_tree(&git, &repo, &checkout, &task, journal).await?;
+    let (branch, commit_sha) = commit_and_push(config, &git, &repo, &task, journal).await?;
+    let pr = open_pr(config, &forge, &task, &branch, journal).await?;
+    Ok(Delivered {
+        branch,
+        commit_sha,
+        pr_number: pr.number,
+        pr_url: pr.url,
+    })
+}
 
-    // 6. Allowed paths on the final tree.
-    let head = git.rev_parse(&repo, "HEAD").await.map_err(|e| {
-        fail(
-            FailureKind::Infrastructure,
-            FailureClass::Transient,
-            e.to_string(),
-        )
-    })?;
-    if head != base_commit {
+/// The state right after the clone, which the final tree is compared with.
+struct Checkout {
+    base_commit: String,
+    config_fingerprint: leviathan_core::Sha256Digest,
+}
+
+/// Step 2: clones the base branch.
+async fn clone(
+    config: &WorkerConfig,
+    git: &Git,
+    repo: &Path,
+    journal: &mut Journal,
+) -> Result<Checkout, Failure> {
+    git.clone(&config.repo_url, &config.base_branch, repo)
+        .await
+        .map_err(|e| {
+            fail(
+                FailureKind::Setup,
+                class(!e.auth_failed),
+                format!(
+                    "clone of {} at {}: {e}",
+                    config.repo_url, config.base_branch
+                ),
+            )
+        })?;
+    let base_commit = git
+        .rev_parse(repo, "HEAD")
+        .await
+        .map_err(|e| fail(FailureKind::Setup, FailureClass::Transient, e.to_string()))?;
+    let config_fingerprint = git::config_fingerprint(repo)
+        .map_err(|e| infrastructure(format!("cannot read .git/config: {e}")))?;
+    journal.log(format!("cloned {} at {base_commit}", config.base_branch));
+    Ok(Checkout {
+        base_commit,
+        config_fingerprint,
+    })
+}
+
+/// Step 6: everything the attempt changed, staged, must lie within `allowed_paths`; commits
+/// made in the worktree are undone first (their changes kept) and `.git/config` must be as
+/// cloned. Records the diff artifact.
+async fn check_final_tree(
+    git: &Git,
+    repo: &Path,
+    checkout: &Checkout,
+    task: &BacklogTask,
+    journal: &mut Journal,
+) -> Result<(), Failure> {
+    let head = git.rev_parse(repo, "HEAD").await.map_err(infrastructure)?;
+    if head != checkout.base_commit {
         journal.log(format!(
             "HEAD moved to {head} during the attempt; undoing those commits, keeping their changes"
         ));
-        git.reset_soft(&repo, &base_commit).await.map_err(|e| {
-            fail(
-                FailureKind::Infrastructure,
-                FailureClass::Transient,
-                e.to_string(),
-            )
-        })?;
+        git.reset_soft(repo, &checkout.base_commit)
+            .await
+            .map_err(infrastructure)?;
     }
-    if git::config_fingerprint(&repo).ok() != Some(config_fingerprint) {
+    if git::config_fingerprint(repo).ok() != Some(checkout.config_fingerprint) {
         return Err(fail(
             FailureKind::PathViolation,
             FailureClass::Permanent,
             ".git/config was changed during the attempt; nothing is committed or pushed",
         ));
     }
-    let status = git.stage_all_and_status(&repo).await.map_err(|e| {
-        fail(
-            FailureKind::Infrastructure,
-            FailureClass::Transient,
-            e.to_string(),
-        )
-    })?;
-    let changes = scope::parse_status(&status).map_err(|e| {
-        fail(
-            FailureKind::Infrastructure,
-            FailureClass::Transient,
-            e.to_string(),
-        )
-    })?;
+    let status = git
+        .stage_all_and_status(repo)
+        .await
+        .map_err(infrastructure)?;
+    let changes = scope::parse_status(&status).map_err(infrastructure)?;
     if changes.is_empty() {
         return Err(fail(
             FailureKind::NoChanges,
@@ -383,18 +423,16 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
     let violations = scope::violations(&changes, &task.spec.allowed_paths);
     if !violations.is_empty() {
         let shown: Vec<&str> = violations.iter().take(5).map(String::as_str).collect();
-        let more = violations.len().saturating_sub(shown.len());
+        let more = match violations.len() - shown.len() {
+            0 => String::new(),
+            n => format!("; and {n} more"),
+        };
         return Err(fail(
             FailureKind::PathViolation,
             FailureClass::Permanent,
             format!(
-                "{}{}; nothing was committed or pushed",
-                shown.join("; "),
-                if more > 0 {
-                    format!("; and {more} more")
-                } else {
-                    String::new()
-                }
+                "{}{more}; nothing was committed or pushed",
+                shown.join("; ")
             ),
         ));
     }
@@ -402,32 +440,36 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         "{} changed path(s), all within allowed_paths",
         changes.len()
     ));
-    match git.staged_diff(&repo).await {
+    match git.staged_diff(repo).await {
         Ok(diff) => {
             journal.artifact("diff", "changes.diff", &diff);
         }
         Err(e) => journal.log(format!("no diff artifact: {e}")),
     }
+    Ok(())
+}
 
-    // 7. Commit and push.
+/// Step 7: commits the staged change as the configured identity to the attempt's branch and
+/// pushes it; returns the branch and the commit.
+async fn commit_and_push(
+    config: &WorkerConfig,
+    git: &Git,
+    repo: &Path,
+    task: &BacklogTask,
+    journal: &mut Journal,
+) -> Result<(String, String), Failure> {
     let branch = config.branch();
     let message = format!(
         "Leviathan: {}\n\nTask-ID: {}\nAttempt-ID: {}\n",
         task.spec.title, task.id, config.attempt_id
     );
-    let push_failure = |e: git::GitError| {
-        let class = if e.auth_failed {
-            FailureClass::Permanent
-        } else {
-            FailureClass::Transient
-        };
-        fail(FailureKind::Push, class, e.to_string())
-    };
+    let push_failure =
+        |e: git::GitError| fail(FailureKind::Push, class(!e.auth_failed), e.to_string());
     let commit_sha = git
-        .commit(&repo, &branch, &message)
+        .commit(repo, &branch, &message)
         .await
         .map_err(push_failure)?;
-    git.push(&repo, &config.repo_url, &branch)
+    git.push(repo, &config.repo_url, &branch)
         .await
         .map_err(push_failure)?;
     journal.event(&CommitCreated {
@@ -437,10 +479,19 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         message: Some(message.trim_end().to_owned()),
     });
     journal.log(format!("pushed {commit_sha} to {branch}"));
+    Ok((branch, commit_sha))
+}
 
-    // 8. The pull request.
+/// Step 8: reuses the branch's open pull request or opens one.
+async fn open_pr(
+    config: &WorkerConfig,
+    forge: &dyn Forge,
+    task: &BacklogTask,
+    branch: &str,
+    journal: &mut Journal,
+) -> Result<forge::PullRequest, Failure> {
     let spec = PullRequestSpec {
-        head: branch.clone(),
+        head: branch.to_owned(),
         base: config.base_branch.clone(),
         title: forge::pull_request_title(&task.spec),
         body: forge::pull_request_body(
@@ -451,22 +502,19 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         ),
         draft: config.draft_pull_requests,
     };
-    let pr = forge::open_pull_request(&forge as &dyn Forge, &spec)
-        .await
-        .map_err(|e: ForgeError| {
-            let class = if e.is_transient() {
-                FailureClass::Transient
-            } else {
-                FailureClass::Permanent
-            };
-            fail(FailureKind::PullRequest, class, e.to_string())
-        })?;
+    let pr = forge::open_pull_request(forge, &spec).await.map_err(|e| {
+        fail(
+            FailureKind::PullRequest,
+            class(e.is_transient()),
+            e.to_string(),
+        )
+    })?;
     journal.event(&PrCreated {
         attempt_id: config.attempt_id.clone(),
         pr_number: i64::try_from(pr.number).unwrap_or(i64::MAX),
         pr_url: pr.url.clone(),
-        title: Some(spec.title.clone()),
-        branch: Some(branch.clone()),
+        title: Some(spec.title),
+        branch: Some(branch.to_owned()),
         reused: pr.reused,
     });
     journal.log(format!(
@@ -475,12 +523,7 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         pr.number,
         pr.url
     ));
-    Ok(Delivered {
-        branch,
-        commit_sha,
-        pr_number: pr.number,
-        pr_url: pr.url,
-    })
+    Ok(pr)
 }
 
 /// The task for a `command` model, as `LEVIATHAN_TASK_*` variables.
@@ -580,14 +623,7 @@ async fn generate_and_test(
                 task_env: &env,
             })
             .await
-            .map_err(|e| {
-                let class = if e.is_transient() {
-                    FailureClass::Transient
-                } else {
-                    FailureClass::Permanent
-                };
-                fail(FailureKind::Model, class, e.to_string())
-            })?;
+            .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tokens = tokens.saturating_add(completion.tokens_in + completion.tokens_out);
         let prompt_sha256 = journal.artifact(
