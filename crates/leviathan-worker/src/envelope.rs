@@ -259,20 +259,9 @@ fn first_fenced_block(text: &str) -> Option<&str> {
 
 /// Where a `{ "files"` envelope starts, whitespace allowed.
 fn envelope_start(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(rel) = text[from..].find('{') {
-        let start = from + rel;
-        let rest = text[start + 1..].trim_start();
-        if rest.starts_with("\"files\"") {
-            return Some(start);
-        }
-        from = start + 1;
-        if from >= bytes.len() {
-            break;
-        }
-    }
-    None
+    text.match_indices('{')
+        .map(|(start, _)| start)
+        .find(|&start| text[start + 1..].trim_start().starts_with("\"files\""))
 }
 
 /// The first JSON value of `text`, ignoring whatever follows it.
