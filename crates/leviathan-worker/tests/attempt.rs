@@ -380,6 +380,12 @@ async fn success_opens_a_real_pull_request_and_records_everything() {
         Some(commit_sha.clone())
     );
     assert_eq!(
+        last_commit(&h, "%H|%an <%ae>|%cn <%ce>|%s").await,
+        format!(
+            "{commit_sha}|Leviathan <leviathan@users.noreply.github.com>|Leviathan <leviathan@users.noreply.github.com>|Leviathan: Write the guide"
+        )
+    );
+    assert_eq!(
         h.github
             .read_file(OWNER, REPO, BRANCH, "docs/GUIDE.md")
             .await
@@ -544,6 +550,36 @@ async fn a_path_violation_fails_and_nothing_is_pushed() {
     let attempt = h.attempt().await;
     assert_eq!(attempt.status, AttemptStatus::Failed);
     assert_eq!(attempt.failure.unwrap().kind, FailureKind::PathViolation);
+}
+
+#[tokio::test]
+async fn an_answer_that_changes_nothing_is_no_changes() {
+    let h = Harness::start(&backlog(&["docs/INDEX.md"], "true")).await;
+    h.llm
+        .push_text(files_envelope(&[("docs/INDEX.md", "# Docs\n")]));
+    let report = h.run(&h.env()).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.kind, f.class),
+        (FailureKind::NoChanges, FailureClass::Permanent)
+    );
+    assert_eq!(h.github.push_count().unwrap(), 0);
+    assert_eq!(
+        h.attempt().await.failure.unwrap().kind,
+        FailureKind::NoChanges
+    );
+}
+
+/// `git log -1` of the attempt's worktree, formatted with `format`.
+async fn last_commit(h: &Harness, format: &str) -> String {
+    let repo = h.workspace_dir().join(ATTEMPT).join("repo");
+    let out = tokio::process::Command::new("git")
+        .args(["log", "-1", &format!("--format={format}")])
+        .current_dir(repo)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[tokio::test]
@@ -918,8 +954,19 @@ async fn the_openai_provider_delivers_too() {
         config::LEVIATHAN_MODEL_BASE_URL,
         format!("{}/v1", h.llm.url()),
     );
+    env.insert(config::LEVIATHAN_DRAFT_PRS, "true".into());
+    env.insert(config::LEVIATHAN_GIT_AUTHOR_NAME, "Robo Author".into());
+    env.insert(
+        config::LEVIATHAN_GIT_AUTHOR_EMAIL,
+        "robo@example.com".into(),
+    );
     let report = h.run(&env).await;
     success(&report);
+    assert!(h.pulls()[0].draft, "LEVIATHAN_DRAFT_PRS opens drafts");
+    assert_eq!(
+        last_commit(&h, "%an <%ae> / %cn <%ce>").await,
+        "Robo Author <robo@example.com> / Robo Author <robo@example.com>"
+    );
     let requests = h.llm.requests();
     assert_eq!(requests[0].provider, Provider::OpenAi);
     assert!(requests[0].authenticated);
