@@ -591,3 +591,38 @@ async fn connect_errors_are_classified_and_hide_the_password() {
     let store = db.store().await;
     assert!(!format!("{store:?}").contains("s3cr3t"));
 }
+
+/// Large batches land whole and verify, over plain TCP (one statement) and over whatever the
+/// server negotiates by default (TLS when it offers it: several statements of one TLS record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_land_whole_with_and_without_tls() {
+    let db = TestDatabase::create().await;
+    let mut plain = url::Url::parse(db.url()).unwrap();
+    plain.query_pairs_mut().append_pair("sslmode", "disable");
+    let stores = [
+        PgStore::connect(plain.as_str()).await.unwrap(),
+        db.store().await,
+    ];
+    for (s, store) in stores.iter().enumerate() {
+        let batch = (0..700)
+            .map(|i| {
+                let mut event = heartbeat(&format!("big-{s}-{i}"), &format!("a{}", i % 50));
+                event.payload["filler"] = json!("x".repeat(i % 300));
+                event
+            })
+            .collect();
+        let receipt = store
+            .events()
+            .append(AppendRequest::new(batch))
+            .await
+            .unwrap();
+        assert_eq!(receipt.appended.len(), 700);
+    }
+    let events = stores[0].events();
+    assert_eq!(verified_count(&*events).await, 1400);
+    let version = events
+        .stream_version(&StreamId::from_raw("attempt:a7"))
+        .await
+        .unwrap();
+    assert_eq!(version, 28, "14 events per attempt stream per batch");
+}

@@ -89,12 +89,16 @@ const WRITE: &str = concat!(
 SELECT count(*) FROM moved, (SELECT pg_notify($17, $14::text)) AS notified"
 );
 
-/// Most bytes of event data one statement carries. sqlx 0.9 does not set `TCP_NODELAY`, and a
-/// message larger than one TLS record (16 KiB) goes out as several small TCP writes, which Nagle's
-/// algorithm and delayed ACKs can hold back for ~40 ms each; a group larger than this is inserted
-/// in several statements of one record each (one more round trip per chunk, in the same
-/// transaction).
-const STATEMENT_BYTES: usize = 12 * 1024;
+/// Most bytes of parameters one append statement carries on a TLS connection. sqlx 0.9 does not
+/// set `TCP_NODELAY`, and a message larger than one TLS record (16 KiB) leaves as several small TCP
+/// writes, which Nagle's algorithm and delayed ACKs can hold back for ~40 ms each. So on TLS a
+/// large group is inserted in several statements of one record each (one more round trip per
+/// chunk, in the same transaction). Plain TCP sends a message in one write and needs no limit.
+const TLS_STATEMENT_BYTES: usize = 14 * 1024;
+
+/// Whether the writer's connection is encrypted (`prefer` negotiates it silently).
+const SSL_IN_USE: &str =
+    "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
 
 /// Bound parameters' overhead per event: fixed-size columns and array element headers.
 const EVENT_OVERHEAD_BYTES: usize = 32 + 32 + 3 * 8 + 11 * 4;
@@ -167,20 +171,24 @@ impl EventColumns {
 }
 
 impl EventColumns {
-    /// Consecutive ranges of events of at most [`STATEMENT_BYTES`] each (at least one event).
-    fn chunks(&self) -> Vec<Range<usize>> {
-        let mut chunks = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, size) in self.size.iter().enumerate() {
-            if i > start && bytes + size > STATEMENT_BYTES {
-                chunks.push(start..i);
-                (start, bytes) = (i, 0);
+    /// Consecutive ranges of events, each of at most `limit` bytes (but at least one event), the
+    /// last one leaving `reserve_last` bytes for the rest of its statement. No limit: one range.
+    fn chunks(&self, limit: Option<usize>, reserve_last: usize) -> Vec<Range<usize>> {
+        let mut end = self.size.len();
+        let Some(limit) = limit else {
+            return std::iter::once(0..end).collect();
+        };
+        let (mut chunks, mut bytes, mut budget) =
+            (Vec::new(), 0, limit.saturating_sub(reserve_last));
+        for (i, size) in self.size.iter().enumerate().rev() {
+            if i + 1 < end && bytes + size > budget {
+                chunks.push(i + 1..end);
+                (end, bytes, budget) = (i + 1, 0, limit);
             }
             bytes += size;
         }
-        if start < self.size.len() {
-            chunks.push(start..self.size.len());
-        }
+        chunks.push(0..end);
+        chunks.reverse();
         chunks
     }
 
@@ -205,13 +213,19 @@ impl EventColumns {
     }
 }
 
+/// The writer's own connection (outside the pool: it is busy for the store's lifetime).
+struct Link {
+    conn: PgConnection,
+    /// Bytes per append statement, when the connection needs a limit (see [`TLS_STATEMENT_BYTES`]).
+    statement_limit: Option<usize>,
+}
+
 /// The writer task's state.
 pub(crate) struct Writer {
     connect: PgConnectOptions,
     location: Location,
-    /// Its own connection (outside the pool: it is busy for the store's lifetime), opened on
-    /// first use and after a loss.
-    conn: Option<PgConnection>,
+    /// Opened on first use and after a loss.
+    link: Option<Link>,
     /// The tail after this writer's last commit; `None` when unknown (at start, after a failure).
     tail: Option<Option<Head>>,
     head: Arc<watch::Sender<u64>>,
@@ -228,7 +242,7 @@ impl Writer {
         Self {
             connect,
             location,
-            conn: None,
+            link: None,
             tail: None,
             head,
             limits,
@@ -262,8 +276,8 @@ impl Writer {
             self.commit(group).await;
         }
         // Every handle is gone: say goodbye to the server rather than just dropping the socket.
-        if let Some(conn) = self.conn.take() {
-            let _ = conn.close().await;
+        if let Some(link) = self.link.take() {
+            let _ = link.conn.close().await;
         }
     }
 
@@ -311,7 +325,7 @@ impl Writer {
             // tail (the next group reads it under the lock anyway) and the connection.
             self.tail = None;
             if failure.is_transient() {
-                self.conn = None;
+                self.link = None;
             }
         }
         result
@@ -321,18 +335,26 @@ impl Writer {
         &mut self,
         batches: &[&PreparedAppend],
     ) -> Result<Vec<Result<Sequenced, EventStoreError>>, StoreFailure> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
+        let link = match &mut self.link {
+            Some(link) => link,
             None => {
-                let conn = PgConnection::connect_with(&self.connect)
+                let mut conn = PgConnection::connect_with(&self.connect)
                     .await
                     .map_err(|e| {
                         self.location
                             .connect_failure("connecting the event writer", &e)
                     })?;
-                self.conn.insert(conn)
+                let tls: bool = sqlx::query_scalar(SSL_IN_USE)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| StoreFailure::sql("asking whether the writer uses TLS", e))?;
+                self.link.insert(Link {
+                    conn,
+                    statement_limit: tls.then_some(TLS_STATEMENT_BYTES),
+                })
             }
         };
+        let statement_limit = link.statement_limit;
         let events: usize = batches.iter().map(|b| b.events.len()).sum();
         let context = |doing: &str| {
             format!(
@@ -341,7 +363,8 @@ impl Writer {
             )
         };
 
-        let mut tx = conn
+        let mut tx = link
+            .conn
             .begin_with(BEGIN_LOCKED)
             .await
             .map_err(|e| StoreFailure::sql(context("taking the writer lock"), e))?;
@@ -426,7 +449,8 @@ impl Writer {
             })?;
             let (version_streams, version_numbers): (Vec<&str>, Vec<i64>) =
                 versions.into_iter().unzip();
-            let mut chunks = columns.chunks();
+            let streams_bytes: usize = version_streams.iter().map(|s| s.len() + 16).sum();
+            let mut chunks = columns.chunks(statement_limit, streams_bytes);
             let last = chunks.pop().unwrap_or(0..0);
             for chunk in chunks {
                 let inserted: i64 = columns
@@ -499,4 +523,33 @@ fn check_tail(cached: Option<Option<Head>>, head: Option<Head>) -> Result<(), St
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(sizes: &[usize]) -> EventColumns {
+        EventColumns {
+            size: sizes.to_vec(),
+            ..EventColumns::default()
+        }
+    }
+
+    #[test]
+    fn chunks_respect_the_limit_and_the_reserve() {
+        let columns = sized(&[4, 4, 4, 4, 4]);
+        let whole: Vec<Range<usize>> = std::iter::once(0..5).collect();
+        assert_eq!(columns.chunks(None, 100), whole);
+        assert_eq!(columns.chunks(Some(100), 0), whole);
+        assert_eq!(columns.chunks(Some(8), 0), vec![0..1, 1..3, 3..5]);
+        assert_eq!(columns.chunks(Some(8), 4), vec![0..2, 2..4, 4..5]);
+        // An event larger than the limit still gets a statement of its own.
+        assert_eq!(
+            sized(&[2, 20, 2]).chunks(Some(8), 0),
+            vec![0..1, 1..2, 2..3]
+        );
+        let first: Vec<Range<usize>> = std::iter::once(0..1).collect();
+        assert_eq!(sized(&[5]).chunks(Some(1), 10), first);
+    }
 }
