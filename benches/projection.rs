@@ -10,7 +10,10 @@ use std::hint::black_box;
 
 fn projection(c: &mut Criterion) {
     let events = seal_all(lifecycle("bench", "demo", 400));
-    let lines: Vec<String> = events.iter().map(|e| serde_json::to_string(e).expect("serializes")).collect();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("serializes"))
+        .collect();
     let count = events.len() as u64;
 
     let mut group = c.benchmark_group("projection");

@@ -14,7 +14,10 @@ fn events() -> Vec<Event> {
 
 fn verification(c: &mut Criterion) {
     let events = events();
-    let records: Vec<(Sha256Digest, Vec<u8>)> = events.iter().map(|e| (e.hash, e.canonical_bytes())).collect();
+    let records: Vec<(Sha256Digest, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.hash, e.canonical_bytes()))
+        .collect();
     let bytes: u64 = records.iter().map(|(_, b)| b.len() as u64).sum();
 
     let mut group = c.benchmark_group("verification");
