@@ -16,11 +16,20 @@
 //!   configuration, a retry gets the same one), transient otherwise (a crash).
 //!
 //! The directory is removed afterwards, except after a failure with
-//! [`LocalConfig::keep_failed_workspaces`]. A local executor cannot follow attempts of an
-//! earlier process: [`Executor::reattach`] answers `None`.
+//! [`LocalConfig::keep_failed_workspaces`].
+//!
+//! The worker outlives a scheduler that is killed (it leads its own process group), and
+//! [`Executor::reattach`] follows it from a new process: `run` records the worker's pid and
+//! start time (from `/proc`, so a reused pid is never mistaken for it) and the deadline in
+//! `<attempt_id>/worker.pid`. `reattach` finds a live worker through that record, waits for it to
+//! exit (polling, bounded by the deadline; cancel and the deadline stop it as in `run`) and reads
+//! its termination file; a worker that already exited gives the result it left there; without a
+//! record or a result the answer is `None` (the attempt is lost). The log of a followed worker
+//! went to the process that started it and is not stored.
 
 mod config;
 mod process;
+mod reattach;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -45,10 +54,15 @@ pub use config::{
     WORKER_CONTROL_PLANE_URL, WORKSPACE_ROOT,
 };
 
-use crate::process::{Finished, Launch, Stop};
+use crate::{
+    process::{Finished, Launch, Stop},
+    reattach::WorkerRecord,
+};
 
 /// Replaces secret values in logs.
 const REDACTED: &str = "[redacted]";
+/// The file, in the attempt's directory, the worker writes its result to.
+const TERMINATION_FILE: &str = "termination-log";
 
 /// Runs each attempt as a local `leviathan worker` process.
 #[derive(Debug)]
@@ -169,36 +183,11 @@ impl LocalExecutor {
         log: &str,
         dir: &AttemptDir,
     ) -> AttemptResult {
-        let failed = |kind: FailureKind, class: FailureClass, summary: String| {
-            AttemptResult::Failed(Failure {
-                kind,
-                class,
-                summary,
-            })
-        };
-        match finished.stopped {
-            Some(Stop::Deadline) => {
-                return failed(
-                    FailureKind::Timeout,
-                    FailureClass::Transient,
-                    format!(
-                        "attempt exceeded its deadline of {} s; the worker's process group was stopped",
-                        spec.deadline.as_secs()
-                    ),
-                );
-            }
-            Some(Stop::Cancelled) => {
-                return failed(
-                    FailureKind::Cancelled,
-                    FailureClass::Permanent,
-                    "attempt cancelled; the worker's process group was stopped".to_owned(),
-                );
-            }
-            None => {}
+        if let Some(stop) = finished.stopped {
+            return stopped_result(spec, stop);
         }
-        let termination = std::fs::read_to_string(&dir.termination_file).unwrap_or_default();
-        if let Some(result) = protocol::parse_worker_result(&termination)
-            .or_else(|| protocol::parse_worker_result(log))
+        if let Some(result) =
+            termination_result(&dir.termination_file).or_else(|| protocol::parse_worker_result(log))
         {
             return result;
         }
@@ -208,20 +197,48 @@ impl LocalExecutor {
             (None, None) => "an unknown status".to_owned(),
         };
         let last = protocol::summary_line(log);
-        if finished.status.code() == Some(protocol::EXIT_CONFIGURATION) {
-            failed(
-                FailureKind::Infrastructure,
-                FailureClass::Permanent,
-                format!("the worker rejected its configuration ({how}): {last}"),
-            )
-        } else {
-            failed(
-                FailureKind::Infrastructure,
-                FailureClass::Transient,
-                format!("the worker ended with {how} without reporting a result: {last}"),
-            )
-        }
+        AttemptResult::Failed(
+            if finished.status.code() == Some(protocol::EXIT_CONFIGURATION) {
+                Failure {
+                    kind: FailureKind::Infrastructure,
+                    class: FailureClass::Permanent,
+                    summary: format!("the worker rejected its configuration ({how}): {last}"),
+                }
+            } else {
+                Failure {
+                    kind: FailureKind::Infrastructure,
+                    class: FailureClass::Transient,
+                    summary: format!(
+                        "the worker ended with {how} without reporting a result: {last}"
+                    ),
+                }
+            },
+        )
     }
+}
+
+/// The result of an attempt the executor stopped.
+fn stopped_result(spec: &AttemptSpec, stop: Stop) -> AttemptResult {
+    AttemptResult::Failed(match stop {
+        Stop::Deadline => Failure {
+            kind: FailureKind::Timeout,
+            class: FailureClass::Transient,
+            summary: format!(
+                "attempt exceeded its deadline of {} s; the worker's process group was stopped",
+                spec.deadline.as_secs()
+            ),
+        },
+        Stop::Cancelled => Failure {
+            kind: FailureKind::Cancelled,
+            class: FailureClass::Permanent,
+            summary: "attempt cancelled; the worker's process group was stopped".to_owned(),
+        },
+    })
+}
+
+/// The result the worker wrote to its termination file, if it wrote one.
+fn termination_result(path: &Path) -> Option<AttemptResult> {
+    protocol::parse_worker_result(&std::fs::read_to_string(path).ok()?)
 }
 
 /// Keeps an attempt registered as running while its `run` is in progress.
@@ -259,7 +276,7 @@ impl AttemptDir {
             workspace: root.join("workspace"),
             home: root.join("home"),
             tmp: root.join("tmp"),
-            termination_file: root.join("termination-log"),
+            termination_file: root.join(TERMINATION_FILE),
             root,
         };
         for path in [&dir.workspace, &dir.home, &dir.tmp] {
@@ -320,11 +337,23 @@ impl Executor for LocalExecutor {
             cwd: dir.workspace.clone(),
             env: self.worker_env(spec, &dir),
         };
+        let record_worker = |pid: u32| {
+            if let Err(err) =
+                WorkerRecord::of(pid, spec.deadline).and_then(|record| record.write(&dir.root))
+            {
+                tracing::warn!(
+                    attempt = %spec.attempt_id,
+                    error = %err,
+                    "cannot record the worker's pid; a restarted scheduler will not find it"
+                );
+            }
+        };
         let finished = match process::supervise(
             launch,
             spec.deadline,
             &registration.token,
             self.config.stop_grace,
+            record_worker,
         )
         .await
         {
@@ -363,5 +392,57 @@ impl Executor for LocalExecutor {
             }
             None => Err(ExecutorError::NotFound(attempt_id.clone())),
         }
+    }
+
+    async fn reattach(&self, spec: &AttemptSpec) -> Result<Option<AttemptOutcome>, ExecutorError> {
+        let root = self.config.workspace_root.join(spec.attempt_id.as_str());
+        if !root.is_dir() {
+            return Ok(None);
+        }
+        let termination_file = root.join(TERMINATION_FILE);
+        let result = match WorkerRecord::read(&root).filter(WorkerRecord::is_running) {
+            Some(record) => {
+                let registration = self.register(&spec.attempt_id)?;
+                tracing::info!(
+                    attempt = %spec.attempt_id,
+                    pid = record.pid,
+                    "following a worker started by an earlier process"
+                );
+                let stopped =
+                    reattach::follow(&record, &registration.token, self.config.stop_grace).await;
+                drop(registration);
+                match stopped {
+                    Some(stop) => stopped_result(spec, stop),
+                    None => termination_result(&termination_file).unwrap_or_else(|| {
+                        AttemptResult::Failed(Failure {
+                            kind: FailureKind::Infrastructure,
+                            class: FailureClass::Transient,
+                            summary: format!(
+                                "the worker (pid {}) ended without reporting a result after a scheduler restart",
+                                record.pid
+                            ),
+                        })
+                    }),
+                }
+            }
+            None => match termination_result(&termination_file) {
+                Some(result) => result,
+                None => {
+                    if !self.config.keep_failed_workspaces {
+                        remove_dir(&root).await;
+                    }
+                    return Ok(None);
+                }
+            },
+        };
+        let keep = self.config.keep_failed_workspaces && matches!(result, AttemptResult::Failed(_));
+        if !keep {
+            remove_dir(&root).await;
+        }
+        Ok(Some(AttemptOutcome {
+            attempt_id: spec.attempt_id.clone(),
+            result,
+            artifacts: Vec::new(),
+        }))
     }
 }

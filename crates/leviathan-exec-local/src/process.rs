@@ -55,12 +55,14 @@ pub(crate) struct Finished {
     pub(crate) truncated: bool,
 }
 
-/// Runs `launch` until it exits, `deadline` passes or `cancel` fires.
+/// Runs `launch` until it exits, `deadline` passes or `cancel` fires; `started` gets the
+/// process id as soon as it runs.
 pub(crate) async fn supervise(
     launch: Launch,
     deadline: Duration,
     cancel: &CancellationToken,
     grace: Duration,
+    started: impl FnOnce(u32),
 ) -> io::Result<Finished> {
     let (writer, mut reader) = pipe::pipe()?;
     let writer = writer.into_blocking_fd()?;
@@ -84,6 +86,9 @@ pub(crate) async fn supervise(
     })?;
     // The child now holds the only write ends, so the pipe closes when its group is gone.
     drop(command);
+    if let Some(pid) = child.id() {
+        started(pid);
+    }
     let group = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
