@@ -273,6 +273,62 @@ impl Git {
     }
 }
 
+/// Fetches the tip of `branch` of `repo_url` into `<workdir>/repo` and returns that path: a
+/// shallow, single-branch clone with the worker's isolation (no host configuration, hooks or
+/// credential helpers; `<workdir>/home` as `HOME`) and `token`, when given, handed to git only
+/// through its environment configuration. `workdir` must exist; the caller removes it.
+pub async fn shallow_clone(
+    repo_url: &str,
+    branch: &str,
+    token: Option<&Secret>,
+    workdir: &Path,
+) -> Result<std::path::PathBuf, GitError> {
+    let home = workdir.join("home");
+    let repo = workdir.join("repo");
+    std::fs::create_dir_all(&home).map_err(|e| GitError {
+        operation: "clone".into(),
+        outcome: "not started".into(),
+        detail: format!("cannot create {}: {e}", home.display()),
+        auth_failed: false,
+    })?;
+    let secrets: Vec<&str> = token.map(Secret::expose).into_iter().collect();
+    let redactor = Redactor::new(&secrets);
+    let identity = GitIdentity {
+        name: "Leviathan".into(),
+        email: "leviathan@users.noreply.github.com".into(),
+    };
+    let no_token = Secret::new(String::new());
+    let git = Git::new(
+        &home,
+        &process::scrubbed_env(&secrets),
+        &identity,
+        repo_url,
+        token.unwrap_or(&no_token),
+        redactor,
+    );
+    let dest = repo.to_string_lossy();
+    git.run(
+        workdir,
+        "clone",
+        &[
+            "clone",
+            "--quiet",
+            "--no-tags",
+            "--depth",
+            "1",
+            "--single-branch",
+            "--branch",
+            branch,
+            "--",
+            repo_url,
+            &dest,
+        ],
+        token.is_some(),
+    )
+    .await?;
+    Ok(repo)
+}
+
 /// True when git's output says the credentials were refused or missing.
 fn is_auth_failure(output: &str) -> bool {
     let lower = output.to_ascii_lowercase();

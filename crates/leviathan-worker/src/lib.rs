@@ -20,7 +20,7 @@ pub mod task;
 mod test_runner;
 
 pub use config::{ConfigError, ConfigProblem, ModelProvider, WorkerConfig};
-pub use git::GitError;
+pub use git::{GitError, shallow_clone};
 pub use journal::Artifact;
 pub use redact::{REDACTED, Redactor};
 pub use report::{AttemptReport, Delivery, EXIT_CONFIG, EXIT_FAILED, EXIT_SUCCEEDED};

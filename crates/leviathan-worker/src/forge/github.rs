@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use octocrab::{Octocrab, params, service::middleware::retry::RetryConfig};
+use leviathan_core::model::PrState;
+use octocrab::{Octocrab, models::IssueState, params, service::middleware::retry::RetryConfig};
 
-use super::{Forge, ForgeError, PullRequest, PullRequestSpec};
+use super::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec};
 use crate::secret::Secret;
 
 /// Pull requests of one GitHub repository.
@@ -95,6 +96,59 @@ impl Forge for GitHubForge {
             number: pr.number,
             url,
             reused: false,
+        })
+    }
+
+    async fn list_open(&self, head_prefix: &str) -> Result<Vec<OpenPullRequest>, ForgeError> {
+        let first = self
+            .client
+            .pulls(&self.owner, &self.repo)
+            .list()
+            .state(params::State::Open)
+            .per_page(100u8)
+            .send()
+            .await
+            .map_err(classify)?;
+        let all = self.client.all_pages(first).await.map_err(classify)?;
+        Ok(all
+            .into_iter()
+            .filter(|pr| pr.head.ref_field.starts_with(head_prefix))
+            .filter(|pr| self.is_own_head(pr))
+            .map(|pr| OpenPullRequest {
+                number: pr.number,
+                url: pr.html_url.map(|u| u.to_string()).unwrap_or_default(),
+                head: pr.head.ref_field,
+            })
+            .collect())
+    }
+
+    async fn state(&self, number: u64) -> Result<PrState, ForgeError> {
+        let pr = self
+            .client
+            .pulls(&self.owner, &self.repo)
+            .get(number)
+            .await
+            .map_err(classify)?;
+        Ok(if pr.merged == Some(true) || pr.merged_at.is_some() {
+            PrState::Merged
+        } else if matches!(pr.state, Some(IssueState::Closed)) {
+            PrState::Closed
+        } else {
+            PrState::Open
+        })
+    }
+}
+
+impl GitHubForge {
+    /// True unless the head branch lives in another repository (a fork): only branches pushed to
+    /// this repository are the agent's.
+    fn is_own_head(&self, pr: &octocrab::models::pulls::PullRequest) -> bool {
+        pr.head.repo.as_ref().is_none_or(|repo| {
+            repo.name.eq_ignore_ascii_case(&self.repo)
+                && repo
+                    .owner
+                    .as_ref()
+                    .is_none_or(|owner| owner.login.eq_ignore_ascii_case(&self.owner))
         })
     }
 }

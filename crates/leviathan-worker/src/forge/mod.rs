@@ -1,13 +1,17 @@
-//! Forges host the pull request. A [`Forge`] provides two primitives; [`open_pull_request`]
-//! holds the policy (reuse an open PR for the branch, create one otherwise, and treat
-//! "already exists" as a race to resolve by looking again).
+//! Forges host the pull request. A [`Forge`] provides the primitives; [`open_pull_request`]
+//! holds the worker's policy (reuse an open PR for the branch, create one otherwise, and treat
+//! "already exists" as a race to resolve by looking again). The scheduler reads the forge too:
+//! [`Forge::list_open`] and [`Forge::state`] reconcile the open-PR latch with what the forge says.
 
 mod github;
 
 use std::fmt;
 
 use async_trait::async_trait;
-use leviathan_core::{AttemptId, TaskId, model::TaskSpec};
+use leviathan_core::{
+    AttemptId, TaskId,
+    model::{PrState, TaskSpec},
+};
 
 pub use self::github::GitHubForge;
 
@@ -35,6 +39,17 @@ pub struct PullRequest {
     pub url: String,
     /// True when an already open pull request for the branch was reused.
     pub reused: bool,
+}
+
+/// An open pull request as a listing reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenPullRequest {
+    /// Its number.
+    pub number: u64,
+    /// Its web URL (empty when the forge reported none).
+    pub url: String,
+    /// Its head branch (without an `owner:` prefix).
+    pub head: String,
 }
 
 /// What went wrong talking to the forge.
@@ -78,6 +93,12 @@ pub trait Forge: Send + Sync + fmt::Debug {
 
     /// Opens a pull request.
     async fn create(&self, spec: &PullRequestSpec) -> Result<PullRequest, ForgeError>;
+
+    /// Every open pull request whose head branch starts with `head_prefix` (all pages).
+    async fn list_open(&self, head_prefix: &str) -> Result<Vec<OpenPullRequest>, ForgeError>;
+
+    /// Whether pull request `number` is open, merged or closed without merging.
+    async fn state(&self, number: u64) -> Result<PrState, ForgeError>;
 }
 
 /// Reuses the open pull request for `spec.head`, or creates one; a concurrent creation
@@ -155,6 +176,12 @@ mod tests {
         }
         async fn create(&self, _spec: &PullRequestSpec) -> Result<PullRequest, ForgeError> {
             self.creations.lock().unwrap().remove(0)
+        }
+        async fn list_open(&self, _prefix: &str) -> Result<Vec<OpenPullRequest>, ForgeError> {
+            Err(ForgeError::Unavailable("not scripted".into()))
+        }
+        async fn state(&self, _number: u64) -> Result<PrState, ForgeError> {
+            Err(ForgeError::Unavailable("not scripted".into()))
         }
     }
 
