@@ -98,40 +98,50 @@ fn format_u64(buf: &mut [u8; 20], mut value: u64) -> &[u8] {
     &buf[start..]
 }
 
+/// Bytes that must be escaped in a JSON string: control characters, `"` and `\\`.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = true;
+        i += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Appends `s` as a JSON string with minimal escaping.
+///
+/// Copies the runs between escapes in one go: this runs for every string of every event that is
+/// hashed or verified.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => &[],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run_start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(&[
+    let mut rest = s.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| NEEDS_ESCAPE[b as usize]) {
+        out.extend_from_slice(&rest[..at]);
+        let b = rest[at];
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[(b >> 4) as usize],
                 HEX[(b & 0xf) as usize],
-            ]);
-        } else {
-            out.extend_from_slice(escape);
+            ]),
         }
-        run_start = i + 1;
+        rest = &rest[at + 1..];
     }
-    out.extend_from_slice(&bytes[run_start..]);
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 

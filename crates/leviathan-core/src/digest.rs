@@ -42,16 +42,41 @@ impl Sha256Digest {
     }
 
     /// Parses 64 lowercase hex characters; uppercase is refused so that one digest has one spelling.
+    ///
+    /// Table-driven: verification parses one digest per event, so this sits on its hot path.
     pub fn parse_hex(s: &str) -> Result<Self, DigestError> {
-        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(DigestError(crate::text::ellipsize(s, 80)));
+        let bytes = s.as_bytes();
+        let invalid = || DigestError(crate::text::ellipsize(s, 80));
+        if bytes.len() != 64 {
+            return Err(invalid());
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)
-            .map_err(|_| DigestError(crate::text::ellipsize(s, 80)))?;
+        for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+            if (hi | lo) & 0xf0 != 0 {
+                return Err(invalid());
+            }
+            *slot = (hi << 4) | lo;
+        }
         Ok(Self(out))
     }
 }
+
+/// The value of each lowercase hex digit, and 0xff for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Incremental SHA-256 for streamed content (artifact uploads).
 #[derive(Clone, Default)]

@@ -77,7 +77,9 @@ impl Timestamp {
     /// Hand-rolled rather than `format!`: it runs once per event on the verification path.
     pub fn write_canonical(&self, out: &mut Vec<u8>) {
         use chrono::{Datelike, Timelike};
-        let year = self.0.year();
+        // One decomposition of the UTC date-time, not one per field.
+        let dt = self.0.naive_utc();
+        let year = dt.year();
         if !(0..=9999).contains(&year) {
             // Outside RFC 3339's four-digit years; chrono's own spelling keeps it unambiguous.
             out.extend_from_slice(
@@ -88,14 +90,14 @@ impl Timestamp {
             );
             return;
         }
-        let micros = self.0.nanosecond() % 1_000_000_000 / 1_000;
+        let micros = dt.nanosecond() % 1_000_000_000 / 1_000;
         let mut buf = *b"0000-00-00T00:00:00.000000Z";
         put_digits(&mut buf[0..4], year as u32);
-        put_digits(&mut buf[5..7], self.0.month());
-        put_digits(&mut buf[8..10], self.0.day());
-        put_digits(&mut buf[11..13], self.0.hour());
-        put_digits(&mut buf[14..16], self.0.minute());
-        put_digits(&mut buf[17..19], self.0.second());
+        put_digits(&mut buf[5..7], dt.month());
+        put_digits(&mut buf[8..10], dt.day());
+        put_digits(&mut buf[11..13], dt.hour());
+        put_digits(&mut buf[14..16], dt.minute());
+        put_digits(&mut buf[17..19], dt.second());
         put_digits(&mut buf[20..26], micros);
         out.extend_from_slice(&buf);
     }
