@@ -5,4 +5,5 @@
 pub use leviathan_api as api;
 pub use leviathan_core as core;
 
+pub mod scheduler;
 pub mod stores;

@@ -1,0 +1,362 @@
+//! One scheduling cycle: sync, reconcile, plan, record the decisions, dispatch.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use leviathan_core::{
+    AttemptId, AttemptSpec, Expectations, ExpectedVersion, StreamId, TargetId, TaskId, Timestamp,
+    catalogue::{
+        AttemptCreated, AttemptTimedOut, CircuitClosed, CircuitOpened, JobSubmitted,
+        RetryScheduled, TaskBlocked, TaskFailed, TaskTransition,
+    },
+    graph::{AttemptNode, Graph},
+    plan::{Action, Dispatch, PlanContext, Skip, plan, retry_delay},
+};
+
+use super::{
+    ClosedTarget, CycleReport, Dispatched, Inner, Recorded, SchedulerError, Served, outcome::Start,
+};
+
+/// What a cycle may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Everything, dispatch included.
+    Dispatch,
+    /// Record the planner's decisions only: no backlog, no forge, no dispatch.
+    RecordOnly,
+}
+
+impl Inner {
+    pub(super) async fn cycle(self: &Arc<Self>, mode: Mode) -> Result<CycleReport, SchedulerError> {
+        let mut report = CycleReport::default();
+        self.ledger.catch_up().await?;
+        let mut in_backlog: BTreeMap<TargetId, BTreeSet<TaskId>> = BTreeMap::new();
+        let mut forge_open_prs = BTreeMap::new();
+        let mut closed: BTreeMap<TargetId, String> = BTreeMap::new();
+        if mode == Mode::Dispatch {
+            self.retry_unrecovered().await;
+            for (target_id, served) in &self.targets {
+                match self.sync_target(served).await? {
+                    Ok(tasks) => {
+                        in_backlog.insert(target_id.clone(), tasks);
+                    }
+                    Err(reason) => {
+                        closed.insert(target_id.clone(), reason);
+                    }
+                }
+                match self.reconcile(target_id, served).await? {
+                    Ok(open) => {
+                        forge_open_prs.insert(target_id.clone(), open);
+                    }
+                    Err(reason) => {
+                        closed
+                            .entry(target_id.clone())
+                            .and_modify(|r| {
+                                r.push_str("; ");
+                                r.push_str(&reason);
+                            })
+                            .or_insert(reason);
+                    }
+                }
+            }
+            for (target_id, reason) in &closed {
+                tracing::warn!(
+                    "target {target_id}: {reason}; dispatching nothing for it this cycle"
+                );
+                report.closed.push(ClosedTarget {
+                    target_id: target_id.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+
+        let now = self.clock.now();
+        let ctx = PlanContext {
+            now,
+            forge_open_prs,
+        };
+        let (planned, dispatches) = {
+            let graph = self.ledger.graph().await;
+            let planned = plan(&graph, &self.policy(), &ctx);
+            let dispatches: Vec<(Dispatch, u64)> = planned
+                .dispatch
+                .iter()
+                .map(|d| {
+                    let stream = StreamId::task(&d.target_id, &d.task_id);
+                    (d.clone(), graph.stream_version(&stream))
+                })
+                .collect();
+            let actions: Vec<Action> = planned
+                .actions
+                .into_iter()
+                .filter(|a| self.serves_action(&graph, a))
+                .collect();
+            let skipped: Vec<Skip> = planned
+                .skipped
+                .into_iter()
+                .filter(|s| self.targets.contains_key(&s.target_id))
+                .collect();
+            ((actions, skipped), dispatches)
+        };
+        let (actions, skipped) = planned;
+
+        for action in actions {
+            if self.record_action(&action, now).await? {
+                report.actions.push(action);
+            }
+        }
+        self.log_skips(&skipped);
+        report.skipped = skipped;
+
+        if mode == Mode::Dispatch {
+            for (dispatch, version) in dispatches {
+                let label = format!("{}/{}", dispatch.target_id, dispatch.task_id);
+                if closed.contains_key(&dispatch.target_id) {
+                    tracing::info!("skip {label}: the target failed closed this cycle");
+                    continue;
+                }
+                if !in_backlog
+                    .get(&dispatch.target_id)
+                    .is_some_and(|tasks| tasks.contains(&dispatch.task_id))
+                {
+                    tracing::info!("skip {label}: not in the backlog any more");
+                    continue;
+                }
+                if let Some(dispatched) = self.dispatch(&dispatch, version).await? {
+                    report.dispatched.push(dispatched);
+                }
+            }
+        }
+        self.cycles.send_modify(|n| *n += 1);
+        Ok(report)
+    }
+
+    /// True when the action concerns a served target (the planner sees the whole graph).
+    fn serves_action(&self, graph: &Graph, action: &Action) -> bool {
+        let target = match action {
+            Action::ScheduleRetry { target_id, .. }
+            | Action::FailTask { target_id, .. }
+            | Action::BlockTask { target_id, .. }
+            | Action::OpenCircuit { target_id, .. }
+            | Action::CloseCircuit { target_id } => Some(target_id),
+            Action::TimeOut { attempt_id, .. } => graph.attempt(attempt_id).map(|a| &a.target_id),
+        };
+        target.is_some_and(|t| self.targets.contains_key(t))
+    }
+
+    /// Records one decision; false when the ledger refused it (another writer got there first).
+    async fn record_action(&self, action: &Action, now: Timestamp) -> Result<bool, SchedulerError> {
+        let (event, line) = match action {
+            Action::ScheduleRetry {
+                target_id,
+                task_id,
+                retry_number,
+                attempt_id,
+            } => {
+                let Some(served) = self.targets.get(target_id) else {
+                    return Ok(false);
+                };
+                let delay = retry_delay(&served.config.policy.retry, *retry_number, self.unit());
+                let not_before = now.saturating_add(delay);
+                (
+                    self.event(&RetryScheduled {
+                        target_id: target_id.clone(),
+                        task_id: task_id.clone(),
+                        retry_number: *retry_number,
+                        backoff_seconds: delay.as_secs_f64(),
+                        not_before,
+                        attempt_id: attempt_id.clone(),
+                    }),
+                    format!(
+                        "retry {target_id}/{task_id} #{retry_number} not before {not_before} (backoff {:.1} s)",
+                        delay.as_secs_f64()
+                    ),
+                )
+            }
+            Action::FailTask {
+                target_id,
+                task_id,
+                reason,
+            } => (
+                self.event(&TaskFailed(transition(target_id, task_id, reason))),
+                format!("fail {target_id}/{task_id}: {reason}"),
+            ),
+            Action::BlockTask {
+                target_id,
+                task_id,
+                reason,
+            } => (
+                self.event(&TaskBlocked(transition(target_id, task_id, reason))),
+                format!("block {target_id}/{task_id}: {reason}"),
+            ),
+            Action::OpenCircuit {
+                target_id,
+                consecutive_failures,
+                open_until,
+            } => (
+                self.event(&CircuitOpened {
+                    target_id: target_id.clone(),
+                    consecutive_failures: *consecutive_failures,
+                    open_until: *open_until,
+                }),
+                format!(
+                    "circuit {target_id} opened after {consecutive_failures} consecutive failures, until {open_until}"
+                ),
+            ),
+            Action::CloseCircuit { target_id } => (
+                self.event(&CircuitClosed {
+                    target_id: target_id.clone(),
+                    reason: Some("an attempt succeeded since it opened".to_owned()),
+                }),
+                format!("circuit {target_id} closed: an attempt succeeded since it opened"),
+            ),
+            Action::TimeOut {
+                attempt_id,
+                deadline_seconds,
+            } => (
+                self.event(&AttemptTimedOut {
+                    attempt_id: attempt_id.clone(),
+                    deadline_seconds: Some(*deadline_seconds),
+                    summary: Some(format!(
+                        "attempt exceeded its deadline of {deadline_seconds} s"
+                    )),
+                }),
+                format!("timeout attempt={attempt_id} after {deadline_seconds} s"),
+            ),
+        };
+        match self.record(vec![event], Expectations::Derived).await? {
+            Recorded::Appended => tracing::info!("{line}"),
+            Recorded::Refused(reason) => {
+                tracing::info!("not recorded ({line}): {reason}");
+                return Ok(false);
+            }
+        }
+        // Recorded first, so that the run's own recording finds the attempt ended.
+        if let Action::TimeOut { attempt_id, .. } = action
+            && self.runs.contains(attempt_id)
+            && let Err(error) = self.executor.cancel(attempt_id).await
+        {
+            tracing::warn!("cannot cancel attempt={attempt_id} on the executor: {error}");
+        }
+        Ok(true)
+    }
+
+    /// Logs each waiting task once per reason (not every cycle).
+    fn log_skips(&self, skipped: &[Skip]) {
+        let mut logged = self
+            .logged_skips
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for skip in skipped {
+            let reason = skip.reason.to_string();
+            let key = (skip.target_id.clone(), skip.task_id.clone());
+            if logged.get(&key) != Some(&reason) {
+                tracing::info!("skip {}/{}: {reason}", skip.target_id, skip.task_id);
+                logged.insert(key, reason);
+            }
+        }
+    }
+
+    /// Creates the attempt under the task stream's version the plan saw, then runs it.
+    /// `None` when another writer changed the task first.
+    async fn dispatch(
+        self: &Arc<Self>,
+        dispatch: &Dispatch,
+        task_version: u64,
+    ) -> Result<Option<Dispatched>, SchedulerError> {
+        let Some(served) = self.targets.get(&dispatch.target_id) else {
+            return Ok(None);
+        };
+        let label = format!("{}/{}", dispatch.target_id, dispatch.task_id);
+        let attempt_id = AttemptId::generate();
+        let deadline = Duration::from_secs(dispatch.deadline.as_secs().max(1));
+        let created = self.event(&AttemptCreated {
+            attempt_id: attempt_id.clone(),
+            task_id: dispatch.task_id.clone(),
+            target_id: dispatch.target_id.clone(),
+            attempt_number: dispatch.attempt_number,
+            executor: Some(self.executor.name().to_owned()),
+            deadline_seconds: Some(deadline.as_secs()),
+        });
+        let expectation = (
+            StreamId::task(&dispatch.target_id, &dispatch.task_id),
+            ExpectedVersion::at(task_version),
+        );
+        if let Recorded::Refused(reason) = self
+            .record(vec![created], Expectations::Explicit(vec![expectation]))
+            .await?
+        {
+            tracing::info!(
+                "skip {label}: the task changed since it was planned (another scheduler?): {reason}"
+            );
+            return Ok(None);
+        }
+        tracing::info!(
+            "dispatch {label} attempt={attempt_id} #{}{}",
+            dispatch.attempt_number,
+            if dispatch.probe {
+                " (half-open circuit probe)"
+            } else {
+                ""
+            }
+        );
+        let submitted = self.event(&JobSubmitted {
+            attempt_id: attempt_id.clone(),
+            executor: self.executor.name().to_owned(),
+            job_name: None,
+            namespace: None,
+        });
+        if let Recorded::Refused(reason) =
+            self.record(vec![submitted], Expectations::Derived).await?
+        {
+            tracing::warn!("job.submitted of attempt={attempt_id} not recorded: {reason}");
+        }
+        let spec = AttemptSpec {
+            attempt_id: attempt_id.clone(),
+            attempt_number: dispatch.attempt_number,
+            task_id: dispatch.task_id.clone(),
+            target_id: dispatch.target_id.clone(),
+            repo_url: served.config.repo_url.clone(),
+            base_branch: served.config.default_branch.clone(),
+            deadline,
+            env: self.worker_env(&served.config),
+        };
+        self.spawn_run(spec, Start::Run);
+        Ok(Some(Dispatched {
+            target_id: dispatch.target_id.clone(),
+            task_id: dispatch.task_id.clone(),
+            attempt_id,
+            attempt_number: dispatch.attempt_number,
+            probe: dispatch.probe,
+        }))
+    }
+
+    /// The spec of an attempt already in the graph (for re-attaching to it).
+    pub(super) fn spec_of(&self, attempt: &AttemptNode, served: &Served) -> AttemptSpec {
+        AttemptSpec {
+            attempt_id: attempt.attempt_id.clone(),
+            attempt_number: attempt.attempt_number,
+            task_id: attempt.task_id.clone(),
+            target_id: attempt.target_id.clone(),
+            repo_url: served.config.repo_url.clone(),
+            base_branch: served.config.default_branch.clone(),
+            deadline: attempt
+                .deadline_seconds
+                .map_or(served.config.policy.attempt_timeout, Duration::from_secs),
+            env: self.worker_env(&served.config),
+        }
+    }
+}
+
+fn transition(target_id: &TargetId, task_id: &TaskId, reason: &str) -> TaskTransition {
+    TaskTransition {
+        target_id: target_id.clone(),
+        task_id: task_id.clone(),
+        reason: Some(reason.to_owned()),
+        attempt_id: None,
+        status: None,
+    }
+}
