@@ -1,0 +1,418 @@
+//! What the scheduler's runner tests share: a target repository on `FakeGitHub` with a backlog,
+//! the real ledger on memory stores, the real forge and backlog fetch, and a scripted executor
+//! (outcomes chosen per task; successes push a real branch and open a real pull request).
+//!
+//! Time: tests run on tokio's paused clock and hold it still with [`Frozen`] while real I/O
+//! (git, HTTP) happens, so time moves only when a test calls `tokio::time::advance`.
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::Path,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use leviathan::scheduler::{GitBacklog, Scheduler, SchedulerBuilder, SchedulerOptions};
+use leviathan_core::{
+    AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Event, Executor, ExecutorError, Ledger,
+    catalogue::{EventBody, validate},
+    memory::{MemoryEventStore, MemoryGraphStore},
+    model::{Failure, FailureClass, FailureKind},
+    target::{TargetConfig, parse_target_config},
+};
+use leviathan_testkit::github::{FakeGitHub, PullSummary};
+use leviathan_worker::{
+    Secret,
+    forge::{Forge, GitHubForge, PullRequestSpec},
+};
+use tokio::sync::Notify;
+
+pub(crate) const TARGET: &str = "demo";
+pub(crate) const OWNER: &str = "acme";
+pub(crate) const REPO: &str = "widgets";
+
+/// The scheduler's decision lines go to the test's output (shown when a test fails).
+pub(crate) fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LEVIATHAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("leviathan=info")),
+        )
+        .try_init();
+}
+
+/// Keeps tokio's paused clock from auto-advancing while it lives: a blocking task in flight
+/// inhibits auto-advance (documented on `tokio::time::pause`), so real I/O can take its time.
+pub(crate) struct Frozen {
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+pub(crate) fn freeze() -> Frozen {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || {
+        // Returns when the sender is dropped.
+        let _ = wait.recv();
+    });
+    Frozen { _release: release }
+}
+
+/// One scripted run.
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    /// Push a branch with a commit and open a real pull request, then report success.
+    Succeed,
+    /// Report a failure.
+    Fail(FailureKind, FailureClass),
+    /// Run until cancelled (then report `cancelled` as the local executor does).
+    Hang,
+    /// The executor itself fails.
+    Error { transient: bool },
+}
+
+/// An in-process executor whose outcomes the test scripts per task.
+#[derive(Debug)]
+pub(crate) struct ScriptedExecutor {
+    script: Mutex<BTreeMap<String, VecDeque<Step>>>,
+    started: Mutex<Vec<AttemptSpec>>,
+    cancelled: Mutex<Vec<AttemptId>>,
+    running: Hanging,
+    forge: Arc<GitHubForge>,
+    token: String,
+}
+
+impl ScriptedExecutor {
+    /// Queues `steps` for the next runs of `task`.
+    pub(crate) fn script(&self, task: &str, steps: &[Step]) {
+        self.script
+            .lock()
+            .unwrap()
+            .entry(task.to_owned())
+            .or_default()
+            .extend(steps.iter().cloned());
+    }
+
+    /// Every attempt started so far, in order.
+    pub(crate) fn started(&self) -> Vec<AttemptSpec> {
+        self.started.lock().unwrap().clone()
+    }
+
+    /// Every cancel received so far.
+    pub(crate) fn cancelled(&self) -> Vec<AttemptId> {
+        self.cancelled.lock().unwrap().clone()
+    }
+
+    async fn deliver(&self, spec: &AttemptSpec) -> Result<AttemptResult, String> {
+        let branch = format!("agent/{}-{}", spec.task_id, spec.attempt_id);
+        let repo_url = spec.repo_url.clone();
+        let base = spec.base_branch.clone();
+        let token = self.token.clone();
+        let head = branch.clone();
+        let commit_sha =
+            tokio::task::spawn_blocking(move || push_branch(&repo_url, &base, &head, &token))
+                .await
+                .map_err(|e| e.to_string())??;
+        let pr = self
+            .forge
+            .create(&PullRequestSpec {
+                head: branch.clone(),
+                base: spec.base_branch.clone(),
+                title: format!("Leviathan: {}", spec.task_id),
+                body: "scripted".into(),
+                draft: false,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(AttemptResult::Succeeded {
+            branch,
+            commit_sha,
+            pr_number: pr.number,
+            pr_url: pr.url,
+        })
+    }
+}
+
+#[async_trait]
+impl Executor for ScriptedExecutor {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    async fn run(&self, spec: &AttemptSpec) -> Result<AttemptOutcome, ExecutorError> {
+        self.started.lock().unwrap().push(spec.clone());
+        let step = self
+            .script
+            .lock()
+            .unwrap()
+            .get_mut(spec.task_id.as_str())
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Step::Fail(FailureKind::Setup, FailureClass::Permanent));
+        let outcome = |result| AttemptOutcome {
+            attempt_id: spec.attempt_id.clone(),
+            result,
+            artifacts: Vec::new(),
+        };
+        match step {
+            Step::Succeed => match self.deliver(spec).await {
+                Ok(result) => Ok(outcome(result)),
+                Err(e) => panic!("the scripted delivery failed: {e}"),
+            },
+            Step::Fail(kind, class) => Ok(outcome(AttemptResult::Failed(Failure {
+                kind,
+                class,
+                summary: format!("scripted {kind}"),
+            }))),
+            Step::Hang => {
+                self.running.wait(&spec.attempt_id).await;
+                Ok(outcome(AttemptResult::Failed(Failure {
+                    kind: FailureKind::Cancelled,
+                    class: FailureClass::Permanent,
+                    summary: "cancelled".into(),
+                })))
+            }
+            Step::Error { transient } => Err(if transient {
+                ExecutorError::Unavailable {
+                    reason: "scripted outage".into(),
+                    source: None,
+                }
+            } else {
+                ExecutorError::Rejected {
+                    reason: "scripted refusal".into(),
+                    source: None,
+                }
+            }),
+        }
+    }
+
+    async fn cancel(&self, attempt_id: &AttemptId) -> Result<(), ExecutorError> {
+        self.cancelled.lock().unwrap().push(attempt_id.clone());
+        if self.running.cancel(attempt_id) {
+            Ok(())
+        } else {
+            Err(ExecutorError::NotFound(attempt_id.clone()))
+        }
+    }
+}
+
+/// Pushes `head` (one new commit on `base`) to `repo_url` with `token`; returns the commit.
+fn push_branch(repo_url: &str, base: &str, head: &str, token: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let repo = dir.path().join("repo");
+    let git = |cwd: &Path, args: &[&str]| -> Result<String, String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("HOME", dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_AUTHOR_NAME", "Scripted")
+            .env("GIT_AUTHOR_EMAIL", "scripted@example.com")
+            .env("GIT_COMMITTER_NAME", "Scripted")
+            .env("GIT_COMMITTER_EMAIL", "scripted@example.com")
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: Bearer {token}"),
+            )
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(format!(
+                "git {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    git(
+        dir.path(),
+        &[
+            "clone", "--quiet", "--depth", "1", "--branch", base, repo_url, "repo",
+        ],
+    )?;
+    std::fs::write(repo.join(format!("{}.txt", head.replace('/', "-"))), head)
+        .map_err(|e| e.to_string())?;
+    git(&repo, &["checkout", "--quiet", "-b", head])?;
+    git(&repo, &["add", "--all"])?;
+    git(&repo, &["commit", "--quiet", "-m", head])?;
+    git(
+        &repo,
+        &[
+            "push",
+            "--quiet",
+            "origin",
+            &format!("HEAD:refs/heads/{head}"),
+        ],
+    )?;
+    git(&repo, &["rev-parse", "HEAD"])
+}
+
+/// A target repository with a backlog, the ledger, the forge and the scripted executor.
+pub(crate) struct World {
+    pub(crate) github: FakeGitHub,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) executor: Arc<ScriptedExecutor>,
+    pub(crate) forge: Arc<GitHubForge>,
+    pub(crate) repo_url: String,
+}
+
+impl World {
+    /// A repository whose `.leviathan/backlog.yaml` is `backlog`.
+    pub(crate) async fn start(backlog: &str) -> Self {
+        init_logs();
+        let github = FakeGitHub::start().await.expect("FakeGitHub");
+        let repo_url = github
+            .create_repo_with_files(
+                OWNER,
+                REPO,
+                "main",
+                &[
+                    ("README.md", "# widgets\n"),
+                    (".leviathan/backlog.yaml", backlog),
+                ],
+            )
+            .await
+            .expect("seed repository");
+        let ledger = Arc::new(
+            Ledger::open(
+                Arc::new(MemoryEventStore::new()),
+                Arc::new(MemoryGraphStore::new()),
+            )
+            .await
+            .expect("ledger"),
+        );
+        let forge = Arc::new(
+            GitHubForge::new(&github.api_url(), &Secret::new(github.token()), &repo_url)
+                .expect("forge"),
+        );
+        let executor = Arc::new(ScriptedExecutor {
+            script: Mutex::default(),
+            started: Mutex::default(),
+            cancelled: Mutex::default(),
+            running: Hanging::default(),
+            forge: forge.clone(),
+            token: github.token().to_owned(),
+        });
+        Self {
+            github,
+            ledger,
+            executor,
+            forge,
+            repo_url,
+        }
+    }
+
+    /// The target's configuration: `guardrails` is YAML under `guardrails:` (indented by two).
+    pub(crate) fn target(&self, autonomy: &str, guardrails: &str) -> TargetConfig {
+        let text = format!(
+            "name: {TARGET}\nrepo_url: {}\ndefault_branch: main\n{autonomy}\nguardrails:\n  allowed_path_prefixes: [docs/, src/]\n{guardrails}",
+            self.repo_url
+        );
+        parse_target_config("demo.yaml", &text, None).expect("target config")
+    }
+
+    /// A scheduler over this world with `config`, jitter seeded with `seed`.
+    pub(crate) fn builder(&self, config: TargetConfig, seed: u64) -> SchedulerBuilder {
+        Scheduler::builder(
+            self.ledger.clone(),
+            self.executor.clone() as Arc<dyn Executor>,
+        )
+        .target(config, self.forge.clone() as Arc<dyn Forge>)
+        .backlog(GitBacklog::new(Some(Secret::new(self.github.token()))))
+        .seed(seed)
+        .options(SchedulerOptions {
+            max_running_global: 8,
+            ..SchedulerOptions::default()
+        })
+    }
+
+    /// Every event of the log.
+    pub(crate) async fn events(&self) -> Vec<Event> {
+        self.ledger.events().read(0, 100_000).await.expect("read")
+    }
+
+    /// The events of one type, parsed.
+    pub(crate) async fn of_type(&self, event_type: &str) -> Vec<(Event, EventBody)> {
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == event_type)
+            .map(|e| {
+                let body = validate(&leviathan_core::NewEvent {
+                    event_id: e.event_id.clone(),
+                    event_type: e.event_type.clone(),
+                    timestamp: e.timestamp,
+                    actor_id: e.actor_id.clone(),
+                    payload: e.payload.clone(),
+                })
+                .expect("valid")
+                .body;
+                (e, body)
+            })
+            .collect()
+    }
+
+    /// How many events of `event_type` there are.
+    pub(crate) async fn count(&self, event_type: &str) -> usize {
+        self.of_type(event_type).await.len()
+    }
+
+    /// Task ids of the `attempt.created` events, in order.
+    pub(crate) async fn dispatched_tasks(&self) -> Vec<String> {
+        self.of_type("attempt.created")
+            .await
+            .into_iter()
+            .map(|(e, _)| e.payload["task_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub(crate) fn pulls(&self) -> Vec<PullSummary> {
+        self.github.pull_requests(OWNER, REPO).unwrap()
+    }
+}
+
+/// Attempts that hang until cancelled.
+#[derive(Debug, Default)]
+pub(crate) struct Hanging {
+    gates: Mutex<BTreeMap<AttemptId, Arc<Notify>>>,
+}
+
+impl Hanging {
+    /// Waits until `attempt` is cancelled.
+    async fn wait(&self, attempt: &AttemptId) {
+        let gate = self
+            .gates
+            .lock()
+            .unwrap()
+            .entry(attempt.clone())
+            .or_default()
+            .clone();
+        gate.notified().await;
+        self.gates.lock().unwrap().remove(attempt);
+    }
+
+    /// Releases `attempt`; false when it is not hanging.
+    fn cancel(&self, attempt: &AttemptId) -> bool {
+        match self.gates.lock().unwrap().get(attempt) {
+            Some(gate) => {
+                gate.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Advances the paused clock to just past `target` (from `now`).
+pub(crate) async fn advance_past(
+    target: leviathan_core::Timestamp,
+    now: leviathan_core::Timestamp,
+) {
+    tokio::time::advance(target.saturating_since(now) + Duration::from_millis(1)).await;
+}
