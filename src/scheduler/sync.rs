@@ -5,10 +5,17 @@ use std::collections::BTreeSet;
 use leviathan_core::{
     Expectations, NewEvent, Payload as _, TaskId,
     backlog::Backlog,
-    catalogue::{TargetRegistered, TargetUpdated, TaskCreated, TaskDefinition, TaskUpdated},
+    catalogue::{
+        TargetRegistered, TargetUpdated, TaskBlocked, TaskCreated, TaskDefinition, TaskTransition,
+        TaskUpdated,
+    },
     graph::Graph,
+    model::TaskStatus,
     target::TargetConfig,
 };
+
+/// Why a task that left the backlog is blocked.
+const REMOVED: &str = "no longer in the backlog (change its definition to run it again)";
 
 use super::{Inner, Recorded, SchedulerError, Served};
 
@@ -83,6 +90,7 @@ enum Change {
     Updated(TargetUpdated),
     Created(TaskDefinition),
     Redefined(TaskDefinition),
+    Removed(TaskTransition),
 }
 
 impl Change {
@@ -93,6 +101,7 @@ impl Change {
             Self::Updated(p) => (TargetUpdated::EVENT_TYPE, p.to_value()),
             Self::Created(d) => (TaskCreated::EVENT_TYPE, TaskCreated(d.clone()).to_value()),
             Self::Redefined(d) => (TaskUpdated::EVENT_TYPE, TaskUpdated(d.clone()).to_value()),
+            Self::Removed(t) => (TaskBlocked::EVENT_TYPE, TaskBlocked(t.clone()).to_value()),
         }
     }
 
@@ -105,6 +114,7 @@ impl Change {
             Self::Updated(p) => format!("update target {}", p.target_id),
             Self::Created(d) => format!("task {}/{} created", d.target_id, d.task_id),
             Self::Redefined(d) => format!("task {}/{} updated", d.target_id, d.task_id),
+            Self::Removed(t) => format!("block {}/{}: {REMOVED}", t.target_id, t.task_id),
         }
     }
 }
@@ -141,9 +151,23 @@ fn registration(graph: &Graph, config: &TargetConfig) -> Vec<Change> {
 }
 
 /// `task.created` for tasks the graph lacks, `task.updated` for those whose definition or place
-/// in the backlog changed.
+/// in the backlog changed, and `task.blocked` for pending tasks the backlog no longer has (a
+/// worker would not find them).
 fn task_changes(graph: &Graph, config: &TargetConfig, backlog: &Backlog) -> Vec<Change> {
-    backlog
+    let listed: BTreeSet<&TaskId> = backlog.tasks.iter().map(|t| &t.id).collect();
+    let removed = graph
+        .tasks_of(&config.name)
+        .filter(|t| t.status == TaskStatus::Pending && !listed.contains(&t.task_id))
+        .map(|t| {
+            Change::Removed(TaskTransition {
+                target_id: t.target_id.clone(),
+                task_id: t.task_id.clone(),
+                reason: Some(REMOVED.to_owned()),
+                attempt_id: None,
+                status: None,
+            })
+        });
+    let defined = backlog
         .tasks
         .iter()
         .enumerate()
@@ -164,8 +188,8 @@ fn task_changes(graph: &Graph, config: &TargetConfig, backlog: &Backlog) -> Vec<
                 }
                 Some(_) => None,
             }
-        })
-        .collect()
+        });
+    defined.chain(removed).collect()
 }
 
 #[cfg(test)]
@@ -275,5 +299,21 @@ mod tests {
             redefined,
             [("b".to_owned(), Some(0)), ("a".to_owned(), Some(1))]
         );
+        apply(&ledger, events(&changes)).await;
+
+        // a leaves the backlog: it is blocked, once.
+        let shrunk = parse_backlog("b.yaml", "tasks:\n  - {id: b, title: B}\n").unwrap();
+        let changes = task_changes(&*ledger.graph().await, &target, &shrunk);
+        let blocked: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Removed(t) => t.task_id.to_string(),
+                Change::Redefined(d) => panic!("unexpected update of {}", d.task_id),
+                _ => panic!("only the removal"),
+            })
+            .collect();
+        assert_eq!(blocked, ["a"]);
+        apply(&ledger, events(&changes)).await;
+        assert!(task_changes(&*ledger.graph().await, &target, &shrunk).is_empty());
     }
 }

@@ -199,6 +199,24 @@ impl Executor for ScriptedExecutor {
 
 /// Pushes `head` (one new commit on `base`) to `repo_url` with `token`; returns the commit.
 fn push_branch(repo_url: &str, base: &str, head: &str, token: &str) -> Result<String, String> {
+    push_commit(
+        repo_url,
+        base,
+        &[head],
+        token,
+        &[(&format!("{}.txt", head.replace('/', "-")), head)],
+    )
+}
+
+/// Clones `base` of `repo_url`, commits `files` on it and pushes that commit to every branch in
+/// `heads` (in one push); returns the commit.
+pub(crate) fn push_commit(
+    repo_url: &str,
+    base: &str,
+    heads: &[&str],
+    token: &str,
+    files: &[(&str, &str)],
+) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let repo = dir.path().join("repo");
     let git = |cwd: &Path, args: &[&str]| -> Result<String, String> {
@@ -225,7 +243,7 @@ fn push_branch(repo_url: &str, base: &str, head: &str, token: &str) -> Result<St
         } else {
             Err(format!(
                 "git {}: {}",
-                args.join(" "),
+                args.first().copied().unwrap_or(""),
                 String::from_utf8_lossy(&out.stderr)
             ))
         }
@@ -236,20 +254,22 @@ fn push_branch(repo_url: &str, base: &str, head: &str, token: &str) -> Result<St
             "clone", "--quiet", "--depth", "1", "--branch", base, repo_url, "repo",
         ],
     )?;
-    std::fs::write(repo.join(format!("{}.txt", head.replace('/', "-"))), head)
-        .map_err(|e| e.to_string())?;
-    git(&repo, &["checkout", "--quiet", "-b", head])?;
+    for (path, content) in files {
+        let file = repo.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(file, content).map_err(|e| e.to_string())?;
+    }
     git(&repo, &["add", "--all"])?;
-    git(&repo, &["commit", "--quiet", "-m", head])?;
-    git(
-        &repo,
-        &[
-            "push",
-            "--quiet",
-            "origin",
-            &format!("HEAD:refs/heads/{head}"),
-        ],
-    )?;
+    git(&repo, &["commit", "--quiet", "-m", "scripted change"])?;
+    let refspecs: Vec<String> = heads
+        .iter()
+        .map(|h| format!("HEAD:refs/heads/{h}"))
+        .collect();
+    let mut args = vec!["push", "--quiet", "origin"];
+    args.extend(refspecs.iter().map(String::as_str));
+    git(&repo, &args)?;
     git(&repo, &["rev-parse", "HEAD"])
 }
 
@@ -374,6 +394,61 @@ impl World {
 
     pub(crate) fn pulls(&self) -> Vec<PullSummary> {
         self.github.pull_requests(OWNER, REPO).unwrap()
+    }
+
+    /// Commits `files` to `main` of the target repository (e.g. a new backlog).
+    pub(crate) async fn commit_to_main(&self, files: &[(&str, &str)]) {
+        let (url, token) = (self.repo_url.clone(), self.github.token().to_owned());
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let files: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(p, c)| (p.as_str(), c.as_str()))
+                .collect();
+            push_commit(&url, "main", &["main"], &token, &files)
+        })
+        .await
+        .unwrap()
+        .expect("commit to main");
+    }
+
+    /// Pushes one commit to each of `heads` and opens a pull request for each; returns their
+    /// numbers.
+    pub(crate) async fn open_pulls(&self, heads: &[String]) -> Vec<u64> {
+        let (url, token) = (self.repo_url.clone(), self.github.token().to_owned());
+        let branches = heads.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let heads: Vec<&str> = branches.iter().map(String::as_str).collect();
+            push_commit(
+                &url,
+                "main",
+                &heads,
+                &token,
+                &[("docs/extra.md", "extra\n")],
+            )
+        })
+        .await
+        .unwrap()
+        .expect("push branches");
+        let mut numbers = Vec::new();
+        for head in heads {
+            let pr = self
+                .forge
+                .create(&PullRequestSpec {
+                    head: head.clone(),
+                    base: "main".into(),
+                    title: format!("PR of {head}"),
+                    body: String::new(),
+                    draft: false,
+                })
+                .await
+                .expect("create the pull request");
+            numbers.push(pr.number);
+        }
+        numbers
     }
 }
 
