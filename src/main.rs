@@ -35,6 +35,8 @@ enum Command {
     K8s(cli::k8s::Args),
     /// Run one attempt end to end (configured by the environment; executors start this)
     Worker(cli::worker::Args),
+    /// Run the scheduler: sync backlogs, dispatch attempts, record every decision
+    Schedule(cli::schedule::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
             Command::Token(args) => cli::token::run(args).await,
             Command::K8s(args) => cli::k8s::run(args).await,
             Command::Worker(args) => cli::worker::run(args).await,
+            Command::Schedule(args) => cli::schedule::run(args).await,
         }
     })
 }

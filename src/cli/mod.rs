@@ -10,6 +10,7 @@ pub(crate) mod failures;
 pub(crate) mod graph;
 pub(crate) mod invalidate;
 pub(crate) mod k8s;
+pub(crate) mod schedule;
 pub(crate) mod serve;
 mod source;
 pub(crate) mod token;

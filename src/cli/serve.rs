@@ -12,7 +12,10 @@ use leviathan::{
 };
 use tokio::net::TcpListener;
 
-use super::{CliError, finish, init_logging};
+use super::{
+    CliError, finish, init_logging,
+    schedule::{self, RunArgs, WorkerDefaults},
+};
 
 /// How long a shutdown waits for in-flight requests before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -62,6 +65,14 @@ pub(crate) struct Args {
     /// Log format (logs go to stderr)
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Also run the scheduler in this process, on the same ledger, for these targets (files, or
+    /// NAME for ~/.leviathan/targets/NAME.yaml); see `leviathan schedule --help` for its
+    /// environment. On SIGTERM it stops first, so that running attempts can still report here.
+    #[arg(long = "schedule", value_name = "TARGET", num_args = 1..)]
+    schedule: Vec<String>,
+    /// How the scheduler runs (with --schedule)
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -75,6 +86,7 @@ async fn serve(args: Args) -> Result<(), CliError> {
             "--max-body-bytes, --max-events-per-bundle and --request-timeout must be positive",
         ));
     }
+    let targets = schedule::load_targets(&args.schedule)?;
     let token_file = args
         .token_file
         .clone()
@@ -101,6 +113,7 @@ async fn serve(args: Args) -> Result<(), CliError> {
     limits.artifact_bytes = args.max_artifact_bytes;
     limits.events_per_bundle = args.max_events_per_bundle;
     limits.request_timeout = Duration::from_secs(args.request_timeout);
+    let worker_token = (!targets.is_empty()).then(|| resolved.token.expose().to_owned());
     let config = ApiConfig::new(resolved.token)
         .with_limits(limits)
         .with_metrics_auth(args.metrics_require_auth);
@@ -120,11 +133,49 @@ async fn serve(args: Args) -> Result<(), CliError> {
         "control plane listening"
     );
 
+    let scheduler = if targets.is_empty() {
+        None
+    } else {
+        let workers = WorkerDefaults {
+            control_plane_url: Some(format!("http://{}", reachable(addr))),
+            token: worker_token,
+        };
+        let scheduler = schedule::build(
+            ledger.clone(),
+            stores.artifacts.clone(),
+            targets,
+            &args.run,
+            workers,
+        )
+        .await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            scheduler
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(targets = ?args.schedule, "scheduler running");
+        Some((stop, task))
+    };
+
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = {
         let state = state.clone();
         async move {
             let signal = shutdown_signal().await;
+            if let Some((stop, task)) = scheduler {
+                tracing::info!(signal, "shutting down: stopping the scheduler first");
+                let _ = stop.send(());
+                match task.await {
+                    Ok(Ok(())) => tracing::info!("scheduler stopped"),
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "the scheduler stopped with an error")
+                    }
+                    Err(error) => tracing::error!(%error, "the scheduler task failed"),
+                }
+            }
             tracing::info!(signal, "shutting down: finishing in-flight requests");
             state.close_streams();
             let _ = stop_tx.send(true);
@@ -147,8 +198,19 @@ async fn serve(args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where a process on this host reaches a server bound to `addr` (the loopback address when it
+/// listens on all of them).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
 /// Waits for SIGTERM or SIGINT; returns the signal's name.
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -1,0 +1,420 @@
+//! `leviathan schedule`: the scheduler over a store or a running control plane, once or as a
+//! daemon. `leviathan serve --schedule` builds the same scheduler inside the control plane.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use leviathan::{
+    api::{
+        client::{ClientError, ControlPlaneClient},
+        token::{self, TOKEN_ENV},
+    },
+    core::{
+        ArtifactStore, Executor, Ledger, Sha256Digest,
+        executor::protocol,
+        memory::MemoryGraphStore,
+        store::{ArtifactError, StoredArtifact},
+        target::{TargetConfig, parse_target_config},
+    },
+    scheduler::{GitBacklog, Scheduler, SchedulerOptions},
+};
+use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
+use leviathan_exec_local::{LocalConfig, LocalExecutor, Secret as WorkerSecret};
+use leviathan_worker::{
+    Secret,
+    config::{DEFAULT_GITHUB_API_URL, LEVIATHAN_GITHUB_API_URL, VARIABLES as WORKER_VARIABLES},
+    forge::{Forge, GitHubForge},
+};
+
+use super::{
+    CliError, SourceArgs, finish, init_logging,
+    serve::{LogFormat, shutdown_signal},
+    source::Source,
+};
+
+/// Run the scheduler: sync backlogs, plan, dispatch attempts and record every decision.
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = environment_help())]
+pub(crate) struct Args {
+    /// A target to serve: a configuration file, or NAME for ~/.leviathan/targets/NAME.yaml
+    /// (repeat for several targets)
+    #[arg(long = "target", value_name = "NAME|PATH", required = true)]
+    targets: Vec<String>,
+    /// One cycle: dispatch, wait for the attempts it started, record the decisions that follow,
+    /// exit (0 when the cycle ran, 1 when it failed)
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Log format (logs go to stderr; one line per decision)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How the scheduler runs (shared with `serve --schedule`).
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct RunArgs {
+    /// Where attempts run: local child processes or Kubernetes Jobs
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+    executor: ExecutorKind,
+    /// Seconds between the daemon's cycles (it also cycles when an attempt ends)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    tick: u64,
+    /// On SIGTERM or SIGINT, seconds running attempts may finish before they are cancelled
+    /// (and recorded as cancelled, to be retried)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    shutdown_grace: u64,
+    /// Attempts running at once over all targets (each target has its own limit too)
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_running: u32,
+}
+
+/// Where attempts run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExecutorKind {
+    /// `leviathan worker` as a child process per attempt.
+    Local,
+    /// One Kubernetes Job per attempt.
+    K8s,
+}
+
+/// What workers need to report to the control plane, when their executor's configuration does
+/// not say otherwise.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerDefaults {
+    /// The control plane's URL as workers reach it.
+    pub(crate) control_plane_url: Option<String>,
+    /// The control plane's token.
+    pub(crate) token: Option<String>,
+}
+
+/// `GITHUB_TOKEN`: the forge and backlog credential (the same name as the worker's).
+const GITHUB_TOKEN: &str = protocol::GITHUB_TOKEN;
+
+fn environment_help() -> String {
+    let mut lines: Vec<String> = [
+        "Environment:",
+        "  GITHUB_TOKEN                        required: the targets' backlogs (git) and pull requests are",
+        "                                      read with it; local workers get it too",
+        "  LEVIATHAN_GITHUB_API_URL            GitHub REST API base URL (GitHub Enterprise:",
+        "                                      https://<host>/api/v3; default https://api.github.com);",
+        "                                      workers get it too",
+        "  LEVIATHAN_STORE, LEVIATHAN_API_URL, LEVIATHAN_CONTROL_PLANE_TOKEN, LEVIATHAN_TOKEN_FILE,",
+        "  LEVIATHAN_LOG                       as for every command (see `leviathan --help`)",
+        "",
+        "Local executor (--executor local):",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for v in leviathan_exec_local::VARIABLES {
+        lines.push(format!("  {:<36}{}", v.name, v.description));
+        if !v.default.is_empty() {
+            lines.push(format!("  {:<36}default: {}", "", v.default));
+        }
+    }
+    lines.extend(
+        [
+            "  With --api, workers report to that control plane with this command's token unless",
+            "  LEVIATHAN_WORKER_CONTROL_PLANE_URL and LEVIATHAN_CONTROL_PLANE_TOKEN say otherwise.",
+            "",
+            "Kubernetes executor (--executor k8s; the cluster from KUBECONFIG or the service account):",
+        ]
+        .map(str::to_owned),
+    );
+    for (name, default) in leviathan_exec_k8s::VARIABLES {
+        lines.push(if default.is_empty() {
+            format!("  {name}")
+        } else {
+            format!("  {name:<36}default: {default}")
+        });
+    }
+    lines.push(String::new());
+    lines.push(
+        "Worker settings given to every attempt when set here (see `leviathan worker --help`;"
+            .into(),
+    );
+    lines.push("a target's `test_command` wins over LEVIATHAN_TEST_COMMAND):".into());
+    for chunk in forwarded_worker_variables().collect::<Vec<_>>().chunks(3) {
+        lines.push(format!("  {}", chunk.join(", ")));
+    }
+    lines.extend(
+        [
+            "",
+            "Target files: this project's keys, the predecessor's target files and its flat autonomy",
+            "files are accepted; unknown keys are refused. Nothing is dispatched for a target unless",
+            "`autonomy: {enabled: true}` (or `autonomy_enabled: true`).",
+            "",
+            "Exit codes: 0 the cycle ran (--once) or the daemon stopped cleanly, 1 the cycle or the log",
+            "failed, 2 usage or configuration error.",
+        ]
+        .map(str::to_owned),
+    );
+    lines.join("\n")
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    init_logging("info", args.log_format == LogFormat::Json);
+    finish(schedule(args).await)
+}
+
+async fn schedule(args: Args) -> Result<(), CliError> {
+    let targets = load_targets(&args.targets)?;
+    let source = args.source.open().await?;
+    let (ledger, artifacts, workers): (Arc<Ledger>, Arc<dyn ArtifactStore>, WorkerDefaults) =
+        match source {
+            Source::Store(stores) => {
+                tracing::info!(store = %stores.location, "opening the ledger");
+                let ledger = Ledger::open(stores.events.clone(), stores.graphs.clone()).await?;
+                (
+                    Arc::new(ledger),
+                    stores.artifacts.clone(),
+                    WorkerDefaults::default(),
+                )
+            }
+            Source::Api(client) => {
+                let ledger = Ledger::open(
+                    Arc::new(client.event_store()),
+                    Arc::new(MemoryGraphStore::new()),
+                )
+                .await?;
+                let workers = WorkerDefaults {
+                    control_plane_url: Some(
+                        client.base_url().as_str().trim_end_matches('/').to_owned(),
+                    ),
+                    token: api_token(args.source.token_file.as_deref())?,
+                };
+                (
+                    Arc::new(ledger),
+                    Arc::new(RemoteArtifacts(client)) as Arc<dyn ArtifactStore>,
+                    workers,
+                )
+            }
+        };
+    let scheduler = build(ledger.clone(), artifacts, targets, &args.run, workers).await?;
+    let result = if args.once {
+        scheduler.once().await.map(|report| {
+            tracing::info!(
+                "once: {} attempt(s) dispatched, {} decision(s) recorded, {} target(s) failed closed",
+                report.dispatched.len(),
+                report.actions.len(),
+                report.closed.len()
+            );
+        })
+    } else {
+        scheduler.run(shutdown_signal_logged()).await
+    };
+    let flushed = ledger.flush().await;
+    result.map_err(|e| CliError::failure(e.to_string()))?;
+    Ok(flushed?)
+}
+
+async fn shutdown_signal_logged() {
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "stopping the scheduler");
+}
+
+/// The token `--api` uses, for workers that have none configured.
+fn api_token(token_file: Option<&Path>) -> Result<Option<String>, CliError> {
+    let Some(file) = token_file
+        .map(Path::to_owned)
+        .or_else(token::default_token_file)
+    else {
+        return Ok(std::env::var(TOKEN_ENV).ok());
+    };
+    let resolved = token::resolve(std::env::var(TOKEN_ENV).ok(), &file, false)?;
+    Ok(Some(resolved.token.expose().to_owned()))
+}
+
+/// Reads each `--target`: an existing file, else `~/.leviathan/targets/<name>.yaml`.
+pub(crate) fn load_targets(names: &[String]) -> Result<Vec<TargetConfig>, CliError> {
+    names.iter().map(|name| load_target(name)).collect()
+}
+
+fn load_target(name: &str) -> Result<TargetConfig, CliError> {
+    let given = PathBuf::from(name);
+    let home_file = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| {
+            PathBuf::from(home)
+                .join(".leviathan")
+                .join("targets")
+                .join(format!("{name}.yaml"))
+        });
+    let file = if given.is_file() {
+        given
+    } else if let Some(file) = home_file.as_ref().filter(|f| f.is_file()) {
+        file.clone()
+    } else {
+        return Err(CliError::usage(format!(
+            "target `{name}`: no such file `{}`, and no `{}`",
+            given.display(),
+            home_file.map_or_else(
+                || "~/.leviathan/targets/<name>.yaml (HOME is unset)".to_owned(),
+                |f| f.display().to_string()
+            )
+        )));
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
+    let default_name = file.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+    parse_target_config(&file.display().to_string(), &text, default_name.as_deref())
+        .map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// The scheduler over `ledger` for `targets`, with the executor, forges and backlog source the
+/// environment configures.
+pub(crate) async fn build(
+    ledger: Arc<Ledger>,
+    artifacts: Arc<dyn ArtifactStore>,
+    targets: Vec<TargetConfig>,
+    run: &RunArgs,
+    workers: WorkerDefaults,
+) -> Result<Scheduler, CliError> {
+    let token = std::env::var(GITHUB_TOKEN)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(Secret::new)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "{GITHUB_TOKEN} is not set: the scheduler reads the targets' backlogs and pull requests with it"
+            ))
+        })?;
+    let api_url = std::env::var(LEVIATHAN_GITHUB_API_URL)
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_owned());
+    let executor = executor(run.executor, artifacts, workers).await?;
+    let mut builder = Scheduler::builder(ledger, executor)
+        .backlog(GitBacklog::new(Some(token.clone())))
+        .options(SchedulerOptions {
+            max_running_global: run.max_running,
+            tick: Duration::from_secs(run.tick),
+            shutdown_grace: Duration::from_secs(run.shutdown_grace),
+            worker_env: forwarded_worker_env(),
+            ..SchedulerOptions::default()
+        });
+    for target in targets {
+        let forge = GitHubForge::new(&api_url, &token, &target.repo_url)
+            .map_err(|e| CliError::usage(format!("target `{}`: {e}", target.name)))?;
+        builder = builder.target(target, Arc::new(forge) as Arc<dyn Forge>);
+    }
+    builder.build().map_err(|e| CliError::usage(e.to_string()))
+}
+
+async fn executor(
+    kind: ExecutorKind,
+    artifacts: Arc<dyn ArtifactStore>,
+    workers: WorkerDefaults,
+) -> Result<Arc<dyn Executor>, CliError> {
+    match kind {
+        ExecutorKind::Local => {
+            let mut config = LocalConfig::from_env().map_err(|e| CliError::usage(e.to_string()))?;
+            let configured_url = std::env::var(leviathan_exec_local::WORKER_CONTROL_PLANE_URL)
+                .is_ok_and(|v| !v.trim().is_empty());
+            if let (false, Some(url)) = (configured_url, workers.control_plane_url) {
+                config = config.control_plane_url(url);
+            }
+            if let (false, Some(token)) = (
+                config.secrets.contains_key(protocol::CONTROL_PLANE_TOKEN),
+                workers.token,
+            ) {
+                config = config.secret(protocol::CONTROL_PLANE_TOKEN, WorkerSecret::new(token));
+            }
+            Ok(Arc::new(LocalExecutor::new(config.artifacts(artifacts))))
+        }
+        ExecutorKind::K8s => {
+            let config = K8sConfig::from_env()
+                .map_err(|e| CliError::usage(e.to_string()))?
+                .artifacts(artifacts);
+            let executor = K8sExecutor::try_default(config)
+                .await
+                .map_err(|e| CliError::usage(format!("the Kubernetes executor: {e}")))?;
+            Ok(Arc::new(executor))
+        }
+    }
+}
+
+/// Worker variables the scheduler passes on from its own environment: the worker's non-secret
+/// settings that no executor sets itself.
+fn forwarded_worker_variables() -> impl Iterator<Item = &'static str> {
+    WORKER_VARIABLES
+        .iter()
+        .filter(|v| {
+            !v.secret
+                && !protocol::RESERVED_VARIABLES.contains(&v.name)
+                // The executors set the model name from their own configuration.
+                && v.name != protocol::CLAUDE_MODEL
+        })
+        .map(|v| v.name)
+}
+
+fn forwarded_worker_env() -> std::collections::BTreeMap<String, String> {
+    forwarded_worker_variables()
+        .filter_map(|name| {
+            let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+            Some((name.to_owned(), value))
+        })
+        .collect()
+}
+
+/// A control plane's artifacts through its API, for executors that store logs.
+#[derive(Debug)]
+struct RemoteArtifacts(ControlPlaneClient);
+
+fn artifact_error(error: ClientError) -> ArtifactError {
+    let reason = error.to_string();
+    if error.is_transient() {
+        ArtifactError::Unavailable {
+            reason,
+            source: Some(Box::new(error)),
+        }
+    } else {
+        ArtifactError::Backend {
+            reason,
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for RemoteArtifacts {
+    /// Uploads the content. The API does not say whether it was stored already, so the answer
+    /// reports it as created.
+    async fn put(&self, content: Bytes) -> Result<StoredArtifact, ArtifactError> {
+        let sha256 = Sha256Digest::of(&content);
+        let size = content.len() as u64;
+        self.0
+            .put_artifact(&sha256, content)
+            .await
+            .map_err(artifact_error)?;
+        Ok(StoredArtifact {
+            sha256,
+            size,
+            created: true,
+        })
+    }
+
+    async fn get(&self, sha256: &Sha256Digest) -> Result<Bytes, ArtifactError> {
+        match self.0.get_artifact(sha256).await {
+            Ok(content) => Ok(content),
+            Err(ClientError::Status { status: 404, .. }) => Err(ArtifactError::NotFound(*sha256)),
+            Err(error) => Err(artifact_error(error)),
+        }
+    }
+
+    async fn exists(&self, sha256: &Sha256Digest) -> Result<bool, ArtifactError> {
+        match self.get(sha256).await {
+            Ok(_) => Ok(true),
+            Err(ArtifactError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}
