@@ -46,8 +46,18 @@ async fn an_attempt_that_ends_wakes_the_daemon_before_its_tick() {
     // Time stands still (no tick can fire), yet `second` is dispatched once `first` ends.
     let mut cycles = scheduler.cycles();
     let start = tokio::time::Instant::now();
-    while world.dispatched_tasks().await.len() < 2 {
-        cycles.changed().await.unwrap();
+    let woken = async {
+        while world.dispatched_tasks().await.len() < 2 {
+            cycles.changed().await.unwrap();
+        }
+    };
+    // The paused clock cannot bound this wait; a blocking wait on the side does (in real time),
+    // and ends as soon as `done` is dropped.
+    let (done, bound) = std::sync::mpsc::channel::<()>();
+    let watchdog = tokio::task::spawn_blocking(move || bound.recv_timeout(Duration::from_secs(60)));
+    tokio::select! {
+        () = woken => drop(done),
+        _ = watchdog => panic!("the daemon did not wake when the first attempt ended"),
     }
     assert_eq!(tokio::time::Instant::now(), start, "no time passed");
     assert_eq!(
