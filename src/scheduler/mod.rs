@@ -12,7 +12,7 @@
 //!    `attempt.timed_out` with the executor's attempt cancelled);
 //! 5. dispatches: `attempt.created` under the task stream's version the plan saw (so two
 //!    schedulers can never create the same attempt), `job.submitted`, then
-//!    [`Executor::run`](leviathan_core::Executor::run) in a task of its own;
+//!    [`Executor::run`] in a task of its own;
 //! 6. when a run ends, records what the worker could not: the outcome (`attempt.succeeded` /
 //!    `attempt.failed`) if the attempt is still live, the executor's artifacts, and
 //!    `task.completed` after a success.
@@ -368,7 +368,7 @@ impl Scheduler {
     }
 
     /// After a restart: follows every live attempt of the served targets that this process does
-    /// not run (through [`Executor::reattach`](leviathan_core::Executor::reattach)), recording
+    /// not run (through [`Executor::reattach`]), recording
     /// its outcome when it ends, or ends it as `lost` (transient, so it is retried by policy)
     /// when the executor has no trace of it. Returns how many attempts it took up; they run in
     /// tasks of their own.
