@@ -3,14 +3,12 @@
 //!
 //! Exit codes: 0 the attempt delivered a pull request, 1 it failed, 2 the environment is unusable
 //! (every problem listed at once, nothing done). The last line of stdout is the result as JSON.
+//! The logic lives in [`leviathan_worker::run_from_env`], shared with programs that re-execute
+//! themselves as the worker (the quickstart example).
 
 use std::process::ExitCode;
 
-use leviathan::core::{
-    AttemptResult,
-    model::{Failure, FailureClass, FailureKind},
-};
-use leviathan_worker::{ConfigError, EXIT_CONFIG, WorkerConfig, config, report, run_attempt};
+use leviathan_worker::config;
 
 /// No flags: everything comes from the environment.
 #[derive(clap::Args, Debug)]
@@ -27,33 +25,5 @@ fn environment_help() -> String {
 }
 
 pub(crate) async fn run(_args: Args) -> ExitCode {
-    let config = match WorkerConfig::from_process_env() {
-        Ok(config) => config,
-        Err(error) => return configuration_error(&error),
-    };
-    match run_attempt(config).await {
-        Ok(report) => {
-            println!("{}", report.result_line());
-            ExitCode::from(report.exit_code())
-        }
-        Err(error) => configuration_error(&error),
-    }
-}
-
-/// One message listing every problem on stderr, a `setup` failure as the result line, exit 2;
-/// nothing else happens (no network call, no file written).
-fn configuration_error(error: &ConfigError) -> ExitCode {
-    eprintln!("error: {error}");
-    let failure = Failure {
-        kind: FailureKind::Setup,
-        class: FailureClass::Permanent,
-        summary: error
-            .to_string()
-            .lines()
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
-    println!("{}", report::result_line(&AttemptResult::Failed(failure)));
-    ExitCode::from(EXIT_CONFIG)
+    leviathan_worker::run_from_env().await
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod control_plane;
+mod entry;
 mod envelope;
 mod files;
 pub mod forge;
@@ -20,6 +21,7 @@ pub mod task;
 mod test_runner;
 
 pub use config::{ConfigError, ConfigProblem, ModelProvider, WorkerConfig};
+pub use entry::run_from_env;
 pub use git::{GitError, shallow_clone};
 pub use journal::Artifact;
 pub use redact::{REDACTED, Redactor};
