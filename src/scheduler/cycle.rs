@@ -20,6 +20,17 @@ use super::{
     ClosedTarget, CycleReport, Dispatched, Inner, Recorded, SchedulerError, Served, outcome::Start,
 };
 
+/// What a cycle learnt from the targets' backlogs and forges.
+#[derive(Debug, Default)]
+struct TargetsRead {
+    /// The tasks each readable backlog holds.
+    in_backlog: BTreeMap<TargetId, BTreeSet<TaskId>>,
+    /// Open agent pull requests per target, as the forge reports them.
+    forge_open_prs: BTreeMap<TargetId, u32>,
+    /// Targets that fail closed this cycle, and why.
+    closed: BTreeMap<TargetId, String>,
+}
+
 /// What a cycle may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -33,62 +44,29 @@ impl Inner {
     pub(super) async fn cycle(self: &Arc<Self>, mode: Mode) -> Result<CycleReport, SchedulerError> {
         let mut report = CycleReport::default();
         self.ledger.catch_up().await?;
-        let mut in_backlog: BTreeMap<TargetId, BTreeSet<TaskId>> = BTreeMap::new();
-        let mut forge_open_prs = BTreeMap::new();
-        let mut closed: BTreeMap<TargetId, String> = BTreeMap::new();
-        if mode == Mode::Dispatch {
-            self.retry_unrecovered().await;
-            for (target_id, served) in &self.targets {
-                match self.sync_target(served).await? {
-                    Ok(tasks) => {
-                        in_backlog.insert(target_id.clone(), tasks);
-                    }
-                    Err(reason) => {
-                        closed.insert(target_id.clone(), reason);
-                    }
-                }
-                match self.reconcile(target_id, served).await? {
-                    Ok(open) => {
-                        forge_open_prs.insert(target_id.clone(), open);
-                    }
-                    Err(reason) => {
-                        closed
-                            .entry(target_id.clone())
-                            .and_modify(|r| {
-                                r.push_str("; ");
-                                r.push_str(&reason);
-                            })
-                            .or_insert(reason);
-                    }
-                }
+        let targets = match mode {
+            Mode::Dispatch => {
+                self.retry_unrecovered().await;
+                self.read_targets().await?
             }
-            for (target_id, reason) in &closed {
-                tracing::warn!(
-                    "target {target_id}: {reason}; dispatching nothing for it this cycle"
-                );
-                report.closed.push(ClosedTarget {
-                    target_id: target_id.clone(),
-                    reason: reason.clone(),
-                });
-            }
+            Mode::RecordOnly => TargetsRead::default(),
+        };
+        for (target_id, reason) in &targets.closed {
+            tracing::warn!("target {target_id}: {reason}; dispatching nothing for it this cycle");
+            report.closed.push(ClosedTarget {
+                target_id: target_id.clone(),
+                reason: reason.clone(),
+            });
         }
 
         let now = self.clock.now();
         let ctx = PlanContext {
             now,
-            forge_open_prs,
+            forge_open_prs: targets.forge_open_prs,
         };
-        let (planned, dispatches) = {
+        let (actions, skipped, dispatches) = {
             let graph = self.ledger.graph().await;
             let planned = plan(&graph, &self.policy(), &ctx);
-            let dispatches: Vec<(Dispatch, u64)> = planned
-                .dispatch
-                .iter()
-                .map(|d| {
-                    let stream = StreamId::task(&d.target_id, &d.task_id);
-                    (d.clone(), graph.stream_version(&stream))
-                })
-                .collect();
             let actions: Vec<Action> = planned
                 .actions
                 .into_iter()
@@ -99,9 +77,17 @@ impl Inner {
                 .into_iter()
                 .filter(|s| self.targets.contains_key(&s.target_id))
                 .collect();
-            ((actions, skipped), dispatches)
+            // Each dispatch with the version of its task's stream this plan saw.
+            let dispatches: Vec<(Dispatch, u64)> = planned
+                .dispatch
+                .into_iter()
+                .map(|d| {
+                    let version = graph.stream_version(&StreamId::task(&d.target_id, &d.task_id));
+                    (d, version)
+                })
+                .collect();
+            (actions, skipped, dispatches)
         };
-        let (actions, skipped) = planned;
 
         for action in actions {
             if self.record_action(&action, now).await? {
@@ -114,11 +100,12 @@ impl Inner {
         if mode == Mode::Dispatch {
             for (dispatch, version) in dispatches {
                 let label = format!("{}/{}", dispatch.target_id, dispatch.task_id);
-                if closed.contains_key(&dispatch.target_id) {
+                if targets.closed.contains_key(&dispatch.target_id) {
                     tracing::info!("skip {label}: the target failed closed this cycle");
                     continue;
                 }
-                if !in_backlog
+                if !targets
+                    .in_backlog
                     .get(&dispatch.target_id)
                     .is_some_and(|tasks| tasks.contains(&dispatch.task_id))
                 {
@@ -132,6 +119,30 @@ impl Inner {
         }
         self.cycles.send_modify(|n| *n += 1);
         Ok(report)
+    }
+
+    /// Syncs every target with its backlog and reconciles it with its forge.
+    async fn read_targets(&self) -> Result<TargetsRead, SchedulerError> {
+        let mut read = TargetsRead::default();
+        for (target_id, served) in &self.targets {
+            let mut reasons = Vec::new();
+            match self.sync_target(served).await? {
+                Ok(tasks) => {
+                    read.in_backlog.insert(target_id.clone(), tasks);
+                }
+                Err(reason) => reasons.push(reason),
+            }
+            match self.reconcile(target_id, served).await? {
+                Ok(open) => {
+                    read.forge_open_prs.insert(target_id.clone(), open);
+                }
+                Err(reason) => reasons.push(reason),
+            }
+            if !reasons.is_empty() {
+                read.closed.insert(target_id.clone(), reasons.join("; "));
+            }
+        }
+        Ok(read)
     }
 
     /// True when the action concerns a served target (the planner sees the whole graph).
