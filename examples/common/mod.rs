@@ -507,7 +507,8 @@ impl Outcome {
                 continue;
             }
             if task.status != Some(TaskStatus::Completed) {
-                problems.push(format!("{id} is {:?}, not completed", task.status));
+                let status = task.status.map_or("not recorded", TaskStatus::as_str);
+                problems.push(format!("{id} is {status}, not completed"));
             }
             let delivered: Vec<_> = task
                 .attempts
@@ -565,7 +566,7 @@ impl Outcome {
         }
         println!();
         for task in &self.tasks {
-            let status = task.status.map_or("unknown".to_owned(), |s| s.to_string());
+            let status = task.status.map_or("not recorded", TaskStatus::as_str);
             let attempts: Vec<String> = task
                 .attempts
                 .iter()
