@@ -375,6 +375,57 @@ async fn job_completes_with_termination_message_logs_and_translated_paths() {
     assert!(fake.stray_processes().is_empty());
 }
 
+/// The mapped executable is a host path: it runs even when it lies under a directory that is
+/// also one of the container's mount paths (a checkout under `/tmp` with an emptyDir at `/tmp`).
+#[tokio::test]
+async fn mapped_executable_under_a_mount_path_is_not_translated() {
+    let host = tempfile::Builder::new()
+        .prefix("mapped-exe-")
+        .tempdir_in("/tmp")
+        .expect("temp dir under /tmp");
+    let exe = host.path().join("leviathan");
+    std::fs::copy("/bin/sh", &exe).expect("copy a shell as the image's entrypoint");
+    let (fake, client) =
+        start_with(FakeKubernetesOptions::new().image("under-tmp:local", &exe)).await;
+    let jobs: Api<Job> = Api::default_namespaced(client);
+    let mut job = shell_job("under-tmp", "echo ok > \"$TERM_PATH\"");
+    let c = container(&mut job);
+    c.image = Some("under-tmp:local".to_owned());
+    c.command = Some(vec![
+        "leviathan".to_owned(),
+        "-c".to_owned(),
+        "echo ran > \"$TERM_PATH\"".to_owned(),
+    ]);
+    c.volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        });
+    let spec = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("pod spec");
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create");
+    let done = run_to_end(&jobs, "under-tmp").await;
+    let status = done.status.as_ref().expect("status");
+    assert_eq!(
+        status.succeeded,
+        Some(1),
+        "the mapped executable ran: {status:?}"
+    );
+    drop(fake);
+}
+
 #[tokio::test]
 async fn failing_job_is_failed_with_logs_as_message() {
     let (_fake, client) = start().await;

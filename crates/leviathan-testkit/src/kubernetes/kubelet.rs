@@ -842,21 +842,22 @@ fn argv(executable: &Path, container: &Container, sandbox: &Sandbox) -> Vec<Stri
     let entrypoint = executable
         .file_name()
         .map(|name| name.to_string_lossy().into_owned());
-    let mut argv = match command.split_first() {
-        None => vec![exe],
+    // Container paths are translated; the mapped executable is a host path and never is (it may
+    // well lie under a directory that is also a mount path, such as `/tmp`).
+    let (program, rest) = match command.split_first() {
+        None => (exe, Vec::new()),
         Some((first, rest))
             if Path::new(first)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 == entrypoint =>
         {
-            std::iter::once(exe).chain(rest.iter().cloned()).collect()
+            (exe, rest.to_vec())
         }
-        Some(_) => command,
+        Some((first, rest)) => (sandbox.translate(first), rest.to_vec()),
     };
-    argv.extend(args);
-    argv.into_iter()
-        .map(|arg| sandbox.translate(&arg))
+    std::iter::once(program)
+        .chain(rest.iter().chain(&args).map(|arg| sandbox.translate(arg)))
         .collect()
 }
 
