@@ -5,15 +5,11 @@
 
 mod worker_world;
 
-use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::Secret},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
+use k8s_openapi::api::batch::v1::Job;
 use kube::{
-    Api, Client, Config,
-    api::PostParams,
+    Api,
     runtime::{conditions, wait::await_condition},
 };
 use leviathan_core::{
@@ -22,55 +18,18 @@ use leviathan_core::{
     store::ArtifactStore,
 };
 use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
-use leviathan_testkit::{
-    kubernetes::{FakeKubernetes, FakeKubernetesOptions},
-    llm::files_envelope,
+use leviathan_testkit::{kubernetes::FakeKubernetes, llm::files_envelope};
+use worker_world::{
+    BAD_GUIDE, GOOD_GUIDE, World,
+    cluster::{Cluster, IMAGE, NAMESPACE as NS},
 };
-use worker_world::{BAD_GUIDE, GOOD_GUIDE, World};
 
-const NS: &str = "leviathan";
-const IMAGE: &str = "leviathan-worker:test";
 /// Upper bound for anything a test waits for; hitting it fails the test.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-struct Cluster {
-    fake: FakeKubernetes,
-    client: Client,
-}
-
-/// The fake cluster with the worker image mapped to the built binary and the secret created
-/// from `world`'s credentials.
+/// The fake cluster with the secret created from `world`'s credentials.
 async fn cluster(world: &World) -> Cluster {
-    let options = FakeKubernetesOptions::new()
-        .image(IMAGE, env!("CARGO_BIN_EXE_leviathan"))
-        .termination_grace_period(Duration::from_secs(5));
-    let fake = FakeKubernetes::start(options)
-        .await
-        .expect("fake API server");
-    let client = Client::try_from(Config::new(fake.url().parse().unwrap())).unwrap();
-    let keys = BTreeMap::from([
-        ("control-plane-token", "CONTROL_PLANE_TOKEN"),
-        ("github-token", "GITHUB_TOKEN"),
-        ("claude-api-key", "LEVIATHAN_CLAUDE_API_KEY"),
-    ]);
-    let secrets: BTreeMap<&str, String> = world.secrets().into_iter().collect();
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("leviathan-secrets".to_owned()),
-            ..ObjectMeta::default()
-        },
-        string_data: Some(
-            keys.iter()
-                .map(|(key, variable)| ((*key).to_owned(), secrets[variable].clone()))
-                .collect(),
-        ),
-        ..Secret::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
-    Cluster { fake, client }
+    Cluster::start(&world.secrets()).await
 }
 
 fn executor(world: &World, cluster: &Cluster) -> K8sExecutor {

@@ -1,7 +1,12 @@
 //! What the real `leviathan worker` needs around it, on 127.0.0.1: a repository on
 //! `FakeGitHub` with a backlog, `ScriptedLlm`, and the control plane's router over memory stores
 //! with the scheduler's events (`target.registered`, `task.created`, `attempt.created`) seeded.
-//! Shared by the executors' end-to-end tests.
+//! Shared by the executors' end-to-end tests; [`Outside`] (the forge and the model) and
+//! [`cluster`] (the fake Kubernetes cluster) also serve the system test, which runs the real
+//! control plane instead.
+
+#[allow(dead_code, reason = "only the Kubernetes tests run a cluster")]
+pub(crate) mod cluster;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -43,23 +48,14 @@ pub(crate) struct World {
 impl World {
     /// Everything up, the target registered and the task created.
     pub(crate) async fn start() -> Self {
-        let github = FakeGitHub::start().await.expect("FakeGitHub");
         let backlog = format!(
             "version: \"1\"\ntasks:\n  - id: {TASK}\n    title: Write the guide\n    scope: docs\n    priority: high\n    ready: true\n    allowed_paths: [\"docs/GUIDE.md\"]\n    acceptance_criteria: [\"Explains setup\"]\n    test_command: \"grep -q Setup docs/GUIDE.md\"\n"
         );
-        let repo_url = github
-            .create_repo_with_files(
-                OWNER,
-                REPO,
-                "main",
-                &[
-                    ("README.md", "# widgets\n"),
-                    (".leviathan/backlog.yaml", backlog.as_str()),
-                ],
-            )
-            .await
-            .expect("seed repository");
-        let llm = ScriptedLlm::start().await.expect("ScriptedLlm");
+        let Outside {
+            github,
+            llm,
+            repo_url,
+        } = Outside::start(&backlog).await;
         let ledger = Arc::new(
             Ledger::open(
                 Arc::new(MemoryEventStore::new()),
@@ -158,10 +154,53 @@ impl World {
 
     /// The secrets a worker needs, as (worker variable, value).
     pub(crate) fn secrets(&self) -> [(&'static str, String); 3] {
-        [
-            ("CONTROL_PLANE_TOKEN", CP_TOKEN.to_owned()),
-            ("GITHUB_TOKEN", self.github.token().to_owned()),
-            ("LEVIATHAN_CLAUDE_API_KEY", self.llm.api_key().to_owned()),
-        ]
+        worker_secrets(CP_TOKEN, &self.github, &self.llm)
     }
+}
+
+/// What a worker talks to besides the control plane: `OWNER/REPO` on `FakeGitHub` (a README and
+/// a backlog on `main`) and `ScriptedLlm`.
+pub(crate) struct Outside {
+    pub(crate) github: FakeGitHub,
+    pub(crate) llm: ScriptedLlm,
+    pub(crate) repo_url: String,
+}
+
+impl Outside {
+    /// Both up, with `backlog` as the repository's `.leviathan/backlog.yaml`.
+    pub(crate) async fn start(backlog: &str) -> Self {
+        let github = FakeGitHub::start().await.expect("FakeGitHub");
+        let repo_url = github
+            .create_repo_with_files(
+                OWNER,
+                REPO,
+                "main",
+                &[
+                    ("README.md", "# widgets\n"),
+                    (".leviathan/backlog.yaml", backlog),
+                ],
+            )
+            .await
+            .expect("seed repository");
+        let llm = ScriptedLlm::start().await.expect("ScriptedLlm");
+        Self {
+            github,
+            llm,
+            repo_url,
+        }
+    }
+}
+
+/// The secrets a worker needs to reach a control plane with `control_plane_token`, `github` and
+/// `llm`, as (worker variable, value).
+pub(crate) fn worker_secrets(
+    control_plane_token: &str,
+    github: &FakeGitHub,
+    llm: &ScriptedLlm,
+) -> [(&'static str, String); 3] {
+    [
+        ("CONTROL_PLANE_TOKEN", control_plane_token.to_owned()),
+        ("GITHUB_TOKEN", github.token().to_owned()),
+        ("LEVIATHAN_CLAUDE_API_KEY", llm.api_key().to_owned()),
+    ]
 }
