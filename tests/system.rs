@@ -115,11 +115,13 @@ async fn the_loop_survives_killing_the_control_plane_and_the_scheduler() {
         acknowledged.difference(&after_restart).collect::<Vec<_>>()
     );
 
-    // The scheduler dies while the gated task's worker runs (its tests wait at the gate); a new
-    // scheduler follows that attempt instead of dispatching another.
-    let gated = until("a running attempt of the gated task", || async {
-        running_attempt_of(&client, GATED_TASK).await
-    })
+    // The scheduler dies while the gated task's worker runs (its tests wait at the gate), once
+    // every attempt is dispatched (so no dispatch is cut between `attempt.created` and its Job);
+    // a new scheduler follows that attempt instead of dispatching another.
+    let gated = until(
+        "the gated task's attempt running, the flaky task's retry started",
+        || async { gated_attempt_once_all_dispatched(&client).await },
+    )
     .await;
     scheduler.assert_running();
     let acknowledged = event_ids(&client).await;
@@ -173,8 +175,9 @@ async fn the_loop_survives_killing_the_control_plane_and_the_scheduler() {
     eprintln!("the loop with faults took {:?}", started.elapsed());
 }
 
-/// The attempt of `task` that a worker runs now (it reported `attempt.started`), if any.
-async fn running_attempt_of(client: &ControlPlaneClient, task: &str) -> Option<AttemptId> {
+/// The gated task's attempt once a worker runs it (it reported `attempt.started`) and the flaky
+/// task's second attempt started too, if that is the case now.
+async fn gated_attempt_once_all_dispatched(client: &ControlPlaneClient) -> Option<AttemptId> {
     let page = client
         .attempts(&AttemptsQuery {
             target: Some(TARGET.parse().unwrap()),
@@ -182,10 +185,16 @@ async fn running_attempt_of(client: &ControlPlaneClient, task: &str) -> Option<A
         })
         .await
         .ok()?;
-    page.attempts
+    let retried = page.attempts.iter().any(|a| {
+        a.task_id.as_str() == FLAKY_TASK
+            && a.attempt_number == 2
+            && a.status != AttemptStatus::Created
+    });
+    let gated = page
+        .attempts
         .into_iter()
-        .find(|a| a.task_id.as_str() == task && a.status == AttemptStatus::Running)
-        .map(|a| a.attempt_id)
+        .find(|a| a.task_id.as_str() == GATED_TASK && a.status == AttemptStatus::Running)?;
+    retried.then_some(gated.attempt_id)
 }
 
 /// Every event id the control plane has now (each was acknowledged to its writer).
