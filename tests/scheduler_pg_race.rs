@@ -1,15 +1,21 @@
 //! Two schedulers over one PostgreSQL store (two `PgStore`s on one database, each with its own
-//! `Ledger`) cycling at the same time never create two attempts for one task: `attempt.created`
-//! is appended under the task stream's version the plan saw. Fifty rounds, a fresh database each.
+//! `Ledger`) cycling at the same time never create two attempts for one task, nor record one
+//! decision twice: `attempt.created`, `retry.scheduled` and `circuit.opened` are appended under
+//! the version of the task's or target's stream the plan saw. Fifty rounds, a fresh database each.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Barrier, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 use async_trait::async_trait;
-use leviathan::scheduler::{BacklogFetchError, BacklogSource, Scheduler, SchedulerOptions};
+use leviathan::scheduler::{
+    BacklogFetchError, BacklogSource, Clock, Scheduler, SchedulerOptions, TokioClock,
+};
 use leviathan_core::{
-    AttemptId, AttemptOutcome, AttemptSpec, Executor, ExecutorError, Ledger,
+    AttemptId, AttemptOutcome, AttemptSpec, Executor, ExecutorError, Ledger, Timestamp,
     backlog::{Backlog, parse_backlog},
-    model::PrState,
+    model::{FailureClass, FailureKind, PrState},
     target::{TargetConfig, parse_target_config},
 };
 use leviathan_store_pg::test_support::TestDatabase;
@@ -49,7 +55,8 @@ impl Forge for EmptyForge {
     }
 }
 
-/// Records every attempt it is asked to run; they run until the test ends.
+/// Records every attempt it is asked to run; each fails at once (transient), so that both
+/// schedulers then decide its retry.
 #[derive(Debug, Default)]
 struct Recording {
     started: Mutex<Vec<AttemptSpec>>,
@@ -62,7 +69,12 @@ impl Executor for Recording {
     }
     async fn run(&self, spec: &AttemptSpec) -> Result<AttemptOutcome, ExecutorError> {
         self.started.lock().unwrap().push(spec.clone());
-        std::future::pending().await
+        Ok(AttemptOutcome::failed(
+            spec.attempt_id.clone(),
+            FailureKind::TestsFailed,
+            FailureClass::Transient,
+            "tests fail",
+        ))
     }
     async fn cancel(&self, attempt_id: &AttemptId) -> Result<(), ExecutorError> {
         Err(ExecutorError::NotFound(attempt_id.clone()))
@@ -90,9 +102,18 @@ fn target() -> TargetConfig {
 }
 
 async fn scheduler(db: &TestDatabase, executor: Arc<Recording>) -> Scheduler {
+    scheduler_with_clock(db, executor, Arc::new(TokioClock::new())).await
+}
+
+async fn scheduler_with_clock(
+    db: &TestDatabase,
+    executor: Arc<Recording>,
+    clock: Arc<dyn Clock>,
+) -> Scheduler {
     let store = db.store().await;
     let ledger = Arc::new(Ledger::open(store.events(), store.graphs()).await.unwrap());
     Scheduler::builder(ledger, executor as Arc<dyn Executor>)
+        .clock(clock)
         .target(target(), Arc::new(EmptyForge))
         .backlog(FixedBacklog(backlog()))
         .options(SchedulerOptions {
@@ -121,6 +142,7 @@ async fn two_schedulers_never_dispatch_one_task_twice() {
             let (l, r) = tokio::join!(left.run_once(), right.run_once());
             l.unwrap();
             r.unwrap();
+            tokio::join!(left.wait_idle(), right.wait_idle());
         }
 
         let ledger = left.ledger();
@@ -174,4 +196,69 @@ async fn two_schedulers_never_dispatch_one_task_twice() {
         assert!(verified.is_ok(), "round {round}: {verified:?}");
     }
     println!("{contended} of {ROUNDS} rounds had both schedulers dispatching");
+}
+
+/// A clock that, once armed, makes its first reader wait until the other scheduler's clock is
+/// read too: a cycle reads the time right before it plans, so both plans see the same state.
+#[derive(Debug)]
+struct MeetingClock {
+    time: TokioClock,
+    meeting: Arc<Barrier>,
+    armed: AtomicBool,
+}
+
+impl Clock for MeetingClock {
+    fn now(&self) -> Timestamp {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            tokio::task::block_in_place(|| {
+                self.meeting.wait();
+            });
+        }
+        self.time.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_schedulers_planning_from_one_state_record_each_decision_once() {
+    let db = TestDatabase::create().await;
+    let meeting = Arc::new(Barrier::new(2));
+    let clocks: Vec<Arc<MeetingClock>> = (0..2)
+        .map(|_| {
+            Arc::new(MeetingClock {
+                time: TokioClock::new(),
+                meeting: meeting.clone(),
+                armed: AtomicBool::new(false),
+            })
+        })
+        .collect();
+    let executor = Arc::new(Recording::default());
+    let left = scheduler_with_clock(&db, executor.clone(), clocks[0].clone()).await;
+    let right = scheduler_with_clock(&db, executor.clone(), clocks[1].clone()).await;
+
+    // Every task is dispatched once and fails.
+    assert_eq!(left.run_once().await.unwrap().dispatched.len(), TASKS);
+    left.wait_idle().await;
+
+    // Both plan from that same state: each would retry every task and open the circuit.
+    for clock in &clocks {
+        clock.armed.store(true, Ordering::SeqCst);
+    }
+    // Separate tasks: each may block its worker thread at the meeting point.
+    let settle = |s: &Scheduler| {
+        let s = s.clone();
+        tokio::spawn(async move { s.settle().await })
+    };
+    let (l, r) = tokio::join!(settle(&left), settle(&right));
+    let (l, r) = (l.unwrap().unwrap(), r.unwrap().unwrap());
+    assert_eq!(
+        l.actions.len() + r.actions.len(),
+        TASKS + 1,
+        "each decision recorded by one of them: {l:#?} {r:#?}"
+    );
+
+    let ledger = left.ledger();
+    let events = ledger.events().read(0, 10_000).await.unwrap();
+    let count = |ty: &str| events.iter().filter(|e| e.event_type == ty).count();
+    assert_eq!(count("retry.scheduled"), TASKS);
+    assert_eq!(count("circuit.opened"), 1);
 }

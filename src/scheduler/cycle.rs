@@ -67,10 +67,23 @@ impl Inner {
         let (actions, skipped, dispatches) = {
             let graph = self.ledger.graph().await;
             let planned = plan(&graph, &self.policy(), &ctx);
-            let actions: Vec<Action> = planned
+            // Each decision with the expectation it is recorded under: the version of its task's
+            // or target's stream this plan saw, so that a scheduler planning from the same state
+            // cannot record it again.
+            let actions: Vec<(Action, Expectations)> = planned
                 .actions
                 .into_iter()
                 .filter(|a| self.serves_action(&graph, a))
+                .map(|a| {
+                    let expectations = match decided_stream(&a) {
+                        Some(stream) => {
+                            let version = graph.stream_version(&stream);
+                            Expectations::Explicit(vec![(stream, ExpectedVersion::at(version))])
+                        }
+                        None => Expectations::Derived,
+                    };
+                    (a, expectations)
+                })
                 .collect();
             let skipped: Vec<Skip> = planned
                 .skipped
@@ -89,8 +102,8 @@ impl Inner {
             (actions, skipped, dispatches)
         };
 
-        for action in actions {
-            if self.record_action(&action, now).await? {
+        for (action, expectations) in actions {
+            if self.record_action(&action, expectations, now).await? {
                 report.actions.push(action);
             }
         }
@@ -159,7 +172,12 @@ impl Inner {
     }
 
     /// Records one decision; false when the ledger refused it (another writer got there first).
-    async fn record_action(&self, action: &Action, now: Timestamp) -> Result<bool, SchedulerError> {
+    async fn record_action(
+        &self,
+        action: &Action,
+        expectations: Expectations,
+        now: Timestamp,
+    ) -> Result<bool, SchedulerError> {
         let (event, line) = match action {
             Action::ScheduleRetry {
                 target_id,
@@ -238,7 +256,7 @@ impl Inner {
                 format!("timeout attempt={attempt_id} after {deadline_seconds} s"),
             ),
         };
-        match self.record(vec![event], Expectations::Derived).await? {
+        match self.record(vec![event], expectations).await? {
             Recorded::Appended => tracing::info!("{line}"),
             Recorded::Refused(reason) => {
                 tracing::info!("not recorded ({line}): {reason}");
@@ -359,6 +377,28 @@ impl Inner {
                 .map_or(served.config.policy.attempt_timeout, Duration::from_secs),
             env: self.worker_env(&served.config),
         }
+    }
+}
+
+/// The stream a decision is about, when its event must not be recorded twice for one state:
+/// the task's for retries, failures and blocks, the target's for the circuit. A timeout is
+/// refused by the graph once the attempt ended (and a worker's events on the attempt's stream
+/// must not stop it), so it carries no expectation of its own.
+fn decided_stream(action: &Action) -> Option<StreamId> {
+    match action {
+        Action::ScheduleRetry {
+            target_id, task_id, ..
+        }
+        | Action::FailTask {
+            target_id, task_id, ..
+        }
+        | Action::BlockTask {
+            target_id, task_id, ..
+        } => Some(StreamId::task(target_id, task_id)),
+        Action::OpenCircuit { target_id, .. } | Action::CloseCircuit { target_id } => {
+            Some(StreamId::target(target_id))
+        }
+        Action::TimeOut { .. } => None,
     }
 }
 
