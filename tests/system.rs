@@ -29,8 +29,9 @@ use leviathan_core::{
     AttemptId, AttemptResult, Event, GraphSummary,
     catalogue::{AttemptCreated, AttemptFailed, RetryScheduled},
     executor::protocol::parse_worker_result,
-    model::{AttemptStatus, FailureClass, FailureKind},
+    model::{FailureClass, FailureKind},
 };
+use leviathan_exec_k8s::names;
 use leviathan_testkit::github::PrState;
 use system::{
     FLAKY_TASK, GATED_TASK, NOT_READY_TASK, READY_TASKS, TARGET, World, completed, fold, until,
@@ -102,11 +103,12 @@ async fn the_loop_survives_killing_the_control_plane_and_the_scheduler() {
     })
     .await;
     let acknowledged = event_ids(&client).await;
+    let mark = scheduler.mark();
     let killed_control_plane_log = control_plane.process.kill();
 
     // The scheduler keeps going: its client retries, its cycles fail until the plane is back
     // on the same database and port.
-    scheduler.wait_for_line("cycle failed").await;
+    scheduler.wait_for_line_after(mark, "cycle failed").await;
     let control_plane = world.control_plane(addr).await;
     let after_restart = event_ids(&client).await;
     assert!(
@@ -115,12 +117,12 @@ async fn the_loop_survives_killing_the_control_plane_and_the_scheduler() {
         acknowledged.difference(&after_restart).collect::<Vec<_>>()
     );
 
-    // The scheduler dies while the gated task's worker runs (its tests wait at the gate), once
-    // every attempt is dispatched (so no dispatch is cut between `attempt.created` and its Job);
-    // a new scheduler follows that attempt instead of dispatching another.
+    // The scheduler dies while the gated task's Job runs (its tests wait at the gate), once
+    // every attempt is dispatched; a new scheduler follows that attempt instead of dispatching
+    // another.
     let gated = until(
-        "the gated task's attempt running, the flaky task's retry started",
-        || async { gated_attempt_once_all_dispatched(&client).await },
+        "every attempt dispatched, the gated one waiting",
+        || async { gated_attempt_once_all_dispatched(&world, &client).await },
     )
     .await;
     scheduler.assert_running();
@@ -175,9 +177,13 @@ async fn the_loop_survives_killing_the_control_plane_and_the_scheduler() {
     eprintln!("the loop with faults took {:?}", started.elapsed());
 }
 
-/// The gated task's attempt once a worker runs it (it reported `attempt.started`) and the flaky
-/// task's second attempt started too, if that is the case now.
-async fn gated_attempt_once_all_dispatched(client: &ControlPlaneClient) -> Option<AttemptId> {
+/// The gated task's live attempt, once the flaky task's retry is dispatched too (no dispatch is
+/// left to do) and every live attempt's Job exists (no dispatch is between `attempt.created` and
+/// its Job), if that is the case now.
+async fn gated_attempt_once_all_dispatched(
+    world: &World,
+    client: &ControlPlaneClient,
+) -> Option<AttemptId> {
     let page = client
         .attempts(&AttemptsQuery {
             target: Some(TARGET.parse().unwrap()),
@@ -185,16 +191,27 @@ async fn gated_attempt_once_all_dispatched(client: &ControlPlaneClient) -> Optio
         })
         .await
         .ok()?;
-    let retried = page.attempts.iter().any(|a| {
-        a.task_id.as_str() == FLAKY_TASK
-            && a.attempt_number == 2
-            && a.status != AttemptStatus::Created
-    });
-    let gated = page
-        .attempts
+    let jobs: BTreeSet<String> = world
+        .cluster
+        .fake
+        .jobs()
         .into_iter()
-        .find(|a| a.task_id.as_str() == GATED_TASK && a.status == AttemptStatus::Running)?;
-    retried.then_some(gated.attempt_id)
+        .filter_map(|job| job.metadata.name)
+        .collect();
+    let live: Vec<_> = page
+        .attempts
+        .iter()
+        .filter(|a| a.status.is_live())
+        .collect();
+    let retried = page
+        .attempts
+        .iter()
+        .any(|a| a.task_id.as_str() == FLAKY_TASK && a.attempt_number == 2);
+    let all_submitted = live
+        .iter()
+        .all(|a| jobs.contains(&names::job_name(&a.attempt_id)));
+    let gated = live.iter().find(|a| a.task_id.as_str() == GATED_TASK)?;
+    (retried && all_submitted).then(|| gated.attempt_id.clone())
 }
 
 /// Every event id the control plane has now (each was acknowledged to its writer).

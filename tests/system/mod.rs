@@ -102,6 +102,8 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// A fresh database, the fakes, the repository with the backlog, the cluster's Secret, the
+    /// target file and the kubeconfig.
     pub(crate) async fn start() -> Self {
         let db = TestDatabase::create().await;
         let home = tempfile::tempdir().unwrap();
@@ -314,6 +316,7 @@ pub(crate) struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// A client of its API (it keeps working across a restart on the same address).
     pub(crate) fn client(&self) -> ControlPlaneClient {
         ControlPlaneClient::new(&self.url, TOKEN).unwrap()
     }

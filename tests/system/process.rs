@@ -64,9 +64,19 @@ impl Process {
 
     /// Waits (bounded) for the first logged line containing `needle`, and returns it.
     pub(crate) async fn wait_for_line(&mut self, needle: &str) -> String {
+        self.wait_for_line_after(0, needle).await
+    }
+
+    /// How much the process has logged so far, for [`Process::wait_for_line_after`].
+    pub(crate) fn mark(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Waits (bounded) for the first line containing `needle` logged after `mark`.
+    pub(crate) async fn wait_for_line_after(&mut self, mark: usize, needle: &str) -> String {
         let start = Instant::now();
         loop {
-            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+            if let Some(line) = self.log()[mark..].lines().find(|l| l.contains(needle)) {
                 return line.to_owned();
             }
             self.assert_running();
