@@ -314,10 +314,18 @@ impl Inner {
             StreamId::task(&dispatch.target_id, &dispatch.task_id),
             ExpectedVersion::at(task_version),
         );
-        if let Recorded::Refused(reason) = self
+        let recorded = self
             .record(vec![created], Expectations::Explicit(vec![expectation]))
-            .await?
-        {
+            .await
+            .inspect_err(|_| {
+                // The append may have landed before the store failed: if the attempt turns up
+                // in the log, the next cycle finds nobody running it and ends it as lost.
+                self.unrecovered
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(attempt_id.clone());
+            })?;
+        if let Recorded::Refused(reason) = recorded {
             tracing::info!(
                 "skip {label}: the task changed since it was planned (another scheduler?): {reason}"
             );
@@ -338,10 +346,16 @@ impl Inner {
             job_name: None,
             namespace: None,
         });
-        if let Recorded::Refused(reason) =
-            self.record(vec![submitted], Expectations::Derived).await?
-        {
-            tracing::warn!("job.submitted of attempt={attempt_id} not recorded: {reason}");
+        // The attempt exists: it runs even when its bookkeeping cannot be recorded (the run
+        // records its outcome once the log is back).
+        match self.record(vec![submitted], Expectations::Derived).await {
+            Ok(Recorded::Appended) => {}
+            Ok(Recorded::Refused(reason)) => {
+                tracing::warn!("job.submitted of attempt={attempt_id} not recorded: {reason}");
+            }
+            Err(error) => {
+                tracing::warn!("job.submitted of attempt={attempt_id} not recorded: {error}");
+            }
         }
         let spec = AttemptSpec {
             attempt_id: attempt_id.clone(),

@@ -197,7 +197,8 @@ struct Inner {
     /// The last skip reason logged per task, so that a waiting task is logged when its reason
     /// changes rather than every cycle.
     logged_skips: Mutex<BTreeMap<(TargetId, TaskId), String>>,
-    /// Orphaned attempts whose re-attachment failed and is tried again each cycle.
+    /// Orphaned attempts to re-attach next cycle (when still live): those whose re-attachment
+    /// failed, and those whose `attempt.created` may have landed although recording it failed.
     unrecovered: Mutex<BTreeSet<AttemptId>>,
     cycles: watch::Sender<u64>,
 }
