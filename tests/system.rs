@@ -11,8 +11,10 @@
 //! Every process is started by the test and stopped by its pid (SIGKILL when dropped, so also
 //! when a test fails); every wait is a bounded poll.
 
-// The forge, the model and the cluster; not the executor tests' in-process control plane.
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "the system test uses the forge, the model and the cluster, not the in-process control plane"
+)]
 mod worker_world;
 
 #[path = "system/mod.rs"]
