@@ -251,3 +251,24 @@ async fn the_binary_delivers_a_pull_request_and_leaks_no_credential() {
         assert!(!transcript.contains("GIT_CONFIG"), "{transcript}");
     }
 }
+
+/// A worker whose stdout reader is gone (a killed scheduler) still exits with the attempt's code:
+/// the result line cannot be printed, the termination message file carries it.
+#[test]
+fn a_closed_stdout_does_not_change_the_exit_code() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run leviathan worker");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a configuration error exits 2, not a panic's 101"
+    );
+}

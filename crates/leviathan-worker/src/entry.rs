@@ -1,7 +1,7 @@
 //! The worker as a process: what `leviathan worker` (and any program that re-executes itself as
 //! the worker, such as the quickstart) does between `main` and the exit code.
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use leviathan_core::{
     AttemptResult,
@@ -21,7 +21,7 @@ pub async fn run_from_env() -> ExitCode {
     };
     match run_attempt(config).await {
         Ok(report) => {
-            println!("{}", report.result_line());
+            print_result_line(&report.result_line());
             ExitCode::from(report.exit_code())
         }
         Err(error) => configuration_error(&error),
@@ -31,7 +31,7 @@ pub async fn run_from_env() -> ExitCode {
 /// One message listing every problem on stderr, a `setup` failure as the result line, exit 2;
 /// nothing else happens (no network call, no file written).
 fn configuration_error(error: &ConfigError) -> ExitCode {
-    eprintln!("error: {error}");
+    let _ = writeln!(std::io::stderr(), "error: {error}");
     let failure = Failure {
         kind: FailureKind::Setup,
         class: FailureClass::Permanent,
@@ -42,6 +42,14 @@ fn configuration_error(error: &ConfigError) -> ExitCode {
             .collect::<Vec<_>>()
             .join(" "),
     };
-    println!("{}", report::result_line(&AttemptResult::Failed(failure)));
+    print_result_line(&report::result_line(&AttemptResult::Failed(failure)));
     ExitCode::from(EXIT_CONFIG)
+}
+
+/// Prints the result line, ignoring a closed stdout: when whoever read it is gone (a scheduler
+/// killed and restarted), the termination message file still carries the result, and the exit
+/// code must still be the attempt's, not a panic's.
+fn print_result_line(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }

@@ -110,7 +110,9 @@ pub(crate) async fn run(config: &WorkerConfig, control_plane: &dyn ControlPlane)
         && let Err(e) = write_termination_message(path, &report.result_line())
         && config.echo_log
     {
-        eprintln!(
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "cannot write the termination message to {}: {e}",
             path.display()
         );
