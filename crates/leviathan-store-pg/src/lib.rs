@@ -95,6 +95,7 @@ mod error;
 mod events;
 mod graph;
 mod location;
+mod nodelay;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -184,9 +185,16 @@ impl PgStore {
     pub async fn connect_with(url: &str, options: PgOptions) -> Result<Self, EventStoreError> {
         options.check()?;
         let location = Location::parse(url)?;
+        let port = location.port();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |_, _| {
+                Box::pin(async move {
+                    nodelay::disable_nagle(port);
+                    Ok(())
+                })
+            })
             .connect_with(location.connect_options(application::POOL))
             .await
             .map_err(|e| location.connect_error("connecting", &e))?;

@@ -59,8 +59,23 @@ impl Location {
     }
 
     /// Connect options for a connection that names itself `application_name` to the server.
+    /// The server's TCP port (unused for Unix-domain sockets).
+    pub(crate) fn port(&self) -> u16 {
+        self.options.get_port()
+    }
+
+    /// Options for one of the store's connections.
+    ///
+    /// `plan_cache_mode = force_custom_plan`: PostgreSQL otherwise switches a prepared statement
+    /// to a cached generic plan after a few executions, and a plan cached while the log was small
+    /// (a sequential scan for `event_id = ANY($1)`) stays in use as the log grows, making every
+    /// append slower than the last. The store's statements are short lookups whose planning costs
+    /// far less than that.
     pub(crate) fn connect_options(&self, application_name: &str) -> PgConnectOptions {
-        self.options.clone().application_name(application_name)
+        self.options
+            .clone()
+            .application_name(application_name)
+            .options([("plan_cache_mode", "force_custom_plan")])
     }
 
     /// `text` with every occurrence of the password masked.

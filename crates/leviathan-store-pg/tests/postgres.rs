@@ -626,3 +626,80 @@ async fn large_batches_land_whole_with_and_without_tls() {
         .unwrap();
     assert_eq!(version, 28, "14 events per attempt stream per batch");
 }
+
+/// Connections plan each statement with its arguments: a generic plan cached while the log was
+/// small (a sequential scan for `event_id = ANY($1)`) would slow every later append. (The
+/// writer's and the listener's connections are built by the same function as the pool's.)
+#[tokio::test]
+async fn connections_never_use_cached_generic_plans() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    store
+        .events()
+        .append(AppendRequest::new(vec![note("plan-0", 0)]))
+        .await
+        .expect("append");
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(store.pool())
+        .await
+        .expect("show");
+    assert_eq!(mode, "force_custom_plan");
+}
+
+/// sqlx 0.9.0 leaves Nagle's algorithm on; the store turns it off on its connections (see the
+/// crate's `nodelay` module), so no statement waits ~40 ms for a delayed ACK. The store's sockets
+/// are told apart from other tests' by the client ports the server reports for this database.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn connections_to_the_database_have_tcp_nodelay() {
+    use rustix::{
+        net::{getsockname, sockopt},
+        process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open},
+    };
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    store
+        .events()
+        .append(AppendRequest::new(vec![note("nodelay-0", 0)]))
+        .await
+        .expect("append");
+    let ports: Vec<i32> = sqlx::query_scalar(
+        "SELECT client_port FROM pg_stat_activity \
+         WHERE datname = current_database() AND client_port IS NOT NULL",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("activity");
+    let me = pidfd_open(getpid(), PidfdFlags::empty()).expect("pidfd");
+    let mut checked = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(socket) = pidfd_getfd(&me, fd, PidfdGetfdFlags::empty()) else {
+            continue;
+        };
+        let Ok(local) = getsockname(&socket) else {
+            continue;
+        };
+        let Ok(local) = std::net::SocketAddr::try_from(local) else {
+            continue;
+        };
+        if ports.contains(&i32::from(local.port())) {
+            assert_eq!(
+                sockopt::tcp_nodelay(&socket),
+                Ok(true),
+                "fd {fd} to the database"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "the pool's and the writer's connections were checked ({checked}, {ports:?})"
+    );
+}

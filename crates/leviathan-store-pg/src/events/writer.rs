@@ -344,6 +344,7 @@ impl Writer {
                         self.location
                             .connect_failure("connecting the event writer", &e)
                     })?;
+                crate::nodelay::disable_nagle(self.location.port());
                 let tls: bool = sqlx::query_scalar(SSL_IN_USE)
                     .fetch_one(&mut conn)
                     .await
