@@ -19,7 +19,8 @@ use leviathan_api::{
     ApiConfig, ApiState, BearerToken, client::ControlPlaneClient, wire::IngestRequest,
 };
 use leviathan_core::{
-    AppendRequest, ArtifactStore, EventStore, GraphStore, Ledger, NewEvent, fixtures::lifecycle,
+    AppendRequest, ArtifactStore, EventStore, GraphStore, Ledger, NewEvent, fixtures::Scenario,
+    model::Priority,
 };
 use leviathan_store_pg::test_support::TestDatabase;
 use leviathan_store_sled::SledStore;
@@ -28,22 +29,41 @@ use tokio::runtime::Runtime;
 const BUNDLE: usize = 100;
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// 100 events of a fresh target's lifecycle: registration, tasks, attempts, artifacts, PRs.
+/// 100 events about a fresh target: registration, tasks, attempts that fail and succeed, model
+/// calls, test runs, artifacts, commits and PRs (attempt ids are globally unique, so each bundle
+/// needs its own).
 fn bundle_events() -> (String, Vec<NewEvent>) {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let target = format!("t{n}");
-    let mut events = lifecycle(&format!("b{n}"), &target, 4);
+    let mut s = Scenario::new(&format!("b{n}"), &target);
+    s.register_target();
+    for t in 0..5u8 {
+        let task = format!("task-{t}");
+        let (first, second) = (format!("a{n}-{t}-1"), format!("a{n}-{t}-2"));
+        s.create_task(&task, &[], Priority::Medium);
+        s.start_attempt(&task, &first, 1)
+            .fail_attempt(&task, &first, 2);
+        s.start_attempt(&task, &second, 2)
+            .succeed_attempt(&task, &second, i64::from(t) + 1);
+    }
+    let mut events = s.build();
     events.truncate(BUNDLE);
+    assert_eq!(events.len(), BUNDLE, "the scenario yields enough events");
     (target, events)
 }
 
+/// `direct` takes the store's own appends; `events`, `graphs` and `artifacts` (a second, fresh
+/// store of the same kind) serve the control plane, so neither run sees the other's events.
 fn bench_backend(
     group: &mut BenchmarkGroup<'_, WallTime>,
     rt: &Runtime,
     name: &str,
-    events: Arc<dyn EventStore>,
-    graphs: Arc<dyn GraphStore>,
-    artifacts: Arc<dyn ArtifactStore>,
+    direct: Arc<dyn EventStore>,
+    (events, graphs, artifacts): (
+        Arc<dyn EventStore>,
+        Arc<dyn GraphStore>,
+        Arc<dyn ArtifactStore>,
+    ),
 ) {
     let token = BearerToken::generate().expect("token");
     let secret = token.expose().to_owned();
@@ -59,7 +79,21 @@ fn bench_backend(
     });
     let client = ControlPlaneClient::new(&url, secret).expect("client");
 
+    // The store's own batched append, then the same kind of events through HTTP, where the ledger
+    // also validates them against the graph, folds them and persists the projection.
     group.throughput(Throughput::Elements(BUNDLE as u64));
+    group.bench_function(format!("{name}/direct_append/batch{BUNDLE}"), |b| {
+        b.to_async(rt).iter(|| {
+            let direct = direct.clone();
+            async move {
+                let (_, batch) = bundle_events();
+                direct
+                    .append(AppendRequest::new(batch))
+                    .await
+                    .expect("append");
+            }
+        })
+    });
     group.bench_function(format!("{name}/http_ingest/bundle{BUNDLE}"), |b| {
         b.to_async(rt).iter(|| {
             let client = client.clone();
@@ -75,18 +109,6 @@ fn bench_backend(
                 };
                 let response = client.ingest(&request).await.expect("ingest");
                 assert_eq!(response.ingested, BUNDLE as u64);
-            }
-        })
-    });
-    group.bench_function(format!("{name}/direct_append/batch{BUNDLE}"), |b| {
-        b.to_async(rt).iter(|| {
-            let events = events.clone();
-            async move {
-                let (_, batch) = bundle_events();
-                events
-                    .append(AppendRequest::new(batch))
-                    .await
-                    .expect("append");
             }
         })
     });
@@ -106,30 +128,21 @@ fn ingest(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let sled = SledStore::open(dir.path().join("db")).expect("open sled");
-    bench_backend(
-        &mut group,
-        &rt,
-        "sled",
-        sled.events(),
-        sled.graphs(),
-        sled.artifacts(),
-    );
-    drop(sled);
+    let direct = SledStore::open(dir.path().join("direct")).expect("open sled");
+    let served = SledStore::open(dir.path().join("served")).expect("open sled");
+    let stores = (served.events(), served.graphs(), served.artifacts());
+    bench_backend(&mut group, &rt, "sled", direct.events(), stores);
+    drop((direct, served));
 
-    let db = rt.block_on(TestDatabase::create());
-    let pg = rt.block_on(db.store());
-    bench_backend(
-        &mut group,
-        &rt,
-        "postgres",
-        pg.events(),
-        pg.graphs(),
-        pg.artifacts(),
-    );
+    let (direct_db, served_db) =
+        rt.block_on(async { (TestDatabase::create().await, TestDatabase::create().await) });
+    let direct = rt.block_on(direct_db.store());
+    let served = rt.block_on(served_db.store());
+    let stores = (served.events(), served.graphs(), served.artifacts());
+    bench_backend(&mut group, &rt, "postgres", direct.events(), stores);
     group.finish();
-    drop(pg);
-    drop(db);
+    drop((direct, served));
+    drop((direct_db, served_db));
 }
 
 criterion_group!(benches, ingest);

@@ -70,6 +70,11 @@ pub enum Expectations {
 }
 
 /// How often the projection is written to its [`GraphStore`].
+///
+/// The stored projection only shortens restarts (a ledger catches up from the stored checkpoint;
+/// folding runs at hundreds of thousands of events per second), so it is saved every few
+/// thousand events, in the background when a tokio runtime is available, and always by
+/// [`Ledger::flush`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PersistPolicy {
     /// Save after at least this many events were folded since the last save (1 = every ingest).
@@ -78,7 +83,7 @@ pub struct PersistPolicy {
 
 impl Default for PersistPolicy {
     fn default() -> Self {
-        Self { every_events: 512 }
+        Self { every_events: 8192 }
     }
 }
 
@@ -90,10 +95,10 @@ const CATCH_UP_PAGE: usize = 1024;
 pub struct Ledger {
     events: Arc<dyn EventStore>,
     graphs: Arc<dyn GraphStore>,
-    graph: RwLock<Graph>,
+    graph: Arc<RwLock<Graph>>,
     persist: PersistPolicy,
     /// Serialises graph saves so deltas reach the graph store in order.
-    saving: Mutex<SaveState>,
+    saving: Arc<Mutex<SaveState>>,
 }
 
 #[derive(Debug, Default)]
@@ -122,9 +127,9 @@ impl Ledger {
         let ledger = Self {
             events,
             graphs,
-            graph: RwLock::new(graph),
+            graph: Arc::new(RwLock::new(graph)),
             persist,
-            saving: Mutex::new(SaveState { saved_seq }),
+            saving: Arc::new(Mutex::new(SaveState { saved_seq })),
         };
         ledger.catch_up().await?;
         Ok(ledger)
@@ -204,7 +209,7 @@ impl Ledger {
             };
             match self.events.append(request).await {
                 Ok(receipt) => {
-                    self.fold_appended(&receipt).await?;
+                    self.fold_appended(&receipt, &events, &bodies).await?;
                     return Ok(receipt);
                 }
                 Err(EventStoreError::WrongExpectedVersion {
@@ -307,14 +312,25 @@ impl Ledger {
     }
 
     /// Folds a batch just appended: directly when nothing else landed in between, else by
-    /// catching up from the log.
-    async fn fold_appended(&self, receipt: &AppendReceipt) -> Result<(), LedgerError> {
+    /// catching up from the log. `events` and `bodies` are the submitted batch and its parsed
+    /// payloads; the appended events are that batch minus duplicates, in order, so their bodies
+    /// need not be parsed again.
+    async fn fold_appended(
+        &self,
+        receipt: &AppendReceipt,
+        events: &[NewEvent],
+        bodies: &[catalogue::EventBody],
+    ) -> Result<(), LedgerError> {
         {
             let mut graph = self.graph.write().await;
             match receipt.appended.first() {
                 Some(first) if first.seq == graph.checkpoint_seq() + 1 => {
+                    let mut submitted = events.iter().zip(bodies);
                     for event in &receipt.appended {
-                        graph.apply(event);
+                        match submitted.find(|(new, _)| new.event_id == event.event_id) {
+                            Some((_, body)) => graph.apply_parsed(event, body),
+                            None => graph.apply(event),
+                        }
                     }
                 }
                 Some(_) => {
@@ -333,34 +349,42 @@ impl Ledger {
         self.maybe_save(true).await
     }
 
+    /// Saves the projection when it is due. A due save runs in the background when a tokio
+    /// runtime is available: the log is the truth and a restart catches up from any stored
+    /// checkpoint, so persisting the projection never needs to hold up an ingest.
     async fn maybe_save(&self, force: bool) -> Result<(), LedgerError> {
-        let mut saving = self.saving.lock().await;
-        let delta = {
-            let mut graph = self.graph.write().await;
-            let pending = graph.checkpoint_seq().saturating_sub(saving.saved_seq);
-            if pending == 0 || (!force && pending < self.persist.every_events) {
-                return Ok(());
-            }
-            graph.take_delta()
-        };
-        let checkpoint = delta.checkpoint.map_or(0, |h| h.seq);
-        match self.graphs.save(saving.saved_seq, &delta).await {
-            Ok(()) => {}
-            // Another process folding the same log saved further already: nothing to add.
-            Err(GraphStoreError::CheckpointConflict { stored, .. }) if stored > checkpoint => {}
-            // The store lacks changes this delta does not carry (it was cleared, or another
-            // process rebuilt it): write the whole projection instead.
-            Err(GraphStoreError::CheckpointConflict { .. }) => {
-                let full = self.graph.read().await.snapshot_delta();
-                match self.graphs.save(0, &full).await {
-                    Ok(()) | Err(GraphStoreError::CheckpointConflict { .. }) => {}
-                    Err(other) => return Err(other.into()),
-                }
-            }
-            Err(other) => return Err(other.into()),
+        if force {
+            return save(&self.graph, &self.saving, &*self.graphs, 0).await;
         }
-        saving.saved_seq = checkpoint;
-        Ok(())
+        let due = match self.saving.try_lock() {
+            // A save is running; it or the next one will carry these changes.
+            Err(_) => false,
+            Ok(saving) => {
+                self.graph
+                    .read()
+                    .await
+                    .checkpoint_seq()
+                    .saturating_sub(saving.saved_seq)
+                    >= self.persist.every_events
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        let every = self.persist.every_events;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (graph, saving, graphs) =
+                    (self.graph.clone(), self.saving.clone(), self.graphs.clone());
+                runtime.spawn(async move {
+                    if let Err(error) = save(&graph, &saving, &*graphs, every).await {
+                        tracing::warn!(%error, "saving the projection failed; it is saved again later");
+                    }
+                });
+                Ok(())
+            }
+            Err(_) => save(&self.graph, &self.saving, &*self.graphs, every).await,
+        }
     }
 
     /// Replays the whole log into an empty graph and replaces the stored projection with it.
@@ -400,6 +424,43 @@ impl Ledger {
         self.catch_up().await?;
         Ok(receipt)
     }
+}
+
+/// Writes the projection's changes since the last save when at least `every` events are
+/// pending (0: whenever anything is).
+async fn save(
+    graph: &RwLock<Graph>,
+    saving: &Mutex<SaveState>,
+    graphs: &dyn GraphStore,
+    every: u64,
+) -> Result<(), LedgerError> {
+    let mut saving = saving.lock().await;
+    let delta = {
+        let mut graph = graph.write().await;
+        let pending = graph.checkpoint_seq().saturating_sub(saving.saved_seq);
+        if pending == 0 || pending < every {
+            return Ok(());
+        }
+        graph.take_delta()
+    };
+    let checkpoint = delta.checkpoint.map_or(0, |h| h.seq);
+    match graphs.save(saving.saved_seq, &delta).await {
+        Ok(()) => {}
+        // Another process folding the same log saved further already: nothing to add.
+        Err(GraphStoreError::CheckpointConflict { stored, .. }) if stored > checkpoint => {}
+        // The store lacks changes this delta does not carry (it was cleared, or another
+        // process rebuilt it): write the whole projection instead.
+        Err(GraphStoreError::CheckpointConflict { .. }) => {
+            let full = graph.read().await.snapshot_delta();
+            match graphs.save(0, &full).await {
+                Ok(()) | Err(GraphStoreError::CheckpointConflict { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(other) => return Err(other.into()),
+    }
+    saving.saved_seq = checkpoint;
+    Ok(())
 }
 
 enum Staged {

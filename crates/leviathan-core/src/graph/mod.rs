@@ -198,11 +198,27 @@ impl Graph {
         if event.seq <= self.checkpoint_seq() {
             return;
         }
-        let body = EventBody::parse(&event.event_type, &event.payload);
+        let body = EventBody::parse(&event.event_type, &event.payload)
+            .map_err(|e| Rejection::new(Some(e.field.clone()), e.reason.clone()));
+        self.fold(event, body.as_ref());
+    }
+
+    /// [`Graph::apply`] for an event whose payload was already parsed (by ingest validation):
+    /// `body` must be `EventBody::parse` of the event's type and payload.
+    pub fn apply_parsed(&mut self, event: &Event, body: &EventBody) {
+        if event.seq > self.checkpoint_seq() {
+            self.fold(event, Ok(body));
+        }
+    }
+
+    fn fold(&mut self, event: &Event, body: Result<&EventBody, &Rejection>) {
+        let at = projection::At {
+            seq: event.seq,
+            timestamp: event.timestamp,
+        };
         let effect = body
-            .as_ref()
-            .map_err(|e| Rejection::new(Some(e.field.clone()), e.reason.clone()))
-            .and_then(|body| projection::effect(&projection::View::base(self), event, body));
+            .map_err(Clone::clone)
+            .and_then(|body| projection::effect(&projection::View::base(self), at, body));
         match effect {
             Ok(changes) => {
                 for change in changes {
@@ -223,7 +239,7 @@ impl Graph {
         }
         // Stores count every appended event in its stream, accepted by the projection or not;
         // the graph's versions must agree for expectations derived from it to hold.
-        if let Some(stream) = body.ok().and_then(|b| b.stream()) {
+        if let Some(stream) = body.ok().and_then(EventBody::stream) {
             *self.streams.entry(stream.clone()).or_insert(0) += 1;
             self.dirty.streams.insert(stream);
         }
@@ -373,20 +389,14 @@ impl Stage<'_> {
         event: &crate::event::NewEvent,
         body: &EventBody,
     ) -> Result<(), Rejection> {
-        // Seq and hash do not influence whether an event is accepted; provisional values suffice.
-        let provisional = Event {
+        // The seq does not influence whether an event is accepted; the next one suffices.
+        let at = projection::At {
             seq: self.next_seq,
-            event_id: event.event_id.clone(),
-            event_type: event.event_type.clone(),
             timestamp: event.timestamp,
-            actor_id: event.actor_id.clone(),
-            payload: event.payload.clone(),
-            prev_hash: None,
-            hash: crate::digest::Sha256Digest::from_bytes([0; 32]),
         };
         let changes = projection::effect(
             &projection::View::staged(self.base, &self.overlay),
-            &provisional,
+            at,
             body,
         )?;
         self.overlay.absorb(changes);

@@ -16,7 +16,6 @@ use super::{
 };
 use crate::{
     catalogue::{self as cat, EventBody, StreamId},
-    event::Event,
     id::{AttemptId, TargetId, TaskId},
     model::{AttemptStatus, Failure, FailureClass, FailureKind, PrState, TaskSpec, TaskStatus},
 };
@@ -142,23 +141,23 @@ impl<'a> View<'a> {
 /// Builds the changes of one event.
 struct Effect<'v, 'a> {
     view: &'v View<'a>,
-    event: &'v Event,
+    at: At,
     changes: Vec<Change>,
 }
 
 impl Effect<'_, '_> {
     fn new_meta(&self) -> NodeMeta {
         NodeMeta {
-            created_seq: self.event.seq,
-            updated_seq: self.event.seq,
-            created_at: self.event.timestamp,
-            updated_at: self.event.timestamp,
+            created_seq: self.at.seq,
+            updated_seq: self.at.seq,
+            created_at: self.at.timestamp,
+            updated_at: self.at.timestamp,
         }
     }
 
     fn touch(&self, meta: &mut NodeMeta) {
-        meta.updated_seq = self.event.seq;
-        meta.updated_at = self.event.timestamp;
+        meta.updated_seq = self.at.seq;
+        meta.updated_at = self.at.timestamp;
     }
 
     fn put(&mut self, node: Node) {
@@ -175,8 +174,8 @@ impl Effect<'_, '_> {
             edge_type: kind,
             from,
             to,
-            created_seq: self.event.seq,
-            created_at: self.event.timestamp,
+            created_seq: self.at.seq,
+            created_at: self.at.timestamp,
         }));
     }
 
@@ -243,7 +242,7 @@ impl Effect<'_, '_> {
 
     /// Records this event on the attempt's event list and provenance.
     fn note(&self, attempt: &mut AttemptNode) {
-        attempt.event_seqs.push(self.event.seq);
+        attempt.event_seqs.push(self.at.seq);
         self.touch(&mut attempt.meta);
     }
 
@@ -257,8 +256,8 @@ impl Effect<'_, '_> {
         let mut task = self.task(&attempt.target_id, &attempt.task_id)?;
         let mut target = self.target(&attempt.target_id, "target_id")?;
         attempt.status = status;
-        attempt.ended_at = Some(self.event.timestamp);
-        attempt.ended_seq = Some(self.event.seq);
+        attempt.ended_at = Some(self.at.timestamp);
+        attempt.ended_seq = Some(self.at.seq);
         if task.live_attempt.as_ref() == Some(&attempt.attempt_id) {
             task.live_attempt = None;
         }
@@ -446,16 +445,20 @@ fn pr_number(n: i64) -> u64 {
     n.unsigned_abs()
 }
 
-/// The changes `event` makes to the graph seen through `view`, or why it cannot be accepted.
-pub(crate) fn effect(
-    view: &View<'_>,
-    event: &Event,
-    body: &EventBody,
-) -> Result<Vec<Change>, Rejection> {
+/// Where an event sits in the log: all the projection reads of it besides its payload.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct At {
+    pub(crate) seq: u64,
+    pub(crate) timestamp: crate::timestamp::Timestamp,
+}
+
+/// The changes an event at `at` with payload `body` makes to the graph seen through `view`, or
+/// why it cannot be accepted.
+pub(crate) fn effect(view: &View<'_>, at: At, body: &EventBody) -> Result<Vec<Change>, Rejection> {
     use EventBody as B;
     let mut fx = Effect {
         view,
-        event,
+        at,
         changes: Vec::new(),
     };
     match body {
@@ -592,7 +595,7 @@ pub(crate) fn effect(
                 test_runs: 0,
                 tokens_in: 0,
                 tokens_out: 0,
-                event_seqs: vec![event.seq],
+                event_seqs: vec![at.seq],
                 meta: fx.new_meta(),
             };
             fx.link(
@@ -614,14 +617,14 @@ pub(crate) fn effect(
             }
             check_matches(&attempt, p.task_id.as_ref(), p.target_id.as_ref())?;
             attempt.status = AttemptStatus::Running;
-            attempt.started_at = Some(event.timestamp);
+            attempt.started_at = Some(at.timestamp);
             attempt.worker = p.worker.clone().or(attempt.worker);
             fx.note(&mut attempt);
             fx.put(Node::Attempt(attempt));
         }
         B::AttemptHeartbeat(p) => {
             let mut attempt = fx.live_attempt(&p.attempt_id)?;
-            attempt.last_heartbeat_at = Some(event.timestamp);
+            attempt.last_heartbeat_at = Some(at.timestamp);
             fx.note(&mut attempt);
             fx.put(Node::Attempt(attempt));
         }
@@ -676,8 +679,8 @@ pub(crate) fn effect(
             let mut target = fx.target(&attempt.target_id, "target_id")?;
             if attempt.status.is_live() {
                 target.live_attempts = target.live_attempts.saturating_sub(1);
-                attempt.ended_at = Some(event.timestamp);
-                attempt.ended_seq = Some(event.seq);
+                attempt.ended_at = Some(at.timestamp);
+                attempt.ended_seq = Some(at.seq);
             }
             if task.live_attempt.as_ref() == Some(&attempt.attempt_id) {
                 task.live_attempt = None;
@@ -813,7 +816,7 @@ pub(crate) fn effect(
         B::CircuitOpened(p) => {
             let mut target = fx.target(&p.target_id, "target_id")?;
             target.circuit = Circuit::Open {
-                opened_at: event.timestamp,
+                opened_at: at.timestamp,
                 until: p.open_until,
                 failures: p.consecutive_failures,
             };
@@ -927,7 +930,7 @@ fn resolve_pr(
     let mut target = fx.target(&c.target_id, "target_id")?;
     target.open_prs = target.open_prs.saturating_sub(1);
     pr.state = state;
-    pr.resolved_at = Some(fx.event.timestamp);
+    pr.resolved_at = Some(fx.at.timestamp);
     fx.touch(&mut pr.meta);
     fx.touch(&mut target.meta);
     fx.put(Node::PullRequest(pr));
