@@ -20,6 +20,7 @@ pub mod memory;
 pub mod model;
 pub mod paths;
 pub mod plan;
+pub mod secret;
 pub mod store;
 pub mod target;
 mod text;

@@ -4,29 +4,7 @@
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
-use leviathan_core::{ArtifactStore, executor::protocol};
-
-/// A credential handed to workers; its `Debug` output never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a credential.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the worker's environment only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+use leviathan_core::{ArtifactStore, executor::protocol, secret::Secret};
 
 /// A variable of the scheduler's environment that [`LocalConfig::from_env`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

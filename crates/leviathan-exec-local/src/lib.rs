@@ -50,9 +50,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{
     CONTROL_PLANE_TOKEN, ConfigError, DEFAULT_CONTROL_PLANE_URL, DEFAULT_INHERITED,
-    KEEP_FAILED_WORKSPACES, LocalConfig, Secret, VARIABLES, Variable, WORKER_BIN,
-    WORKER_CONTROL_PLANE_URL, WORKSPACE_ROOT,
+    KEEP_FAILED_WORKSPACES, LocalConfig, VARIABLES, Variable, WORKER_BIN, WORKER_CONTROL_PLANE_URL,
+    WORKSPACE_ROOT,
 };
+pub use leviathan_core::secret::Secret;
 
 use crate::{
     process::{Finished, Launch, Stop},

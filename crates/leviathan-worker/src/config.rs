@@ -13,7 +13,7 @@ use std::{
 
 use leviathan_core::{AttemptId, TargetId, TaskId};
 
-use crate::secret::Secret;
+use leviathan_core::secret::Secret;
 
 /// One environment variable of the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,6 @@ pub mod prompt;
 mod redact;
 pub mod report;
 mod scope;
-mod secret;
 pub mod task;
 mod test_runner;
 
@@ -26,7 +25,7 @@ pub use git::{GitError, shallow_clone};
 pub use journal::Artifact;
 pub use redact::{REDACTED, Redactor};
 pub use report::{AttemptReport, Delivery, EXIT_CONFIG, EXIT_FAILED, EXIT_SUCCEEDED};
-pub use secret::Secret;
+pub use leviathan_core::secret::Secret;
 
 /// Runs one attempt end to end and returns its report; the result has also been written to the
 /// termination message path. The only error is a configuration the control-plane client cannot

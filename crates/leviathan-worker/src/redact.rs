@@ -7,7 +7,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde_json::Value;
 
 /// What a secret is replaced with.
-pub const REDACTED: &str = "[REDACTED]";
+pub use leviathan_core::secret::REDACTED;
 
 /// Replaces every known secret, and the encodings the worker itself derives from them (the HTTP
 /// Basic credential given to git, percent-encoding), with [`REDACTED`].

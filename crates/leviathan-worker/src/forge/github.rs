@@ -7,7 +7,7 @@ use leviathan_core::model::PrState;
 use octocrab::{Octocrab, models::IssueState, params, service::middleware::retry::RetryConfig};
 
 use super::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec};
-use crate::secret::Secret;
+use leviathan_core::secret::Secret;
 
 /// Pull requests of one GitHub repository.
 pub struct GitHubForge {

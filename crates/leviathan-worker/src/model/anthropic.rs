@@ -5,10 +5,11 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{CodeModel, Completion, ModelError, ModelRequest, http};
+use leviathan_core::secret::Secret;
+
 use crate::{
     config::{Backoff, ModelSettings},
     prompt::OutputStyle,
-    secret::Secret,
 };
 
 /// The API version this client speaks.

@@ -1,8 +1,12 @@
-//! A string that must never be printed: `Debug` and `Display` show [`REDACTED`](crate::REDACTED).
+//! Credentials that must never be printed.
 
 use std::fmt;
 
-/// A credential (token, API key). Read it with [`Secret::expose`] only where it is sent.
+/// What a credential prints as, wherever it would otherwise appear.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// A credential (token, API key): `Debug` and `Display` show [`REDACTED`]; read it with
+/// [`Secret::expose`] only in the one place that sends it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -20,13 +24,13 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::redact::REDACTED)
+        f.write_str(REDACTED)
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::redact::REDACTED)
+        f.write_str(REDACTED)
     }
 }
 
