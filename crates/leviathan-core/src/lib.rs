@@ -18,6 +18,7 @@ pub mod id;
 pub mod ledger;
 pub mod memory;
 pub mod model;
+pub mod output;
 pub mod paths;
 pub mod plan;
 pub mod secret;

@@ -3,6 +3,7 @@
 //! (SIGTERM, then SIGKILL after a grace period), and nothing of the group left behind when the
 //! worker exits.
 
+use leviathan_core::output::OutputTail;
 use std::{
     collections::BTreeMap,
     io,
@@ -94,7 +95,7 @@ pub(crate) async fn supervise(
         .and_then(|id| i32::try_from(id).ok())
         .and_then(Pid::from_raw);
 
-    let mut output = BoundedOutput::default();
+    let mut output = OutputTail::new(MAX_OUTPUT_BYTES);
     let mut buf = vec![0u8; 64 * 1024];
     let deadline_timer = tokio::time::sleep(deadline);
     tokio::pin!(deadline_timer);
@@ -148,11 +149,12 @@ pub(crate) async fn supervise(
             );
         }
     }
+    let (output, truncated) = output.into_parts();
     Ok(Finished {
         stopped,
         status,
-        output: output.bytes,
-        truncated: output.truncated,
+        output,
+        truncated,
     })
 }
 
@@ -160,39 +162,5 @@ pub(crate) async fn supervise(
 fn signal_group(group: Option<Pid>, signal: Signal) {
     if let Some(group) = group {
         let _ = kill_process_group(group, signal);
-    }
-}
-
-/// Keeps the last [`MAX_OUTPUT_BYTES`] bytes.
-#[derive(Default)]
-struct BoundedOutput {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl BoundedOutput {
-    fn push(&mut self, chunk: &[u8]) {
-        self.bytes.extend_from_slice(chunk);
-        if self.bytes.len() > MAX_OUTPUT_BYTES {
-            let excess = self.bytes.len() - MAX_OUTPUT_BYTES;
-            self.bytes.drain(..excess);
-            self.truncated = true;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounded_output_keeps_the_end() {
-        let mut out = BoundedOutput::default();
-        out.push(&vec![b'a'; MAX_OUTPUT_BYTES]);
-        assert!(!out.truncated);
-        out.push(b"tail");
-        assert!(out.truncated);
-        assert_eq!(out.bytes.len(), MAX_OUTPUT_BYTES);
-        assert!(out.bytes.ends_with(b"atail"));
     }
 }

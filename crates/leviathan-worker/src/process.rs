@@ -2,6 +2,7 @@
 //! stdout and stderr in the order they were written, a time limit that kills the whole process
 //! group, and bounded output.
 
+use leviathan_core::output::OutputTail;
 use std::{
     collections::BTreeMap,
     ffi::OsString,
@@ -123,7 +124,7 @@ pub(crate) async fn run(spec: Spec<'_>) -> io::Result<Finished> {
             }
         }
     };
-    let mut output = BoundedOutput::default();
+    let mut output = OutputTail::new(MAX_OUTPUT_BYTES);
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = tokio::time::sleep(spec.timeout);
     tokio::pin!(deadline, feed);
@@ -166,6 +167,7 @@ pub(crate) async fn run(spec: Spec<'_>) -> io::Result<Finished> {
         })
         .await;
     }
+    let (output, truncated) = output.into_parts();
     Ok(Finished {
         exit_code: if timed_out {
             None
@@ -173,8 +175,8 @@ pub(crate) async fn run(spec: Spec<'_>) -> io::Result<Finished> {
             status.and_then(|s| s.code())
         },
         timed_out,
-        truncated: output.truncated,
-        output: output.bytes,
+        truncated,
+        output,
         duration: started.elapsed(),
     })
 }
@@ -183,24 +185,6 @@ fn kill_group(group: i32) {
     if let Some(pid) = rustix::process::Pid::from_raw(group) {
         // The group may already be gone; that is the outcome we want.
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-}
-
-/// Keeps the last [`MAX_OUTPUT_BYTES`] bytes.
-#[derive(Default)]
-struct BoundedOutput {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl BoundedOutput {
-    fn push(&mut self, chunk: &[u8]) {
-        self.bytes.extend_from_slice(chunk);
-        if self.bytes.len() > MAX_OUTPUT_BYTES {
-            let excess = self.bytes.len() - MAX_OUTPUT_BYTES;
-            self.bytes.drain(..excess);
-            self.truncated = true;
-        }
     }
 }
 
@@ -303,16 +287,6 @@ mod tests {
             .unwrap();
         assert!(done.success());
         assert_eq!(String::from_utf8(done.output).unwrap(), "done\n");
-    }
-
-    #[test]
-    fn bounded_output_keeps_the_end() {
-        let mut out = BoundedOutput::default();
-        out.push(&vec![b'a'; MAX_OUTPUT_BYTES]);
-        out.push(b"tail");
-        assert!(out.truncated);
-        assert_eq!(out.bytes.len(), MAX_OUTPUT_BYTES);
-        assert!(out.bytes.ends_with(b"atail"));
     }
 
     #[test]
