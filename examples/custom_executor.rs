@@ -91,13 +91,7 @@ impl Executor for NiceExecutor {
     }
 
     async fn run(&self, spec: &AttemptSpec) -> Result<AttemptOutcome, ExecutorError> {
-        let reserved = protocol::reserved_in(spec);
-        if !reserved.is_empty() {
-            return Err(ExecutorError::Rejected {
-                reason: format!("the spec sets variables only an executor may set: {reserved:?}"),
-                source: None,
-            });
-        }
+        protocol::check_spec(spec)?;
         let dir = self.root.join(spec.attempt_id.as_str());
         let workspace = dir.join("workspace");
         tokio::fs::create_dir_all(&workspace)

@@ -454,17 +454,7 @@ impl Executor for K8sExecutor {
     }
 
     async fn run(&self, spec: &AttemptSpec) -> Result<AttemptOutcome, ExecutorError> {
-        let reserved = protocol::reserved_in(spec);
-        if !reserved.is_empty() {
-            return Err(ExecutorError::Rejected {
-                reason: format!(
-                    "attempt {}: env sets variables only the executor may set: {}",
-                    spec.attempt_id,
-                    reserved.join(", ")
-                ),
-                source: None,
-            });
-        }
+        protocol::check_spec(spec)?;
         let following = self.register(&spec.attempt_id)?;
         let name = job_name(&spec.attempt_id);
         let cancelled = |summary: String| AttemptOutcome {

@@ -313,17 +313,7 @@ impl Executor for LocalExecutor {
     }
 
     async fn run(&self, spec: &AttemptSpec) -> Result<AttemptOutcome, ExecutorError> {
-        let reserved = protocol::reserved_in(spec);
-        if !reserved.is_empty() {
-            return Err(ExecutorError::Rejected {
-                reason: format!(
-                    "attempt {}: env sets variables only the executor may set: {}",
-                    spec.attempt_id,
-                    reserved.join(", ")
-                ),
-                source: None,
-            });
-        }
+        protocol::check_spec(spec)?;
         let registration = self.register(&spec.attempt_id)?;
         let dir = AttemptDir::create(&self.config.workspace_root, &spec.attempt_id)
             .await

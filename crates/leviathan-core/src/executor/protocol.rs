@@ -4,7 +4,7 @@
 //! Executors and the worker both depend on this module (and neither on the other), so the names
 //! cannot drift apart.
 
-use super::{AttemptResult, AttemptSpec};
+use super::{AttemptResult, AttemptSpec, ExecutorError};
 
 /// Target identifier.
 pub const TARGET_NAME: &str = "TARGET_NAME";
@@ -83,14 +83,26 @@ pub fn attempt_variables(spec: &AttemptSpec) -> [(&'static str, String); 6] {
     ]
 }
 
-/// The names in `spec.env` that only an executor may set, in order; empty when the spec is
-/// acceptable.
-pub fn reserved_in(spec: &AttemptSpec) -> Vec<&str> {
-    spec.env
+/// Refuses a spec whose `env` sets a variable only an executor may set (identity, secrets,
+/// paths): every executor checks this before starting anything.
+pub fn check_spec(spec: &AttemptSpec) -> Result<(), ExecutorError> {
+    let reserved: Vec<&str> = spec
+        .env
         .keys()
         .map(String::as_str)
         .filter(|name| RESERVED_VARIABLES.contains(name))
-        .collect()
+        .collect();
+    if reserved.is_empty() {
+        return Ok(());
+    }
+    Err(ExecutorError::Rejected {
+        reason: format!(
+            "attempt {}: env sets variables only the executor may set: {}",
+            spec.attempt_id,
+            reserved.join(", ")
+        ),
+        source: None,
+    })
 }
 
 /// The worker's result from its output or termination message: the last non-empty line, parsed
@@ -223,10 +235,14 @@ mod tests {
         let mut spec = spec();
         spec.env
             .insert("LEVIATHAN_MODEL_PROVIDER".to_owned(), "openai".to_owned());
-        assert!(reserved_in(&spec).is_empty());
+        assert!(check_spec(&spec).is_ok());
         spec.env.insert("GITHUB_TOKEN".to_owned(), "x".to_owned());
         spec.env.insert("HOME".to_owned(), "/root".to_owned());
-        assert_eq!(reserved_in(&spec), ["GITHUB_TOKEN", "HOME"]);
+        let err = check_spec(&spec).unwrap_err().to_string();
+        assert!(
+            err.ends_with("only the executor may set: GITHUB_TOKEN, HOME"),
+            "{err}"
+        );
         for secret in SECRET_VARIABLES {
             assert!(RESERVED_VARIABLES.contains(secret), "{secret}");
         }
