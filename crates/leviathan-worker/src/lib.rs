@@ -23,9 +23,9 @@ pub use config::{ConfigError, ConfigProblem, ModelProvider, WorkerConfig};
 pub use entry::run_from_env;
 pub use git::{GitError, shallow_clone};
 pub use journal::Artifact;
+pub use leviathan_core::secret::Secret;
 pub use redact::{REDACTED, Redactor};
 pub use report::{AttemptReport, Delivery, EXIT_CONFIG, EXIT_FAILED, EXIT_SUCCEEDED};
-pub use leviathan_core::secret::Secret;
 
 /// Runs one attempt end to end and returns its report; the result has also been written to the
 /// termination message path. The only error is a configuration the control-plane client cannot
