@@ -86,8 +86,8 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
-        // Not under /tmp: the fake kubelet translates every path under a mount point (the Job
-        // mounts /tmp), which would also rewrite the stand-in's path and the gate file's.
+        // Shared with the pods as it is: the fake kubelet translates every other path under a
+        // mount point (the Job mounts /tmp), which would rewrite the gate file's path.
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
@@ -100,6 +100,7 @@ impl Harness {
         .unwrap();
         let options = FakeKubernetesOptions::new()
             .image(IMAGE, &leviathan)
+            .shared_host_dir(dir.path())
             .termination_grace_period(Duration::from_secs(2));
         let fake = FakeKubernetes::start(options)
             .await

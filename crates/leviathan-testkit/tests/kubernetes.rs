@@ -426,6 +426,63 @@ async fn mapped_executable_under_a_mount_path_is_not_translated() {
     drop(fake);
 }
 
+/// A shared host directory keeps its path inside the container even under a mount path, so a
+/// test can hand the container a host file; other paths under the mount are still translated.
+#[tokio::test]
+async fn shared_host_dir_is_not_translated() {
+    let shared = tempfile::Builder::new()
+        .prefix("shared-dir-")
+        .tempdir_in("/tmp")
+        .expect("temp dir under /tmp");
+    let (fake, client) =
+        start_with(FakeKubernetesOptions::new().shared_host_dir(shared.path())).await;
+    let jobs: Api<Job> = Api::default_namespaced(client);
+    let mut job = shell_job(
+        "shared",
+        "echo host > \"$SHARED_FILE\"; echo pod > \"$MOUNTED_FILE\"; echo ok > \"$TERM_PATH\"",
+    );
+    let c = container(&mut job);
+    // Unique, so that a host file of that name cannot come from anywhere else.
+    let mounted = format!(
+        "/tmp/{}-mounted",
+        shared.path().file_name().unwrap().to_string_lossy()
+    );
+    let shared_file = shared.path().join("from-pod");
+    c.env.get_or_insert_with(Vec::new).extend([
+        env("SHARED_FILE", &shared_file.display().to_string()),
+        env("MOUNTED_FILE", &mounted),
+    ]);
+    c.volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        });
+    let spec = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("pod spec");
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create");
+    let done = run_to_end(&jobs, "shared").await;
+    assert_eq!(done.status.as_ref().and_then(|s| s.succeeded), Some(1));
+    let written = std::fs::read_to_string(&shared_file).expect("shared file");
+    assert_eq!(written, "host\n");
+    assert!(
+        !Path::new(&mounted).exists(),
+        "/tmp inside the pod is its emptyDir, not the host's /tmp"
+    );
+    drop(fake);
+}
+
 #[tokio::test]
 async fn failing_job_is_failed_with_logs_as_message() {
     let (_fake, client) = start().await;

@@ -869,6 +869,8 @@ struct Sandbox {
     mounts: Vec<(String, PathBuf)>,
     termination_path: String,
     termination_file: PathBuf,
+    /// Host directories whose paths are never translated.
+    shared: Vec<PathBuf>,
     home: PathBuf,
     workdir: PathBuf,
 }
@@ -918,6 +920,7 @@ impl Sandbox {
             mounts,
             termination_path,
             termination_file,
+            shared: cluster.options.shared_host_dirs.clone(),
             home,
             workdir: PathBuf::new(),
             dir,
@@ -940,6 +943,13 @@ impl Sandbox {
     fn translate(&self, value: &str) -> String {
         if value == self.termination_path {
             return self.termination_file.display().to_string();
+        }
+        if self
+            .shared
+            .iter()
+            .any(|dir| Path::new(value).starts_with(dir))
+        {
+            return value.to_owned();
         }
         for (mount_path, host) in &self.mounts {
             if value == mount_path {

@@ -85,7 +85,8 @@
 //! file. Every env value, `command`/`args` element and `workingDir` is rewritten by one rule: a
 //! value **equal to** a `mountPath`, or **starting with** `<mountPath>/`, has that prefix
 //! replaced with the host directory (the longest matching mount wins); a value equal to the
-//! termination message path becomes the host file. Other occurrences (`--dir=/work`, text in a
+//! termination message path becomes the host file; a value under a
+//! [`FakeKubernetesOptions::shared_host_dir`] is left as it is. Other occurrences (`--dir=/work`, text in a
 //! shell script) are not rewritten, so scripts should take paths from env vars. The working
 //! directory is the translated `workingDir` when it lies in a mount, else a per-pod temp dir.
 //!
@@ -140,6 +141,7 @@ use crate::server::TestServer;
 pub struct FakeKubernetesOptions {
     images: BTreeMap<String, PathBuf>,
     env: Vec<(String, String)>,
+    shared_host_dirs: Vec<PathBuf>,
     termination_grace: Option<Duration>,
     start_delay: Duration,
     image_pull_backoff: Duration,
@@ -150,6 +152,7 @@ impl Default for FakeKubernetesOptions {
         Self {
             images: BTreeMap::new(),
             env: Vec::new(),
+            shared_host_dirs: Vec::new(),
             termination_grace: None,
             start_delay: Duration::ZERO,
             image_pull_backoff: Duration::from_millis(200),
@@ -174,6 +177,14 @@ impl FakeKubernetesOptions {
     /// can point workers at local services without changing the Job.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// A host directory every container sees at its own path (as a `hostPath` volume mounted at
+    /// the same path would be), so a test can hand a container host files through env or args:
+    /// values under it are never translated, even when it lies under a mount path such as `/tmp`.
+    pub fn shared_host_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.shared_host_dirs.push(dir.into());
         self
     }
 
