@@ -592,8 +592,8 @@ async fn connect_errors_are_classified_and_hide_the_password() {
     assert!(!format!("{store:?}").contains("s3cr3t"));
 }
 
-/// Large batches land whole and verify, over plain TCP (one statement) and over whatever the
-/// server negotiates by default (TLS when it offers it: several statements of one TLS record).
+/// Large batches (far more than one 16 KiB TLS record) land whole and verify, over plain TCP and
+/// over whatever the server negotiates by default (TLS when it offers it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_batches_land_whole_with_and_without_tls() {
     let db = TestDatabase::create().await;

@@ -89,11 +89,12 @@ const WRITE: &str = concat!(
 SELECT count(*) FROM moved, (SELECT pg_notify($17, $14::text)) AS notified"
 );
 
-/// Most bytes of parameters one append statement carries on a TLS connection. sqlx 0.9 does not
-/// set `TCP_NODELAY`, and a message larger than one TLS record (16 KiB) leaves as several small TCP
-/// writes, which Nagle's algorithm and delayed ACKs can hold back for ~40 ms each. So on TLS a
-/// large group is inserted in several statements of one record each (one more round trip per
-/// chunk, in the same transaction). Plain TCP sends a message in one write and needs no limit.
+/// Most bytes of parameters one append statement carries on a TLS connection whose socket could
+/// not be given `TCP_NODELAY` (see [`crate::nodelay`]): a message larger than one TLS record
+/// (16 KiB) leaves as several small TCP writes, which Nagle's algorithm and delayed ACKs can hold
+/// back for ~40 ms each. So there a large group is inserted in several statements of one record
+/// each (one more round trip per chunk, in the same transaction). With `TCP_NODELAY`, or on plain
+/// TCP (one write per message), a group is one statement.
 const TLS_STATEMENT_BYTES: usize = 14 * 1024;
 
 /// Whether the writer's connection is encrypted (`prefer` negotiates it silently).
@@ -344,14 +345,14 @@ impl Writer {
                         self.location
                             .connect_failure("connecting the event writer", &e)
                     })?;
-                crate::nodelay::disable_nagle(self.location.port());
+                let nodelay = crate::nodelay::disable_nagle(self.location.port()) > 0;
                 let tls: bool = sqlx::query_scalar(SSL_IN_USE)
                     .fetch_one(&mut conn)
                     .await
                     .map_err(|e| StoreFailure::sql("asking whether the writer uses TLS", e))?;
                 self.link.insert(Link {
                     conn,
-                    statement_limit: tls.then_some(TLS_STATEMENT_BYTES),
+                    statement_limit: (tls && !nodelay).then_some(TLS_STATEMENT_BYTES),
                 })
             }
         };
