@@ -1,6 +1,6 @@
 //! Append throughput of every backend, next to the floors measured in the same run:
-//! one `fdatasync` on the same disk (sled), and a plain unchained `INSERT` of the same rows through
-//! the same pool (PostgreSQL). For PostgreSQL, 8 concurrent single-event clients also run against
+//! one `fdatasync` on the same disk and raw sled writing records of the same size (sled), and a
+//! plain unchained `INSERT` of the same rows through the same pool (PostgreSQL). For PostgreSQL, 8 concurrent single-event clients also run against
 //! a naive writer (advisory lock, read the tail, insert, commit per event) to show what group
 //! commit buys.
 //!
@@ -24,6 +24,7 @@ use leviathan_core::{
 use leviathan_store_pg::test_support::TestDatabase;
 use leviathan_store_sled::SledStore;
 use serde_json::json;
+use sled::{Transactional, transaction::ConflictableTransactionError};
 use tokio::runtime::Runtime;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -116,6 +117,60 @@ fn append(c: &mut Criterion) {
         })
     });
     drop(sled);
+
+    // The sled floors: what sled itself takes to write 100 records of an event's size and make
+    // them durable the same way; bare (one tree, no index), then with what the store minimally
+    // needs (an id index and the tail, in one transaction across trees), without hashing or reads.
+    let raw = sled::Config::new()
+        .path(dir.path().join("raw"))
+        .flush_every_ms(None)
+        .open()
+        .expect("open raw sled");
+    let raw_tree = raw.open_tree("records").expect("tree");
+    let raw_file = std::fs::File::open(dir.path().join("raw").join("db")).expect("raw data file");
+    let record = vec![b'x'; 450];
+    let mut raw_seq = 0u64;
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("floor/sled_raw_apply_batch/batch100", |b| {
+        b.iter(|| {
+            let mut batch = sled::Batch::default();
+            for _ in 0..100 {
+                raw_seq += 1;
+                batch.insert(&raw_seq.to_be_bytes(), record.as_slice());
+            }
+            raw_tree.apply_batch(batch).expect("apply");
+            raw.flush().expect("flush");
+            raw_file.sync_data().expect("fdatasync");
+        })
+    });
+    let raw_ids = raw.open_tree("ids").expect("tree");
+    let raw_meta = raw.open_tree("meta").expect("tree");
+    group.bench_function("floor/sled_raw_transaction_with_index/batch100", |b| {
+        b.iter(|| {
+            let mut records = sled::Batch::default();
+            let mut ids = sled::Batch::default();
+            for _ in 0..100 {
+                raw_seq += 1;
+                records.insert(&raw_seq.to_be_bytes(), record.as_slice());
+                ids.insert(
+                    format!("bench-{raw_seq}").as_bytes(),
+                    &raw_seq.to_be_bytes(),
+                );
+            }
+            let tail = raw_seq.to_be_bytes();
+            (&raw_tree, &raw_ids, &raw_meta)
+                .transaction(|(tx_records, tx_ids, tx_meta)| {
+                    tx_records.apply_batch(&records)?;
+                    tx_ids.apply_batch(&ids)?;
+                    tx_meta.insert(b"tail", &tail)?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .expect("transaction");
+            raw.flush().expect("flush");
+            raw_file.sync_data().expect("fdatasync");
+        })
+    });
+    drop(raw);
 
     // PostgreSQL, and the floors: a plain INSERT of the same rows, and a naive serialised writer.
     let db = rt.block_on(TestDatabase::create());
