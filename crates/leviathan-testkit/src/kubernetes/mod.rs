@@ -6,12 +6,17 @@
 //!
 //! The library does not depend on `kube`; callers build the client from [`FakeKubernetes::url`]:
 //!
-//! ```ignore
+//! ```no_run
+//! # use leviathan_testkit::kubernetes::{FakeKubernetes, FakeKubernetesOptions};
+//! # async fn connect() -> anyhow::Result<()> {
 //! let options = FakeKubernetesOptions::new().image("worker:local", "/bin/sh");
 //! let fake = FakeKubernetes::start(options).await?;
 //! let mut config = kube::Config::new(fake.url().parse()?);
 //! config.default_namespace = "leviathan".into();
 //! let client = kube::Client::try_from(config)?;
+//! # drop(client);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! `kubectl --server <url> get jobs -n <ns>` works too (legacy discovery, then `meta.k8s.io/v1`
