@@ -375,6 +375,28 @@ async fn job_completes_with_termination_message_logs_and_translated_paths() {
     assert!(fake.stray_processes().is_empty());
 }
 
+/// Mounts an emptyDir at `/tmp` in the job's container, as the executor's Jobs do.
+fn mount_tmp_empty_dir(job: &mut Job) {
+    container(job)
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        });
+    let spec = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("pod spec");
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+}
+
 /// The mapped executable is a host path: it runs even when it lies under a directory that is
 /// also one of the container's mount paths (a checkout under `/tmp` with an emptyDir at `/tmp`).
 #[tokio::test]
@@ -396,23 +418,7 @@ async fn mapped_executable_under_a_mount_path_is_not_translated() {
         "-c".to_owned(),
         "echo ran > \"$TERM_PATH\"".to_owned(),
     ]);
-    c.volume_mounts
-        .get_or_insert_with(Vec::new)
-        .push(VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        });
-    let spec = job
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-        .expect("pod spec");
-    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
-        name: "tmp".to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    });
+    mount_tmp_empty_dir(&mut job);
     jobs.create(&PostParams::default(), &job)
         .await
         .expect("create");
@@ -452,23 +458,7 @@ async fn shared_host_dir_is_not_translated() {
         env("SHARED_FILE", &shared_file.display().to_string()),
         env("MOUNTED_FILE", &mounted),
     ]);
-    c.volume_mounts
-        .get_or_insert_with(Vec::new)
-        .push(VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        });
-    let spec = job
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-        .expect("pod spec");
-    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
-        name: "tmp".to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    });
+    mount_tmp_empty_dir(&mut job);
     jobs.create(&PostParams::default(), &job)
         .await
         .expect("create");
