@@ -1,8 +1,8 @@
-//! Append throughput of every backend, next to the floors measured in the same run:
-//! one `fdatasync` on the same disk and raw sled writing records of the same size (sled), and a
-//! plain unchained `INSERT` of the same rows through the same pool (PostgreSQL). For PostgreSQL, 8 concurrent single-event clients also run against
-//! a naive writer (advisory lock, read the tail, insert, commit per event) to show what group
-//! commit buys.
+//! Append throughput of every backend, next to the floors measured in the same run: one
+//! `fdatasync` on the same disk and raw sled writing records of the same size (sled), and a plain
+//! unchained `INSERT` of the same rows through the same pool (PostgreSQL). For PostgreSQL, 8
+//! concurrent single-event clients also run against a naive writer (advisory lock, read the tail,
+//! insert, commit per event) to show what group commit buys.
 //!
 //! Needs PostgreSQL (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 

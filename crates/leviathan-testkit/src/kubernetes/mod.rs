@@ -91,9 +91,10 @@
 //! value **equal to** a `mountPath`, or **starting with** `<mountPath>/`, has that prefix
 //! replaced with the host directory (the longest matching mount wins); a value equal to the
 //! termination message path becomes the host file; a value under a
-//! [`FakeKubernetesOptions::shared_host_dir`] is left as it is. Other occurrences (`--dir=/work`, text in a
-//! shell script) are not rewritten, so scripts should take paths from env vars. The working
-//! directory is the translated `workingDir` when it lies in a mount, else a per-pod temp dir.
+//! [`FakeKubernetesOptions::shared_host_dir`] is left as it is. Other occurrences
+//! (`--dir=/work`, text in a shell script) are not rewritten, so scripts should take paths from
+//! env vars. The working directory is the translated `workingDir` when it lies in a mount, else
+//! a per-pod temp dir.
 //!
 //! The process runs in its own process group with stdin closed and stdout and stderr on one
 //! pipe: that combined output is the pod log. When the main process exits, the rest of its group
