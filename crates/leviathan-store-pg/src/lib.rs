@@ -28,11 +28,16 @@
 //!
 //! # One writer per database
 //!
-//! Each append transaction starts with `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT
-//! pg_advisory_xact_lock(<fixed key>)`, then reads the head row. That read, under the lock, is
-//! the only place the tail is ever read (never `ORDER BY seq DESC LIMIT 1`, never a timestamp), so
-//! processes sharing a database append to one linear chain. The writer compares the head with its
-//! cached tail: moving on means another process appended; moving back is reported as corruption.
+//! The head row (`log_head`: seq and hash) is the only place the tail is ever read (never
+//! `ORDER BY seq DESC LIMIT 1`, never a timestamp). A group is written by one statement that
+//! takes the writer lock (`pg_advisory_xact_lock(<fixed key>)`), moves the head row from the
+//! position the group was sequenced after to its new tail, and only once the head has moved
+//! inserts the events; if the head is no longer where the writer read it, the statement writes
+//! nothing. So processes sharing a database append to one linear chain: a writer whose read was
+//! overtaken reads again inside `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT
+//! pg_advisory_xact_lock(<fixed key>)`, where nobody can overtake it, and writes there. The writer
+//! compares every head it reads with its cached tail: moving on means another process appended;
+//! moving back is reported as corruption.
 //!
 //! # Group commit
 //!
@@ -40,18 +45,19 @@
 //! (pure), queues it and waits. The writer drains the queue into a group (bounded by
 //! [`PgOptions::max_group_requests`] and [`PgOptions::max_group_events`]; when the queue holds
 //! fewer requests than the last group had, it yields to the scheduler up to twice first, so that
-//! callers it has just answered can join), and in one
-//! transaction: takes the lock, reads the head and prefetches the stored events with the group's
-//! ids (`event_id = ANY($1)`) and the group's stream versions (`stream = ANY($2)`) in one
-//! statement, sequences each request with core's [`Sequencer`](leviathan_core::store::sequencer::Sequencer)
-//! (duplicates, conflicts and stream expectations per request; later requests see earlier ones),
-//! then inserts all accepted events with one `INSERT ... SELECT FROM UNNEST(...)`, upserts the
-//! streams, moves the head and `NOTIFY`s, in one statement, and commits. Each caller then gets its
-//! own answer: a request refused by the sequencer gets its own error while the others land. If
-//! the group's statement fails permanently (bad data), each request is retried alone so that only
-//! the faulty one fails. A group costs four round trips and one commit whatever its size (on a
-//! TLS connection, one more round trip per further 14 KiB of events: sqlx 0.9 does not set
-//! `TCP_NODELAY`, so each statement is kept within one TLS record to avoid ~40 ms Nagle stalls).
+//! callers it has just answered can join). It reads the head and prefetches the stored events
+//! with the group's ids (`event_id = ANY($1)`) and the group's stream versions
+//! (`stream = ANY($2)`) in one statement, sequences each request with core's
+//! [`Sequencer`](leviathan_core::store::sequencer::Sequencer) (duplicates, conflicts and stream
+//! expectations per request; later requests see earlier ones), then writes all accepted events
+//! with one `INSERT ... SELECT FROM UNNEST(...)`, the streams, the head and a `NOTIFY` in the one
+//! statement above, which commits on its own. Each caller then gets its own answer: a request
+//! refused by the sequencer gets its own error while the others land. If the group's statement
+//! fails permanently (bad data), each request is retried alone so that only the faulty one fails.
+//! A group costs two round trips and one commit whatever its size (four when another process
+//! overtook it). On a TLS connection whose socket could not be given `TCP_NODELAY` (sqlx 0.9 does
+//! not set it; this crate does where the platform allows), a group is written in the locked
+//! transaction, one statement per 14 KiB of events, to avoid ~40 ms Nagle stalls.
 //!
 //! # Live subscriptions
 //!

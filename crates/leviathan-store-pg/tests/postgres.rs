@@ -234,6 +234,58 @@ async fn appends_wait_for_the_writer_lock() {
     assert_eq!(receipt.appended[0].seq, 1);
 }
 
+/// Two stores read the same head, then both wait for the writer lock: the one that gets it
+/// second finds the head moved, writes nothing with its stale sequencing, and appends again
+/// under the lock after the first, so the chain stays linear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_overtaken_after_its_read_appends_after_the_other() {
+    let db = TestDatabase::create().await;
+    let stores = [db.store().await, db.store().await];
+    let mut holder = stores[0].pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITER_LOCK_KEY)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let appends: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(s, store)| {
+            let events = store.events();
+            tokio::spawn(async move {
+                events
+                    .append(AppendRequest::new(vec![note(&format!("racer-{s}"), 1)]))
+                    .await
+            })
+        })
+        .collect();
+    let pool = stores[0].pool().clone();
+    eventually("both writers wait for the lock", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND NOT l.granted \
+                 AND a.application_name = 'leviathan-writer'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 2
+        }
+    })
+    .await;
+    holder.commit().await.unwrap();
+    let mut seqs = Vec::new();
+    for append in appends {
+        let receipt = append.await.unwrap().expect("both appends land");
+        seqs.push(receipt.appended[0].seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(verified_count(&*stores[1].events()).await, 2);
+}
+
 /// A subscriber whose LISTEN connection is killed still gets every event, in order, from a
 /// writer in another store (so only NOTIFY and the reconnection can wake it). The writer appends
 /// in lockstep with the subscriber, so the subscriber is waiting for a wake-up at each append.

@@ -1,10 +1,15 @@
-//! The single writer: group commit inside the process, an advisory lock across processes.
+//! The single writer: group commit inside the process, the head row and an advisory lock across
+//! processes.
 //!
-//! Every `append` of a store goes to one task. It drains its queue into a group, opens a
-//! transaction, takes the writer lock, reads the head row (the only place the tail is ever read),
-//! prefetches the group's event ids and stream versions, sequences each request with core's
-//! [`Sequencer`], inserts all accepted events with one `INSERT ... SELECT FROM UNNEST`, upserts the
-//! streams, moves the head, `NOTIFY`s and commits; then it answers each caller.
+//! Every `append` of a store goes to one task. It drains its queue into a group, reads the head
+//! row with the group's stored event ids and stream versions, sequences each request with core's
+//! [`Sequencer`], and writes the group in one statement that first takes the writer lock and
+//! moves the head row from where it was read, then inserts all accepted events with
+//! `INSERT ... SELECT FROM UNNEST`, upserts the streams and `NOTIFY`s. That statement is its own
+//! transaction: two round trips per group. If the head was no longer where it was read (another
+//! process appended in between), the statement writes nothing, and the group is written again in
+//! a transaction that takes the lock before reading. The same transaction is used when a group
+//! needs several statements (see [`TLS_STATEMENT_BYTES`]).
 
 use std::{collections::BTreeMap, ops::Range, sync::Arc};
 
@@ -22,7 +27,9 @@ use sqlx::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{BEGIN_LOCKED, NOTIFY_CHANNEL, decode_event, decode_head, listener::advance};
+use super::{
+    BEGIN_LOCKED, NOTIFY_CHANNEL, WRITER_LOCK_KEY, decode_event, decode_head, listener::advance,
+};
 use crate::{error::StoreFailure, location::Location};
 
 /// One caller's batch and where to send its answer.
@@ -51,10 +58,12 @@ SELECT 'e', event_id, seq, hash, canonical FROM events WHERE event_id = ANY($1)
 UNION ALL
 SELECT 's', stream, version, NULL, NULL FROM streams WHERE stream = ANY($2)";
 
-/// Inserts events given as the first 11 parameters (one array per column).
+/// Inserts events given as the first 11 parameters (one array per column), with an optional
+/// condition on the rows.
 macro_rules! insert_events {
-    () => {
-        "INSERT INTO events (seq, event_id, event_type, actor_id, \"timestamp\", payload, prev_hash,
+    ($($condition:literal)?) => {
+        concat!(
+            "INSERT INTO events (seq, event_id, event_type, actor_id, \"timestamp\", payload, prev_hash,
                         hash, canonical, stream, stream_version)
     SELECT seq, event_id, event_type, actor_id, ts, payload::jsonb, prev_hash,
            hash, canonical, stream, stream_version
@@ -62,6 +71,8 @@ macro_rules! insert_events {
                 $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::bigint[])
         AS t(seq, event_id, event_type, actor_id, ts, payload, prev_hash,
              hash, canonical, stream, stream_version)"
+            $(, "\n    ", $condition)?
+        )
     };
 }
 
@@ -72,21 +83,27 @@ const INSERT_CHUNK: &str = concat!(
     "\n    RETURNING 1\n)\nSELECT count(*) FROM appended"
 );
 
-/// Inserts the group's (last chunk of) events, upserts its streams, moves the head and notifies,
-/// in one statement. Returns the number of head rows moved (1, or 0 if the head was not where the
-/// writer read it, which cannot happen under the lock).
+/// Takes the writer lock ($18), moves the head row from where the group was sequenced ($16) to
+/// its new tail ($14, $15), and only then inserts the group's (last chunk of) events, upserts its
+/// streams and notifies. Returns the number of head rows moved: 1, or 0 when the head was not
+/// where the writer read it (another process appended since), and then nothing is written.
 const WRITE: &str = concat!(
-    "WITH appended AS (\n    ",
-    insert_events!(),
+    "WITH locked AS (
+    SELECT pg_advisory_xact_lock($18)
+), moved AS (
+    UPDATE log_head SET seq = $14, hash = $15 FROM locked WHERE seq = $16 RETURNING 1
+), appended AS (
+    ",
+    insert_events!("WHERE EXISTS (SELECT 1 FROM moved)"),
     "
 ), versions AS (
     INSERT INTO streams (stream, version)
-    SELECT * FROM UNNEST($12::text[], $13::bigint[])
+    SELECT * FROM UNNEST($12::text[], $13::bigint[]) WHERE EXISTS (SELECT 1 FROM moved)
     ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
-), moved AS (
-    UPDATE log_head SET seq = $14, hash = $15 WHERE seq = $16 RETURNING 1
+), notified AS (
+    SELECT pg_notify($17, $14::text) FROM moved
 )
-SELECT count(*) FROM moved, (SELECT pg_notify($17, $14::text)) AS notified"
+SELECT count(*) FROM notified"
 );
 
 /// Most bytes of parameters one append statement carries on a TLS connection whose socket could
@@ -336,27 +353,8 @@ impl Writer {
         &mut self,
         batches: &[&PreparedAppend],
     ) -> Result<Vec<Result<Sequenced, EventStoreError>>, StoreFailure> {
-        let link = match &mut self.link {
-            Some(link) => link,
-            None => {
-                let mut conn = PgConnection::connect_with(&self.connect)
-                    .await
-                    .map_err(|e| {
-                        self.location
-                            .connect_failure("connecting the event writer", &e)
-                    })?;
-                let nodelay = crate::nodelay::disable_nagle(self.location.port()) > 0;
-                let tls: bool = sqlx::query_scalar(SSL_IN_USE)
-                    .fetch_one(&mut conn)
-                    .await
-                    .map_err(|e| StoreFailure::sql("asking whether the writer uses TLS", e))?;
-                self.link.insert(Link {
-                    conn,
-                    statement_limit: (tls && !nodelay).then_some(TLS_STATEMENT_BYTES),
-                })
-            }
-        };
-        let statement_limit = link.statement_limit;
+        let cached_tail = self.tail;
+        let link = self.link().await?;
         let events: usize = batches.iter().map(|b| b.events.len()).sum();
         let context = |doing: &str| {
             format!(
@@ -365,13 +363,104 @@ impl Writer {
             )
         };
 
-        let mut tx = link
-            .conn
-            .begin_with(BEGIN_LOCKED)
-            .await
-            .map_err(|e| StoreFailure::sql(context("taking the writer lock"), e))?;
+        // The common case: nobody else appends between the read and the write. Two round trips,
+        // the write being its own transaction.
+        let reading = context("reading the head and prefetching");
+        let writing = context("inserting events");
+        let group = Group::read(&mut link.conn, batches, cached_tail, &reading).await?;
+        let written = match group.statements(link.statement_limit).as_slice() {
+            [] => Some(group),
+            [whole] => {
+                let moved = group.write(&mut link.conn, whole.clone(), &writing).await?;
+                (moved == 1).then_some(group)
+            }
+            _ => None,
+        };
+        let group = match written {
+            Some(group) => group,
+            // The head moved since it was read, or the group needs several statements: read and
+            // write again in one transaction that holds the lock from the start.
+            None => {
+                let mut tx = link
+                    .conn
+                    .begin_with(BEGIN_LOCKED)
+                    .await
+                    .map_err(|e| StoreFailure::sql(context("taking the writer lock"), e))?;
+                let group = Group::read(&mut tx, batches, cached_tail, &reading).await?;
+                let mut statements = group.statements(link.statement_limit);
+                if let Some(last) = statements.pop() {
+                    for chunk in statements {
+                        group.insert_chunk(&mut tx, chunk, &writing).await?;
+                    }
+                    let moved = group.write(&mut tx, last, &writing).await?;
+                    if moved != 1 {
+                        return Err(StoreFailure::corrupt(
+                            None,
+                            "the log head moved while the writer held the lock; is another writer bypassing it?",
+                        ));
+                    }
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| StoreFailure::sql(context("committing appended events"), e))?;
+                group
+            }
+        };
 
-        // Under the lock: the head row, then what the group needs to sequence.
+        self.tail = Some(group.tail);
+        if let Some(tail) = group.tail {
+            advance(&self.head, tail.seq);
+        }
+        Ok(group.outcomes)
+    }
+
+    /// The writer's connection, opened on first use and after a loss.
+    async fn link(&mut self) -> Result<&mut Link, StoreFailure> {
+        if self.link.is_none() {
+            let mut conn = PgConnection::connect_with(&self.connect)
+                .await
+                .map_err(|e| {
+                    self.location
+                        .connect_failure("connecting the event writer", &e)
+                })?;
+            let nodelay = crate::nodelay::disable_nagle(self.location.port()) > 0;
+            let tls: bool = sqlx::query_scalar(SSL_IN_USE)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| StoreFailure::sql("asking whether the writer uses TLS", e))?;
+            self.link = Some(Link {
+                conn,
+                statement_limit: (tls && !nodelay).then_some(TLS_STATEMENT_BYTES),
+            });
+        }
+        self.link
+            .as_mut()
+            .ok_or_else(|| StoreFailure::corrupt(None, "the writer's connection vanished"))
+    }
+}
+
+/// A group sequenced against the head it was read with, ready to write.
+struct Group {
+    /// The head the group was sequenced after.
+    head: Option<Head>,
+    /// The tail once the group is written.
+    tail: Option<Head>,
+    outcomes: Vec<Result<Sequenced, EventStoreError>>,
+    columns: EventColumns,
+    /// The new version of every stream the group appends to.
+    version_streams: Vec<String>,
+    version_numbers: Vec<i64>,
+}
+
+impl Group {
+    /// Reads the head row, the stored events with the group's ids and the group's stream versions
+    /// in one statement, and sequences each batch after that head.
+    async fn read(
+        conn: &mut PgConnection,
+        batches: &[&PreparedAppend],
+        cached_tail: Option<Option<Head>>,
+        context: &str,
+    ) -> Result<Self, StoreFailure> {
         let ids: Vec<&str> = batches
             .iter()
             .flat_map(|b| b.event_ids())
@@ -392,9 +481,9 @@ impl Writer {
         let rows: Vec<PrefetchRow> = sqlx::query_as(PREFETCH)
             .bind(&ids)
             .bind(&streams)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await
-            .map_err(|e| StoreFailure::sql(context("reading the head and prefetching"), e))?;
+            .map_err(|e| StoreFailure::sql(context, e))?;
         let mut head = None;
         let mut known = Prefetched::default();
         for (kind, key, num, hash, canonical) in rows {
@@ -424,76 +513,89 @@ impl Writer {
         }
         let head =
             head.ok_or_else(|| StoreFailure::corrupt(None, "the log head row is missing"))?;
-        check_tail(self.tail, head)?;
+        check_tail(cached_tail, head)?;
 
         let mut sequencer = Sequencer::new(head);
         let outcomes: Vec<Result<Sequenced, EventStoreError>> = batches
             .iter()
             .map(|batch| sequencer.sequence(batch, &known))
             .collect();
-        let tail = sequencer.tail();
-
         let mut columns = EventColumns::default();
-        let mut versions: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut versions: BTreeMap<String, i64> = BTreeMap::new();
         for sequenced in outcomes.iter().flatten().flat_map(|s| &s.events) {
             columns.push(sequenced)?;
             if let (Some((stream, _)), Some(Some(version))) =
                 (&sequenced.stream, columns.stream_version.last())
             {
                 // Versions only grow within a group, so the last one is the stream's new version.
-                versions.insert(stream.as_str(), *version);
+                versions.insert(stream.as_str().to_owned(), *version);
             }
         }
+        let (version_streams, version_numbers) = versions.into_iter().unzip();
+        Ok(Self {
+            head,
+            tail: sequencer.tail(),
+            outcomes,
+            columns,
+            version_streams,
+            version_numbers,
+        })
+    }
 
-        if !columns.seq.is_empty() {
-            let tail = tail.ok_or_else(|| {
-                StoreFailure::corrupt(None, "a group appended events but has no tail")
-            })?;
-            let (version_streams, version_numbers): (Vec<&str>, Vec<i64>) =
-                versions.into_iter().unzip();
-            let streams_bytes: usize = version_streams.iter().map(|s| s.len() + 16).sum();
-            let mut chunks = columns.chunks(statement_limit, streams_bytes);
-            let last = chunks.pop().unwrap_or(0..0);
-            for chunk in chunks {
-                let inserted: i64 = columns
-                    .bind(sqlx::query_scalar(INSERT_CHUNK), chunk.clone())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| StoreFailure::sql(context("inserting events"), e))?;
-                if usize::try_from(inserted).ok() != Some(chunk.len()) {
-                    return Err(StoreFailure::corrupt(
-                        None,
-                        format!("inserted {inserted} of {} events", chunk.len()),
-                    ));
-                }
-            }
-            let moved: i64 = columns
-                .bind(sqlx::query_scalar(WRITE), last)
-                .bind(&version_streams)
-                .bind(&version_numbers)
-                .bind(i64::try_from(tail.seq).unwrap_or(i64::MAX))
-                .bind(tail.hash.as_bytes().as_slice())
-                .bind(i64::try_from(head.map_or(0, |h| h.seq)).unwrap_or(i64::MAX))
-                .bind(NOTIFY_CHANNEL)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| StoreFailure::sql(context("inserting events"), e))?;
-            if moved != 1 {
-                return Err(StoreFailure::corrupt(
-                    None,
-                    "the log head moved while the writer held the lock; is another writer bypassing it?",
-                ));
-            }
+    /// The statements the group's events need, as ranges of events: none when nothing is
+    /// appended, else one per chunk (the last one also carries the streams and the head).
+    fn statements(&self, limit: Option<usize>) -> Vec<Range<usize>> {
+        if self.columns.seq.is_empty() {
+            return Vec::new();
         }
-        tx.commit()
+        let streams_bytes: usize = self.version_streams.iter().map(|s| s.len() + 16).sum();
+        self.columns.chunks(limit, streams_bytes)
+    }
+
+    /// Inserts a leading chunk of the group's events (inside the locked transaction).
+    async fn insert_chunk(
+        &self,
+        conn: &mut PgConnection,
+        chunk: Range<usize>,
+        context: &str,
+    ) -> Result<(), StoreFailure> {
+        let inserted: i64 = self
+            .columns
+            .bind(sqlx::query_scalar(INSERT_CHUNK), chunk.clone())
+            .fetch_one(conn)
             .await
-            .map_err(|e| StoreFailure::sql(context("committing appended events"), e))?;
-
-        self.tail = Some(tail);
-        if let Some(tail) = tail {
-            advance(&self.head, tail.seq);
+            .map_err(|e| StoreFailure::sql(context, e))?;
+        if usize::try_from(inserted).ok() != Some(chunk.len()) {
+            return Err(StoreFailure::corrupt(
+                None,
+                format!("inserted {inserted} of {} events", chunk.len()),
+            ));
         }
-        Ok(outcomes)
+        Ok(())
+    }
+
+    /// The [`WRITE`] statement for the events in `last`: the number of head rows it moved.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        last: Range<usize>,
+        context: &str,
+    ) -> Result<i64, StoreFailure> {
+        let tail = self
+            .tail
+            .ok_or_else(|| StoreFailure::corrupt(None, "a group appends events but has no tail"))?;
+        self.columns
+            .bind(sqlx::query_scalar(WRITE), last)
+            .bind(&self.version_streams)
+            .bind(&self.version_numbers)
+            .bind(i64::try_from(tail.seq).unwrap_or(i64::MAX))
+            .bind(tail.hash.as_bytes().as_slice())
+            .bind(i64::try_from(self.head.map_or(0, |h| h.seq)).unwrap_or(i64::MAX))
+            .bind(NOTIFY_CHANNEL)
+            .bind(WRITER_LOCK_KEY)
+            .fetch_one(conn)
+            .await
+            .map_err(|e| StoreFailure::sql(context, e))
     }
 }
 
