@@ -175,6 +175,10 @@ fn append(c: &mut Criterion) {
     // PostgreSQL, and the floors: a plain INSERT of the same rows, and a naive serialised writer.
     let db = rt.block_on(TestDatabase::create());
     let pg = rt.block_on(db.store());
+    // Start from a checkpoint, so that one forced by earlier benches' WAL does not land in the
+    // middle of these measurements.
+    rt.block_on(sqlx::query("CHECKPOINT").execute(pg.pool()))
+        .expect("checkpoint");
     bench_store(&mut group, &rt, "postgres", pg.events());
     let pool = pg.pool().clone();
     rt.block_on(async {
