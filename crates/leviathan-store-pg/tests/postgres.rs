@@ -194,6 +194,18 @@ async fn two_stores_on_one_database_form_one_chain() {
     }
 }
 
+/// How many of the stores' writer connections wait for the writer lock.
+async fn writers_waiting_for_the_lock(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND NOT l.granted \
+         AND a.application_name = 'leviathan-writer'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// The writer waits for the advisory lock whoever holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_wait_for_the_writer_lock() {
@@ -214,17 +226,7 @@ async fn appends_wait_for_the_writer_lock() {
     let pool = store.pool().clone();
     eventually("the writer waits for the advisory lock", || {
         let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'advisory' AND NOT l.granted \
-                 AND a.application_name = 'leviathan-writer'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                == 1
-        }
+        async move { writers_waiting_for_the_lock(&pool).await == 1 }
     })
     .await;
     assert!(!append.is_finished());
@@ -262,17 +264,7 @@ async fn a_writer_overtaken_after_its_read_appends_after_the_other() {
     let pool = stores[0].pool().clone();
     eventually("both writers wait for the lock", || {
         let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'advisory' AND NOT l.granted \
-                 AND a.application_name = 'leviathan-writer'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                == 2
-        }
+        async move { writers_waiting_for_the_lock(&pool).await == 2 }
     })
     .await;
     holder.commit().await.unwrap();
