@@ -77,15 +77,7 @@ impl World {
     async fn start(backlog: &str, guardrails: &str) -> Self {
         let github = FakeGitHub::start().await.expect("FakeGitHub");
         let repo_url = github
-            .create_repo_with_files(
-                OWNER,
-                REPO,
-                "main",
-                &[
-                    ("README.md", "# widgets\n"),
-                    (".leviathan/backlog.yaml", backlog),
-                ],
-            )
+            .create_target_repo(OWNER, REPO, backlog)
             .await
             .expect("seed repository");
         let llm = ScriptedLlm::start().await.expect("ScriptedLlm");

@@ -11,7 +11,7 @@ use leviathan_core::{
     catalogue::{AttemptCreated, EventBody},
     model::{FailureClass, FailureKind},
 };
-use scheduler_support::{Step, World, freeze};
+use scheduler_support::{Step, World, freeze, spawn_daemon};
 
 const CHAIN: &str = "tasks:\n  - {id: first, title: First, priority: high, ready: true, allowed_paths: [docs/1.md]}\n  - {id: second, title: Second, ready: true, dependencies: [first], allowed_paths: [docs/2.md]}\n";
 
@@ -32,17 +32,7 @@ async fn an_attempt_that_ends_wakes_the_daemon_before_its_tick() {
         })
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn({
-        let scheduler = scheduler.clone();
-        async move {
-            scheduler
-                .run(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, daemon) = spawn_daemon(&scheduler);
     // Time stands still (no tick can fire), yet `second` is dispatched once `first` ends.
     let mut cycles = scheduler.cycles();
     let start = tokio::time::Instant::now();

@@ -9,20 +9,11 @@ use std::time::Duration;
 use leviathan_core::{catalogue::EventBody, model::PrState, plan::SkipReason};
 use leviathan_testkit::github::RestFailure;
 use leviathan_worker::forge::Forge;
-use scheduler_support::{OWNER, REPO, Step, World, freeze};
+use scheduler_support::{OWNER, REPO, Step, World, freeze, skip_of};
 
 const TWO_TASKS: &str = "tasks:\n  - id: alpha\n    title: Alpha\n    priority: high\n    ready: true\n    allowed_paths: [docs/alpha.md]\n  - id: beta\n    title: Beta\n    priority: medium\n    ready: true\n    allowed_paths: [docs/beta.md]\n";
 
 const ENABLED: &str = "autonomy: {enabled: true}";
-
-fn skip_of<'a>(report: &'a leviathan::scheduler::CycleReport, task: &str) -> &'a SkipReason {
-    &report
-        .skipped
-        .iter()
-        .find(|s| s.task_id == task)
-        .unwrap_or_else(|| panic!("{task} is not skipped: {report:#?}"))
-        .reason
-}
 
 #[tokio::test]
 async fn list_open_reads_every_page_and_state_tells_merged_from_closed() {

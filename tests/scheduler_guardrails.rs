@@ -12,7 +12,7 @@ use leviathan_core::{
     model::{FailureClass, FailureKind},
     plan::SkipReason,
 };
-use scheduler_support::{Step, World, advance_past, freeze};
+use scheduler_support::{Step, World, advance_past, freeze, skip_of, spawn_daemon};
 
 const ONE_TASK: &str = "tasks:\n  - id: docs-guide\n    title: Write the guide\n    priority: high\n    ready: true\n    allowed_paths: [docs/GUIDE.md]\n";
 
@@ -22,16 +22,6 @@ const ENABLED: &str = "autonomy: {enabled: true}";
 
 fn fail() -> Step {
     Step::Fail(FailureKind::TestsFailed, FailureClass::Transient)
-}
-
-/// The skip reason of `task` in a report.
-fn skip_of<'a>(report: &'a leviathan::scheduler::CycleReport, task: &str) -> &'a SkipReason {
-    &report
-        .skipped
-        .iter()
-        .find(|s| s.task_id == task)
-        .unwrap_or_else(|| panic!("{task} is not skipped: {report:#?}"))
-        .reason
 }
 
 #[tokio::test(start_paused = true)]
@@ -539,17 +529,7 @@ async fn shutdown_lets_attempts_finish_then_cancels_them_as_transient() {
         })
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn({
-        let scheduler = scheduler.clone();
-        async move {
-            scheduler
-                .run(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, daemon) = spawn_daemon(&scheduler);
     let mut cycles = scheduler.cycles();
     cycles.wait_for(|n| *n >= 1).await.unwrap();
     assert_eq!(world.count("attempt.created").await, 1);

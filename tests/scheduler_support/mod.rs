@@ -15,12 +15,15 @@ use std::{
 };
 
 use async_trait::async_trait;
-use leviathan::scheduler::{GitBacklog, Scheduler, SchedulerBuilder, SchedulerOptions};
+use leviathan::scheduler::{
+    CycleReport, GitBacklog, Scheduler, SchedulerBuilder, SchedulerError, SchedulerOptions,
+};
 use leviathan_core::{
     AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Event, Executor, ExecutorError, Ledger,
     catalogue::{EventBody, validate},
     memory::{MemoryEventStore, MemoryGraphStore},
     model::{Failure, FailureClass, FailureKind},
+    plan::SkipReason,
     target::{TargetConfig, parse_target_config},
 };
 use leviathan_testkit::github::{FakeGitHub, PullSummary};
@@ -28,7 +31,10 @@ use leviathan_worker::{
     Secret,
     forge::{Forge, GitHubForge, PullRequestSpec},
 };
-use tokio::sync::Notify;
+use tokio::{
+    sync::{Notify, oneshot},
+    task::JoinHandle,
+};
 
 pub(crate) const TARGET: &str = "demo";
 pub(crate) const OWNER: &str = "acme";
@@ -288,15 +294,7 @@ impl World {
         init_logs();
         let github = FakeGitHub::start().await.expect("FakeGitHub");
         let repo_url = github
-            .create_repo_with_files(
-                OWNER,
-                REPO,
-                "main",
-                &[
-                    ("README.md", "# widgets\n"),
-                    (".leviathan/backlog.yaml", backlog),
-                ],
-            )
+            .create_target_repo(OWNER, REPO, backlog)
             .await
             .expect("seed repository");
         let ledger = Arc::new(
@@ -490,4 +488,30 @@ pub(crate) async fn advance_past(
     now: leviathan_core::Timestamp,
 ) {
     tokio::time::advance(target.saturating_since(now) + Duration::from_millis(1)).await;
+}
+
+/// The skip reason of `task` in a report.
+pub(crate) fn skip_of<'a>(report: &'a CycleReport, task: &str) -> &'a SkipReason {
+    &report
+        .skipped
+        .iter()
+        .find(|s| s.task_id == task)
+        .unwrap_or_else(|| panic!("{task} is not skipped: {report:#?}"))
+        .reason
+}
+
+/// Runs `scheduler` as a daemon in a task of its own until the returned sender fires.
+pub(crate) fn spawn_daemon(
+    scheduler: &Scheduler,
+) -> (oneshot::Sender<()>, JoinHandle<Result<(), SchedulerError>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let scheduler = scheduler.clone();
+    let daemon = tokio::spawn(async move {
+        scheduler
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, daemon)
 }

@@ -179,6 +179,26 @@ impl FakeGitHub {
             .await
     }
 
+    /// A repository shaped as a Leviathan target: branch `main` holding a README and
+    /// `.leviathan/backlog.yaml` with `backlog`. Returns its clone URL.
+    pub async fn create_target_repo(
+        &self,
+        owner: &str,
+        name: &str,
+        backlog: &str,
+    ) -> anyhow::Result<String> {
+        self.create_repo_with_files(
+            owner,
+            name,
+            "main",
+            &[
+                ("README.md", "# widgets\n"),
+                (".leviathan/backlog.yaml", backlog),
+            ],
+        )
+        .await
+    }
+
     /// All pull requests of a repository, by number.
     pub fn pull_requests(&self, owner: &str, repo: &str) -> anyhow::Result<Vec<PullSummary>> {
         let web = self.server.url();
