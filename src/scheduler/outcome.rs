@@ -40,10 +40,7 @@ impl Inner {
     }
 
     async fn follow_run(&self, spec: AttemptSpec, start: Start) {
-        let label = format!(
-            "{}/{} attempt={}",
-            spec.target_id, spec.task_id, spec.attempt_id
-        );
+        let label = label(&spec);
         let result = match start {
             Start::Run => self.executor.run(&spec).await,
             Start::Reattach => match self.executor.reattach(&spec).await {
@@ -76,17 +73,8 @@ impl Inner {
         spec: &AttemptSpec,
         result: Result<AttemptOutcome, ExecutorError>,
     ) -> Result<(), SchedulerError> {
-        let label = format!(
-            "{}/{} attempt={}",
-            spec.target_id, spec.task_id, spec.attempt_id
-        );
-        self.ledger.catch_up().await?;
-        let live = self
-            .ledger
-            .graph()
-            .await
-            .attempt(&spec.attempt_id)
-            .is_some_and(|a| a.status.is_live());
+        let label = label(spec);
+        let live = self.is_live(spec).await?;
         let artifacts = result
             .as_ref()
             .map(|o| o.artifacts.clone())
@@ -208,15 +196,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Ends an attempt no executor can find as `lost` (transient: retried by policy).
-    async fn record_lost(&self, spec: &AttemptSpec) -> Result<(), SchedulerError> {
+    /// Whether the attempt is still live in the log, after catching up with it.
+    async fn is_live(&self, spec: &AttemptSpec) -> Result<bool, SchedulerError> {
         self.ledger.catch_up().await?;
-        let live = self
+        Ok(self
             .ledger
             .graph()
             .await
             .attempt(&spec.attempt_id)
-            .is_some_and(|a| a.status.is_live());
+            .is_some_and(|a| a.status.is_live()))
+    }
+
+    /// Ends an attempt no executor can find as `lost` (transient: retried by policy).
+    async fn record_lost(&self, spec: &AttemptSpec) -> Result<(), SchedulerError> {
+        let live = self.is_live(spec).await?;
         if !live {
             return Ok(());
         }
@@ -311,4 +304,12 @@ fn describe(result: &AttemptResult) -> String {
         AttemptResult::Succeeded { pr_number, .. } => format!("succeeded with PR #{pr_number}"),
         AttemptResult::Failed(f) => format!("failed: {} ({})", f.kind, f.class),
     }
+}
+
+/// How log lines name an attempt: `target/task attempt=id`.
+fn label(spec: &AttemptSpec) -> String {
+    format!(
+        "{}/{} attempt={}",
+        spec.target_id, spec.task_id, spec.attempt_id
+    )
 }
