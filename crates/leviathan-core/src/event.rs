@@ -73,6 +73,16 @@ pub struct Event {
 impl Event {
     /// Places `new` in the chain after `prev_hash` at `seq`, computing its hash.
     pub fn seal(new: NewEvent, seq: u64, prev_hash: Option<Sha256Digest>) -> Self {
+        Self::seal_canonical(new, seq, prev_hash).0
+    }
+
+    /// [`Event::seal`], also returning the canonical bytes it hashed (what durable backends
+    /// store), so that a writer encodes each event once.
+    pub fn seal_canonical(
+        new: NewEvent,
+        seq: u64,
+        prev_hash: Option<Sha256Digest>,
+    ) -> (Self, Vec<u8>) {
         let mut buf = Vec::with_capacity(256);
         write_canonical(
             &mut buf,
@@ -85,7 +95,7 @@ impl Event {
             prev_hash.as_ref(),
         );
         let hash = Sha256Digest::of(&buf);
-        Self {
+        let event = Self {
             seq,
             event_id: new.event_id,
             event_type: new.event_type,
@@ -94,7 +104,8 @@ impl Event {
             payload: new.payload,
             prev_hash,
             hash,
-        }
+        };
+        (event, buf)
     }
 
     /// Appends this event's canonical bytes (everything but `hash`) to `out`.

@@ -104,7 +104,7 @@ impl EventStore for MemoryEventStore {
         let head = log.events.len() as u64;
         drop(log);
         self.head.send_replace(head);
-        Ok(sequenced.receipt())
+        Ok(sequenced.into_receipt())
     }
 
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<Event>, EventStoreError> {

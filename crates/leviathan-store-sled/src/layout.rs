@@ -1,6 +1,6 @@
 //! The trees of the database and how keys and values are encoded in them (see the crate docs).
 
-use leviathan_core::{Event, Head, Sha256Digest};
+use leviathan_core::{Head, Sha256Digest};
 
 /// Marks a database written by this crate in this layout.
 pub(crate) const FORMAT: &[u8] = b"leviathan-store-sled/1";
@@ -63,11 +63,11 @@ pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// The stored form of an event: its hash, then its canonical bytes (written in place).
-pub(crate) fn event_record(event: &Event) -> Vec<u8> {
-    let mut record = Vec::with_capacity(HASH_LEN + 512);
-    record.extend_from_slice(event.hash.as_bytes());
-    event.write_canonical(&mut record);
+/// The stored form of an event: its hash, then its canonical bytes.
+pub(crate) fn event_record(hash: &Sha256Digest, canonical: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(HASH_LEN + canonical.len());
+    record.extend_from_slice(hash.as_bytes());
+    record.extend_from_slice(canonical);
     record
 }
 
@@ -104,6 +104,7 @@ pub(crate) fn decode_head(bytes: &[u8]) -> Option<Head> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leviathan_core::Event;
 
     #[test]
     fn heads_and_records_round_trip() {
@@ -124,8 +125,8 @@ mod tests {
             1,
             None,
         );
-        let record = event_record(&event);
         let canonical = event.canonical_bytes();
+        let record = event_record(&event.hash, &canonical);
         assert_eq!(split_record(&record), Some((event.hash, &canonical[..])));
         assert_eq!(split_record(&[1; 31]), None);
         assert!(seq_key(2) > seq_key(1) && seq_key(256) > seq_key(255));

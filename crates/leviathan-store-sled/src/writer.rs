@@ -145,7 +145,7 @@ impl Writer {
         }
         sequenced
             .into_iter()
-            .map(|s| s.map(|s| s.receipt()))
+            .map(|s| s.map(Sequenced::into_receipt))
             .collect()
     }
 
@@ -221,7 +221,10 @@ impl Writer {
             for sequenced in &batch.events {
                 let event: &Event = &sequenced.event;
                 let key = layout::seq_key(event.seq);
-                events.insert(&key[..], layout::event_record(event));
+                events.insert(
+                    &key[..],
+                    layout::event_record(&event.hash, &sequenced.canonical),
+                );
                 ids.insert(event.event_id.as_str(), &key[..]);
                 if let Some((stream, version)) = &sequenced.stream {
                     versions.insert(stream, *version);

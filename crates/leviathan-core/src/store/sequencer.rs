@@ -62,6 +62,8 @@ pub struct Prefetched {
 pub struct SequencedEvent {
     /// The chained event.
     pub event: Event,
+    /// Its canonical bytes (what its hash covers), as computed when it was chained.
+    pub canonical: Vec<u8>,
     /// Its stream and the stream's new version.
     pub stream: Option<(StreamId, u64)>,
 }
@@ -78,25 +80,28 @@ pub struct Sequenced {
 }
 
 impl Sequenced {
-    /// The receipt to answer the caller with once persisted.
-    pub fn receipt(&self) -> AppendReceipt {
+    /// The receipt to answer the caller with once persisted (the events move into it).
+    pub fn into_receipt(self) -> AppendReceipt {
         AppendReceipt {
-            appended: self.events.iter().map(|e| e.event.clone()).collect(),
-            duplicates: self.duplicates.clone(),
+            appended: self.events.into_iter().map(|e| e.event).collect(),
+            duplicates: self.duplicates,
             head: self.head,
         }
     }
 }
 
 /// Sequences batches after a known tail.
+///
+/// It borrows the group's batches rather than copying their events: later batches of a group
+/// are compared with the earlier ones' submitted events, which live as long as the group.
 #[derive(Debug, Default)]
-pub struct Sequencer {
+pub struct Sequencer<'g> {
     tail: Option<Head>,
-    group_events: HashMap<EventId, Event>,
+    group_events: HashMap<&'g EventId, &'g NewEvent>,
     group_streams: HashMap<StreamId, u64>,
 }
 
-impl Sequencer {
+impl<'g> Sequencer<'g> {
     /// A sequencer continuing after `tail` (`None` for an empty log).
     pub fn new(tail: Option<Head>) -> Self {
         Self {
@@ -113,23 +118,22 @@ impl Sequencer {
     /// Sequences one batch after the batches already sequenced by this sequencer.
     pub fn sequence(
         &mut self,
-        batch: &PreparedAppend,
+        batch: &'g PreparedAppend,
         known: &Prefetched,
     ) -> Result<Sequenced, EventStoreError> {
         // 1. Duplicates and conflicts, against the log, the group so far and the batch itself.
-        let mut fresh: Vec<&PreparedEvent> = Vec::with_capacity(batch.events.len());
+        let mut fresh: Vec<&'g PreparedEvent> = Vec::with_capacity(batch.events.len());
         let mut duplicates = Vec::new();
-        let mut in_batch: HashMap<&EventId, &NewEvent> = HashMap::new();
+        let mut in_batch: HashMap<&'g EventId, &'g NewEvent> =
+            HashMap::with_capacity(batch.events.len());
         for (index, prepared) in batch.events.iter().enumerate() {
             let new = &prepared.event;
-            let stored = self
-                .group_events
-                .get(&new.event_id)
-                .or_else(|| known.events.get(&new.event_id));
-            let same = match (stored, in_batch.get(&new.event_id)) {
-                (Some(stored), _) => Some(new.same_content(stored)),
-                (None, Some(earlier)) => Some(*earlier == new),
-                (None, None) => None,
+            let same = if let Some(earlier) = self.group_events.get(&new.event_id) {
+                Some(*earlier == new)
+            } else if let Some(stored) = known.events.get(&new.event_id) {
+                Some(new.same_content(stored))
+            } else {
+                in_batch.get(&new.event_id).map(|earlier| *earlier == new)
             };
             match same {
                 Some(true) => duplicates.push(new.event_id.clone()),
@@ -178,7 +182,8 @@ impl Sequencer {
         let mut tail = self.tail;
         for prepared in fresh {
             let seq = tail.map_or(1, |h| h.seq + 1);
-            let event = Event::seal(prepared.event.clone(), seq, tail.map(|h| h.hash));
+            let (event, canonical) =
+                Event::seal_canonical(prepared.event.clone(), seq, tail.map(|h| h.hash));
             tail = Some(event.head());
             let stream = prepared.stream.as_ref().map(|s| {
                 let next = streams
@@ -189,16 +194,17 @@ impl Sequencer {
                 streams.insert(s.clone(), next);
                 (s.clone(), next)
             });
-            events.push(SequencedEvent { event, stream });
+            events.push(SequencedEvent {
+                event,
+                canonical,
+                stream,
+            });
         }
 
         // 4. Make the batch visible to the next batches of the group.
         self.tail = tail;
         self.group_streams.extend(streams);
-        for e in &events {
-            self.group_events
-                .insert(e.event.event_id.clone(), e.event.clone());
-        }
+        self.group_events.extend(in_batch);
         Ok(Sequenced {
             events,
             duplicates,
