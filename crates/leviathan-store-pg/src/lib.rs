@@ -45,17 +45,23 @@
 //! (pure), queues it and waits. The writer drains the queue into a group (bounded by
 //! [`PgOptions::max_group_requests`] and [`PgOptions::max_group_events`]; when the queue holds
 //! fewer requests than the last group had, it yields to the scheduler up to twice first, so that
-//! callers it has just answered can join). It reads the head and prefetches the stored events
-//! with the group's ids (`event_id = ANY($1)`) and the group's stream versions
-//! (`stream = ANY($2)`) in one statement, sequences each request with core's
+//! callers it has just answered can join). When nobody else has appended since its last group,
+//! it knows the head and skips the read: it sequences each request with core's
 //! [`Sequencer`](leviathan_core::store::sequencer::Sequencer) (duplicates, conflicts and stream
-//! expectations per request; later requests see earlier ones), then writes all accepted events
-//! with one `INSERT ... SELECT FROM UNNEST(...)`, the streams, the head and a `NOTIFY` in the one
-//! statement above, which commits on its own. Each caller then gets its own answer: a request
+//! expectations per request; later requests see earlier ones) on what it knew after its last
+//! commit, and writes all accepted events with one `INSERT ... SELECT FROM UNNEST(...)`, the
+//! streams, the head and a `NOTIFY` in one self-committing statement, which first checks under
+//! the lock that the head is where this writer left it, that none of the group's ids is stored
+//! and that every stream is at the version assumed. When any of that does not hold (another
+//! process appended, a retried batch, a stream this writer has not seen), the statement writes
+//! nothing, and the group is sequenced again after a read of the head, the stored events with the
+//! group's ids (`event_id = ANY($1)`) and the group's stream versions (`stream = ANY($2)`), then
+//! written by the same statement. Each caller then gets its own answer: a request
 //! refused by the sequencer gets its own error while the others land. If the group's statement
 //! fails permanently (bad data), each request is retried alone so that only the faulty one fails.
-//! A group costs two round trips and one commit whatever its size (four when another process
-//! overtook it). On a TLS connection whose socket could not be given `TCP_NODELAY` (sqlx 0.9 does
+//! A group costs one round trip and one commit whatever its size while this writer is the only
+//! one appending, two or three after a miss, and more when another process overtakes it between
+//! read and write. On a TLS connection whose socket could not be given `TCP_NODELAY` (sqlx 0.9 does
 //! not set it; this crate does where the platform allows), a group is written in the locked
 //! transaction, one statement per 14 KiB of events, to avoid ~40 ms Nagle stalls.
 //!

@@ -278,6 +278,57 @@ async fn a_writer_overtaken_after_its_read_appends_after_the_other() {
     assert_eq!(verified_count(&*stores[1].events()).await, 2);
 }
 
+/// A writer that knows the head writes its next group without reading first; what it assumed
+/// (nobody appended since, none of the ids is stored, each stream at the version it knows) is
+/// checked by the write itself, and when any of it is wrong the group is read and written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_writing_without_a_read_checks_what_it_assumed() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (db.store().await, db.store().await);
+    let (a, b) = (a.events(), b.events());
+    let stream = StreamId::from_raw("attempt:a1");
+
+    // B gives the stream a version A has never seen; A then learns the head, not the stream.
+    b.append(AppendRequest::new(vec![heartbeat("hb-1", "a1")]))
+        .await
+        .unwrap();
+    a.append(AppendRequest::new(vec![note("n-1", 1)]))
+        .await
+        .unwrap();
+    let receipt = a
+        .append(AppendRequest::new(vec![heartbeat("hb-2", "a1")]))
+        .await
+        .unwrap();
+    assert_eq!(receipt.appended[0].seq, 3);
+    assert_eq!(a.stream_version(&stream).await.unwrap(), 2);
+    a.append(
+        AppendRequest::new(vec![heartbeat("hb-3", "a1")])
+            .expect(stream.clone(), ExpectedVersion::Exact(2)),
+    )
+    .await
+    .expect("A knows the stream's version now");
+
+    // A retried batch: its id is stored, so it is a duplicate, not a second copy.
+    let retried = a
+        .append(AppendRequest::new(vec![heartbeat("hb-3", "a1")]))
+        .await
+        .unwrap();
+    assert!(retried.appended.is_empty());
+    assert_eq!(retried.duplicates, [EventId::new("hb-3").unwrap()]);
+
+    // B appends behind A's back: A's next group finds the head moved and lands after B's.
+    b.append(AppendRequest::new(vec![note("n-2", 2)]))
+        .await
+        .unwrap();
+    let receipt = a
+        .append(AppendRequest::new(vec![note("n-3", 3)]))
+        .await
+        .unwrap();
+    assert_eq!(receipt.appended[0].seq, 6);
+    assert_eq!(a.stream_version(&stream).await.unwrap(), 3);
+    assert_eq!(verified_count(&*b).await, 6);
+}
+
 /// A subscriber whose LISTEN connection is killed still gets every event, in order, from a
 /// writer in another store (so only NOTIFY and the reconnection can wake it). The writer appends
 /// in lockstep with the subscriber, so the subscriber is waiting for a wake-up at each append.

@@ -1,17 +1,25 @@
 //! The single writer: group commit inside the process, the head row and an advisory lock across
 //! processes.
 //!
-//! Every `append` of a store goes to one task. It drains its queue into a group, reads the head
-//! row with the group's stored event ids and stream versions, sequences each request with core's
-//! [`Sequencer`], and writes the group in one statement that first takes the writer lock and
-//! moves the head row from where it was read, then inserts all accepted events with
-//! `INSERT ... SELECT FROM UNNEST`, upserts the streams and `NOTIFY`s. That statement is its own
-//! transaction: two round trips per group. If the head was no longer where it was read (another
-//! process appended in between), the statement writes nothing, and the group is written again in
-//! a transaction that takes the lock before reading. The same transaction is used when a group
-//! needs several statements (see [`TLS_STATEMENT_BYTES`]).
+//! Every `append` of a store goes to one task. It drains its queue into a group and sequences
+//! each request with core's [`Sequencer`]. When nobody else appended since its last group, it
+//! needs no read: it sequences on what it knew after its last commit and writes the group in one
+//! statement that first takes the writer lock, checks that the head is where it left it, that none
+//! of the group's ids is stored and that the streams are at the versions assumed, then moves the
+//! head row, inserts all accepted events with `INSERT ... SELECT FROM UNNEST`, upserts the streams
+//! and `NOTIFY`s. That statement is its own transaction: one round trip per group. Otherwise (or
+//! when such a write finds an assumption wrong and writes nothing) it reads the head row with the
+//! group's stored event ids and stream versions and writes with the same statement: two round
+//! trips. If the head was no longer where it was read (another process appended in between), the
+//! statement writes nothing, and the group is written again in a transaction that takes the lock
+//! before reading. The same transaction is used when a group needs several statements (see
+//! [`TLS_STATEMENT_BYTES`]).
 
-use std::{collections::BTreeMap, ops::Range, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    ops::Range,
+    sync::Arc,
+};
 
 use leviathan_core::{
     EventId, EventStoreError, Head, StreamId,
@@ -45,6 +53,13 @@ pub(crate) struct GroupLimits {
     pub(crate) max_requests: usize,
     pub(crate) max_events: usize,
 }
+
+/// How many groups the writer reads before writing again after a write without a read missed.
+const UNREAD_PAUSE: usize = 16;
+
+/// Stream versions the writer keeps between groups; past that it forgets them all (a forgotten
+/// stream costs one group a second round trip).
+const MAX_REMEMBERED_STREAMS: usize = 100_000;
 
 /// How many times the writer yields to let callers it just answered join the next group.
 const MAX_GATHER_YIELDS: usize = 2;
@@ -87,15 +102,21 @@ const INSERT_CHUNK: &str = concat!(
 /// its new tail ($14, $15), and only then inserts the group's (last chunk of) events, upserts its
 /// streams and notifies. Returns the number of head rows moved: 1, or 0 when the head was not
 /// where the writer read it (another process appended since), and then nothing is written.
-const WRITE: &str = concat!(
-    "WITH locked AS (
+/// The optional condition guards the move further.
+macro_rules! write_group {
+    ($($guard:literal)?) => {
+        concat!(
+            "WITH locked AS (
     SELECT pg_advisory_xact_lock($18)
 ), moved AS (
-    UPDATE log_head SET seq = $14, hash = $15 FROM locked WHERE seq = $16 RETURNING 1
+    UPDATE log_head SET seq = $14, hash = $15 FROM locked WHERE seq = $16",
+            $(" AND ", $guard,)?
+            "
+    RETURNING 1
 ), appended AS (
     ",
-    insert_events!("WHERE EXISTS (SELECT 1 FROM moved)"),
-    "
+            insert_events!("WHERE EXISTS (SELECT 1 FROM moved)"),
+            "
 ), versions AS (
     INSERT INTO streams (stream, version)
     SELECT * FROM UNNEST($12::text[], $13::bigint[]) WHERE EXISTS (SELECT 1 FROM moved)
@@ -104,6 +125,25 @@ const WRITE: &str = concat!(
     SELECT pg_notify($17, $14::text) FROM moved
 )
 SELECT count(*) FROM notified"
+        )
+    };
+}
+
+/// [`write_group!`] after a read of the head and the group's ids and streams.
+const WRITE: &str = write_group!();
+
+/// [`write_group!`] for a group sequenced without a read, on what this writer knew after its last
+/// commit: it also requires that none of the group's ids ($19) is stored and that every stream the
+/// group touches ($20) is at the version it was sequenced with ($21). When the head is where this
+/// writer left it, nobody has appended since, so the statement's snapshot holds every event and
+/// stream (a concurrent append would have moved the head, and the update then matches no row).
+const WRITE_UNREAD: &str = write_group!(
+    "NOT EXISTS (SELECT 1 FROM events WHERE event_id = ANY($19))
+        AND NOT EXISTS (
+            SELECT 1 FROM UNNEST($20::text[], $21::bigint[]) AS assumed(stream, version)
+            LEFT JOIN streams USING (stream)
+            WHERE coalesce(streams.version, 0) <> assumed.version
+        )"
 );
 
 /// Most bytes of parameters one append statement carries on a TLS connection whose socket could
@@ -158,7 +198,7 @@ impl EventColumns {
         self.prev_hash
             .push(event.prev_hash.map(|h| h.as_bytes().to_vec()));
         self.hash.push(event.hash.as_bytes().to_vec());
-        let canonical = event.canonical_bytes();
+        let canonical = sequenced.canonical.clone();
         self.size.push(
             EVENT_OVERHEAD_BYTES
                 + canonical.len()
@@ -246,6 +286,11 @@ pub(crate) struct Writer {
     link: Option<Link>,
     /// The tail after this writer's last commit; `None` when unknown (at start, after a failure).
     tail: Option<Option<Head>>,
+    /// Stream versions as of this writer's last commit (those it read or wrote).
+    versions: HashMap<String, u64>,
+    /// Groups left before the writer tries again to write without reading first: it stops for a
+    /// while after a miss (another process appending), so as not to pay for misses in a row.
+    unread_pause: usize,
     head: Arc<watch::Sender<u64>>,
     limits: GroupLimits,
 }
@@ -262,6 +307,8 @@ impl Writer {
             location,
             link: None,
             tail: None,
+            versions: HashMap::new(),
+            unread_pause: 0,
             head,
             limits,
         }
@@ -306,7 +353,7 @@ impl Writer {
             Ok(outcomes) => {
                 for (request, outcome) in group.into_iter().zip(outcomes) {
                     // A caller that stopped waiting has nobody to tell; its events are stored.
-                    let _ = request.reply.send(outcome.map(|s| s.receipt()));
+                    let _ = request.reply.send(outcome.map(Sequenced::into_receipt));
                 }
             }
             Err(failure) if group.len() > 1 && !failure.is_transient() => {
@@ -321,7 +368,7 @@ impl Writer {
                         }),
                         Err(failure) => Err(failure.to_event_error()),
                     };
-                    let _ = request.reply.send(outcome.map(|s| s.receipt()));
+                    let _ = request.reply.send(outcome.map(Sequenced::into_receipt));
                 }
             }
             Err(failure) => {
@@ -340,8 +387,9 @@ impl Writer {
         let result = self.try_write(batches).await;
         if let Err(failure) = &result {
             // Whether the transaction committed is unknown after a lost connection: forget the
-            // tail (the next group reads it under the lock anyway) and the connection.
+            // tail and the versions (the next group reads them under the lock) and the connection.
             self.tail = None;
+            self.versions.clear();
             if failure.is_transient() {
                 self.link = None;
             }
@@ -354,7 +402,6 @@ impl Writer {
         batches: &[&PreparedAppend],
     ) -> Result<Vec<Result<Sequenced, EventStoreError>>, StoreFailure> {
         let cached_tail = self.tail;
-        let link = self.link().await?;
         let events: usize = batches.iter().map(|b| b.events.len()).sum();
         let context = |doing: &str| {
             format!(
@@ -363,19 +410,41 @@ impl Writer {
             )
         };
 
-        // The common case: nobody else appends between the read and the write. Two round trips,
-        // the write being its own transaction.
         let reading = context("reading the head and prefetching");
         let writing = context("inserting events");
-        let group = Group::read(&mut link.conn, batches, cached_tail, &reading).await?;
-        let written = match group.statements(link.statement_limit).as_slice() {
-            [] => Some(group),
-            [whole] => {
-                let moved = group.write(&mut link.conn, whole.clone(), &writing).await?;
-                (moved == 1).then_some(group)
+        // The common case: nobody else appended since this writer's last group, so it knows the
+        // head and needs no read. One round trip, the write being its own transaction; it writes
+        // nothing if anything it assumed does not hold, and the group is read and written again.
+        let unread = match cached_tail {
+            Some(tail) if self.unread_pause == 0 => {
+                Some(Group::unread(batches, tail, &self.versions)?)
             }
             _ => None,
         };
+        self.unread_pause = self.unread_pause.saturating_sub(1);
+        let mut missed = false;
+        let link = self.link().await?;
+        let mut written = None;
+        if let Some(group) = unread {
+            // Only a write confirms what the group assumed: with nothing to write, read.
+            if let [whole] = group.statements(link.statement_limit).as_slice() {
+                let moved = group.write(&mut link.conn, whole.clone(), &writing).await?;
+                missed = moved != 1;
+                written = (!missed).then_some(group);
+            }
+        }
+        // Otherwise two round trips: read, then the same self-committing write.
+        if written.is_none() {
+            let group = Group::read(&mut link.conn, batches, cached_tail, &reading).await?;
+            written = match group.statements(link.statement_limit).as_slice() {
+                [] => Some(group),
+                [whole] => {
+                    let moved = group.write(&mut link.conn, whole.clone(), &writing).await?;
+                    (moved == 1).then_some(group)
+                }
+                _ => None,
+            };
+        }
         let group = match written {
             Some(group) => group,
             // The head moved since it was read, or the group needs several statements: read and
@@ -407,11 +476,29 @@ impl Writer {
             }
         };
 
+        if missed {
+            self.unread_pause = UNREAD_PAUSE;
+        }
         self.tail = Some(group.tail);
+        self.remember_versions(&group);
         if let Some(tail) = group.tail {
             advance(&self.head, tail.seq);
         }
         Ok(group.outcomes)
+    }
+
+    /// Keeps the stream versions a committed group read, assumed or wrote, for the next group.
+    fn remember_versions(&mut self, group: &Group) {
+        if self.versions.len() > MAX_REMEMBERED_STREAMS {
+            self.versions.clear();
+        }
+        for (stream, version) in &group.known_versions {
+            self.versions.insert(stream.clone(), *version);
+        }
+        for (stream, version) in group.version_streams.iter().zip(&group.version_numbers) {
+            self.versions
+                .insert(stream.clone(), u64::try_from(*version).unwrap_or_default());
+        }
     }
 
     /// The writer's connection, opened on first use and after a loss.
@@ -450,6 +537,19 @@ struct Group {
     /// The new version of every stream the group appends to.
     version_streams: Vec<String>,
     version_numbers: Vec<i64>,
+    /// The versions the group was sequenced with (read, or assumed).
+    known_versions: Vec<(String, u64)>,
+    /// Set when the group was sequenced without a read: what its write must check.
+    assumed: Option<Assumed>,
+}
+
+/// What a group sequenced without a read assumed about the log (see [`WRITE_UNREAD`]).
+struct Assumed {
+    /// Every id of the group: none may be stored.
+    ids: Vec<String>,
+    /// Every stream the group touches, and the version it was sequenced with.
+    streams: Vec<String>,
+    versions: Vec<i64>,
 }
 
 impl Group {
@@ -514,7 +614,49 @@ impl Group {
         let head =
             head.ok_or_else(|| StoreFailure::corrupt(None, "the log head row is missing"))?;
         check_tail(cached_tail, head)?;
+        Self::sequence(batches, head, known)
+    }
 
+    /// Sequences the group after `tail` without reading anything: no id of the group is assumed
+    /// stored and every stream is assumed at the version in `versions` (0 when absent). The
+    /// write checks both ([`WRITE_UNREAD`]).
+    fn unread(
+        batches: &[&PreparedAppend],
+        tail: Option<Head>,
+        versions: &HashMap<String, u64>,
+    ) -> Result<Self, StoreFailure> {
+        let mut known = Prefetched::default();
+        let mut assumed = Assumed {
+            ids: batches
+                .iter()
+                .flat_map(|b| b.event_ids())
+                .map(|id| id.as_str().to_owned())
+                .collect(),
+            streams: Vec::new(),
+            versions: Vec::new(),
+        };
+        for stream in batches.iter().flat_map(|b| b.streams()) {
+            if known.streams.contains_key(stream) {
+                continue;
+            }
+            let version = versions.get(stream.as_str()).copied().unwrap_or(0);
+            known.streams.insert(stream.clone(), version);
+            assumed.streams.push(stream.as_str().to_owned());
+            assumed.versions.push(i64::try_from(version).map_err(|_| {
+                StoreFailure::corrupt(None, format!("stream `{stream}` has version {version}"))
+            })?);
+        }
+        let mut group = Self::sequence(batches, tail, known)?;
+        group.assumed = Some(assumed);
+        Ok(group)
+    }
+
+    /// Sequences each batch after `head` with what is `known` of the log.
+    fn sequence(
+        batches: &[&PreparedAppend],
+        head: Option<Head>,
+        known: Prefetched,
+    ) -> Result<Self, StoreFailure> {
         let mut sequencer = Sequencer::new(head);
         let outcomes: Vec<Result<Sequenced, EventStoreError>> = batches
             .iter()
@@ -532,6 +674,11 @@ impl Group {
             }
         }
         let (version_streams, version_numbers) = versions.into_iter().unzip();
+        let known_versions = known
+            .streams
+            .into_iter()
+            .map(|(stream, version)| (stream.as_str().to_owned(), version))
+            .collect();
         Ok(Self {
             head,
             tail: sequencer.tail(),
@@ -539,6 +686,8 @@ impl Group {
             columns,
             version_streams,
             version_numbers,
+            known_versions,
+            assumed: None,
         })
     }
 
@@ -584,15 +733,29 @@ impl Group {
         let tail = self
             .tail
             .ok_or_else(|| StoreFailure::corrupt(None, "a group appends events but has no tail"))?;
-        self.columns
-            .bind(sqlx::query_scalar(WRITE), last)
+        let statement = if self.assumed.is_some() {
+            WRITE_UNREAD
+        } else {
+            WRITE
+        };
+        let query = self
+            .columns
+            .bind(sqlx::query_scalar(statement), last)
             .bind(&self.version_streams)
             .bind(&self.version_numbers)
             .bind(i64::try_from(tail.seq).unwrap_or(i64::MAX))
             .bind(tail.hash.as_bytes().as_slice())
             .bind(i64::try_from(self.head.map_or(0, |h| h.seq)).unwrap_or(i64::MAX))
             .bind(NOTIFY_CHANNEL)
-            .bind(WRITER_LOCK_KEY)
+            .bind(WRITER_LOCK_KEY);
+        let query = match &self.assumed {
+            Some(assumed) => query
+                .bind(&assumed.ids)
+                .bind(&assumed.streams)
+                .bind(&assumed.versions),
+            None => query,
+        };
+        query
             .fetch_one(conn)
             .await
             .map_err(|e| StoreFailure::sql(context, e))
