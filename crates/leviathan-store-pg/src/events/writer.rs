@@ -537,19 +537,12 @@ struct Group {
     /// The new version of every stream the group appends to.
     version_streams: Vec<String>,
     version_numbers: Vec<i64>,
-    /// The versions the group was sequenced with (read, or assumed).
+    /// The version of every stream the group touches, as it was sequenced with (read, or
+    /// assumed).
     known_versions: Vec<(String, u64)>,
-    /// Set when the group was sequenced without a read: what its write must check.
-    assumed: Option<Assumed>,
-}
-
-/// What a group sequenced without a read assumed about the log (see [`WRITE_UNREAD`]).
-struct Assumed {
-    /// Every id of the group: none may be stored.
-    ids: Vec<String>,
-    /// Every stream the group touches, and the version it was sequenced with.
-    streams: Vec<String>,
-    versions: Vec<i64>,
+    /// Set when the group was sequenced without a read: every id of the group, none of which
+    /// may be stored (its write also checks `known_versions`, see [`WRITE_UNREAD`]).
+    unread_ids: Option<Vec<String>>,
 }
 
 impl Group {
@@ -626,28 +619,18 @@ impl Group {
         versions: &HashMap<String, u64>,
     ) -> Result<Self, StoreFailure> {
         let mut known = Prefetched::default();
-        let mut assumed = Assumed {
-            ids: batches
+        for stream in batches.iter().flat_map(|b| b.streams()) {
+            let version = versions.get(stream.as_str()).copied().unwrap_or(0);
+            known.streams.entry(stream.clone()).or_insert(version);
+        }
+        let mut group = Self::sequence(batches, tail, known)?;
+        group.unread_ids = Some(
+            batches
                 .iter()
                 .flat_map(|b| b.event_ids())
                 .map(|id| id.as_str().to_owned())
                 .collect(),
-            streams: Vec::new(),
-            versions: Vec::new(),
-        };
-        for stream in batches.iter().flat_map(|b| b.streams()) {
-            if known.streams.contains_key(stream) {
-                continue;
-            }
-            let version = versions.get(stream.as_str()).copied().unwrap_or(0);
-            known.streams.insert(stream.clone(), version);
-            assumed.streams.push(stream.as_str().to_owned());
-            assumed.versions.push(i64::try_from(version).map_err(|_| {
-                StoreFailure::corrupt(None, format!("stream `{stream}` has version {version}"))
-            })?);
-        }
-        let mut group = Self::sequence(batches, tail, known)?;
-        group.assumed = Some(assumed);
+        );
         Ok(group)
     }
 
@@ -687,7 +670,7 @@ impl Group {
             version_streams,
             version_numbers,
             known_versions,
-            assumed: None,
+            unread_ids: None,
         })
     }
 
@@ -733,7 +716,7 @@ impl Group {
         let tail = self
             .tail
             .ok_or_else(|| StoreFailure::corrupt(None, "a group appends events but has no tail"))?;
-        let statement = if self.assumed.is_some() {
+        let statement = if self.unread_ids.is_some() {
             WRITE_UNREAD
         } else {
             WRITE
@@ -748,11 +731,17 @@ impl Group {
             .bind(i64::try_from(self.head.map_or(0, |h| h.seq)).unwrap_or(i64::MAX))
             .bind(NOTIFY_CHANNEL)
             .bind(WRITER_LOCK_KEY);
-        let query = match &self.assumed {
-            Some(assumed) => query
-                .bind(&assumed.ids)
-                .bind(&assumed.streams)
-                .bind(&assumed.versions),
+        let query = match &self.unread_ids {
+            Some(ids) => {
+                let (streams, versions): (Vec<&str>, Vec<i64>) = self
+                    .known_versions
+                    .iter()
+                    .map(|(stream, version)| {
+                        (stream.as_str(), i64::try_from(*version).unwrap_or(i64::MAX))
+                    })
+                    .unzip();
+                query.bind(ids).bind(streams).bind(versions)
+            }
             None => query,
         };
         query
