@@ -104,6 +104,9 @@ pub struct Ledger {
 #[derive(Debug, Default)]
 struct SaveState {
     saved_seq: u64,
+    /// A save failed after its changes were taken from the graph, so the store may lack them:
+    /// the next save writes the whole projection.
+    whole_due: bool,
 }
 
 impl Ledger {
@@ -129,7 +132,10 @@ impl Ledger {
             graphs,
             graph: Arc::new(RwLock::new(graph)),
             persist,
-            saving: Arc::new(Mutex::new(SaveState { saved_seq })),
+            saving: Arc::new(Mutex::new(SaveState {
+                saved_seq,
+                whole_due: false,
+            })),
         };
         ledger.catch_up().await?;
         Ok(ledger)
@@ -435,30 +441,37 @@ async fn save(
     every: u64,
 ) -> Result<(), LedgerError> {
     let mut saving = saving.lock().await;
-    let delta = {
+    let (previous, delta) = {
         let mut graph = graph.write().await;
         let pending = graph.checkpoint_seq().saturating_sub(saving.saved_seq);
-        if pending == 0 || pending < every {
+        if !saving.whole_due && (pending == 0 || pending < every) {
             return Ok(());
         }
-        graph.take_delta()
+        let changes = graph.take_delta();
+        if saving.whole_due {
+            (0, graph.snapshot_delta())
+        } else {
+            (saving.saved_seq, changes)
+        }
     };
     let checkpoint = delta.checkpoint.map_or(0, |h| h.seq);
-    match graphs.save(saving.saved_seq, &delta).await {
-        Ok(()) => {}
+    let saved = match graphs.save(previous, &delta).await {
+        Ok(()) => Ok(()),
         // Another process folding the same log saved further already: nothing to add.
-        Err(GraphStoreError::CheckpointConflict { stored, .. }) if stored > checkpoint => {}
+        Err(GraphStoreError::CheckpointConflict { stored, .. }) if stored > checkpoint => Ok(()),
         // The store lacks changes this delta does not carry (it was cleared, or another
         // process rebuilt it): write the whole projection instead.
         Err(GraphStoreError::CheckpointConflict { .. }) => {
-            let full = graph.read().await.snapshot_delta();
-            match graphs.save(0, &full).await {
-                Ok(()) | Err(GraphStoreError::CheckpointConflict { .. }) => {}
-                Err(other) => return Err(other.into()),
+            let whole = graph.read().await.snapshot_delta();
+            match graphs.save(0, &whole).await {
+                Ok(()) | Err(GraphStoreError::CheckpointConflict { .. }) => Ok(()),
+                Err(other) => Err(other),
             }
         }
-        Err(other) => return Err(other.into()),
-    }
+        Err(other) => Err(other),
+    };
+    saving.whole_due = saved.is_err();
+    saved?;
     saving.saved_seq = checkpoint;
     Ok(())
 }
