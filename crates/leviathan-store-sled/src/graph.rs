@@ -1,5 +1,14 @@
 //! The persisted projection on sled: nodes, edges, stream versions, anomalies and the
-//! checkpoint in their own trees, each delta saved in one transaction.
+//! checkpoint in their own trees.
+//!
+//! A delta is written entry by entry rather than in one sled transaction: sled commits every
+//! transaction under one lock shared by all its trees (and every database of the process), so a
+//! delta of thousands of entries in one transaction would stall the event writer for its whole
+//! commit. Instead a `saving` marker is stored first and removed together with the new checkpoint
+//! (one atomic batch on `graph.meta`); a load that finds the marker (a save cut short by a crash
+//! or an I/O error) discards the stored graph, which the ledger then rebuilds from the log.
+//! Within the process, saves, loads and clears hold [`Shared::graph_lock`], so no load sees half
+//! a save.
 
 use std::{fmt, sync::Arc};
 
@@ -12,7 +21,7 @@ use leviathan_core::{
 use serde::de::DeserializeOwned;
 use sled::{
     Transactional,
-    transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
+    transaction::{ConflictableTransactionError, TransactionError},
 };
 
 use crate::{
@@ -35,23 +44,19 @@ impl fmt::Debug for SledGraphStore {
     }
 }
 
-/// Why a save transaction gave up.
-enum SaveAbort {
-    Conflict { stored: u64 },
-    Corrupt(String),
-}
-
 fn corrupt(reason: String) -> GraphStoreError {
     GraphStoreError::Corrupt { reason }
 }
 
-/// A delta encoded for storage, ready to be applied (possibly more than once, should sled retry
-/// the transaction).
+/// Keys and values of one tree's entries in a delta.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A delta encoded for storage (done before the graph lock is taken).
 struct EncodedDelta {
-    nodes: sled::Batch,
-    edges: Vec<(String, Vec<u8>)>,
-    streams: sled::Batch,
-    anomalies: sled::Batch,
+    nodes: Entries,
+    edges: Entries,
+    streams: Entries,
+    anomalies: Entries,
     checkpoint: Option<[u8; 40]>,
     checkpoint_seq: u64,
 }
@@ -64,33 +69,43 @@ impl EncodedDelta {
                 source: Some(Box::new(err)),
             })
         };
-        let mut nodes = sled::Batch::default();
-        for node in &delta.nodes {
-            let id = node.id();
-            let value = json(format!("node `{id}`"), serde_json::to_vec(node))?;
-            nodes.insert(id.as_str(), value);
-        }
+        let nodes = delta
+            .nodes
+            .iter()
+            .map(|node| {
+                let id = node.id();
+                let value = json(format!("node `{id}`"), serde_json::to_vec(node))?;
+                Ok((id.as_str().as_bytes().to_vec(), value))
+            })
+            .collect::<Result<_, GraphStoreError>>()?;
         let edges = delta
             .edges
             .iter()
             .map(|edge| {
                 let value = json(format!("edge `{}`", edge.edge_id), serde_json::to_vec(edge))?;
-                Ok((edge.edge_id.clone(), value))
+                Ok((edge.edge_id.as_bytes().to_vec(), value))
             })
             .collect::<Result<_, GraphStoreError>>()?;
-        let mut streams = sled::Batch::default();
-        for (stream, version) in &delta.streams {
-            streams.insert(stream.as_str(), &version.to_be_bytes()[..]);
-        }
+        let streams = delta
+            .streams
+            .iter()
+            .map(|(stream, version)| {
+                let key = stream.as_str().as_bytes().to_vec();
+                (key, version.to_be_bytes().to_vec())
+            })
+            .collect();
         // Keyed by the anomaly's seq, so overlapping deltas from two processes never duplicate one.
-        let mut anomalies = sled::Batch::default();
-        for a in &delta.anomalies {
-            let value = json(
-                format!("the anomaly at seq {}", a.seq),
-                serde_json::to_vec(a),
-            )?;
-            anomalies.insert(&layout::seq_key(a.seq)[..], value);
-        }
+        let anomalies = delta
+            .anomalies
+            .iter()
+            .map(|a| {
+                let what = format!("the anomaly at seq {}", a.seq);
+                Ok((
+                    layout::seq_key(a.seq).to_vec(),
+                    json(what, serde_json::to_vec(a))?,
+                ))
+            })
+            .collect::<Result<_, GraphStoreError>>()?;
         Ok(Self {
             nodes,
             edges,
@@ -99,25 +114,6 @@ impl EncodedDelta {
             checkpoint: delta.checkpoint.as_ref().map(layout::encode_head),
             checkpoint_seq: delta.checkpoint.map_or(0, |h| h.seq),
         })
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<SaveAbort>>;
-
-fn abort_corrupt<T>(reason: String) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(SaveAbort::Corrupt(
-        reason,
-    )))
-}
-
-/// The checkpoint `seq` stored in the transaction's view of `graph.meta`.
-fn stored_checkpoint(meta: &TransactionalTree) -> TxResult<u64> {
-    match meta.get(layout::CHECKPOINT_KEY)? {
-        None => Ok(0),
-        Some(bytes) => match layout::decode_head(&bytes) {
-            Some(head) => Ok(head.seq),
-            None => abort_corrupt("the stored checkpoint is malformed".into()),
-        },
     }
 }
 
@@ -139,15 +135,14 @@ impl SledGraphStore {
         Self { shared }
     }
 
-    /// Runs blocking work on the trees on tokio's blocking pool.
+    /// Runs blocking work on the database on tokio's blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&Trees, &str) -> Result<T, GraphStoreError> + Send + 'static,
+        f: impl FnOnce(&Shared) -> Result<T, GraphStoreError> + Send + 'static,
     ) -> Result<T, GraphStoreError> {
-        let trees = self.shared.trees.clone();
-        let location = self.shared.location.display().to_string();
-        tokio::task::spawn_blocking(move || f(&trees, &location))
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
             .await
             .map_err(|err| GraphStoreError::Backend {
                 reason: error::task_failed(what, err),
@@ -156,7 +151,23 @@ impl SledGraphStore {
     }
 }
 
-fn load(trees: &Trees, location: &str) -> Result<GraphSnapshot, GraphStoreError> {
+fn load(shared: &Shared) -> Result<GraphSnapshot, GraphStoreError> {
+    let _saving = lock_graph(shared);
+    let (trees, location) = (&shared.trees, &shared.location_text());
+    let marker = trees
+        .graph_meta
+        .get(layout::SAVING_KEY)
+        .map_err(|e| error::graph_store(e, &format!("reading graph.meta of {location}")))?;
+    if let Some(marker) = marker {
+        let seq = layout::decode_u64(&marker).unwrap_or_default();
+        tracing::warn!(
+            location,
+            checkpoint = seq,
+            "a projection save was cut short; discarding the stored projection, which is rebuilt from the log"
+        );
+        clear_trees(trees, location)?;
+        return Ok(GraphSnapshot::default());
+    }
     let read = |tree: &str| {
         let what = format!("reading {tree} of {location}");
         move |e| error::graph_store(e, &what)
@@ -204,62 +215,71 @@ fn read_checkpoint(trees: &Trees, location: &str) -> Result<Option<Head>, GraphS
         .transpose()
 }
 
-fn save(
-    trees: &Trees,
-    location: &str,
-    previous: u64,
-    delta: &EncodedDelta,
-) -> Result<(), GraphStoreError> {
-    let result = (
-        &trees.nodes,
-        &trees.edges,
-        &trees.graph_streams,
-        &trees.anomalies,
-        &trees.graph_meta,
-    )
-        .transaction(|(nodes, edges, streams, anomalies, meta)| {
-            let stored = stored_checkpoint(meta)?;
-            if delta_fits(stored, previous, delta.checkpoint_seq).is_err() {
-                return Err(ConflictableTransactionError::Abort(SaveAbort::Conflict {
-                    stored,
-                }));
-            }
-            nodes.apply_batch(&delta.nodes)?;
-            // Edges never change once created: the first version stays.
-            for (id, value) in &delta.edges {
-                if edges.get(id.as_bytes())?.is_none() {
-                    edges.insert(id.as_bytes(), value.as_slice())?;
-                }
-            }
-            streams.apply_batch(&delta.streams)?;
-            anomalies.apply_batch(&delta.anomalies)?;
-            match &delta.checkpoint {
-                Some(head) => meta.insert(layout::CHECKPOINT_KEY, &head[..])?,
-                None => meta.remove(layout::CHECKPOINT_KEY)?,
-            };
-            Ok(())
-        });
-    match result {
-        Ok(()) => Ok(()),
-        Err(TransactionError::Abort(SaveAbort::Conflict { stored })) => {
-            Err(GraphStoreError::CheckpointConflict {
-                stored,
-                previous,
-                checkpoint: delta.checkpoint_seq,
-            })
-        }
-        Err(TransactionError::Abort(SaveAbort::Corrupt(reason))) => {
-            Err(corrupt(format!("{location}: {reason}")))
-        }
-        Err(TransactionError::Storage(err)) => Err(error::graph_store(
-            err,
-            &format!("saving a graph delta to {location}"),
-        )),
+/// Takes the graph lock; a panic while it was held left nothing worse than a marked save.
+fn lock_graph(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
+    shared
+        .graph_lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes a delta under the `saving` marker (see the module docs).
+fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), GraphStoreError> {
+    let _saving = lock_graph(shared);
+    let (trees, location) = (&shared.trees, &shared.location_text());
+    let failed = |what: &str, err: sled::Error| {
+        error::graph_store(err, &format!("saving a graph delta to {location}: {what}"))
+    };
+    let stored = read_checkpoint(trees, location)?.map_or(0, |h| h.seq);
+    delta_fits(stored, previous, delta.checkpoint_seq)?;
+
+    trees
+        .graph_meta
+        .insert(
+            layout::SAVING_KEY,
+            &layout::seq_key(delta.checkpoint_seq)[..],
+        )
+        .map_err(|e| failed("marking the save", e))?;
+    for (id, value) in &delta.nodes {
+        trees
+            .nodes
+            .insert(id.as_slice(), value.as_slice())
+            .map_err(|e| failed("writing a node", e))?;
     }
+    // Edges never change once created: the first version stays (a failed swap means the edge
+    // is stored already).
+    for (id, value) in &delta.edges {
+        let _stored_already = trees
+            .edges
+            .compare_and_swap(id.as_slice(), None::<&[u8]>, Some(value.as_slice()))
+            .map_err(|e| failed("writing an edge", e))?;
+    }
+    for (stream, version) in &delta.streams {
+        trees
+            .graph_streams
+            .insert(stream.as_slice(), version.as_slice())
+            .map_err(|e| failed("writing a stream version", e))?;
+    }
+    for (seq, value) in &delta.anomalies {
+        trees
+            .anomalies
+            .insert(seq.as_slice(), value.as_slice())
+            .map_err(|e| failed("writing an anomaly", e))?;
+    }
+    let mut done = sled::Batch::default();
+    match &delta.checkpoint {
+        Some(head) => done.insert(layout::CHECKPOINT_KEY, &head[..]),
+        None => done.remove(layout::CHECKPOINT_KEY),
+    }
+    done.remove(layout::SAVING_KEY);
+    trees
+        .graph_meta
+        .apply_batch(done)
+        .map_err(|e| failed("storing the checkpoint", e))
 }
 
 /// Removes everything of the graph in one transaction, so a crash leaves the old graph or none.
-fn clear(trees: &Trees, location: &str) -> Result<(), GraphStoreError> {
+fn clear_trees(trees: &Trees, location: &str) -> Result<(), GraphStoreError> {
     let graph_trees = [
         &trees.nodes,
         &trees.edges,
@@ -302,18 +322,21 @@ impl GraphStore for SledGraphStore {
 
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
         let encoded = EncodedDelta::new(delta)?;
-        self.blocking("saving a graph delta", move |trees, location| {
-            save(trees, location, previous, &encoded)
+        self.blocking("saving a graph delta", move |shared| {
+            save(shared, previous, &encoded)
         })
         .await
     }
 
     async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
-        let location = self.shared.location.display().to_string();
-        read_checkpoint(&self.shared.trees, &location)
+        read_checkpoint(&self.shared.trees, &self.shared.location_text())
     }
 
     async fn clear(&self) -> Result<(), GraphStoreError> {
-        self.blocking("clearing the graph", clear).await
+        self.blocking("clearing the graph", |shared| {
+            let _saving = lock_graph(shared);
+            clear_trees(&shared.trees, &shared.location_text())
+        })
+        .await
     }
 }

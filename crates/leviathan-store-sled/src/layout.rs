@@ -10,6 +10,8 @@ pub(crate) const FORMAT_KEY: &[u8] = b"format";
 pub(crate) const TAIL_KEY: &[u8] = b"tail";
 /// `graph.meta` key of the checkpoint (`seq` ‖ hash).
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// `graph.meta` key present while a save is being written (the checkpoint `seq` it is for).
+pub(crate) const SAVING_KEY: &[u8] = b"saving";
 
 const HASH_LEN: usize = 32;
 

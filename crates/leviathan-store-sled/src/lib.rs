@@ -36,7 +36,7 @@
 //! | `graph.edges`     | edge id (UTF-8)          | the edge as JSON                              |
 //! | `graph.streams`   | stream id (UTF-8)        | the projection's stream version (u64 BE)      |
 //! | `graph.anomalies` | ordinal (u64 big-endian) | the anomaly as JSON                           |
-//! | `graph.meta`      | `checkpoint`, `anomalies`| the checkpoint `seq` ‖ hash; anomaly count    |
+//! | `graph.meta`      | `checkpoint`, `saving`   | the checkpoint `seq` ‖ hash; a save's marker  |
 //!
 //! Events are kept as their canonical bytes (the exact bytes their hash covers) plus the stored
 //! hash, so reads decode them with [`Event::from_canonical`](leviathan_core::Event::from_canonical)
@@ -78,7 +78,10 @@
 //!
 //! Graph saves are not flushed on their own: a lost save only means the projection resumes from
 //! an older checkpoint, and sled recovers its log as a prefix, so a stored checkpoint never runs
-//! ahead of the stored events.
+//! ahead of the stored events. A save is written outside sled transactions (one large transaction
+//! would hold up the writer for its whole commit), between a `saving` marker and the new
+//! checkpoint; a save cut short leaves the marker, and the next load discards the stored graph so
+//! that the ledger rebuilds it from the log.
 //!
 //! # One owner
 //!

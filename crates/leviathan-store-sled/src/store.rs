@@ -4,7 +4,7 @@ use std::{
     fmt,
     fs::File,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -157,6 +157,7 @@ impl SledStore {
                 location,
                 artifacts_dir,
                 visible,
+                graph_lock: Mutex::new(()),
                 jobs: Some(jobs),
                 writer: Some(thread),
                 _release: LockRelease {
@@ -276,6 +277,8 @@ pub(crate) struct Shared {
     pub(crate) artifacts_dir: PathBuf,
     /// The last `seq` readers may see: flushed ([`Durability::Flush`]) or committed.
     pub(crate) visible: Arc<watch::Sender<u64>>,
+    /// Held while the graph trees are saved, loaded or cleared, so no load sees half a save.
+    pub(crate) graph_lock: Mutex<()>,
     /// The writer's queue; `None` only while dropping.
     jobs: Option<mpsc::Sender<AppendJob>>,
     writer: Option<JoinHandle<()>>,
@@ -289,6 +292,11 @@ impl Shared {
         self.jobs
             .as_ref()
             .ok_or_else(|| error::writer_stopped(&self.location))
+    }
+
+    /// The database directory, for messages.
+    pub(crate) fn location_text(&self) -> String {
+        self.location.display().to_string()
     }
 
     /// The last `seq` readers may see.

@@ -260,10 +260,11 @@ async fn a_large_payload_round_trips_across_reopen() {
 }
 
 /// Edits the raw sled database of a closed store (the test plays a failing disk).
-fn edit_raw(dir: &TempDir, edit: impl FnOnce(&sled::Db)) {
+fn edit_raw<T>(dir: &TempDir, edit: impl FnOnce(&sled::Db) -> T) -> T {
     let db = sled::open(dir.path()).unwrap();
-    edit(&db);
+    let out = edit(&db);
     db.flush().unwrap();
+    out
 }
 
 /// Opens the store after [`edit_raw`]. A bare sled handle, unlike a `SledStore`, does not wait
@@ -290,6 +291,55 @@ async fn store_with_notes(dir: &TempDir, n: u64) -> Vec<Event> {
         .await
         .unwrap()
         .appended
+}
+
+/// A save is written entry by entry under a marker; one cut short (the process died, the disk
+/// failed) must never load as a projection, whatever it had written so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_cut_short_is_discarded_and_rebuilt_from_the_log() {
+    let dir = TempDir::new().unwrap();
+    let graph = {
+        let store = SledStore::open(dir.path()).unwrap();
+        let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
+        let events = lifecycle("cut", "demo", 4);
+        ledger.ingest(events, Expectations::Derived).await.unwrap();
+        ledger.flush().await.unwrap();
+        let graph = ledger.graph().await.clone();
+        assert!(Graph::from_snapshot(store.graphs().load().await.unwrap()) == graph);
+        graph
+    };
+    // What a later save had written when it stopped: its marker and one node, not the rest.
+    let node_key = edit_raw(&dir, |db| {
+        let meta = db.open_tree("graph.meta").unwrap();
+        meta.insert("saving", &(graph.checkpoint_seq() + 9).to_be_bytes()[..])
+            .unwrap();
+        let nodes = db.open_tree("graph.nodes").unwrap();
+        let (key, _) = nodes.first().unwrap().unwrap();
+        nodes.insert(&key, &b"{\"half\": \"written\"}"[..]).unwrap();
+        key
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
+    let stored = store.graphs().load().await.unwrap();
+    assert!(
+        stored.nodes.is_empty() && stored.edges.is_empty(),
+        "{stored:?}"
+    );
+    assert_eq!(stored.checkpoint, None);
+    assert_eq!(store.graphs().checkpoint().await.unwrap(), None);
+
+    // The ledger replays the log into the same projection and saves it whole.
+    let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
+    assert!(*ledger.graph().await == graph);
+    ledger.flush().await.unwrap();
+    let saved = Graph::from_snapshot(store.graphs().load().await.unwrap());
+    assert!(saved == graph, "the rebuilt projection is saved");
+    assert!(
+        saved
+            .snapshot()
+            .nodes
+            .iter()
+            .any(|n| n.id().as_str().as_bytes() == &node_key[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
