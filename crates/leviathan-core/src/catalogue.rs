@@ -928,9 +928,15 @@ fn decode<P: Payload>(payload: &Value) -> Result<P, PayloadError> {
     Ok(parsed)
 }
 
-/// Deserializes `payload`, naming the offending field on error.
+/// Deserializes `payload`, naming the offending field on error. Tracking the path costs on every
+/// field, so only a payload that failed is decoded again with it.
 fn parse_value<T: DeserializeOwned>(event_type: &str, payload: &Value) -> Result<T, PayloadError> {
-    serde_path_to_error::deserialize(payload).map_err(|err| {
+    let plain = match T::deserialize(payload) {
+        Ok(value) => return Ok(value),
+        Err(plain) => plain,
+    };
+    let tracked = serde_path_to_error::deserialize::<_, T>(payload);
+    tracked.map_err(|err| {
         let path = err.path().to_string();
         let message = err.inner().to_string();
         // serde reports a missing field at the enclosing object; name the field itself.
@@ -943,7 +949,9 @@ fn parse_value<T: DeserializeOwned>(event_type: &str, payload: &Value) -> Result
             None => path,
         };
         PayloadError::new(event_type, field, message)
-    })
+    })?;
+    // The two decoders agree; should they ever not, the plain decoder's error stands.
+    Err(PayloadError::new(event_type, ".", plain.to_string()))
 }
 
 /// The deepest payload nesting accepted; deeper documents are refused before they can exhaust
@@ -990,43 +998,47 @@ pub fn validate(event: &NewEvent) -> Result<ValidatedEvent, PayloadError> {
     if !event.payload.is_object() {
         return Err(PayloadError::new(ty, "payload", "must be a JSON object"));
     }
-    check_shape(&event.payload, "payload", 0)
-        .map_err(|(field, reason)| PayloadError::new(ty, field, reason))?;
+    check_shape(&event.payload, 0)
+        .map_err(|(below, reason)| PayloadError::new(ty, format!("payload{below}"), reason))?;
     let body = EventBody::parse(ty, &event.payload)?;
     let stream = body.stream();
     Ok(ValidatedEvent { body, stream })
 }
 
-fn check_shape(value: &Value, path: &str, depth: usize) -> Result<(), (String, String)> {
+/// Checks nesting depth and NUL characters. On failure it returns the offending field's path
+/// below `value` (built only then, on the way out) and why.
+fn check_shape(value: &Value, depth: usize) -> Result<(), (String, String)> {
     if depth > MAX_PAYLOAD_DEPTH {
         return Err((
-            path.to_owned(),
+            String::new(),
             format!("nesting is deeper than {MAX_PAYLOAD_DEPTH} levels"),
         ));
     }
-    let nul = |p: &str| {
+    let nul = |below: &str| {
         Err((
-            p.to_owned(),
+            below.to_owned(),
             "contains a NUL character, which cannot be stored exactly".to_owned(),
         ))
     };
+    let nested =
+        |item: &Value| matches!(item, Value::Array(_) | Value::Object(_) | Value::String(_));
     match value {
-        Value::String(s) if s.contains('\0') => nul(path),
+        Value::String(s) if s.contains('\0') => nul(""),
         Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                if matches!(item, Value::Array(_) | Value::Object(_) | Value::String(_)) {
-                    check_shape(item, &format!("{path}[{i}]"), depth + 1)?;
-                }
+            for (i, item) in items.iter().enumerate().filter(|(_, item)| nested(item)) {
+                check_shape(item, depth + 1)
+                    .map_err(|(below, why)| (format!("[{i}]{below}"), why))?;
             }
             Ok(())
         }
         Value::Object(map) => {
             for (key, item) in map {
                 if key.contains('\0') {
-                    return nul(&format!("{path}.<key>"));
+                    return nul(".<key>");
                 }
-                if matches!(item, Value::Array(_) | Value::Object(_) | Value::String(_)) {
-                    check_shape(item, &format!("{path}.{key}"), depth + 1)?;
+                if nested(item) {
+                    check_shape(item, depth + 1)
+                        .map_err(|(below, why)| (format!(".{key}{below}"), why))?;
                 }
             }
             Ok(())
@@ -1127,16 +1139,20 @@ mod tests {
                 .field,
             "payload.a.b"
         );
+        let nul_at = |payload| validate(&event("x.y", payload)).unwrap_err().field;
+        assert_eq!(
+            nul_at(json!({"a": [1, {"b": ["ok", "nul\u{0}"]}]})),
+            "payload.a[1].b[1]"
+        );
+        assert_eq!(nul_at(json!({"a": {"k\u{0}": 1}})), "payload.a.<key>");
         let mut deep = json!(1);
         for _ in 0..70 {
             deep = json!([deep]);
         }
-        assert!(
-            validate(&event("x.y", json!({ "d": deep })))
-                .unwrap_err()
-                .reason
-                .contains("deeper")
-        );
+        let err = validate(&event("x.y", json!({ "d": deep }))).unwrap_err();
+        assert!(err.reason.contains("deeper"), "{err}");
+        let expected = format!("payload.d{}", "[0]".repeat(MAX_PAYLOAD_DEPTH));
+        assert_eq!(err.field, expected);
     }
 
     #[test]

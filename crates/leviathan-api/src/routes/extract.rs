@@ -81,13 +81,20 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             format!("{inexact} (line {line}, column {column})"),
         ));
     }
+    let plain = match serde_json::from_slice(bytes) {
+        Ok(value) => return Ok(value),
+        Err(plain) => plain,
+    };
+    // Tracking the path costs on every field, so only a body that failed is decoded again with
+    // it, to name the offending field.
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();
         json_error(e.into_inner(), &path)
     })?;
     de.end().map_err(|e| json_error(e, "."))?;
-    Ok(value)
+    // The two decoders agree; should they ever not, the plain decoder's error stands.
+    Err(json_error(plain, "."))
 }
 
 fn json_error(error: serde_json::Error, path: &str) -> ApiError {
