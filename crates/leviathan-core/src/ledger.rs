@@ -186,10 +186,14 @@ impl Ledger {
     ) -> Result<AppendReceipt, LedgerError> {
         // Catalogue rules first: pure, and reported for every event at once.
         let mut bodies = Vec::with_capacity(events.len());
+        let mut streams = Vec::with_capacity(events.len());
         let mut rejections = Vec::new();
         for (index, event) in events.iter().enumerate() {
             match catalogue::validate(event) {
-                Ok(valid) => bodies.push(valid.body),
+                Ok(valid) => {
+                    bodies.push(valid.body);
+                    streams.push(valid.stream);
+                }
                 Err(err) => rejections.push(EventRejection::from_payload(index, event, err)),
             }
         }
@@ -206,7 +210,7 @@ impl Ledger {
                     Staged::Accepted(expectations) => expectations,
                     Staged::Rejected(rejections) => return Err(LedgerError::Rejected(rejections)),
                 };
-                let mut request = AppendRequest::new(events.clone());
+                let mut request = AppendRequest::validated(events.clone(), streams.clone());
                 request.expectations = match &expectations {
                     Expectations::Derived => derived,
                     Expectations::Explicit(given) => given.clone(),

@@ -124,6 +124,9 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     /// Expectations on streams; streams not listed are unconstrained.
     pub expectations: Vec<(StreamId, ExpectedVersion)>,
+    /// The streams of `events` when the ledger validated them already. Only this crate sets it,
+    /// so [`AppendRequest::prepare`] can trust it instead of validating every event twice.
+    validated_streams: Option<Vec<Option<StreamId>>>,
 }
 
 impl AppendRequest {
@@ -132,6 +135,15 @@ impl AppendRequest {
         Self {
             events,
             expectations: Vec::new(),
+            validated_streams: None,
+        }
+    }
+
+    /// A batch whose events passed [`catalogue::validate`] with these streams.
+    pub(crate) fn validated(events: Vec<NewEvent>, streams: Vec<Option<StreamId>>) -> Self {
+        Self {
+            validated_streams: Some(streams),
+            ..Self::new(events)
         }
     }
 
@@ -143,6 +155,17 @@ impl AppendRequest {
 
     /// Validates every event against the catalogue (pure); all rejections are reported at once.
     pub fn prepare(self) -> Result<PreparedAppend, EventStoreError> {
+        if let Some(streams) = self.validated_streams
+            && streams.len() == self.events.len()
+        {
+            let events = self.events.into_iter().zip(streams);
+            return Ok(PreparedAppend {
+                events: events
+                    .map(|(event, stream)| PreparedEvent { event, stream })
+                    .collect(),
+                expectations: self.expectations,
+            });
+        }
         let mut rejections = Vec::new();
         let mut events = Vec::with_capacity(self.events.len());
         for (index, event) in self.events.into_iter().enumerate() {
@@ -179,6 +202,18 @@ pub struct AppendReceipt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_the_ledger_validated_prepares_as_one_validated_here() {
+        let events = crate::fixtures::lifecycle("pv", "demo", 2);
+        let streams = events
+            .iter()
+            .map(|e| catalogue::validate(e).unwrap().stream)
+            .collect();
+        let trusted = AppendRequest::validated(events.clone(), streams).prepare();
+        let checked = AppendRequest::new(events).prepare();
+        assert_eq!(trusted.unwrap(), checked.unwrap());
+    }
 
     #[test]
     fn expected_version_wire() {
