@@ -240,11 +240,20 @@ fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), Grap
             &layout::seq_key(delta.checkpoint_seq)[..],
         )
         .map_err(|e| failed("marking the save", e))?;
-    for (id, value) in &delta.nodes {
-        trees
-            .nodes
-            .insert(id.as_slice(), value.as_slice())
-            .map_err(|e| failed("writing a node", e))?;
+    let overwritten = [
+        (&trees.nodes, &delta.nodes, "writing a node"),
+        (
+            &trees.graph_streams,
+            &delta.streams,
+            "writing a stream version",
+        ),
+        (&trees.anomalies, &delta.anomalies, "writing an anomaly"),
+    ];
+    for (tree, entries, what) in overwritten {
+        for (key, value) in entries {
+            tree.insert(key.as_slice(), value.as_slice())
+                .map_err(|e| failed(what, e))?;
+        }
     }
     // Edges never change once created: the first version stays (a failed swap means the edge
     // is stored already).
@@ -253,18 +262,6 @@ fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), Grap
             .edges
             .compare_and_swap(id.as_slice(), None::<&[u8]>, Some(value.as_slice()))
             .map_err(|e| failed("writing an edge", e))?;
-    }
-    for (stream, version) in &delta.streams {
-        trees
-            .graph_streams
-            .insert(stream.as_slice(), version.as_slice())
-            .map_err(|e| failed("writing a stream version", e))?;
-    }
-    for (seq, value) in &delta.anomalies {
-        trees
-            .anomalies
-            .insert(seq.as_slice(), value.as_slice())
-            .map_err(|e| failed("writing an anomaly", e))?;
     }
     let mut done = sled::Batch::default();
     match &delta.checkpoint {
