@@ -451,6 +451,7 @@ async fn save(
         if !saving.whole_due && (pending == 0 || pending < every) {
             return Ok(());
         }
+        // Taken in either case, so that the dirty set starts afresh after this save.
         let changes = graph.take_delta();
         if saving.whole_due {
             (0, graph.snapshot_delta())
