@@ -6,9 +6,15 @@
 //! make the log hold an event the graph refused. The API, the scheduler and the CLI all use it,
 //! on any backend.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    sync::{Arc, PoisonError},
+};
 
-use tokio::sync::{Mutex, RwLock, RwLockReadGuard};
+use tokio::{
+    sync::{Mutex, RwLock, RwLockReadGuard},
+    task::JoinHandle,
+};
 
 use crate::{
     catalogue::{self, StreamId},
@@ -99,6 +105,8 @@ pub struct Ledger {
     persist: PersistPolicy,
     /// Serialises graph saves so deltas reach the graph store in order.
     saving: Arc<Mutex<SaveState>>,
+    /// Background saves not yet known to be finished; [`Ledger::flush`] waits for them.
+    background: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +144,7 @@ impl Ledger {
                 saved_seq,
                 whole_due: false,
             })),
+            background: std::sync::Mutex::default(),
         };
         ledger.catch_up().await?;
         Ok(ledger)
@@ -354,9 +363,24 @@ impl Ledger {
         self.maybe_save(false).await
     }
 
-    /// Writes the projection's pending changes to the graph store now.
+    /// Waits for any background save, then writes the projection's pending changes to the graph
+    /// store. When it returns, nothing the ledger started still runs or holds the stores, so a
+    /// store dropped after the ledger is closed at once (a sled directory can be opened again).
     pub async fn flush(&self) -> Result<(), LedgerError> {
+        let running = std::mem::take(&mut *self.background_saves());
+        for task in running {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "a background save of the projection did not finish");
+            }
+        }
         self.maybe_save(true).await
+    }
+
+    fn background_saves(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        // Nothing panics while the list is held, and a list is valid whatever happened.
+        self.background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Saves the projection when it is due. A due save runs in the background when a tokio
@@ -386,11 +410,14 @@ impl Ledger {
             Ok(runtime) => {
                 let (graph, saving, graphs) =
                     (self.graph.clone(), self.saving.clone(), self.graphs.clone());
-                runtime.spawn(async move {
+                let task = runtime.spawn(async move {
                     if let Err(error) = save(&graph, &saving, &*graphs, every).await {
                         tracing::warn!(%error, "saving the projection failed; it is saved again later");
                     }
                 });
+                let mut background = self.background_saves();
+                background.retain(|task| !task.is_finished());
+                background.push(task);
                 Ok(())
             }
             Err(_) => save(&self.graph, &self.saving, &*self.graphs, every).await,

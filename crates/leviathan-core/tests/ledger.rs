@@ -1,4 +1,5 @@
-//! How the ledger keeps its stored projection whole when the graph store fails.
+//! How the ledger keeps its stored projection whole when the graph store fails, and what its
+//! background saves leave behind.
 
 use std::sync::{
     Arc,
@@ -10,9 +11,10 @@ use leviathan_core::{
     Graph, GraphStore, GraphStoreError, Head,
     fixtures::lifecycle,
     graph::{GraphDelta, GraphSnapshot},
-    ledger::{Expectations, Ledger},
+    ledger::{Expectations, Ledger, PersistPolicy},
     memory::{MemoryEventStore, MemoryGraphStore},
 };
+use tokio::sync::Semaphore;
 
 /// A memory graph store whose next save fails while `failing` is set, like a full disk.
 #[derive(Debug, Default)]
@@ -76,4 +78,84 @@ async fn a_failed_save_is_made_good_by_the_next_one() {
         stored == *ledger.graph().await,
         "the stored projection lacks changes"
     );
+}
+
+/// A memory graph store whose saves each wait for a permit, so a background save can be held
+/// running while the test flushes.
+#[derive(Debug)]
+struct GatedSaves {
+    stored: MemoryGraphStore,
+    gate: Semaphore,
+}
+
+impl GatedSaves {
+    fn closed() -> Self {
+        Self {
+            stored: MemoryGraphStore::default(),
+            gate: Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl GraphStore for GatedSaves {
+    async fn load(&self) -> Result<GraphSnapshot, GraphStoreError> {
+        self.stored.load().await
+    }
+
+    async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
+        self.gate
+            .acquire()
+            .await
+            .expect("the gate stays open")
+            .forget();
+        self.stored.save(previous, delta).await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
+        self.stored.checkpoint().await
+    }
+
+    async fn clear(&self) -> Result<(), GraphStoreError> {
+        self.stored.clear().await
+    }
+}
+
+/// An embedder flushes, drops the ledger and reopens its stores: by then no background save may
+/// still hold them (a sled directory would still be locked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_returns_after_background_saves_let_go_of_the_stores() {
+    for round in 0..300 {
+        let graphs = Arc::new(GatedSaves::closed());
+        let ledger = Arc::new(
+            Ledger::open_with(
+                Arc::new(MemoryEventStore::default()),
+                graphs.clone(),
+                PersistPolicy { every_events: 1 },
+            )
+            .await
+            .unwrap(),
+        );
+        // Due at once: the save starts in the background and waits at the gate.
+        ledger
+            .ingest(lifecycle("bg", "demo", 1), Expectations::Derived)
+            .await
+            .unwrap();
+        let flush = tokio::spawn({
+            let ledger = ledger.clone();
+            async move { ledger.flush().await }
+        });
+        graphs.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+        flush.await.unwrap().unwrap();
+        assert_eq!(
+            Arc::strong_count(&graphs),
+            2,
+            "round {round}: something besides the test and the ledger still holds the graph store"
+        );
+        assert_eq!(
+            graphs.checkpoint().await.unwrap(),
+            ledger.checkpoint().await,
+            "round {round}: the flush did not save everything"
+        );
+    }
 }
