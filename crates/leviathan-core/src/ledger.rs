@@ -363,9 +363,10 @@ impl Ledger {
         self.maybe_save(false).await
     }
 
-    /// Waits for any background save, then writes the projection's pending changes to the graph
-    /// store. When it returns, nothing the ledger started still runs or holds the stores, so a
-    /// store dropped after the ledger is closed at once (a sled directory can be opened again).
+    /// Waits for the background saves started so far, then writes the projection's pending
+    /// changes to the graph store. Once the last ingest has returned, a flush leaves nothing of
+    /// the ledger's running or holding the stores: dropped after it, a store closes at once (a
+    /// sled directory can be opened again).
     pub async fn flush(&self) -> Result<(), LedgerError> {
         let running = std::mem::take(&mut *self.background_saves());
         for task in running {
