@@ -2,7 +2,7 @@
 //! examples and ephemeral control planes (`memory:` store URL). Nothing survives the process.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -14,7 +14,7 @@ use crate::{
     catalogue::StreamId,
     digest::Sha256Digest,
     event::{Event, Head},
-    graph::{Anomaly, Edge, GraphDelta, GraphSnapshot, Node, NodeId},
+    graph::{GraphDelta, GraphSnapshot, StoredGraph},
     id::EventId,
     store::{
         AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError,
@@ -134,16 +134,6 @@ impl EventStore for MemoryEventStore {
     }
 }
 
-/// The stored graph, keyed so that saving a delta costs its size, not the graph's.
-#[derive(Debug, Default)]
-struct StoredGraph {
-    nodes: BTreeMap<NodeId, Node>,
-    edges: BTreeMap<String, Edge>,
-    streams: BTreeMap<StreamId, u64>,
-    anomalies: BTreeMap<u64, Anomaly>,
-    checkpoint: Option<Head>,
-}
-
 /// A [`GraphStore`] in memory. Cloning shares the stored graph.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryGraphStore {
@@ -160,48 +150,22 @@ impl MemoryGraphStore {
 #[async_trait]
 impl GraphStore for MemoryGraphStore {
     async fn load(&self) -> Result<GraphSnapshot, GraphStoreError> {
-        let stored = lock(&self.stored);
-        Ok(GraphSnapshot {
-            nodes: stored.nodes.values().cloned().collect(),
-            edges: stored.edges.values().cloned().collect(),
-            streams: stored
-                .streams
-                .iter()
-                .map(|(s, v)| (s.clone(), *v))
-                .collect(),
-            anomalies: stored.anomalies.values().cloned().collect(),
-            checkpoint: stored.checkpoint,
-        })
+        Ok(lock(&self.stored).clone().into_snapshot())
     }
 
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
         let mut stored = lock(&self.stored);
         delta_fits(
-            stored.checkpoint.map_or(0, |h| h.seq),
+            stored.checkpoint().map_or(0, |h| h.seq),
             previous,
             delta.checkpoint.map_or(0, |h| h.seq),
         )?;
-        for node in &delta.nodes {
-            stored.nodes.insert(node.id(), node.clone());
-        }
-        for edge in &delta.edges {
-            stored
-                .edges
-                .entry(edge.edge_id.clone())
-                .or_insert_with(|| edge.clone());
-        }
-        for (stream, version) in &delta.streams {
-            stored.streams.insert(stream.clone(), *version);
-        }
-        for anomaly in &delta.anomalies {
-            stored.anomalies.insert(anomaly.seq, anomaly.clone());
-        }
-        stored.checkpoint = delta.checkpoint;
+        stored.merge(delta.clone());
         Ok(())
     }
 
     async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
-        Ok(lock(&self.stored).checkpoint)
+        Ok(lock(&self.stored).checkpoint())
     }
 
     async fn clear(&self) -> Result<(), GraphStoreError> {

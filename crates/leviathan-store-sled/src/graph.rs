@@ -1,34 +1,40 @@
-//! The persisted projection on sled: nodes, edges, stream versions, anomalies and the
-//! checkpoint in their own trees.
+//! The persisted projection on sled: a log of deltas in `graph.deltas`, made to count by small
+//! atomic batches on `graph.meta`.
 //!
-//! A delta is written entry by entry rather than in one sled transaction: sled commits every
-//! transaction under one lock shared by all its trees (and every database of the process), so a
-//! delta of thousands of entries in one transaction would stall the event writer for its whole
-//! commit. Instead a `saving` marker is stored first and removed together with the new checkpoint
-//! (one atomic batch on `graph.meta`); a load that finds the marker (a save cut short by a crash
-//! or an I/O error) discards the stored graph, which the ledger then rebuilds from the log.
-//! Within the process, saves, loads and clears hold [`Shared::graph_lock`], so no load sees half
-//! a save.
+//! A save writes its delta (one JSON document, cut into chunks) under the next save number with
+//! plain inserts, then seals it: one atomic batch on `graph.meta` moves the sealed number and the
+//! checkpoint together. A load merges the sealed deltas in order (see [`StoredGraph`]), so chunks
+//! of a save cut short (a crash, an I/O error) are never read; the next save removes them.
+//! Deltas are not written in one sled transaction because sled commits every transaction under
+//! one lock shared by all trees (and every database of the process): the event writer must not
+//! wait while a projection is saved, and a save costs a few inserts of large values instead of
+//! one insert per node.
+//!
+//! When the deltas after the base outweigh it, they are merged into a new base, written and
+//! switched in the same way; the old deltas are then removed. Loads, saves and clears hold
+//! [`Shared::graph_lock`], so within the process none sees another half done.
 
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 use leviathan_core::{
-    GraphStore, GraphStoreError, Head, StreamId,
-    graph::{GraphDelta, GraphSnapshot},
+    GraphStore, GraphStoreError, Head,
+    graph::{GraphDelta, GraphSnapshot, StoredGraph},
     store::delta_fits,
-};
-use serde::de::DeserializeOwned;
-use sled::{
-    Transactional,
-    transaction::{ConflictableTransactionError, TransactionError},
 };
 
 use crate::{
     error,
-    layout::{self, Trees},
+    layout::{self, DeltaLog, Trees},
     store::Shared,
 };
+
+/// Bytes of delta JSON per stored chunk: well under sled's blob threshold (a quarter of its
+/// 512 KiB segments), so chunks live in its log like any other value.
+const CHUNK_BYTES: usize = 32 * 1024;
+
+/// Deltas after the base are not merged into a new base before they reach this size.
+const MIN_MERGE_BYTES: u64 = 4 << 20;
 
 /// The [`GraphStore`] of a [`SledStore`](crate::SledStore).
 #[derive(Clone)]
@@ -48,86 +54,23 @@ fn corrupt(reason: String) -> GraphStoreError {
     GraphStoreError::Corrupt { reason }
 }
 
-/// Keys and values of one tree's entries in a delta.
-type Entries = Vec<(Vec<u8>, Vec<u8>)>;
-
 /// A delta encoded for storage (done before the graph lock is taken).
 struct EncodedDelta {
-    nodes: Entries,
-    edges: Entries,
-    streams: Entries,
-    anomalies: Entries,
-    checkpoint: Option<[u8; 40]>,
-    checkpoint_seq: u64,
+    json: Vec<u8>,
+    checkpoint: Option<Head>,
 }
 
 impl EncodedDelta {
     fn new(delta: &GraphDelta) -> Result<Self, GraphStoreError> {
-        let json = |what: String, value: Result<Vec<u8>, serde_json::Error>| {
-            value.map_err(|err| GraphStoreError::Backend {
-                reason: format!("encoding {what}: {err}"),
-                source: Some(Box::new(err)),
-            })
-        };
-        let nodes = delta
-            .nodes
-            .iter()
-            .map(|node| {
-                let id = node.id();
-                let value = json(format!("node `{id}`"), serde_json::to_vec(node))?;
-                Ok((id.as_str().as_bytes().to_vec(), value))
-            })
-            .collect::<Result<_, GraphStoreError>>()?;
-        let edges = delta
-            .edges
-            .iter()
-            .map(|edge| {
-                let value = json(format!("edge `{}`", edge.edge_id), serde_json::to_vec(edge))?;
-                Ok((edge.edge_id.as_bytes().to_vec(), value))
-            })
-            .collect::<Result<_, GraphStoreError>>()?;
-        let streams = delta
-            .streams
-            .iter()
-            .map(|(stream, version)| {
-                let key = stream.as_str().as_bytes().to_vec();
-                (key, version.to_be_bytes().to_vec())
-            })
-            .collect();
-        // Keyed by the anomaly's seq, so overlapping deltas from two processes never duplicate one.
-        let anomalies = delta
-            .anomalies
-            .iter()
-            .map(|a| {
-                let what = format!("the anomaly at seq {}", a.seq);
-                Ok((
-                    layout::seq_key(a.seq).to_vec(),
-                    json(what, serde_json::to_vec(a))?,
-                ))
-            })
-            .collect::<Result<_, GraphStoreError>>()?;
+        let json = serde_json::to_vec(delta).map_err(|err| GraphStoreError::Backend {
+            reason: format!("encoding a graph delta: {err}"),
+            source: Some(Box::new(err)),
+        })?;
         Ok(Self {
-            nodes,
-            edges,
-            streams,
-            anomalies,
-            checkpoint: delta.checkpoint.as_ref().map(layout::encode_head),
-            checkpoint_seq: delta.checkpoint.map_or(0, |h| h.seq),
+            json,
+            checkpoint: delta.checkpoint,
         })
     }
-}
-
-fn decode_json<T: DeserializeOwned>(
-    what: &str,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, GraphStoreError> {
-    serde_json::from_slice(bytes).map_err(|err| {
-        corrupt(format!(
-            "{what} `{}` does not decode: {err}",
-            String::from_utf8_lossy(key)
-        ))
-    })
 }
 
 impl SledGraphStore {
@@ -151,55 +94,12 @@ impl SledGraphStore {
     }
 }
 
-fn load(shared: &Shared) -> Result<GraphSnapshot, GraphStoreError> {
-    let _saving = lock_graph(shared);
-    let (trees, location) = (&shared.trees, &shared.location_text());
-    let marker = trees
-        .graph_meta
-        .get(layout::SAVING_KEY)
-        .map_err(|e| error::graph_store(e, &format!("reading graph.meta of {location}")))?;
-    if let Some(marker) = marker {
-        let seq = layout::decode_u64(&marker).unwrap_or_default();
-        tracing::warn!(
-            location,
-            checkpoint = seq,
-            "a projection save was cut short; discarding the stored projection, which is rebuilt from the log"
-        );
-        clear_trees(trees, location)?;
-        return Ok(GraphSnapshot::default());
-    }
-    let read = |tree: &str| {
-        let what = format!("reading {tree} of {location}");
-        move |e| error::graph_store(e, &what)
-    };
-    let mut snapshot = GraphSnapshot::default();
-    for entry in trees.nodes.iter() {
-        let (key, value) = entry.map_err(read("graph.nodes"))?;
-        snapshot.nodes.push(decode_json("node", &key, &value)?);
-    }
-    for entry in trees.edges.iter() {
-        let (key, value) = entry.map_err(read("graph.edges"))?;
-        snapshot.edges.push(decode_json("edge", &key, &value)?);
-    }
-    for entry in trees.graph_streams.iter() {
-        let (key, value) = entry.map_err(read("graph.streams"))?;
-        let stream = String::from_utf8(key.to_vec())
-            .map_err(|_| corrupt(format!("{location}: a stream id is not UTF-8")))?;
-        let version = layout::decode_u64(&value).ok_or_else(|| {
-            corrupt(format!(
-                "{location}: the version of stream `{stream}` is malformed"
-            ))
-        })?;
-        snapshot.streams.push((StreamId::from_raw(stream), version));
-    }
-    for entry in trees.anomalies.iter() {
-        let (key, value) = entry.map_err(read("graph.anomalies"))?;
-        snapshot
-            .anomalies
-            .push(decode_json("anomaly", &key, &value)?);
-    }
-    snapshot.checkpoint = read_checkpoint(trees, location)?;
-    Ok(snapshot)
+/// Takes the graph lock; a panic while it was held left at most unsealed chunks behind.
+fn lock_graph(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
+    shared
+        .graph_lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read_checkpoint(trees: &Trees, location: &str) -> Result<Option<Head>, GraphStoreError> {
@@ -215,100 +115,212 @@ fn read_checkpoint(trees: &Trees, location: &str) -> Result<Option<Head>, GraphS
         .transpose()
 }
 
-/// Takes the graph lock; a panic while it was held left nothing worse than a marked save.
-fn lock_graph(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
-    shared
-        .graph_lock
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn read_log(trees: &Trees, location: &str) -> Result<DeltaLog, GraphStoreError> {
+    let stored = trees
+        .graph_meta
+        .get(layout::DELTAS_KEY)
+        .map_err(|e| error::graph_store(e, &format!("reading the delta log of {location}")))?;
+    match stored {
+        None => Ok(DeltaLog::default()),
+        Some(bytes) => DeltaLog::decode(&bytes)
+            .ok_or_else(|| corrupt(format!("{location}: the delta log's bounds are malformed"))),
+    }
 }
 
-/// Writes a delta under the `saving` marker (see the module docs).
-fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), GraphStoreError> {
-    let _saving = lock_graph(shared);
-    let (trees, location) = (&shared.trees, &shared.location_text());
-    let failed = |what: &str, err: sled::Error| {
-        error::graph_store(err, &format!("saving a graph delta to {location}: {what}"))
+/// Merges the sealed deltas in order, checking that each is there whole.
+fn merge_sealed(
+    trees: &Trees,
+    log: DeltaLog,
+    location: &str,
+) -> Result<StoredGraph, GraphStoreError> {
+    let incomplete = |number: u64| {
+        corrupt(format!(
+            "{location}: the projection delta saved as number {number} is incomplete"
+        ))
     };
-    let stored = read_checkpoint(trees, location)?.map_or(0, |h| h.seq);
-    delta_fits(stored, previous, delta.checkpoint_seq)?;
-
-    trees
-        .graph_meta
-        .insert(
-            layout::SAVING_KEY,
-            &layout::seq_key(delta.checkpoint_seq)[..],
-        )
-        .map_err(|e| failed("marking the save", e))?;
-    let overwritten = [
-        (&trees.nodes, &delta.nodes, "writing a node"),
-        (
-            &trees.graph_streams,
-            &delta.streams,
-            "writing a stream version",
-        ),
-        (&trees.anomalies, &delta.anomalies, "writing an anomaly"),
-    ];
-    for (tree, entries, what) in overwritten {
-        for (key, value) in entries {
-            tree.insert(key.as_slice(), value.as_slice())
-                .map_err(|e| failed(what, e))?;
+    let mut merged = StoredGraph::default();
+    // The delta being read: its number and the chunk expected next.
+    let mut current: Option<(u64, u32)> = None;
+    let mut json: Vec<u8> = Vec::new();
+    let range = layout::delta_key(log.base, 0)..layout::delta_key(log.sealed + 1, 0);
+    for entry in trees.graph_deltas.range(range) {
+        let (key, chunk) = entry
+            .map_err(|e| error::graph_store(e, &format!("reading graph.deltas of {location}")))?;
+        let (number, index) = layout::decode_delta_key(&key)
+            .ok_or_else(|| corrupt(format!("{location}: a key of graph.deltas is malformed")))?;
+        match current {
+            Some((reading, next)) if number == reading && index == next => {}
+            Some((reading, _)) if number == reading + 1 && index == 0 => {
+                merge_one(&mut merged, reading, &json, location)?;
+                json.clear();
+            }
+            None if number == log.base && index == 0 => {}
+            _ => return Err(incomplete(number)),
         }
+        current = Some((number, index + 1));
+        json.extend_from_slice(&chunk);
     }
-    // Edges never change once created: the first version stays (a failed swap means the edge
-    // is stored already).
-    for (id, value) in &delta.edges {
-        let _stored_already = trees
-            .edges
-            .compare_and_swap(id.as_slice(), None::<&[u8]>, Some(value.as_slice()))
-            .map_err(|e| failed("writing an edge", e))?;
+    match current {
+        None if log.sealed < log.base => {}
+        Some((reading, _)) if reading == log.sealed => {
+            merge_one(&mut merged, reading, &json, location)?;
+        }
+        _ => return Err(incomplete(current.map_or(log.base, |(n, _)| n + 1))),
     }
-    let mut done = sled::Batch::default();
-    match &delta.checkpoint {
-        Some(head) => done.insert(layout::CHECKPOINT_KEY, &head[..]),
-        None => done.remove(layout::CHECKPOINT_KEY),
-    }
-    done.remove(layout::SAVING_KEY);
-    trees
-        .graph_meta
-        .apply_batch(done)
-        .map_err(|e| failed("storing the checkpoint", e))
+    Ok(merged)
 }
 
-/// Removes everything of the graph in one transaction, so a crash leaves the old graph or none.
-fn clear_trees(trees: &Trees, location: &str) -> Result<(), GraphStoreError> {
-    let graph_trees = [
-        &trees.nodes,
-        &trees.edges,
-        &trees.graph_streams,
-        &trees.anomalies,
-        &trees.graph_meta,
-    ];
-    let mut keys: Vec<sled::Batch> = Vec::with_capacity(graph_trees.len());
-    for tree in graph_trees {
-        let mut batch = sled::Batch::default();
-        for key in tree.iter().keys() {
-            let key = key.map_err(|e| error::graph_store(e, &format!("listing {location}")))?;
-            batch.remove(key);
-        }
-        keys.push(batch);
+fn merge_one(
+    merged: &mut StoredGraph,
+    number: u64,
+    json: &[u8],
+    location: &str,
+) -> Result<(), GraphStoreError> {
+    let delta: GraphDelta = serde_json::from_slice(json).map_err(|err| {
+        corrupt(format!(
+            "{location}: the projection delta saved as number {number} does not decode: {err}"
+        ))
+    })?;
+    merged.merge(delta);
+    Ok(())
+}
+
+fn load(shared: &Shared) -> Result<GraphSnapshot, GraphStoreError> {
+    let _graph = lock_graph(shared);
+    let (trees, location) = (&shared.trees, &shared.location_text());
+    let log = read_log(trees, location)?;
+    let mut snapshot = merge_sealed(trees, log, location)?.into_snapshot();
+    snapshot.checkpoint = read_checkpoint(trees, location)?;
+    Ok(snapshot)
+}
+
+/// Removes chunks outside the log's deltas: those of a save cut short, and those a merge or a
+/// clear left behind.
+fn tidy(trees: &Trees, log: DeltaLog, location: &str) -> Result<(), GraphStoreError> {
+    let failed =
+        |e| error::graph_store(e, &format!("removing old projection deltas of {location}"));
+    let before = trees.graph_deltas.range(..layout::delta_key(log.base, 0));
+    let after = trees
+        .graph_deltas
+        .range(layout::delta_key(log.sealed.saturating_add(1), 0)..);
+    for key in before.keys().chain(after.keys()) {
+        trees
+            .graph_deltas
+            .remove(key.map_err(failed)?)
+            .map_err(failed)?;
     }
-    graph_trees[..]
-        .transaction(|views| {
-            for (view, batch) in views.iter().zip(&keys) {
-                view.apply_batch(batch)?;
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        })
-        .map_err(|err| match err {
-            TransactionError::Storage(err) => {
-                error::graph_store(err, &format!("clearing the graph of {location}"))
-            }
-            TransactionError::Abort(()) => GraphStoreError::Backend {
-                reason: format!("clearing the graph of {location}: the transaction aborted"),
-                source: None,
-            },
-        })
+    Ok(())
+}
+
+/// Writes `json` as the chunks of the delta numbered `number`.
+fn write_chunks(
+    trees: &Trees,
+    number: u64,
+    json: &[u8],
+    location: &str,
+) -> Result<(), GraphStoreError> {
+    for (index, chunk) in (0u32..).zip(json.chunks(CHUNK_BYTES)) {
+        trees
+            .graph_deltas
+            .insert(layout::delta_key(number, index), chunk)
+            .map_err(|e| {
+                error::graph_store(e, &format!("writing a projection delta to {location}"))
+            })?;
+    }
+    Ok(())
+}
+
+/// Makes `log` (and, when given, the checkpoint) the stored state in one atomic batch.
+fn switch(
+    trees: &Trees,
+    log: DeltaLog,
+    checkpoint: Option<Option<Head>>,
+    location: &str,
+) -> Result<(), GraphStoreError> {
+    let mut batch = sled::Batch::default();
+    batch.insert(layout::DELTAS_KEY, &log.encode()[..]);
+    match checkpoint {
+        Some(Some(head)) => batch.insert(layout::CHECKPOINT_KEY, &layout::encode_head(&head)[..]),
+        Some(None) => batch.remove(layout::CHECKPOINT_KEY),
+        None => {}
+    }
+    trees
+        .graph_meta
+        .apply_batch(batch)
+        .map_err(|e| error::graph_store(e, &format!("storing the checkpoint of {location}")))
+}
+
+/// Appends and seals a delta (see the module docs), then merges when the deltas outweigh the base.
+fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), GraphStoreError> {
+    let _graph = lock_graph(shared);
+    let (trees, location) = (&shared.trees, &shared.location_text());
+    let stored = read_checkpoint(trees, location)?.map_or(0, |h| h.seq);
+    delta_fits(stored, previous, delta.checkpoint.map_or(0, |h| h.seq))?;
+
+    let mut log = read_log(trees, location)?;
+    tidy(trees, log, location)?;
+    let number = log.sealed + 1;
+    write_chunks(trees, number, &delta.json, location)?;
+    let bytes = delta.json.len() as u64;
+    log.sealed = number;
+    if number == log.base {
+        log.base_bytes = bytes;
+    } else {
+        log.tail_bytes += bytes;
+    }
+    switch(trees, log, Some(delta.checkpoint), location)?;
+
+    if log.tail_bytes > log.base_bytes.max(MIN_MERGE_BYTES) {
+        // The delta is stored; a merge that fails is tried again after the next save.
+        if let Err(error) = merge_into_new_base(trees, log, location) {
+            tracing::warn!(location, %error, "merging the projection's deltas failed");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the merge of the log's deltas as the next delta and makes it the base. Merging costs
+/// the base's size and happens only once the deltas after it are larger, so each byte saved is
+/// rewritten a bounded number of times.
+fn merge_into_new_base(
+    trees: &Trees,
+    log: DeltaLog,
+    location: &str,
+) -> Result<(), GraphStoreError> {
+    let whole = merge_sealed(trees, log, location)?.into_snapshot();
+    let base = EncodedDelta::new(&GraphDelta {
+        nodes: whole.nodes,
+        edges: whole.edges,
+        streams: whole.streams,
+        anomalies: whole.anomalies,
+        checkpoint: whole.checkpoint,
+    })?;
+    let number = log.sealed + 1;
+    write_chunks(trees, number, &base.json, location)?;
+    let merged = DeltaLog {
+        base: number,
+        sealed: number,
+        base_bytes: base.json.len() as u64,
+        tail_bytes: 0,
+    };
+    switch(trees, merged, None, location)?;
+    tidy(trees, merged, location)
+}
+
+/// Empties the projection: one atomic batch moves the base past every delta and removes the
+/// checkpoint; the old chunks are removed after.
+fn clear(shared: &Shared) -> Result<(), GraphStoreError> {
+    let _graph = lock_graph(shared);
+    let (trees, location) = (&shared.trees, &shared.location_text());
+    let log = read_log(trees, location)?;
+    let empty = DeltaLog {
+        base: log.sealed + 1,
+        sealed: log.sealed,
+        base_bytes: 0,
+        tail_bytes: 0,
+    };
+    switch(trees, empty, Some(None), location)?;
+    tidy(trees, empty, location)
 }
 
 #[async_trait]
@@ -330,10 +342,6 @@ impl GraphStore for SledGraphStore {
     }
 
     async fn clear(&self) -> Result<(), GraphStoreError> {
-        self.blocking("clearing the graph", |shared| {
-            let _saving = lock_graph(shared);
-            clear_trees(&shared.trees, &shared.location_text())
-        })
-        .await
+        self.blocking("clearing the graph", clear).await
     }
 }

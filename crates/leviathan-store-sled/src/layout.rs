@@ -3,15 +3,28 @@
 use leviathan_core::{Head, Sha256Digest};
 
 /// Marks a database written by this crate in this layout.
-pub(crate) const FORMAT: &[u8] = b"leviathan-store-sled/1";
+pub(crate) const FORMAT: &[u8] = b"leviathan-store-sled/2";
+/// The layout before the projection was kept as a log of deltas: the same event trees, the
+/// projection in a tree per kind (`graph.nodes`, `graph.edges`, `graph.streams`,
+/// `graph.anomalies`). Opening one drops those trees; the ledger rebuilds the projection.
+pub(crate) const FORMAT_1: &[u8] = b"leviathan-store-sled/1";
+/// The projection trees of [`FORMAT_1`].
+pub(crate) const FORMAT_1_GRAPH_TREES: [&str; 4] = [
+    "graph.nodes",
+    "graph.edges",
+    "graph.streams",
+    "graph.anomalies",
+];
 /// `meta` key of the format marker.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 /// `meta` key of the log's tail (`seq` ‖ hash).
 pub(crate) const TAIL_KEY: &[u8] = b"tail";
 /// `graph.meta` key of the checkpoint (`seq` ‖ hash).
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
-/// `graph.meta` key present while a save is being written (the checkpoint `seq` it is for).
-pub(crate) const SAVING_KEY: &[u8] = b"saving";
+/// `graph.meta` key of a save cut short in [`FORMAT_1`] (removed by the upgrade).
+pub(crate) const FORMAT_1_SAVING_KEY: &[u8] = b"saving";
+/// `graph.meta` key of the delta log's bounds and sizes ([`DeltaLog`]).
+pub(crate) const DELTAS_KEY: &[u8] = b"deltas";
 
 const HASH_LEN: usize = 32;
 
@@ -26,15 +39,9 @@ pub(crate) struct Trees {
     pub(crate) streams: sled::Tree,
     /// Format marker and tail.
     pub(crate) meta: sled::Tree,
-    /// Node id → node JSON.
-    pub(crate) nodes: sled::Tree,
-    /// Edge id → edge JSON.
-    pub(crate) edges: sled::Tree,
-    /// Stream id → the projection's stream version.
-    pub(crate) graph_streams: sled::Tree,
-    /// Ordinal → anomaly JSON.
-    pub(crate) anomalies: sled::Tree,
-    /// Checkpoint and anomaly count.
+    /// Save number ‖ chunk number → a chunk of the delta's JSON.
+    pub(crate) graph_deltas: sled::Tree,
+    /// Checkpoint and the delta log's bounds.
     pub(crate) graph_meta: sled::Tree,
 }
 
@@ -46,10 +53,7 @@ impl Trees {
             event_ids: db.open_tree("event_ids")?,
             streams: db.open_tree("streams")?,
             meta: db.open_tree("meta")?,
-            nodes: db.open_tree("graph.nodes")?,
-            edges: db.open_tree("graph.edges")?,
-            graph_streams: db.open_tree("graph.streams")?,
-            anomalies: db.open_tree("graph.anomalies")?,
+            graph_deltas: db.open_tree("graph.deltas")?,
             graph_meta: db.open_tree("graph.meta")?,
         })
     }
@@ -63,6 +67,76 @@ pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
 /// Decodes a big-endian u64 (a `seq` key, a version, a count).
 pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The key of chunk `chunk` of the delta saved as number `save`: sorts by save, then chunk.
+pub(crate) fn delta_key(save: u64, chunk: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&save.to_be_bytes());
+    key[8..].copy_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+/// Decodes [`delta_key`]'s output.
+pub(crate) fn decode_delta_key(key: &[u8]) -> Option<(u64, u32)> {
+    let (save, chunk) = key.split_at_checked(8)?;
+    Some((
+        decode_u64(save)?,
+        u32::from_be_bytes(chunk.try_into().ok()?),
+    ))
+}
+
+/// Which saved deltas make up the projection, and how large they are: the deltas numbered
+/// `base..=sealed`, the one at `base` holding everything merged before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DeltaLog {
+    /// The first delta that counts.
+    pub(crate) base: u64,
+    /// The last delta written whole; chunks numbered after it are a save cut short.
+    pub(crate) sealed: u64,
+    /// Bytes of the delta at `base`.
+    pub(crate) base_bytes: u64,
+    /// Bytes of the deltas after `base`.
+    pub(crate) tail_bytes: u64,
+}
+
+impl Default for DeltaLog {
+    /// No delta yet: the first save gets number 1 and becomes the base.
+    fn default() -> Self {
+        Self {
+            base: 1,
+            sealed: 0,
+            base_bytes: 0,
+            tail_bytes: 0,
+        }
+    }
+}
+
+impl DeltaLog {
+    /// The stored form: the four numbers, big-endian.
+    pub(crate) fn encode(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let fields = [self.base, self.sealed, self.base_bytes, self.tail_bytes];
+        for (slot, field) in out.chunks_exact_mut(8).zip(fields) {
+            slot.copy_from_slice(&field.to_be_bytes());
+        }
+        out
+    }
+
+    /// Decodes [`DeltaLog::encode`]'s output.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut fields = bytes.chunks_exact(8).map(decode_u64);
+        let log = Self {
+            base: fields.next()??,
+            sealed: fields.next()??,
+            base_bytes: fields.next()??,
+            tail_bytes: fields.next()??,
+        };
+        (log.base >= 1 && log.sealed + 1 >= log.base).then_some(log)
+    }
 }
 
 /// The stored form of an event: its hash, then its canonical bytes.
@@ -134,5 +208,30 @@ mod tests {
         assert!(seq_key(2) > seq_key(1) && seq_key(256) > seq_key(255));
         assert_eq!(decode_u64(&seq_key(77)), Some(77));
         assert_eq!(decode_u64(b"short"), None);
+    }
+
+    #[test]
+    fn delta_keys_and_logs_round_trip() {
+        assert!(delta_key(1, u32::MAX) < delta_key(2, 0));
+        assert_eq!(decode_delta_key(&delta_key(7, 3)), Some((7, 3)));
+        assert_eq!(decode_delta_key(&[0; 11]), None);
+        let log = DeltaLog {
+            base: 3,
+            sealed: 9,
+            base_bytes: 1 << 33,
+            tail_bytes: 5,
+        };
+        assert_eq!(DeltaLog::decode(&log.encode()), Some(log));
+        assert_eq!(
+            DeltaLog::decode(&DeltaLog::default().encode()),
+            Some(DeltaLog::default())
+        );
+        let backwards = DeltaLog {
+            base: 5,
+            sealed: 3,
+            ..log
+        };
+        assert_eq!(DeltaLog::decode(&backwards.encode()), None);
+        assert_eq!(DeltaLog::decode(&[0; 31]), None);
     }
 }

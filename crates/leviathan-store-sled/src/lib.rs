@@ -32,11 +32,8 @@
 //! | `event_ids`       | `event_id` (UTF-8)       | `seq` (u64 big-endian)                        |
 //! | `streams`         | stream id (UTF-8)        | stream version (u64 big-endian)               |
 //! | `meta`            | `format`, `tail`         | format marker; the tail `seq` ‖ hash          |
-//! | `graph.nodes`     | node id (UTF-8)          | the node as JSON                              |
-//! | `graph.edges`     | edge id (UTF-8)          | the edge as JSON                              |
-//! | `graph.streams`   | stream id (UTF-8)        | the projection's stream version (u64 BE)      |
-//! | `graph.anomalies` | ordinal (u64 big-endian) | the anomaly as JSON                           |
-//! | `graph.meta`      | `checkpoint`, `saving`   | the checkpoint `seq` ‖ hash; a save's marker  |
+//! | `graph.deltas`    | save number (u64 BE) ‖ chunk (u32 BE) | 32 KiB chunks of a saved projection delta's JSON |
+//! | `graph.meta`      | `checkpoint`, `deltas`   | the checkpoint `seq` ‖ hash; which deltas count (first, last sealed) and their sizes |
 //!
 //! Events are kept as their canonical bytes (the exact bytes their hash covers) plus the stored
 //! hash, so reads decode them with [`Event::from_canonical`](leviathan_core::Event::from_canonical)
@@ -78,10 +75,16 @@
 //!
 //! Graph saves are not flushed on their own: a lost save only means the projection resumes from
 //! an older checkpoint, and sled recovers its log as a prefix, so a stored checkpoint never runs
-//! ahead of the stored events. A save is written outside sled transactions (one large transaction
-//! would hold up the writer for its whole commit), between a `saving` marker and the new
-//! checkpoint; a save cut short leaves the marker, and the next load discards the stored graph so
-//! that the ledger rebuilds it from the log.
+//! ahead of the stored events. The projection is kept as a log of deltas: a save appends its
+//! delta with plain inserts (not a sled transaction, which would hold up the writer for its
+//! whole commit), then seals it and stores the checkpoint in one atomic batch on `graph.meta`;
+//! a load merges the sealed deltas, so a save cut short is never read. Once the deltas after the
+//! first outweigh it, they are merged into a new first delta, so a save costs its own size and
+//! the stored projection stays within a small multiple of the graph's.
+//!
+//! The format is marked in `meta`. A database of the first layout (`leviathan-store-sled/1`,
+//! the projection in a tree per kind) is upgraded on open: its events are kept, its stored
+//! projection is dropped and the next ledger rebuilds it from the log.
 //!
 //! # One owner
 //!

@@ -121,7 +121,7 @@ impl SledStore {
             })?;
         let trees = Trees::open(&db)
             .map_err(|e| error::event_store(e, &format!("opening trees of {shown}")))?;
-        check_format(&trees, &shown)?;
+        check_format(&db, &trees, &shown)?;
         let tail = read_tail(&trees, &shown)?;
         let artifacts_dir = artifacts::prepare_dir(&location).map_err(|err| {
             EventStoreError::backend(format!("preparing the artifact directory of {shown}"), err)
@@ -202,14 +202,25 @@ pub(crate) fn flush_and_sync(db: &sled::Db, data_file: &File) -> sled::Result<()
     Ok(())
 }
 
-/// Refuses databases of another format and marks new ones.
-fn check_format(trees: &Trees, shown: &str) -> Result<(), EventStoreError> {
+/// Refuses databases of another format, upgrades those of the previous one and marks new ones.
+fn check_format(db: &sled::Db, trees: &Trees, shown: &str) -> Result<(), EventStoreError> {
     let stored = trees
         .meta
         .get(layout::FORMAT_KEY)
         .map_err(|e| error::event_store(e, &format!("reading the format of {shown}")))?;
+    let mark = || {
+        trees
+            .meta
+            .insert(layout::FORMAT_KEY, layout::FORMAT)
+            .map_err(|e| error::event_store(e, &format!("marking the format of {shown}")))
+    };
     match stored {
         Some(format) if format.as_ref() == layout::FORMAT => Ok(()),
+        Some(format) if format.as_ref() == layout::FORMAT_1 => {
+            drop_format_1_projection(db, trees, shown)?;
+            mark()?;
+            Ok(())
+        }
         Some(other) => Err(EventStoreError::Backend {
             reason: format!(
                 "{shown} holds format `{}`, this build reads `{}`",
@@ -219,13 +230,33 @@ fn check_format(trees: &Trees, shown: &str) -> Result<(), EventStoreError> {
             source: None,
         }),
         None => {
-            trees
-                .meta
-                .insert(layout::FORMAT_KEY, layout::FORMAT)
-                .map_err(|e| error::event_store(e, &format!("marking the format of {shown}")))?;
+            mark()?;
             Ok(())
         }
     }
+}
+
+/// Upgrades a [`layout::FORMAT_1`] database: its events are kept as they are, its stored
+/// projection is dropped (the projection is derived: the next ledger rebuilds it from the log).
+/// Repeating it after a crash half-way is harmless; the format is marked only at the end.
+fn drop_format_1_projection(
+    db: &sled::Db,
+    trees: &Trees,
+    shown: &str,
+) -> Result<(), EventStoreError> {
+    let failed = |e| error::event_store(e, &format!("upgrading the projection of {shown}"));
+    let mut meta = sled::Batch::default();
+    meta.remove(layout::CHECKPOINT_KEY);
+    meta.remove(layout::FORMAT_1_SAVING_KEY);
+    trees.graph_meta.apply_batch(meta).map_err(failed)?;
+    for tree in layout::FORMAT_1_GRAPH_TREES {
+        db.drop_tree(tree).map_err(failed)?;
+    }
+    tracing::info!(
+        location = shown,
+        "upgraded the store's layout; the projection is rebuilt from the log"
+    );
+    Ok(())
 }
 
 /// Reads the stored tail and checks it against the last stored event (a point lookup each).

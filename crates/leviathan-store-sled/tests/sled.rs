@@ -1,14 +1,19 @@
 //! What only a durable, embedded backend must do: keep everything across reopen, own its
 //! directory exclusively, survive what it acknowledged, and report damage it finds on disk.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use leviathan_core::{
-    AppendRequest, ChainFault, Event, EventId, EventStore, EventStoreError, Graph, Ledger,
-    NewEvent, StreamId, Timestamp,
+    AppendRequest, ChainFault, Event, EventId, EventStore, EventStoreError, Graph, GraphStoreError,
+    Head, Ledger, NewEvent, Sha256Digest, StreamId, Timestamp,
     fixtures::lifecycle,
+    graph::{Anomaly, GraphDelta, StoredGraph},
     ledger::{Expectations, PersistPolicy},
 };
 use leviathan_store_sled::{Durability, SledOptions, SledStore};
@@ -293,53 +298,177 @@ async fn store_with_notes(dir: &TempDir, n: u64) -> Vec<Event> {
         .appended
 }
 
-/// A save is written entry by entry under a marker; one cut short (the process died, the disk
-/// failed) must never load as a projection, whatever it had written so far.
+/// The save numbers of the projection deltas stored in the raw database.
+fn stored_delta_numbers(db: &sled::Db) -> BTreeSet<u64> {
+    db.open_tree("graph.deltas")
+        .unwrap()
+        .iter()
+        .keys()
+        .map(|key| u64::from_be_bytes(key.unwrap()[..8].try_into().unwrap()))
+        .collect()
+}
+
+/// A ledger on a fresh store that ingested and saved `tasks` tasks of a lifecycle; its graph.
+async fn saved_projection(dir: &TempDir, tasks: usize) -> Graph {
+    let store = SledStore::open(dir.path()).unwrap();
+    let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
+    let events = lifecycle("cut", "demo", tasks);
+    ledger.ingest(events, Expectations::Derived).await.unwrap();
+    ledger.flush().await.unwrap();
+    let graph = ledger.graph().await.clone();
+    assert!(Graph::from_snapshot(store.graphs().load().await.unwrap()) == graph);
+    graph
+}
+
+/// A save writes its delta, then seals it; what a save cut short (the process died, the disk
+/// failed) had written is never loaded, and the next save removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_save_cut_short_is_discarded_and_rebuilt_from_the_log() {
+async fn a_save_cut_short_is_ignored_and_removed_by_the_next_one() {
     let dir = TempDir::new().unwrap();
-    let graph = {
-        let store = SledStore::open(dir.path()).unwrap();
-        let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
-        let events = lifecycle("cut", "demo", 4);
-        ledger.ingest(events, Expectations::Derived).await.unwrap();
-        ledger.flush().await.unwrap();
-        let graph = ledger.graph().await.clone();
-        assert!(Graph::from_snapshot(store.graphs().load().await.unwrap()) == graph);
-        graph
-    };
-    // What a later save had written when it stopped: its marker and one node, not the rest.
-    let node_key = edit_raw(&dir, |db| {
-        let meta = db.open_tree("graph.meta").unwrap();
-        meta.insert("saving", &(graph.checkpoint_seq() + 9).to_be_bytes()[..])
-            .unwrap();
-        let nodes = db.open_tree("graph.nodes").unwrap();
-        let (key, _) = nodes.first().unwrap().unwrap();
-        nodes.insert(&key, &b"{\"half\": \"written\"}"[..]).unwrap();
-        key
+    let graph = saved_projection(&dir, 4).await;
+    // What a later, larger save had written when it stopped: two chunks of the next delta.
+    let sealed = edit_raw(&dir, |db| {
+        let sealed = *stored_delta_numbers(db).last().unwrap();
+        let deltas = db.open_tree("graph.deltas").unwrap();
+        for chunk in [0u32, 5] {
+            let mut key = (sealed + 1).to_be_bytes().to_vec();
+            key.extend_from_slice(&chunk.to_be_bytes());
+            deltas.insert(key, &b"{\"nodes\": [{\"half"[..]).unwrap();
+        }
+        sealed
     });
     let store = open_after_raw_edit(&dir).unwrap();
-    let stored = store.graphs().load().await.unwrap();
-    assert!(
-        stored.nodes.is_empty() && stored.edges.is_empty(),
-        "{stored:?}"
-    );
-    assert_eq!(stored.checkpoint, None);
-    assert_eq!(store.graphs().checkpoint().await.unwrap(), None);
+    assert!(Graph::from_snapshot(store.graphs().load().await.unwrap()) == graph);
 
-    // The ledger replays the log into the same projection and saves it whole.
     let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
-    assert!(*ledger.graph().await == graph);
+    let more = (1..=3).map(|n| note(&format!("more-{n}"), n)).collect();
+    ledger.ingest(more, Expectations::Derived).await.unwrap();
     ledger.flush().await.unwrap();
-    let saved = Graph::from_snapshot(store.graphs().load().await.unwrap());
-    assert!(saved == graph, "the rebuilt projection is saved");
-    assert!(
-        saved
-            .snapshot()
-            .nodes
-            .iter()
-            .any(|n| n.id().as_str().as_bytes() == &node_key[..])
+    let graph = ledger.graph().await.clone();
+    assert!(Graph::from_snapshot(store.graphs().load().await.unwrap()) == graph);
+    drop((ledger, store));
+    let numbers = edit_raw(&dir, stored_delta_numbers);
+    assert_eq!(numbers, BTreeSet::from([sealed, sealed + 1]));
+}
+
+/// A sealed delta that lost a chunk is reported as corruption, not loaded as a smaller graph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_delta_missing_a_chunk_is_corruption() {
+    let dir = TempDir::new().unwrap();
+    // Enough tasks for a delta of several chunks.
+    saved_projection(&dir, 120).await;
+    edit_raw(&dir, |db| {
+        let deltas = db.open_tree("graph.deltas").unwrap();
+        assert!(deltas.len() > 2, "the delta spans several chunks");
+        let (second, _) = deltas.iter().nth(1).unwrap().unwrap();
+        deltas.remove(second).unwrap();
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
+    match store.graphs().load().await {
+        Err(GraphStoreError::Corrupt { reason }) => {
+            assert!(reason.contains("incomplete"), "{reason}")
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+/// Deltas accumulate until they outweigh the base, then are merged into a new base: the number of
+/// stored deltas stays bounded and the merged projection loads the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_are_merged_into_a_new_base_when_they_outweigh_it() {
+    let dir = TempDir::new().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let graphs = store.graphs();
+    // Each delta: 100 anomalies of 10 KiB (1 MB of JSON), the later ones replacing a tenth.
+    let delta = |round: u64| GraphDelta {
+        anomalies: (0..100)
+            .map(|i| Anomaly {
+                seq: if i < 10 { i + 1 } else { round * 1000 + i },
+                event_type: "note.added".into(),
+                reason: format!("round {round}: ").repeat(1024),
+            })
+            .collect(),
+        checkpoint: Some(Head {
+            seq: round * 1000 + 999,
+            hash: Sha256Digest::of(&round.to_be_bytes()),
+        }),
+        ..GraphDelta::default()
+    };
+    let mut expected = StoredGraph::default();
+    let mut previous = 0;
+    let mut kept = Vec::new();
+    for round in 1..=8 {
+        let delta = delta(round);
+        graphs.save(previous, &delta).await.unwrap();
+        previous = delta.checkpoint.unwrap().seq;
+        expected.merge(delta);
+        let loaded = graphs.load().await.unwrap();
+        assert_eq!(loaded, expected.clone().into_snapshot(), "round {round}");
+        kept.push(loaded.anomalies.len());
+    }
+    // 10 anomalies replaced in every round: 100 + 90 per later round.
+    assert_eq!(kept, (0..8).map(|r| 100 + 90 * r).collect::<Vec<_>>());
+    drop((graphs, store));
+    // Base 1 (1 MB) and deltas 2..=6 (5 MB > 4 MB): merged as 7; then 8 and 9 after it.
+    let numbers = edit_raw(&dir, stored_delta_numbers);
+    assert_eq!(numbers, BTreeSet::from([7, 8, 9]));
+    let store = open_after_raw_edit(&dir).unwrap();
+    assert_eq!(
+        store.graphs().load().await.unwrap(),
+        expected.into_snapshot()
     );
+}
+
+/// A database of the first layout keeps its events; its stored projection (a tree per kind) is
+/// dropped and the ledger rebuilds it from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_first_layout_is_upgraded() {
+    let dir = TempDir::new().unwrap();
+    let events = lifecycle("up", "demo", 3);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .events()
+            .append(AppendRequest::new(events.clone()))
+            .await
+            .unwrap();
+    }
+    edit_raw(&dir, |db| {
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", "leviathan-store-sled/1")
+            .unwrap();
+        db.open_tree("graph.nodes")
+            .unwrap()
+            .insert("target:demo", "{\"old\": \"layout\"}")
+            .unwrap();
+        let meta = db.open_tree("graph.meta").unwrap();
+        meta.insert("checkpoint", &[0u8; 40][..]).unwrap();
+        meta.insert("saving", &7u64.to_be_bytes()[..]).unwrap();
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
+    assert_eq!(store.graphs().checkpoint().await.unwrap(), None);
+    let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
+    let mut expected = Graph::new();
+    for event in read_all(&*store.events()).await {
+        expected.apply(&event);
+    }
+    assert_eq!(expected.checkpoint_seq(), events.len() as u64);
+    assert!(*ledger.graph().await == expected);
+    drop((ledger, store));
+    edit_raw(&dir, |db| {
+        let names: Vec<_> = db.tree_names();
+        assert!(!names.iter().any(|n| &n[..] == b"graph.nodes"), "{names:?}");
+        let meta = db.open_tree("meta").unwrap();
+        assert_eq!(
+            meta.get("format").unwrap().as_deref(),
+            Some(&b"leviathan-store-sled/2"[..])
+        );
+        assert_eq!(
+            db.open_tree("graph.meta").unwrap().get("saving").unwrap(),
+            None
+        );
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,51 @@ pub struct GraphSnapshot {
     pub checkpoint: Option<Head>,
 }
 
+/// What a [`crate::GraphStore`] holds after a sequence of saves: each delta merged over the
+/// ones before it, by the rules every backend shares (the newest node and stream version win,
+/// an edge is kept as first stored, an anomaly is kept once per `seq`).
+#[derive(Clone, Debug, Default)]
+pub struct StoredGraph {
+    nodes: BTreeMap<NodeId, Node>,
+    edges: BTreeMap<String, Edge>,
+    streams: BTreeMap<StreamId, u64>,
+    anomalies: BTreeMap<u64, Anomaly>,
+    checkpoint: Option<Head>,
+}
+
+impl StoredGraph {
+    /// Merges the next saved delta.
+    pub fn merge(&mut self, delta: GraphDelta) {
+        for node in delta.nodes {
+            self.nodes.insert(node.id(), node);
+        }
+        for edge in delta.edges {
+            self.edges.entry(edge.edge_id.clone()).or_insert(edge);
+        }
+        self.streams.extend(delta.streams);
+        for anomaly in delta.anomalies {
+            self.anomalies.insert(anomaly.seq, anomaly);
+        }
+        self.checkpoint = delta.checkpoint;
+    }
+
+    /// The checkpoint of the last delta merged.
+    pub fn checkpoint(&self) -> Option<Head> {
+        self.checkpoint
+    }
+
+    /// Everything merged, as a snapshot to load.
+    pub fn into_snapshot(self) -> GraphSnapshot {
+        GraphSnapshot {
+            nodes: self.nodes.into_values().collect(),
+            edges: self.edges.into_values().collect(),
+            streams: self.streams.into_iter().collect(),
+            anomalies: self.anomalies.into_values().collect(),
+            checkpoint: self.checkpoint,
+        }
+    }
+}
+
 /// The projection of a log prefix, with indexes for the queries the API and the planner make.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
