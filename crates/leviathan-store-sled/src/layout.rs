@@ -135,7 +135,8 @@ impl DeltaLog {
             base_bytes: fields.next()??,
             tail_bytes: fields.next()??,
         };
-        (log.base >= 1 && log.sealed + 1 >= log.base).then_some(log)
+        let next = log.sealed.checked_add(1)?;
+        (log.base >= 1 && next >= log.base).then_some(log)
     }
 }
 
@@ -232,6 +233,11 @@ mod tests {
             ..log
         };
         assert_eq!(DeltaLog::decode(&backwards.encode()), None);
+        let at_the_end = DeltaLog {
+            sealed: u64::MAX,
+            ..log
+        };
+        assert_eq!(DeltaLog::decode(&at_the_end.encode()), None);
         assert_eq!(DeltaLog::decode(&[0; 31]), None);
     }
 }
