@@ -10,8 +10,9 @@
 //! wait while a projection is saved, and a save costs a few inserts of large values instead of
 //! one insert per node.
 //!
-//! When the deltas after the base outweigh it, they are merged into a new base, written and
-//! switched in the same way; the old deltas are then removed. Loads, saves and clears hold
+//! When the deltas after the base outweigh it several times, they are merged into a new base,
+//! written and switched in the same way; a delta from seq 0 (the whole graph) is a new base by
+//! itself. Deltas before the base are then removed. Loads, saves and clears hold
 //! [`Shared::graph_lock`], so within the process none sees another half done.
 
 use std::{fmt, sync::Arc};
@@ -32,6 +33,11 @@ use crate::{
 /// Bytes of delta JSON per stored chunk: well under sled's blob threshold (a quarter of its
 /// 512 KiB segments), so chunks live in its log like any other value.
 const CHUNK_BYTES: usize = 32 * 1024;
+
+/// Deltas after the base are merged into a new base once they are this many times its size:
+/// each byte is then rewritten about 1¼ times in all while the graph grows, and a load reads at
+/// most five times the graph's size when every delta rewrites the same nodes.
+const MERGE_RATIO: u64 = 4;
 
 /// Deltas after the base are not merged into a new base before they reach this size.
 const MIN_MERGE_BYTES: u64 = 4 << 20;
@@ -263,14 +269,25 @@ fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), Grap
     write_chunks(trees, number, &delta.json, location)?;
     let bytes = delta.json.len() as u64;
     log.sealed = number;
-    if number == log.base {
+    // A delta from seq 0 holds every change there is: the whole graph, a base by itself.
+    if number == log.base || previous == 0 {
+        log.base = number;
         log.base_bytes = bytes;
+        log.tail_bytes = 0;
     } else {
         log.tail_bytes += bytes;
     }
     switch(trees, log, Some(delta.checkpoint), location)?;
+    if log.base == number {
+        return tidy(trees, log, location);
+    }
 
-    if log.tail_bytes > log.base_bytes.max(MIN_MERGE_BYTES) {
+    if log.tail_bytes
+        > log
+            .base_bytes
+            .saturating_mul(MERGE_RATIO)
+            .max(MIN_MERGE_BYTES)
+    {
         // The delta is stored; a merge that fails is tried again after the next save.
         if let Err(error) = merge_into_new_base(trees, log, location) {
             tracing::warn!(location, %error, "merging the projection's deltas failed");
@@ -280,8 +297,8 @@ fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), Grap
 }
 
 /// Writes the merge of the log's deltas as the next delta and makes it the base. Merging costs
-/// the base's size and happens only once the deltas after it are larger, so each byte saved is
-/// rewritten a bounded number of times.
+/// the size of everything stored and happens only once the deltas after the base are several
+/// times its size, so each byte saved is rewritten a bounded number of times.
 fn merge_into_new_base(
     trees: &Trees,
     log: DeltaLog,

@@ -79,8 +79,9 @@
 //! delta with plain inserts (not a sled transaction, which would hold up the writer for its
 //! whole commit), then seals it and stores the checkpoint in one atomic batch on `graph.meta`;
 //! a load merges the sealed deltas, so a save cut short is never read. Once the deltas after the
-//! first outweigh it, they are merged into a new first delta, so a save costs its own size and
-//! the stored projection stays within a small multiple of the graph's.
+//! first are four times its size, they are merged into a new first delta (a delta from seq 0,
+//! the whole graph, is one by itself), so a save costs its own size and the stored projection
+//! stays within a small multiple of the graph's.
 //!
 //! The format is marked in `meta`. A database of the first layout (`leviathan-store-sled/1`,
 //! the projection in a tree per kind) is upgraded on open: its events are kept, its stored

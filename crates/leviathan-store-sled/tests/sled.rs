@@ -413,10 +413,21 @@ async fn deltas_are_merged_into_a_new_base_when_they_outweigh_it() {
     let numbers = edit_raw(&dir, stored_delta_numbers);
     assert_eq!(numbers, BTreeSet::from([7, 8, 9]));
     let store = open_after_raw_edit(&dir).unwrap();
-    assert_eq!(
-        store.graphs().load().await.unwrap(),
-        expected.into_snapshot()
-    );
+    let whole = store.graphs().load().await.unwrap();
+    assert_eq!(whole, expected.into_snapshot());
+
+    // A delta from seq 0 holds the whole graph: it replaces every delta before it.
+    let whole_delta = GraphDelta {
+        nodes: whole.nodes.clone(),
+        edges: whole.edges.clone(),
+        streams: whole.streams.clone(),
+        anomalies: whole.anomalies.clone(),
+        checkpoint: whole.checkpoint,
+    };
+    store.graphs().save(0, &whole_delta).await.unwrap();
+    assert_eq!(store.graphs().load().await.unwrap(), whole);
+    drop(store);
+    assert_eq!(edit_raw(&dir, stored_delta_numbers), BTreeSet::from([10]));
 }
 
 /// A database of the first layout keeps its events; its stored projection (a tree per kind) is
