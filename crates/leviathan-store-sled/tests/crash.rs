@@ -1,7 +1,10 @@
 //! A real crash test: a child process appends batches in a loop and is killed with SIGKILL at
 //! random moments, again and again, on the same database. After every kill the database must
 //! reopen, its chain must verify, no batch may be half present, and (with `Durability::Flush`)
-//! every batch the child saw acknowledged must be there.
+//! every batch the child saw acknowledged must be there. Beside the batch writers, a ledger
+//! ingests bundles that build a graph and saves its projection often, so kills also land in
+//! projection saves: the stored projection must load, and with the log caught up on it must equal
+//! the log folded afresh.
 //!
 //! The child is this same test binary, re-executed with `CHILD_DIR` set (so `cargo test` needs
 //! no extra build step); it prints `ready` once the store is open and `ack <batch>` after each
@@ -16,7 +19,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leviathan_core::{AppendRequest, EventId, EventStoreError, Head, NewEvent, Timestamp};
+use leviathan_core::{
+    AppendRequest, EventId, EventStoreError, Graph, Head, Ledger, NewEvent, Timestamp,
+    fixtures::Scenario,
+    ledger::{Expectations, PersistPolicy},
+    model::Priority,
+};
 use leviathan_store_sled::{Durability, SledOptions, SledStore};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
@@ -112,7 +120,33 @@ fn batch_events(round: u32, writer: u32, k: u64) -> (String, Vec<NewEvent>) {
     (batch, events)
 }
 
-/// Appends batches from several concurrent writers until killed.
+/// A bundle that adds a target with two tasks and three attempts to the graph.
+fn graph_bundle(round: u32, k: u64) -> Vec<NewEvent> {
+    let name = format!("g{round}-{k}");
+    let mut scenario = Scenario::new(&name, &format!("target-{name}"));
+    scenario.register_target();
+    for task in ["build", "test"] {
+        scenario.create_task(task, &[], Priority::Medium);
+    }
+    let (first, second, third) = (
+        format!("{name}-build-1"),
+        format!("{name}-build-2"),
+        format!("{name}-test-1"),
+    );
+    scenario
+        .start_attempt("build", &first, 1)
+        .fail_attempt("build", &first, 1);
+    scenario
+        .start_attempt("build", &second, 2)
+        .succeed_attempt("build", &second, 1);
+    scenario
+        .start_attempt("test", &third, 1)
+        .succeed_attempt("test", &third, 2);
+    scenario.build()
+}
+
+/// Appends batches from several concurrent writers, and graph bundles through a ledger that
+/// saves its projection every few bundles, until killed.
 fn child(dir: &Path) {
     let round: u32 = std::env::var(CHILD_ROUND).unwrap().parse().unwrap();
     let durability = if std::env::var(CHILD_PERIODIC).is_ok() {
@@ -135,7 +169,18 @@ fn child(dir: &Path) {
         let store = SledStore::open_with(dir, options).unwrap();
         say("ready");
         let started = Instant::now();
-        let mut writers = Vec::new();
+        // Opened in its own task, so that the batch writers start at once.
+        let (events, graphs) = (store.events(), store.graphs());
+        let mut writers = vec![tokio::spawn(async move {
+            let policy = PersistPolicy { every_events: 50 };
+            let ledger = Ledger::open_with(events, graphs, policy).await.unwrap();
+            let mut k = 0;
+            while started.elapsed() < CHILD_LIFETIME {
+                let bundle = graph_bundle(round, k);
+                ledger.ingest(bundle, Expectations::Derived).await.unwrap();
+                k += 1;
+            }
+        })];
         for w in 0..WRITERS {
             let events = store.events();
             writers.push(tokio::spawn(async move {
@@ -227,8 +272,18 @@ fn run_child(dir: &Path, round: u32, periodic: bool, delay: Duration, early: boo
     }
 }
 
-/// Checks the reopened store; returns its head and the batches of this round found in it.
-async fn check(dir: &Path, round: u32, previous: Option<Head>) -> (Option<Head>, BTreeSet<String>) {
+/// What a reopened store held after a round.
+struct Found {
+    head: Option<Head>,
+    /// The batches of this round.
+    batches: BTreeSet<String>,
+    /// The stored projection's checkpoint `seq`, and the nodes of the graph.
+    saved_seq: u64,
+    nodes: u64,
+}
+
+/// Checks the reopened store (see the module docs).
+async fn check(dir: &Path, round: u32, previous: Option<Head>) -> Found {
     let store = SledStore::open(dir).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
     let events = store.events();
     let report = events
@@ -259,7 +314,11 @@ async fn check(dir: &Path, round: u32, previous: Option<Head>) -> (Option<Head>,
         let Some(last) = page.last() else { break };
         cursor = last.seq;
         for event in page {
-            let batch = event.payload["batch"].as_str().unwrap().to_owned();
+            // The ledger's graph bundles are checked through the projection below.
+            let Some(batch) = event.payload.get("batch").and_then(|b| b.as_str()) else {
+                continue;
+            };
+            let batch = batch.to_owned();
             assert!(
                 batch.starts_with(&format!("r{round}-")),
                 "round {round}: unexpected batch {batch}"
@@ -286,7 +345,43 @@ async fn check(dir: &Path, round: u32, previous: Option<Head>) -> (Option<Head>,
             );
         }
     }
-    (head, batches.into_keys().collect())
+
+    // The stored projection loads, and caught up with the log it is the log folded afresh.
+    let stored = store
+        .graphs()
+        .load()
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: the stored projection does not load: {e}"));
+    assert!(
+        stored.checkpoint.map_or(0, |h| h.seq) <= head.map_or(0, |h| h.seq),
+        "round {round}: the projection is ahead of the log"
+    );
+    let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
+    let mut fresh = Graph::new();
+    let mut cursor = 0;
+    loop {
+        let page = events.read(cursor, 2048).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        for event in &page {
+            fresh.apply(event);
+        }
+    }
+    assert!(
+        *ledger.graph().await == fresh,
+        "round {round}: the stored projection, caught up, differs from the log folded afresh"
+    );
+    assert!(
+        fresh.anomalies().is_empty(),
+        "round {round}: {:?}",
+        fresh.anomalies()
+    );
+    Found {
+        head,
+        batches: batches.into_keys().collect(),
+        saved_seq: stored.checkpoint.map_or(0, |h| h.seq),
+        nodes: fresh.summary().total_nodes,
+    }
 }
 
 fn parent() {
@@ -305,6 +400,7 @@ fn parent() {
     let started = Instant::now();
     let mut head = None;
     let (mut acknowledged_total, mut lost_periodic, mut rounds_with_acks) = (0, 0, 0);
+    let (mut saved_seq, mut nodes) = (0, 0);
     for round in 0..FLUSH_ROUNDS + PERIODIC_ROUNDS {
         let periodic = round >= FLUSH_ROUNDS;
         let early = round % 6 == 5;
@@ -314,7 +410,10 @@ fn parent() {
             Duration::from_millis(rng.random_range(0..=150))
         };
         let outcome = run_child(dir.path(), round, periodic, delay, early);
-        let (new_head, present) = runtime.block_on(check(dir.path(), round, head));
+        let found = runtime.block_on(check(dir.path(), round, head));
+        let (new_head, present) = (found.head, found.batches);
+        saved_seq = found.saved_seq;
+        nodes = found.nodes;
         let missing: Vec<&String> = outcome.acknowledged.difference(&present).collect();
         if periodic {
             lost_periodic += missing.len();
@@ -325,7 +424,8 @@ fn parent() {
             );
         }
         println!(
-            "round {round:2}: {} after {delay:?}{}, {} batches acknowledged, {} present, head {}",
+            "round {round:2}: {} after {delay:?}{}, {} batches acknowledged, {} present, head {}, \
+             projection saved at {saved_seq} ({nodes} nodes)",
             if periodic { "periodic" } else { "flush" },
             if early { " from spawn" } else { " from ready" },
             outcome.acknowledged.len(),
@@ -350,5 +450,9 @@ fn parent() {
     assert!(
         rounds_with_acks >= (FLUSH_ROUNDS / 2) as usize,
         "too few rounds were killed while appending to prove anything"
+    );
+    assert!(
+        saved_seq > 0 && nodes > 0,
+        "the ledger never saved a projection to prove anything"
     );
 }
