@@ -305,13 +305,7 @@ fn merge_into_new_base(
     location: &str,
 ) -> Result<(), GraphStoreError> {
     let whole = merge_sealed(trees, log, location)?.into_snapshot();
-    let base = EncodedDelta::new(&GraphDelta {
-        nodes: whole.nodes,
-        edges: whole.edges,
-        streams: whole.streams,
-        anomalies: whole.anomalies,
-        checkpoint: whole.checkpoint,
-    })?;
+    let base = EncodedDelta::new(&GraphDelta::from(whole))?;
     let number = log.sealed + 1;
     write_chunks(trees, number, &base.json, location)?;
     let merged = DeltaLog {

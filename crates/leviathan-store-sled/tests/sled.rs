@@ -417,13 +417,7 @@ async fn deltas_are_merged_into_a_new_base_when_they_outweigh_it() {
     assert_eq!(whole, expected.into_snapshot());
 
     // A delta from seq 0 holds the whole graph: it replaces every delta before it.
-    let whole_delta = GraphDelta {
-        nodes: whole.nodes.clone(),
-        edges: whole.edges.clone(),
-        streams: whole.streams.clone(),
-        anomalies: whole.anomalies.clone(),
-        checkpoint: whole.checkpoint,
-    };
+    let whole_delta = GraphDelta::from(whole.clone());
     store.graphs().save(0, &whole_delta).await.unwrap();
     assert_eq!(store.graphs().load().await.unwrap(), whole);
     drop(store);

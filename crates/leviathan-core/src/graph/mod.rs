@@ -83,6 +83,19 @@ pub struct GraphSnapshot {
     pub checkpoint: Option<Head>,
 }
 
+impl From<GraphSnapshot> for GraphDelta {
+    /// The whole graph as a delta from the empty graph (`previous` 0).
+    fn from(snapshot: GraphSnapshot) -> Self {
+        Self {
+            nodes: snapshot.nodes,
+            edges: snapshot.edges,
+            streams: snapshot.streams,
+            anomalies: snapshot.anomalies,
+            checkpoint: snapshot.checkpoint,
+        }
+    }
+}
+
 /// What a [`crate::GraphStore`] holds after a sequence of saves: each delta merged over the
 /// ones before it, by the rules every backend shares (the newest node and stream version win,
 /// an edge is kept as first stored, an anomaly is kept once per `seq`).
@@ -303,14 +316,7 @@ impl Graph {
 
     /// The whole graph as a delta from the empty graph (for a store that must be rewritten).
     pub fn snapshot_delta(&self) -> GraphDelta {
-        let snapshot = self.snapshot();
-        GraphDelta {
-            nodes: snapshot.nodes,
-            edges: snapshot.edges,
-            streams: snapshot.streams,
-            anomalies: snapshot.anomalies,
-            checkpoint: snapshot.checkpoint,
-        }
+        self.snapshot().into()
     }
 
     /// Takes what changed since the last call, for persisting.
