@@ -10,23 +10,25 @@
 //! duplicate apply to the shared socket. Best effort: a failure only costs latency, so it is
 //! logged and ignored. Remove this module once the workspace uses a sqlx that sets the option.
 
-/// Sets `TCP_NODELAY` on every TCP socket of this process connected to `port`; returns how many
-/// sockets it changed.
+/// Sets `TCP_NODELAY` on every TCP socket of this process connected to `port`; returns whether
+/// there is such a socket and all of them now have the option, whoever set it. (Every new
+/// connection of the process calls this, so a socket is often set by another connection's call
+/// before its own: counting only the sockets a call changed would wrongly report a failure.)
 #[cfg(target_os = "linux")]
-pub(crate) fn disable_nagle(port: u16) -> usize {
+pub(crate) fn disable_nagle(port: u16) -> bool {
     match linux::disable_nagle(port) {
-        Ok(changed) => changed,
+        Ok(sockets) => sockets > 0,
         Err(error) => {
             tracing::debug!(%error, "cannot set TCP_NODELAY on the database connections");
-            0
+            false
         }
     }
 }
 
 /// Elsewhere sqlx's sockets keep their defaults.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn disable_nagle(_port: u16) -> usize {
-    0
+pub(crate) fn disable_nagle(_port: u16) -> bool {
+    false
 }
 
 #[cfg(target_os = "linux")]
@@ -38,9 +40,10 @@ mod linux {
         process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open},
     };
 
+    /// How many sockets to `port` there are, every one of them with `TCP_NODELAY` set.
     pub(super) fn disable_nagle(port: u16) -> io::Result<usize> {
         let me = pidfd_open(getpid(), PidfdFlags::empty())?;
-        let mut changed = 0;
+        let mut sockets = 0;
         for entry in fs::read_dir("/proc/self/fd")? {
             let entry = entry?;
             let Some(fd) = entry
@@ -63,12 +66,15 @@ mod linux {
                 Ok(Some(peer)) => std::net::SocketAddr::try_from(peer).ok().map(|a| a.port()),
                 _ => None,
             };
-            if peer_port == Some(port) && sockopt::tcp_nodelay(&socket) == Ok(false) {
-                sockopt::set_tcp_nodelay(&socket, true)?;
-                changed += 1;
+            if peer_port != Some(port) {
+                continue;
             }
+            if sockopt::tcp_nodelay(&socket) != Ok(true) {
+                sockopt::set_tcp_nodelay(&socket, true)?;
+            }
+            sockets += 1;
         }
-        Ok(changed)
+        Ok(sockets)
     }
 }
 
@@ -85,9 +91,11 @@ mod tests {
         let to_server = TcpStream::connect(server.local_addr().expect("addr")).expect("connect");
         let to_other = TcpStream::connect(other.local_addr().expect("addr")).expect("connect");
         assert_eq!(sockopt::tcp_nodelay(&to_server), Ok(false));
-        let changed = super::disable_nagle(server.local_addr().expect("addr").port());
-        assert!(changed >= 1, "changed {changed} sockets");
+        let port = server.local_addr().expect("addr").port();
+        assert!(super::disable_nagle(port));
         assert_eq!(sockopt::tcp_nodelay(&to_server), Ok(true));
+        // A second call (another connection's) finds the option set and still reports success.
+        assert!(super::disable_nagle(port), "already set counts as set");
         assert_eq!(
             sockopt::tcp_nodelay(&to_other),
             Ok(false),

@@ -510,7 +510,7 @@ impl Writer {
                     self.location
                         .connect_failure("connecting the event writer", &e)
                 })?;
-            let nodelay = crate::nodelay::disable_nagle(self.location.port()) > 0;
+            let nodelay = crate::nodelay::disable_nagle(self.location.port());
             let tls: bool = sqlx::query_scalar(SSL_IN_USE)
                 .fetch_one(&mut conn)
                 .await
