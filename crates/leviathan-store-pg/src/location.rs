@@ -78,6 +78,23 @@ impl Location {
             .options([("plan_cache_mode", "force_custom_plan")])
     }
 
+    /// Options for the event writer's connection, which runs a few statements many times a
+    /// second: planning them afresh each time took a third of its server time with small groups.
+    /// So it keeps generic plans, and `enable_seqscan = off` makes them index lookups whatever
+    /// the size of the log when they were planned (see [`Self::connect_options`]); every table
+    /// the writer reads is read through its key. A disabled scan counts as a huge cost, which
+    /// would have every statement JIT-compiled (150 ms each), hence `jit = off`.
+    pub(crate) fn writer_connect_options(&self, application_name: &str) -> PgConnectOptions {
+        self.options
+            .clone()
+            .application_name(application_name)
+            .options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+                ("jit", "off"),
+            ])
+    }
+
     /// `text` with every occurrence of the password masked.
     pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();

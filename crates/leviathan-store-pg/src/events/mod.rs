@@ -88,7 +88,7 @@ impl PgEventStore {
         let head = Arc::new(watch::channel(head_seq).0);
         let (queue, requests) = mpsc::channel(options.queue_capacity);
         let writer = Writer::new(
-            location.connect_options(application::WRITER),
+            location.writer_connect_options(application::WRITER),
             location.clone(),
             head.clone(),
             GroupLimits {

@@ -784,6 +784,62 @@ fn check_tail(cached: Option<Option<Head>>, head: Option<Head>) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TestDatabase;
+
+    /// The highest `$n` of a statement.
+    fn parameters(statement: &str) -> usize {
+        statement
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The writer plans its statements once: planned on an empty log, they must still read
+    /// events and streams through their keys (a scan would slow every append as the log grows)
+    /// and must not be JIT-compiled.
+    #[tokio::test]
+    async fn the_writers_plans_read_through_keys_whatever_the_log_size_when_planned() {
+        let db = TestDatabase::create().await;
+        drop(db.store().await);
+        let location = Location::parse(db.url()).expect("test URL");
+        let mut conn = PgConnection::connect_with(&location.writer_connect_options("plan-test"))
+            .await
+            .expect("connect as the writer does");
+        sqlx::raw_sql("ANALYZE events; ANALYZE streams")
+            .execute(&mut conn)
+            .await
+            .expect("analyze the empty tables");
+        for (name, statement) in [
+            ("prefetch", PREFETCH),
+            ("write", WRITE),
+            ("write_unread", WRITE_UNREAD),
+            ("insert_chunk", INSERT_CHUNK),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PREPARE {name} AS {statement}"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("prepare {name}: {e}"));
+            let nulls = vec!["NULL"; parameters(statement)].join(", ");
+            let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN EXECUTE {name}({nulls})"
+            )))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("explain {name}: {e}"));
+            let plan = plan.join("\n");
+            for scan in ["Seq Scan on events", "Seq Scan on streams"] {
+                assert!(!plan.contains(scan), "{name} plans a scan:\n{plan}");
+            }
+            assert!(!plan.contains("JIT"), "{name} is JIT-compiled:\n{plan}");
+        }
+    }
 
     fn sized(sizes: &[usize]) -> EventColumns {
         EventColumns {
