@@ -16,7 +16,8 @@
 //!
 //! - `events`: `seq bigint` primary key, unique `event_id`, unique `hash`, `"timestamp"
 //!   timestamptz`, `event_type`, `actor_id`, `prev_hash`, `payload jsonb`, `canonical bytea`,
-//!   `stream` and `stream_version` (unique together). `canonical` holds the exact bytes that were
+//!   `stream` and `stream_version` (unique together when there is a stream). `event_id` and
+//!   `stream` compare byte for byte (`COLLATE "C"`). `canonical` holds the exact bytes that were
 //!   hashed: reads and verification decode them and nothing else, because jsonb reorders keys and
 //!   normalises numbers. The other columns are for SQL queries. A trigger refuses `UPDATE`,
 //!   `DELETE` and `TRUNCATE` on `events` (SQLSTATE 23001, "events is append-only").
