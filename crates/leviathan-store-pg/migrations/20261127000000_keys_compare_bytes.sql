@@ -5,6 +5,9 @@
 ALTER TABLE events ALTER COLUMN event_id TYPE text COLLATE "C";
 ALTER TABLE events ALTER COLUMN stream TYPE text COLLATE "C";
 ALTER TABLE streams ALTER COLUMN stream TYPE text COLLATE "C";
+ALTER TABLE graph_nodes ALTER COLUMN node_id TYPE text COLLATE "C";
+ALTER TABLE graph_edges ALTER COLUMN edge_id TYPE text COLLATE "C";
+ALTER TABLE graph_streams ALTER COLUMN stream TYPE text COLLATE "C";
 
 -- An event without a stream has no stream version to keep unique: index only the others.
 ALTER TABLE events DROP CONSTRAINT events_stream_stream_version_key;

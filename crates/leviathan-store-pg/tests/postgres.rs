@@ -725,11 +725,11 @@ async fn large_batches_land_whole_with_and_without_tls() {
     assert_eq!(version, 28, "14 events per attempt stream per batch");
 }
 
-/// Connections plan each statement with its arguments: a generic plan cached while the log was
-/// small (a sequential scan for `event_id = ANY($1)`) would slow every later append. (The
-/// writer's and the listener's connections are built by the same function as the pool's.)
+/// The pool's connections plan each statement with its arguments: a generic plan cached while
+/// the log was small (a sequential scan for `event_id = ANY($1)`) would slow every later read.
+/// (The writer keeps generic plans made to read through keys; its own unit test checks them.)
 #[tokio::test]
-async fn connections_never_use_cached_generic_plans() {
+async fn pool_connections_never_use_cached_generic_plans() {
     let db = TestDatabase::create().await;
     let store = db.store().await;
     store
