@@ -59,7 +59,8 @@ impl fmt::Debug for PgGraphStore {
     }
 }
 
-fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String, GraphStoreError> {
+/// `what` is only rendered for an error: a save serializes thousands of values.
+fn to_json<T: Serialize>(what: impl fmt::Display, value: &T) -> Result<String, GraphStoreError> {
     serde_json::to_string(value).map_err(|e| GraphStoreError::Backend {
         reason: format!("{what} does not serialize: {e}"),
         source: Some(Box::new(e)),
@@ -197,7 +198,7 @@ impl GraphStore for PgGraphStore {
         let (mut node_ids, mut node_kinds, mut node_bodies) = (vec![], vec![], vec![]);
         for (id, node) in nodes {
             node_kinds.push(node.kind().as_str());
-            node_bodies.push(to_json(&format!("node `{id}`"), node)?);
+            node_bodies.push(to_json(format_args!("node `{id}`"), node)?);
             node_ids.push(id);
         }
         let (mut edge_ids, mut edge_types, mut edge_from, mut edge_to, mut edge_bodies) =
@@ -207,7 +208,7 @@ impl GraphStore for PgGraphStore {
             edge_types.push(edge.edge_type.as_str());
             edge_from.push(edge.from.as_str());
             edge_to.push(edge.to.as_str());
-            edge_bodies.push(to_json(&format!("edge `{id}`"), edge)?);
+            edge_bodies.push(to_json(format_args!("edge `{id}`"), edge)?);
         }
         let (mut stream_ids, mut stream_versions) = (vec![], vec![]);
         for (stream, version) in streams {
@@ -223,7 +224,7 @@ impl GraphStore for PgGraphStore {
         let (mut anomaly_seqs, mut anomaly_bodies) = (vec![], vec![]);
         for (seq, anomaly) in anomalies {
             anomaly_seqs.push(bigint("anomaly seq", seq)?);
-            anomaly_bodies.push(to_json(&format!("anomaly at seq {seq}"), anomaly)?);
+            anomaly_bodies.push(to_json(format_args!("anomaly at seq {seq}"), anomaly)?);
         }
         let checkpoint_seq = bigint("checkpoint seq", delta.checkpoint.map_or(0, |h| h.seq))?;
         let checkpoint_hash = delta.checkpoint.map(|h| h.hash.as_bytes().to_vec());
