@@ -81,8 +81,8 @@ impl Location {
     /// Options for the event writer's connection, which runs a few statements many times a
     /// second: planning them afresh each time took a third of its server time with small groups.
     /// So it keeps generic plans, and `enable_seqscan = off` makes them index lookups whatever
-    /// the size of the log when they were planned (see [`Self::connect_options`]); every table
-    /// the writer reads is read through its key. A disabled scan counts as a huge cost, which
+    /// the size of the log when they were planned (see [`Self::connect_options`]); the writer
+    /// looks events and streams up only by their keys. A disabled scan counts as a huge cost, which
     /// would have every statement JIT-compiled (150 ms each), hence `jit = off`.
     pub(crate) fn writer_connect_options(&self, application_name: &str) -> PgConnectOptions {
         self.options
