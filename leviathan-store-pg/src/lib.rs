@@ -62,9 +62,7 @@
 //! fails permanently (bad data), each request is retried alone so that only the faulty one fails.
 //! A group costs one round trip and one commit whatever its size while this writer is the only
 //! one appending, two or three after a miss, and more when another process overtakes it between
-//! read and write. On a TLS connection whose socket could not be given `TCP_NODELAY` (sqlx 0.9 does
-//! not set it; this crate does where the platform allows), a group is written in the locked
-//! transaction, one statement per 14 KiB of events, to avoid ~40 ms Nagle stalls.
+//! read and write.
 //!
 //! The writer's connection keeps its statements' generic plans (`plan_cache_mode =
 //! force_generic_plan`): planning its big statement afresh took a third of its server time with
@@ -115,7 +113,6 @@ mod error;
 mod events;
 mod graph;
 mod location;
-mod nodelay;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -205,16 +202,9 @@ impl PgStore {
     pub async fn connect_with(url: &str, options: PgOptions) -> Result<Self, EventStoreError> {
         options.check()?;
         let location = Location::parse(url)?;
-        let port = location.port();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .after_connect(move |_, _| {
-                Box::pin(async move {
-                    nodelay::disable_nagle(port);
-                    Ok(())
-                })
-            })
             .connect_with(location.connect_options(application::POOL))
             .await
             .map_err(|e| location.connect_error("connecting", &e))?;

@@ -58,12 +58,6 @@ impl Location {
         Ok(location)
     }
 
-    /// Connect options for a connection that names itself `application_name` to the server.
-    /// The server's TCP port (unused for Unix-domain sockets).
-    pub(crate) fn port(&self) -> u16 {
-        self.options.get_port()
-    }
-
     /// Options for one of the store's connections.
     ///
     /// `plan_cache_mode = force_custom_plan`: PostgreSQL otherwise switches a prepared statement

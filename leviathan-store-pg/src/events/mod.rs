@@ -122,14 +122,7 @@ impl PgEventStore {
 
 /// One connection for LISTEN, created lazily and re-created by the pool after a loss.
 fn listener_pool(options: PgConnectOptions) -> PgPool {
-    let port = options.get_port();
     sqlx::postgres::PgPoolOptions::new()
-        .after_connect(move |_, _| {
-            Box::pin(async move {
-                crate::nodelay::disable_nagle(port);
-                Ok(())
-            })
-        })
         .max_connections(1)
         .min_connections(0)
         .idle_timeout(None)

@@ -12,12 +12,10 @@
 //! group's stored event ids and stream versions and writes with the same statement: two round
 //! trips. If the head was no longer where it was read (another process appended in between), the
 //! statement writes nothing, and the group is written again in a transaction that takes the lock
-//! before reading. The same transaction is used when a group needs several statements (see
-//! [`TLS_STATEMENT_BYTES`]).
+//! before reading.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    ops::Range,
     sync::Arc,
 };
 
@@ -73,36 +71,11 @@ SELECT 'e', event_id, seq, hash, canonical FROM events WHERE event_id = ANY($1)
 UNION ALL
 SELECT 's', stream, version, NULL, NULL FROM streams WHERE stream = ANY($2)";
 
-/// Inserts events given as the first 11 parameters (one array per column), with an optional
-/// condition on the rows.
-macro_rules! insert_events {
-    ($($condition:literal)?) => {
-        concat!(
-            "INSERT INTO events (seq, event_id, event_type, actor_id, \"timestamp\", payload, prev_hash,
-                        hash, canonical, stream, stream_version)
-    SELECT seq, event_id, event_type, actor_id, ts, payload::jsonb, prev_hash,
-           hash, canonical, stream, stream_version
-    FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
-                $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::bigint[])
-        AS t(seq, event_id, event_type, actor_id, ts, payload, prev_hash,
-             hash, canonical, stream, stream_version)"
-            $(, "\n    ", $condition)?
-        )
-    };
-}
-
-/// Inserts a leading chunk of a large group's events; returns how many rows it inserted.
-const INSERT_CHUNK: &str = concat!(
-    "WITH appended AS (\n    ",
-    insert_events!(),
-    "\n    RETURNING 1\n)\nSELECT count(*) FROM appended"
-);
-
 /// Takes the writer lock ($18), moves the head row from where the group was sequenced ($16) to
-/// its new tail ($14, $15), and only then inserts the group's (last chunk of) events, upserts its
-/// streams and notifies. Returns the number of head rows moved: 1, or 0 when the head was not
-/// where the writer read it (another process appended since), and then nothing is written.
-/// The optional condition guards the move further.
+/// its new tail ($14, $15), and only then inserts the group's events (one array per column,
+/// $1 to $11), upserts its streams and notifies. Returns the number of head rows moved: 1, or 0
+/// when the head was not where the writer read it (another process appended since), and then
+/// nothing is written. The optional condition guards the move further.
 macro_rules! write_group {
     ($($guard:literal)?) => {
         concat!(
@@ -114,9 +87,15 @@ macro_rules! write_group {
             "
     RETURNING 1
 ), appended AS (
-    ",
-            insert_events!("WHERE EXISTS (SELECT 1 FROM moved)"),
-            "
+    INSERT INTO events (seq, event_id, event_type, actor_id, \"timestamp\", payload, prev_hash,
+                        hash, canonical, stream, stream_version)
+    SELECT seq, event_id, event_type, actor_id, ts, payload::jsonb, prev_hash,
+           hash, canonical, stream, stream_version
+    FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
+                $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::bigint[])
+        AS t(seq, event_id, event_type, actor_id, ts, payload, prev_hash,
+             hash, canonical, stream, stream_version)
+    WHERE EXISTS (SELECT 1 FROM moved)
 ), versions AS (
     INSERT INTO streams (stream, version)
     SELECT * FROM UNNEST($12::text[], $13::bigint[]) WHERE EXISTS (SELECT 1 FROM moved)
@@ -146,21 +125,6 @@ const WRITE_UNREAD: &str = write_group!(
         )"
 );
 
-/// Most bytes of parameters one append statement carries on a TLS connection whose socket could
-/// not be given `TCP_NODELAY` (see [`crate::nodelay`]): a message larger than one TLS record
-/// (16 KiB) leaves as several small TCP writes, which Nagle's algorithm and delayed ACKs can hold
-/// back for ~40 ms each. So there a large group is inserted in several statements of one record
-/// each (one more round trip per chunk, in the same transaction). With `TCP_NODELAY`, or on plain
-/// TCP (one write per message), a group is one statement.
-const TLS_STATEMENT_BYTES: usize = 14 * 1024;
-
-/// Whether the writer's connection is encrypted (`prefer` negotiates it silently).
-const SSL_IN_USE: &str =
-    "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
-
-/// Bound parameters' overhead per event: fixed-size columns and array element headers.
-const EVENT_OVERHEAD_BYTES: usize = 32 + 32 + 3 * 8 + 11 * 4;
-
 /// The columns of the events a group appends, as arrays for `UNNEST`.
 #[derive(Default)]
 struct EventColumns {
@@ -175,8 +139,6 @@ struct EventColumns {
     canonical: Vec<Vec<u8>>,
     stream: Vec<Option<String>>,
     stream_version: Vec<Option<i64>>,
-    /// Roughly how many bytes each event adds to a statement.
-    size: Vec<usize>,
 }
 
 impl EventColumns {
@@ -198,20 +160,7 @@ impl EventColumns {
         self.prev_hash
             .push(event.prev_hash.map(|h| h.as_bytes().to_vec()));
         self.hash.push(event.hash.as_bytes().to_vec());
-        let canonical = sequenced.canonical.clone();
-        self.size.push(
-            EVENT_OVERHEAD_BYTES
-                + canonical.len()
-                + self.payload.last().map_or(0, String::len)
-                + event.event_id.as_str().len()
-                + event.event_type.len()
-                + event.actor_id.as_ref().map_or(0, String::len)
-                + sequenced
-                    .stream
-                    .as_ref()
-                    .map_or(0, |(s, _)| s.as_str().len()),
-        );
-        self.canonical.push(canonical);
+        self.canonical.push(sequenced.canonical.clone());
         match &sequenced.stream {
             Some((stream, version)) => {
                 self.stream.push(Some(stream.as_str().to_owned()));
@@ -226,64 +175,34 @@ impl EventColumns {
         }
         Ok(())
     }
-}
 
-impl EventColumns {
-    /// Consecutive ranges of events, each of at most `limit` bytes (but at least one event), the
-    /// last one leaving `reserve_last` bytes for the rest of its statement. No limit: one range.
-    fn chunks(&self, limit: Option<usize>, reserve_last: usize) -> Vec<Range<usize>> {
-        let mut end = self.size.len();
-        let Some(limit) = limit else {
-            return std::iter::once(0..end).collect();
-        };
-        let (mut chunks, mut bytes, mut budget) =
-            (Vec::new(), 0, limit.saturating_sub(reserve_last));
-        for (i, size) in self.size.iter().enumerate().rev() {
-            if i + 1 < end && bytes + size > budget {
-                chunks.push(i + 1..end);
-                (end, bytes, budget) = (i + 1, 0, limit);
-            }
-            bytes += size;
-        }
-        chunks.push(0..end);
-        chunks.reverse();
-        chunks
-    }
-
-    /// Binds the events in `range` as the first 11 parameters.
+    /// Binds the events as the first 11 parameters.
     fn bind<'q>(
         &'q self,
         query: QueryScalar<'q, Postgres, i64, PgArguments>,
-        range: Range<usize>,
     ) -> QueryScalar<'q, Postgres, i64, PgArguments> {
         query
-            .bind(&self.seq[range.clone()])
-            .bind(&self.event_id[range.clone()])
-            .bind(&self.event_type[range.clone()])
-            .bind(&self.actor_id[range.clone()])
-            .bind(&self.timestamp[range.clone()])
-            .bind(&self.payload[range.clone()])
-            .bind(&self.prev_hash[range.clone()])
-            .bind(&self.hash[range.clone()])
-            .bind(&self.canonical[range.clone()])
-            .bind(&self.stream[range.clone()])
-            .bind(&self.stream_version[range])
+            .bind(&self.seq)
+            .bind(&self.event_id)
+            .bind(&self.event_type)
+            .bind(&self.actor_id)
+            .bind(&self.timestamp)
+            .bind(&self.payload)
+            .bind(&self.prev_hash)
+            .bind(&self.hash)
+            .bind(&self.canonical)
+            .bind(&self.stream)
+            .bind(&self.stream_version)
     }
-}
-
-/// The writer's own connection (outside the pool: it is busy for the store's lifetime).
-struct Link {
-    conn: PgConnection,
-    /// Bytes per append statement, when the connection needs a limit (see [`TLS_STATEMENT_BYTES`]).
-    statement_limit: Option<usize>,
 }
 
 /// The writer task's state.
 pub(crate) struct Writer {
     connect: PgConnectOptions,
     location: Location,
-    /// Opened on first use and after a loss.
-    link: Option<Link>,
+    /// The writer's own connection (outside the pool: it is busy for the store's lifetime),
+    /// opened on first use and after a loss.
+    conn: Option<PgConnection>,
     /// The tail after this writer's last commit; `None` when unknown (at start, after a failure).
     tail: Option<Option<Head>>,
     /// Stream versions as of this writer's last commit (those it read or wrote).
@@ -305,7 +224,7 @@ impl Writer {
         Self {
             connect,
             location,
-            link: None,
+            conn: None,
             tail: None,
             versions: HashMap::new(),
             unread_pause: 0,
@@ -341,8 +260,8 @@ impl Writer {
             self.commit(group).await;
         }
         // Every handle is gone: say goodbye to the server rather than just dropping the socket.
-        if let Some(link) = self.link.take() {
-            let _ = link.conn.close().await;
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
         }
     }
 
@@ -391,7 +310,7 @@ impl Writer {
             self.tail = None;
             self.versions.clear();
             if failure.is_transient() {
-                self.link = None;
+                self.conn = None;
             }
         }
         result
@@ -423,51 +342,41 @@ impl Writer {
         };
         self.unread_pause = self.unread_pause.saturating_sub(1);
         let mut missed = false;
-        let link = self.link().await?;
+        let conn = self.connection().await?;
         let mut written = None;
         if let Some(group) = unread {
             // Only a write confirms what the group assumed: with nothing to write, read.
-            if let [whole] = group.statements(link.statement_limit).as_slice() {
-                let moved = group.write(&mut link.conn, whole.clone(), &writing).await?;
+            if group.appends() {
+                let moved = group.write(conn, &writing).await?;
                 missed = moved != 1;
                 written = (!missed).then_some(group);
             }
         }
         // Otherwise two round trips: read, then the same self-committing write.
         if written.is_none() {
-            let group = Group::read(&mut link.conn, batches, cached_tail, &reading).await?;
-            written = match group.statements(link.statement_limit).as_slice() {
-                [] => Some(group),
-                [whole] => {
-                    let moved = group.write(&mut link.conn, whole.clone(), &writing).await?;
-                    (moved == 1).then_some(group)
-                }
-                _ => None,
+            let group = Group::read(conn, batches, cached_tail, &reading).await?;
+            written = if group.appends() {
+                let moved = group.write(conn, &writing).await?;
+                (moved == 1).then_some(group)
+            } else {
+                Some(group)
             };
         }
         let group = match written {
             Some(group) => group,
-            // The head moved since it was read, or the group needs several statements: read and
-            // write again in one transaction that holds the lock from the start.
+            // The head moved since it was read: read and write again in one transaction that
+            // holds the lock from the start.
             None => {
-                let mut tx = link
-                    .conn
+                let mut tx = conn
                     .begin_with(BEGIN_LOCKED)
                     .await
                     .map_err(|e| StoreFailure::sql(context("taking the writer lock"), e))?;
                 let group = Group::read(&mut tx, batches, cached_tail, &reading).await?;
-                let mut statements = group.statements(link.statement_limit);
-                if let Some(last) = statements.pop() {
-                    for chunk in statements {
-                        group.insert_chunk(&mut tx, chunk, &writing).await?;
-                    }
-                    let moved = group.write(&mut tx, last, &writing).await?;
-                    if moved != 1 {
-                        return Err(StoreFailure::corrupt(
-                            None,
-                            "the log head moved while the writer held the lock; is another writer bypassing it?",
-                        ));
-                    }
+                if group.appends() && group.write(&mut tx, &writing).await? != 1 {
+                    return Err(StoreFailure::corrupt(
+                        None,
+                        "the log head moved while the writer held the lock; is another writer bypassing it?",
+                    ));
                 }
                 tx.commit()
                     .await
@@ -502,25 +411,17 @@ impl Writer {
     }
 
     /// The writer's connection, opened on first use and after a loss.
-    async fn link(&mut self) -> Result<&mut Link, StoreFailure> {
-        if self.link.is_none() {
-            let mut conn = PgConnection::connect_with(&self.connect)
+    async fn connection(&mut self) -> Result<&mut PgConnection, StoreFailure> {
+        if self.conn.is_none() {
+            let conn = PgConnection::connect_with(&self.connect)
                 .await
                 .map_err(|e| {
                     self.location
                         .connect_failure("connecting the event writer", &e)
                 })?;
-            let nodelay = crate::nodelay::disable_nagle(self.location.port());
-            let tls: bool = sqlx::query_scalar(SSL_IN_USE)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| StoreFailure::sql("asking whether the writer uses TLS", e))?;
-            self.link = Some(Link {
-                conn,
-                statement_limit: (tls && !nodelay).then_some(TLS_STATEMENT_BYTES),
-            });
+            self.conn = Some(conn);
         }
-        self.link
+        self.conn
             .as_mut()
             .ok_or_else(|| StoreFailure::corrupt(None, "the writer's connection vanished"))
     }
@@ -674,45 +575,13 @@ impl Group {
         })
     }
 
-    /// The statements the group's events need, as ranges of events: none when nothing is
-    /// appended, else one per chunk (the last one also carries the streams and the head).
-    fn statements(&self, limit: Option<usize>) -> Vec<Range<usize>> {
-        if self.columns.seq.is_empty() {
-            return Vec::new();
-        }
-        let streams_bytes: usize = self.version_streams.iter().map(|s| s.len() + 16).sum();
-        self.columns.chunks(limit, streams_bytes)
+    /// Whether the group appends any event (a group of duplicates and refusals writes nothing).
+    fn appends(&self) -> bool {
+        !self.columns.seq.is_empty()
     }
 
-    /// Inserts a leading chunk of the group's events (inside the locked transaction).
-    async fn insert_chunk(
-        &self,
-        conn: &mut PgConnection,
-        chunk: Range<usize>,
-        context: &str,
-    ) -> Result<(), StoreFailure> {
-        let inserted: i64 = self
-            .columns
-            .bind(sqlx::query_scalar(INSERT_CHUNK), chunk.clone())
-            .fetch_one(conn)
-            .await
-            .map_err(|e| StoreFailure::sql(context, e))?;
-        if usize::try_from(inserted).ok() != Some(chunk.len()) {
-            return Err(StoreFailure::corrupt(
-                None,
-                format!("inserted {inserted} of {} events", chunk.len()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The [`WRITE`] statement for the events in `last`: the number of head rows it moved.
-    async fn write(
-        &self,
-        conn: &mut PgConnection,
-        last: Range<usize>,
-        context: &str,
-    ) -> Result<i64, StoreFailure> {
+    /// The [`WRITE`] (or [`WRITE_UNREAD`]) statement: the number of head rows it moved.
+    async fn write(&self, conn: &mut PgConnection, context: &str) -> Result<i64, StoreFailure> {
         let tail = self
             .tail
             .ok_or_else(|| StoreFailure::corrupt(None, "a group appends events but has no tail"))?;
@@ -723,7 +592,7 @@ impl Group {
         };
         let query = self
             .columns
-            .bind(sqlx::query_scalar(statement), last)
+            .bind(sqlx::query_scalar(statement))
             .bind(&self.version_streams)
             .bind(&self.version_numbers)
             .bind(i64::try_from(tail.seq).unwrap_or(i64::MAX))
@@ -818,7 +687,6 @@ mod tests {
             ("prefetch", PREFETCH),
             ("write", WRITE),
             ("write_unread", WRITE_UNREAD),
-            ("insert_chunk", INSERT_CHUNK),
         ] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "PREPARE {name} AS {statement}"
@@ -839,29 +707,5 @@ mod tests {
             }
             assert!(!plan.contains("JIT"), "{name} is JIT-compiled:\n{plan}");
         }
-    }
-
-    fn sized(sizes: &[usize]) -> EventColumns {
-        EventColumns {
-            size: sizes.to_vec(),
-            ..EventColumns::default()
-        }
-    }
-
-    #[test]
-    fn chunks_respect_the_limit_and_the_reserve() {
-        let columns = sized(&[4, 4, 4, 4, 4]);
-        let whole: Vec<Range<usize>> = std::iter::once(0..5).collect();
-        assert_eq!(columns.chunks(None, 100), whole);
-        assert_eq!(columns.chunks(Some(100), 0), whole);
-        assert_eq!(columns.chunks(Some(8), 0), vec![0..1, 1..3, 3..5]);
-        assert_eq!(columns.chunks(Some(8), 4), vec![0..2, 2..4, 4..5]);
-        // An event larger than the limit still gets a statement of its own.
-        assert_eq!(
-            sized(&[2, 20, 2]).chunks(Some(8), 0),
-            vec![0..1, 1..2, 2..3]
-        );
-        let first: Vec<Range<usize>> = std::iter::once(0..1).collect();
-        assert_eq!(sized(&[5]).chunks(Some(1), 10), first);
     }
 }
