@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use async_trait::async_trait;
@@ -20,7 +20,7 @@ use leviathan_core::{
 use tokio::{sync::watch, time::Sleep};
 
 use crate::{
-    api::{Cluster, describe, watch_error_is_permanent},
+    api::{ApiError, Cluster, describe, watch_error_is_permanent},
     config::K8sConfig,
     job::{ATTEMPT_KEY, job_spec},
     names::job_name,
@@ -31,9 +31,9 @@ use crate::{
 pub struct K8sExecutor {
     cluster: Cluster,
     config: K8sConfig,
-    /// Attempts being followed by this process; each sender flips to `true` when
-    /// [`Executor::cancel`] is called.
-    following: Mutex<HashMap<AttemptId, watch::Sender<bool>>>,
+    /// Attempts being followed by this process, each with what [`Executor::cancel`] shares with
+    /// its run.
+    following: Mutex<HashMap<AttemptId, Cancellation>>,
 }
 
 impl std::fmt::Debug for K8sExecutor {
@@ -88,7 +88,7 @@ impl K8sExecutor {
         job_spec(spec, &self.config)
     }
 
-    fn following(&self) -> MutexGuard<'_, HashMap<AttemptId, watch::Sender<bool>>> {
+    fn following(&self) -> MutexGuard<'_, HashMap<AttemptId, Cancellation>> {
         self.following
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -104,12 +104,20 @@ impl K8sExecutor {
                 source: None,
             });
         }
-        let (cancel, cancelled) = watch::channel(false);
-        following.insert(attempt.clone(), cancel);
+        let (requested, cancelled) = watch::channel(false);
+        let deletion = JobDeletion::default();
+        following.insert(
+            attempt.clone(),
+            Cancellation {
+                requested,
+                deletion: deletion.clone(),
+            },
+        );
         Ok(Following {
             executor: self,
             attempt: attempt.clone(),
             cancelled,
+            deletion,
         })
     }
 
@@ -428,11 +436,38 @@ fn watch_error_text(err: &watcher::Error) -> String {
     }
 }
 
+/// What [`Executor::cancel`] shares with the run following the attempt.
+#[derive(Clone)]
+struct Cancellation {
+    /// Flips to `true` when the attempt is cancelled.
+    requested: watch::Sender<bool>,
+    deletion: JobDeletion,
+}
+
+/// Whether the attempt's Job was deleted for a cancel, so that `cancel` and the run (whose
+/// create may have been in flight) do not both delete it.
+#[derive(Clone, Default)]
+struct JobDeletion(Arc<tokio::sync::Mutex<bool>>);
+
+impl JobDeletion {
+    /// Deletes Job `name` unless an earlier call found and deleted it; whether it is deleted.
+    async fn delete(&self, cluster: &Cluster, name: &str) -> Result<bool, ApiError> {
+        let mut deleted = self.0.lock().await;
+        if !*deleted {
+            *deleted = cluster
+                .delete_job(name, PropagationPolicy::Foreground)
+                .await?;
+        }
+        Ok(*deleted)
+    }
+}
+
 /// Keeps an attempt registered as followed while its `run` or `reattach` is in progress.
 struct Following<'a> {
     executor: &'a K8sExecutor,
     attempt: AttemptId,
     cancelled: watch::Receiver<bool>,
+    deletion: JobDeletion,
 }
 
 impl Following<'_> {
@@ -468,32 +503,33 @@ impl Executor for K8sExecutor {
             )));
         }
         if following.cancelled() {
-            // Cancelled while the create was in flight: the Job exists now and must go.
-            self.cluster
-                .delete_job(&name, PropagationPolicy::Foreground)
-                .await?;
+            // Cancelled while the create was in flight: the Job exists now and must go, unless
+            // the cancel found and deleted it already.
+            following.deletion.delete(&self.cluster, &name).await?;
             return Ok(cancelled(format!("attempt cancelled; Job {name} deleted")));
         }
         self.follow(spec, &following).await
     }
 
     async fn cancel(&self, attempt_id: &AttemptId) -> Result<(), ExecutorError> {
-        let followed = match self.following().get(attempt_id) {
-            Some(cancel) => {
-                cancel.send_replace(true);
-                true
-            }
-            None => false,
-        };
+        let cancellation = self.following().get(attempt_id).cloned();
         let name = job_name(attempt_id);
-        match self
-            .cluster
-            .delete_job(&name, PropagationPolicy::Foreground)
-            .await
-        {
+        let deleted = match &cancellation {
+            Some(cancellation) => {
+                cancellation.requested.send_replace(true);
+                cancellation.deletion.delete(&self.cluster, &name).await
+            }
+            None => {
+                self.cluster
+                    .delete_job(&name, PropagationPolicy::Foreground)
+                    .await
+            }
+        };
+        match deleted {
             Ok(true) => Ok(()),
-            // Not submitted yet: the run sees the flag and submits nothing.
-            Ok(false) if followed => Ok(()),
+            // Not submitted yet: the run sees the flag and submits nothing, or deletes the Job
+            // its create made.
+            Ok(false) if cancellation.is_some() => Ok(()),
             Ok(false) => Err(ExecutorError::NotFound(attempt_id.clone())),
             Err(err) => Err(err.into()),
         }

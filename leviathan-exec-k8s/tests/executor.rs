@@ -697,7 +697,7 @@ async fn cancel_deletes_the_job_and_stops_the_worker() {
         .into_iter()
         .filter(|r| r.method == "DELETE")
         .collect();
-    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
     assert_eq!(
         deletes[0].path,
         format!("/apis/batch/v1/namespaces/{NS}/jobs/leviathan-attempt-cancel")
