@@ -21,7 +21,7 @@ use criterion::{
 use leviathan_core::{
     AppendRequest, EventId, EventStore, NewEvent, Sha256Digest, Timestamp, memory::MemoryEventStore,
 };
-use leviathan_store_pg::test_support::TestDatabase;
+use leviathan_store_pg::testkit::TestDatabase;
 use leviathan_store_sled::SledStore;
 use serde_json::json;
 use sled::{Transactional, transaction::ConflictableTransactionError};

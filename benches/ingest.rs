@@ -19,10 +19,10 @@ use leviathan_api::{
     ApiConfig, ApiState, BearerToken, client::ControlPlaneClient, wire::IngestRequest,
 };
 use leviathan_core::{
-    AppendRequest, ArtifactStore, EventStore, GraphStore, Ledger, NewEvent, fixtures::Scenario,
-    model::Priority,
+    AppendRequest, ArtifactStore, EventStore, GraphStore, Ledger, NewEvent, model::Priority,
+    testkit::Scenario,
 };
-use leviathan_store_pg::test_support::TestDatabase;
+use leviathan_store_pg::testkit::TestDatabase;
 use leviathan_store_sled::SledStore;
 use tokio::runtime::Runtime;
 

@@ -4,7 +4,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use leviathan_core::{
     Event, Graph, Sha256Digest,
-    fixtures::{lifecycle, seal_all},
+    testkit::{lifecycle, seal_all},
 };
 use std::hint::black_box;
 

@@ -14,8 +14,8 @@
 //! `leviathan_exec_local::LocalExecutor` does the same with process groups, a private `TMPDIR`
 //! and re-attachment after a restart.
 
-#[path = "common/mod.rs"]
-pub(crate) mod common;
+#[path = "demo/mod.rs"]
+pub(crate) mod demo;
 
 use std::{
     collections::HashMap,
@@ -27,7 +27,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{Demo, DemoResult, Outcome, WorkerCommand};
+use demo::{Demo, DemoResult, Outcome, WorkerCommand};
 use leviathan::core::{
     ArtifactStore, AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError,
     executor::{ArtifactRef, protocol},
@@ -37,7 +37,7 @@ use leviathan_exec_local::Secret;
 use tokio::{process::Command, sync::oneshot};
 
 fn main() -> ExitCode {
-    common::main(run)
+    demo::main(run)
 }
 
 /// Runs the demo with attempts on a [`NiceExecutor`] starting `worker`.

@@ -12,16 +12,16 @@
 //!
 //! `examples/custom_executor.rs` runs the same demo on an executor of its own.
 
-#[path = "common/mod.rs"]
-pub(crate) mod common;
+#[path = "demo/mod.rs"]
+pub(crate) mod demo;
 
 use std::{process::ExitCode, sync::Arc};
 
-use common::{Demo, DemoResult, Outcome, WorkerCommand};
+use demo::{Demo, DemoResult, Outcome, WorkerCommand};
 use leviathan_exec_local::{LocalConfig, LocalExecutor};
 
 fn main() -> ExitCode {
-    common::main(run)
+    demo::main(run)
 }
 
 /// Runs the demo with the local executor starting `worker` for each attempt.

@@ -1,18 +1,20 @@
 //! The store commands of the real binary: verify (also on a tampered PostgreSQL log), export and
 //! import round trips, rebuild, local queries and invalidation, token commands, usage errors.
 
-mod cli_support;
+mod support {
+    pub(crate) mod cli;
+}
 
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
-use cli_support::{home, leviathan, run, run_with, token_file};
 use leviathan::stores::open_stores;
 use leviathan_core::{
     Expectations, Ledger, NewEvent,
-    fixtures::{Scenario, lifecycle},
     model::Priority,
+    testkit::{Scenario, lifecycle},
 };
 use serde_json::{Value, json};
+use support::cli::{home, leviathan, run, run_with, token_file};
 
 /// Appends events through a ledger on the store at `url`, then closes the store.
 async fn populate(url: &str, events: Vec<NewEvent>) {
@@ -252,7 +254,7 @@ async fn a_modified_export_is_refused_and_nothing_is_imported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_exits_1_at_the_first_tampered_seq_of_a_postgres_log() {
-    let db = leviathan_store_pg::test_support::TestDatabase::create().await;
+    let db = leviathan_store_pg::testkit::TestDatabase::create().await;
     let url = db.url().to_owned();
     populate(&url, lifecycle("pg", "demo", 1)).await;
     let home = home();

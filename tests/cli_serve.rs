@@ -1,6 +1,8 @@
 //! `leviathan serve` as a real process, and the operator commands against it (`--api`).
 
-mod cli_support;
+mod support {
+    pub(crate) mod cli;
+}
 
 use std::{
     fs,
@@ -11,11 +13,11 @@ use std::{
     time::Duration,
 };
 
-use cli_support::{Served, home, leviathan, run, run_with, token_file};
 use futures::StreamExt;
 use leviathan::api::{client::ControlPlaneClient, wire::IngestRequest};
-use leviathan_core::fixtures::{Scenario, lifecycle};
+use leviathan_core::testkit::{Scenario, lifecycle};
 use serde_json::Value;
+use support::cli::{Served, home, leviathan, run, run_with, token_file};
 
 fn bundle(id: &str, events: Vec<leviathan_core::NewEvent>) -> IngestRequest {
     IngestRequest {

@@ -2,7 +2,9 @@
 //! and no side effect; a full attempt with the credentials in the process environment delivers a
 //! pull request without a credential reaching any output.
 
-mod worker_world;
+mod support {
+    pub(crate) mod worker;
+}
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +19,7 @@ use leviathan_core::{
     model::{AttemptStatus, FailureClass, FailureKind},
     store::ArtifactStore,
 };
-use worker_world::{BAD_GUIDE, GOOD_GUIDE, World};
+use support::worker::{BAD_GUIDE, GOOD_GUIDE, World};
 
 /// The binary with exactly `env` (plus `PATH`), nothing inherited.
 async fn worker(env: &BTreeMap<String, String>) -> Output {
@@ -182,8 +184,8 @@ async fn the_binary_delivers_a_pull_request_and_leaks_no_credential() {
         world
             .github
             .read_file(
-                worker_world::OWNER,
-                worker_world::REPO,
+                support::worker::OWNER,
+                support::worker::REPO,
                 "agent/docs-guide-attempt-cli-1",
                 "docs/GUIDE.md"
             )

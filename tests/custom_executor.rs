@@ -9,7 +9,7 @@ mod custom_executor;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_custom_executor_runs_the_demo_through_nice() {
-    let worker = custom_executor::common::WorkerCommand::new(env!("CARGO_BIN_EXE_leviathan"));
+    let worker = custom_executor::demo::WorkerCommand::new(env!("CARGO_BIN_EXE_leviathan"));
     let outcome = custom_executor::run(worker)
         .await
         .expect("the custom executor example runs");

@@ -3,7 +3,9 @@
 //! `FakeGitHub`, `ScriptedLlm` and the control plane on memory stores. Also: the Job printed by
 //! `leviathan k8s job-spec`, created with `kubectl`, runs the same way.
 
-mod worker_world;
+mod support {
+    pub(crate) mod worker;
+}
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -19,7 +21,7 @@ use leviathan_core::{
 };
 use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
 use leviathan_testkit::{kubernetes::FakeKubernetes, llm::files_envelope};
-use worker_world::{
+use support::worker::{
     BAD_GUIDE, GOOD_GUIDE, World,
     cluster::{Cluster, IMAGE, NAMESPACE as NS},
 };

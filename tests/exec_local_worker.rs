@@ -1,7 +1,9 @@
 //! The local executor running the real `leviathan worker` binary against `FakeGitHub`,
 //! `ScriptedLlm` and the control plane on memory stores.
 
-mod worker_world;
+mod support {
+    pub(crate) mod worker;
+}
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use leviathan_core::{
 };
 use leviathan_exec_local::{LocalConfig, LocalExecutor, Secret};
 use leviathan_testkit::llm::files_envelope;
-use worker_world::{BAD_GUIDE, GOOD_GUIDE, World};
+use support::worker::{BAD_GUIDE, GOOD_GUIDE, World};
 
 fn executor(world: &World, root: &std::path::Path) -> LocalExecutor {
     let mut config = LocalConfig::default()

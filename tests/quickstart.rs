@@ -11,8 +11,8 @@ mod quickstart;
 
 use leviathan_core::model::{AttemptStatus, TaskStatus};
 
-fn leviathan_worker() -> quickstart::common::WorkerCommand {
-    quickstart::common::WorkerCommand::new(env!("CARGO_BIN_EXE_leviathan"))
+fn leviathan_worker() -> quickstart::demo::WorkerCommand {
+    quickstart::demo::WorkerCommand::new(env!("CARGO_BIN_EXE_leviathan"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //! executor running the real `leviathan worker`, a control plane served by the test (memory
 //! stores), `FakeGitHub` and `ScriptedLlm`, all on 127.0.0.1.
 
-mod cli_support;
+mod support {
+    pub(crate) mod cli;
+}
 
 use std::{
     io::{BufRead, BufReader},
@@ -140,7 +142,7 @@ impl World {
 
     /// `leviathan args…` with everything the scheduler and its workers need.
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = cli_support::leviathan(self.home.path());
+        let mut command = support::cli::leviathan(self.home.path());
         for name in [
             "GITHUB_TOKEN",
             "LEVIATHAN_GITHUB_API_URL",
@@ -169,7 +171,7 @@ impl World {
     }
 
     /// `schedule --once` against the test's control plane.
-    async fn once(&self) -> cli_support::Outcome {
+    async fn once(&self) -> support::cli::Outcome {
         let target = self.target_file.display().to_string();
         let mut command = self.command(&[
             "schedule",
@@ -183,7 +185,7 @@ impl World {
             .await
             .unwrap()
             .expect("the binary runs");
-        cli_support::Outcome {
+        support::cli::Outcome {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -478,12 +480,12 @@ async fn serve_schedule_runs_the_scheduler_inside_the_control_plane() {
 fn configuration_errors_exit_2_and_say_what_is_wrong() {
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut command = cli_support::leviathan(home.path());
+        let mut command = support::cli::leviathan(home.path());
         command.env_remove("GITHUB_TOKEN").args(args);
         for (k, v) in env {
             command.env(k, v);
         }
-        cli_support::run_with(&mut command)
+        support::cli::run_with(&mut command)
     };
 
     let missing = run(

@@ -1,7 +1,9 @@
 //! The daemon's wake-ups and the recovery of orphaned attempts, at the runner level (real ledger,
 //! forge and backlog fetch; a scripted executor; tokio's paused clock).
 
-mod scheduler_support;
+mod support {
+    pub(crate) mod scheduler;
+}
 
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use leviathan_core::{
     catalogue::{AttemptCreated, EventBody},
     model::{FailureClass, FailureKind},
 };
-use scheduler_support::{Step, World, freeze, spawn_daemon};
+use support::scheduler::{Step, World, freeze, spawn_daemon};
 
 const CHAIN: &str = "tasks:\n  - {id: first, title: First, priority: high, ready: true, allowed_paths: [docs/1.md]}\n  - {id: second, title: Second, ready: true, dependencies: [first], allowed_paths: [docs/2.md]}\n";
 

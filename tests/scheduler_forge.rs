@@ -2,14 +2,16 @@
 //! page and `state`, the open-PR latch reconciled with the forge (merged and closed PRs become
 //! events and release it), and failing closed when the forge or the backlog cannot be read.
 
-mod scheduler_support;
+mod support {
+    pub(crate) mod scheduler;
+}
 
 use std::time::Duration;
 
 use leviathan_core::{catalogue::EventBody, model::PrState, plan::SkipReason};
 use leviathan_testkit::github::RestFailure;
 use leviathan_worker::forge::Forge;
-use scheduler_support::{OWNER, REPO, Step, World, freeze, skip_of};
+use support::scheduler::{OWNER, REPO, Step, World, freeze, skip_of};
 
 const TWO_TASKS: &str = "tasks:\n  - id: alpha\n    title: Alpha\n    priority: high\n    ready: true\n    allowed_paths: [docs/alpha.md]\n  - id: beta\n    title: Beta\n    priority: medium\n    ready: true\n    allowed_paths: [docs/beta.md]\n";
 

@@ -2,7 +2,9 @@
 //! stores, the real forge and backlog fetch against `FakeGitHub`, a scripted executor, and
 //! tokio's paused clock.
 
-mod scheduler_support;
+mod support {
+    pub(crate) mod scheduler;
+}
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use leviathan_core::{
     model::{FailureClass, FailureKind},
     plan::SkipReason,
 };
-use scheduler_support::{Step, World, advance_past, freeze, skip_of, spawn_daemon};
+use support::scheduler::{Step, World, advance_past, freeze, skip_of, spawn_daemon};
 
 const ONE_TASK: &str = "tasks:\n  - id: docs-guide\n    title: Write the guide\n    priority: high\n    ready: true\n    allowed_paths: [docs/GUIDE.md]\n";
 

@@ -3,7 +3,9 @@
 //! live and unrun until its deadline. Runner level: real ledger, forge and backlog fetch, a
 //! scripted executor, tokio's paused clock.
 
-mod scheduler_support;
+mod support {
+    pub(crate) mod scheduler;
+}
 
 use std::{
     sync::{Arc, Mutex},
@@ -19,7 +21,7 @@ use leviathan_core::{
     store::{AppendReceipt, AppendRequest, EventStore, EventStoreError, EventStream},
 };
 use leviathan_worker::Secret;
-use scheduler_support::{Step, World, freeze};
+use support::scheduler::{Step, World, freeze};
 
 const ONE_TASK: &str = "tasks:\n  - id: docs-guide\n    title: Write the guide\n    ready: true\n    allowed_paths: [docs/GUIDE.md]\n";
 

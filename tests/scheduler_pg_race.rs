@@ -18,7 +18,7 @@ use leviathan_core::{
     model::{FailureClass, FailureKind, PrState},
     target::{TargetConfig, parse_target_config},
 };
-use leviathan_store_pg::test_support::TestDatabase;
+use leviathan_store_pg::testkit::TestDatabase;
 use leviathan_worker::forge::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec};
 
 const ROUNDS: usize = 50;

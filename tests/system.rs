@@ -11,14 +11,14 @@
 //! Every process is started by the test and stopped by its pid (SIGKILL when dropped, so also
 //! when a test fails); every wait is a bounded poll.
 
-#[allow(
-    dead_code,
-    reason = "the system test uses the forge, the model and the cluster, not the in-process control plane"
-)]
-mod worker_world;
-
-#[path = "system/mod.rs"]
-mod system;
+mod support {
+    pub(crate) mod system;
+    #[allow(
+        dead_code,
+        reason = "the system test uses the forge, the model and the cluster, not the in-process control plane"
+    )]
+    pub(crate) mod worker;
+}
 
 use std::{
     collections::BTreeSet,
@@ -35,10 +35,10 @@ use leviathan_core::{
 };
 use leviathan_exec_k8s::names;
 use leviathan_testkit::github::PrState;
-use system::{
+use support::system::{
     FLAKY_TASK, GATED_TASK, NOT_READY_TASK, READY_TASKS, TARGET, World, completed, fold, until,
 };
-use worker_world::{OWNER, REPO};
+use support::worker::{OWNER, REPO};
 
 fn any_port() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 0))

@@ -229,7 +229,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leviathan_core::fixtures::{lifecycle, seal_all};
+    use leviathan_core::testkit::{lifecycle, seal_all};
 
     #[test]
     fn renders_counters_histogram_and_gauges() {

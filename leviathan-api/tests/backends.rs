@@ -1,12 +1,11 @@
 //! The router over the durable backends (sled, PostgreSQL): concurrent ingest, the live stream,
 //! verification, artifacts, and a restart that resumes the graph from its checkpoint.
 
-mod common;
+mod support;
 
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use common::{TOKEN, attempts_of_target, fast_retry};
 use futures::StreamExt;
 use leviathan_api::{
     ApiConfig, ApiState, BearerToken,
@@ -16,6 +15,7 @@ use leviathan_api::{
 };
 use leviathan_core::{ArtifactStore, EventStore, GraphStore, Ledger, Sha256Digest};
 use leviathan_testkit::TestServer;
+use support::{TOKEN, attempts_of_target, fast_retry};
 
 const TARGETS: usize = 12;
 
@@ -104,7 +104,7 @@ async fn on_sled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_postgres() {
-    let db = leviathan_store_pg::test_support::TestDatabase::create().await;
+    let db = leviathan_store_pg::testkit::TestDatabase::create().await;
     let store = db.store().await;
     let (_server, client, _) = serve(store.events(), store.graphs(), store.artifacts()).await;
     let total = exercise(&client).await;

@@ -1,7 +1,7 @@
 //! The typed client against a real control plane (every route), and its retry policy against a
 //! server that fails on purpose.
 
-mod common;
+mod support;
 
 use std::{
     sync::{
@@ -18,19 +18,19 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use common::{Harness, note};
 use leviathan_api::{
     client::{ClientError, ControlPlaneClient, RetryConfig},
     wire::{AttemptsQuery, BundleArtifact, ChainVerification, FailuresQuery, IngestRequest},
 };
 use leviathan_core::{
     Sha256Digest, StreamId,
-    fixtures::lifecycle,
     id::{AttemptId, EventId, TargetId},
     model::AttemptStatus,
+    testkit::lifecycle,
 };
 use leviathan_testkit::TestServer;
 use serde_json::json;
+use support::{Harness, note};
 
 fn request(bundle_id: &str, events: Vec<leviathan_core::NewEvent>) -> IngestRequest {
     IngestRequest {
@@ -226,7 +226,7 @@ async fn refusals_carry_code_message_and_details() {
         other => panic!("{other:?}"),
     }
     assert!(!err.is_transient());
-    assert!(!err.to_string().contains(common::TOKEN));
+    assert!(!err.to_string().contains(support::TOKEN));
 }
 
 /// A server that answers `failures` times with `status` before answering like an ingest.
@@ -240,7 +240,7 @@ async fn flaky(status: StatusCode, failures: u32) -> (TestServer, Arc<AtomicU32>
             async move {
                 assert_eq!(
                     headers["authorization"],
-                    format!("Bearer {}", common::TOKEN)
+                    format!("Bearer {}", support::TOKEN)
                 );
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 if n < failures {
@@ -268,9 +268,9 @@ async fn transient_answers_are_retried_until_they_succeed() {
         StatusCode::BAD_GATEWAY,
     ] {
         let (server, calls) = flaky(status, 2).await;
-        let client = ControlPlaneClient::new(&server.url(), common::TOKEN)
+        let client = ControlPlaneClient::new(&server.url(), support::TOKEN)
             .unwrap()
-            .with_retry(common::fast_retry());
+            .with_retry(support::fast_retry());
         let answer = client
             .ingest(&request("b", vec![note("n", 1)]))
             .await
@@ -283,11 +283,11 @@ async fn transient_answers_are_retried_until_they_succeed() {
 #[tokio::test]
 async fn retries_stop_at_max_attempts_and_permanent_errors_are_not_retried() {
     let (server, calls) = flaky(StatusCode::SERVICE_UNAVAILABLE, 100).await;
-    let client = ControlPlaneClient::new(&server.url(), common::TOKEN)
+    let client = ControlPlaneClient::new(&server.url(), support::TOKEN)
         .unwrap()
         .with_retry(RetryConfig {
             max_attempts: 3,
-            ..common::fast_retry()
+            ..support::fast_retry()
         });
     let err = client
         .ingest(&request("b", vec![note("n", 1)]))
@@ -299,9 +299,9 @@ async fn retries_stop_at_max_attempts_and_permanent_errors_are_not_retried() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     let (server, calls) = flaky(StatusCode::UNPROCESSABLE_ENTITY, 100).await;
-    let client = ControlPlaneClient::new(&server.url(), common::TOKEN)
+    let client = ControlPlaneClient::new(&server.url(), support::TOKEN)
         .unwrap()
-        .with_retry(common::fast_retry());
+        .with_retry(support::fast_retry());
     let err = client
         .ingest(&request("b", vec![note("n", 1)]))
         .await
@@ -317,17 +317,17 @@ async fn connection_failures_are_transient_and_name_the_endpoint() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let client = ControlPlaneClient::new(&format!("http://{addr}"), common::TOKEN)
+    let client = ControlPlaneClient::new(&format!("http://{addr}"), support::TOKEN)
         .unwrap()
         .with_retry(RetryConfig {
             max_attempts: 2,
-            ..common::fast_retry()
+            ..support::fast_retry()
         });
     let err = client.head().await.unwrap_err();
     assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
     assert!(err.is_transient());
     assert!(err.to_string().contains("GET /v1/events/head"), "{err}");
-    assert!(!format!("{err:?}").contains(common::TOKEN));
+    assert!(!format!("{err:?}").contains(support::TOKEN));
 }
 
 #[tokio::test]
@@ -337,7 +337,7 @@ async fn non_api_error_bodies_are_reported_with_an_excerpt() {
         get(|| async { (StatusCode::FORBIDDEN, "<html>denied by proxy</html>") }),
     );
     let server = TestServer::spawn(router).await.unwrap();
-    let client = ControlPlaneClient::new(&server.url(), common::TOKEN).unwrap();
+    let client = ControlPlaneClient::new(&server.url(), support::TOKEN).unwrap();
     let err = client.head().await.unwrap_err();
     assert_eq!(err.code(), Some("http_403"));
     assert!(err.to_string().contains("denied by proxy"), "{err}");
@@ -351,7 +351,7 @@ async fn downloaded_artifacts_are_checked_against_their_digest() {
         get(|| async { "tampered in transit" }),
     );
     let server = TestServer::spawn(router).await.unwrap();
-    let client = ControlPlaneClient::new(&server.url(), common::TOKEN).unwrap();
+    let client = ControlPlaneClient::new(&server.url(), support::TOKEN).unwrap();
     let err = client.get_artifact(&sha).await.unwrap_err();
     assert!(matches!(err, ClientError::DigestMismatch { .. }), "{err:?}");
 }

@@ -1,22 +1,22 @@
 //! Every route over real HTTP on 127.0.0.1, with raw requests, so that statuses, headers and
 //! bodies are checked exactly as a client sees them.
 
-mod common;
+mod support;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use common::{Auth, Harness, attempts_of_target, bundle, error_code, note};
 use leviathan_core::{
     AppendReceipt, AppendRequest, Event, EventStore, EventStoreError, Head, Sha256Digest, StreamId,
-    fixtures::{Scenario, lifecycle},
     id::EventId,
     memory::MemoryEventStore,
     model::Priority,
     store::EventStream,
+    testkit::{Scenario, lifecycle},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::{Auth, Harness, attempts_of_target, bundle, error_code, note};
 
 #[tokio::test]
 async fn healthz_and_readyz_are_open() {
@@ -77,8 +77,8 @@ async fn every_protected_route_requires_the_token_and_says_nothing_else() {
 
     // Other schemes and a token with a different case are refused too.
     for value in [
-        format!("Basic {}", common::TOKEN),
-        format!("Bearer {}", common::TOKEN.to_uppercase()),
+        format!("Basic {}", support::TOKEN),
+        format!("Bearer {}", support::TOKEN.to_uppercase()),
         "Bearer".to_owned(),
     ] {
         let response = h
@@ -319,7 +319,7 @@ async fn oversized_bodies_are_413_whether_declared_or_streamed() {
     let response = h
         .http
         .post(h.url("/v1/events/ingest"))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
         .await
@@ -389,7 +389,7 @@ async fn fifty_concurrent_bundles_form_one_linear_chain() {
         tasks.push(tokio::spawn(async move {
             let response = http
                 .post(url)
-                .bearer_auth(common::TOKEN)
+                .bearer_auth(support::TOKEN)
                 .json(&bundle(&format!("bundle-{i}"), &events))
                 .send()
                 .await

@@ -1,19 +1,19 @@
 //! The control plane as an `EventStore` (`RemoteEventStore`): core's conformance tests that do
 //! not depend on appending events the graph would refuse, plus expectation tests on real streams.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use common::{Harness, note};
 use leviathan_core::{
     AppendRequest, EventStore, EventStoreError, ExpectedVersion, Sha256Digest, StreamId,
-    conformance::{self, Stores},
-    fixtures::Scenario,
     memory::{MemoryArtifactStore, MemoryGraphStore},
     model::Priority,
+    testkit::Scenario,
+    testkit::conformance::{self, Stores},
 };
+use support::{Harness, note};
 
 /// Fresh stores: a control plane on memory stores, reached through its API.
 struct Remote;

@@ -1,14 +1,14 @@
 //! The SSE event stream: order, resumption with `Last-Event-ID`, keep-alives, and the typed
 //! client's reconnection through a proxy whose connections are cut.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Harness, Proxy, bundle, note};
 use futures::StreamExt;
 use leviathan_api::client::{ClientEventStream, ControlPlaneClient};
 use reqwest::StatusCode;
+use support::{Harness, Proxy, bundle, note};
 
 /// Reads raw SSE text until `count` events arrived; returns (ids, whole text).
 async fn read_events(response: reqwest::Response, count: usize) -> (Vec<u64>, String) {
@@ -40,7 +40,7 @@ async fn sse_delivers_in_order_then_follows_and_resumes_from_last_event_id() {
     let response = h
         .http
         .get(h.url("/v1/events/stream"))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .send()
         .await
         .unwrap();
@@ -58,7 +58,7 @@ async fn sse_delivers_in_order_then_follows_and_resumes_from_last_event_id() {
             for i in 6..=20u64 {
                 let response = http
                     .post(&url)
-                    .bearer_auth(common::TOKEN)
+                    .bearer_auth(support::TOKEN)
                     .json(&bundle("live", &[note(&format!("s{i}"), i)]))
                     .send()
                     .await
@@ -80,7 +80,7 @@ async fn sse_delivers_in_order_then_follows_and_resumes_from_last_event_id() {
     let resumed = h
         .http
         .get(h.url("/v1/events/stream"))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .header("last-event-id", "17")
         .send()
         .await
@@ -92,7 +92,7 @@ async fn sse_delivers_in_order_then_follows_and_resumes_from_last_event_id() {
     let after = h
         .http
         .get(h.url("/v1/events/stream?after=19"))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .send()
         .await
         .unwrap();
@@ -102,7 +102,7 @@ async fn sse_delivers_in_order_then_follows_and_resumes_from_last_event_id() {
     let bad = h
         .http
         .get(h.url("/v1/events/stream"))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .header("last-event-id", "yesterday")
         .send()
         .await
@@ -116,7 +116,7 @@ async fn idle_streams_carry_keep_alives() {
     let response = h
         .http
         .get(h.url("/v1/events/stream"))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .send()
         .await
         .unwrap();
@@ -135,7 +135,7 @@ async fn closing_streams_ends_them_so_shutdown_can_complete() {
     let response = h
         .http
         .get(h.url("/v1/events/stream"))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .send()
         .await
         .unwrap();
@@ -158,9 +158,9 @@ async fn next(stream: &mut ClientEventStream) -> leviathan_core::Event {
 async fn the_typed_client_reconnects_and_resumes_without_gaps() {
     let h = Harness::start().await;
     let proxy = Proxy::start(h.server.addr()).await;
-    let client = ControlPlaneClient::new(&proxy.url, common::TOKEN)
+    let client = ControlPlaneClient::new(&proxy.url, support::TOKEN)
         .unwrap()
-        .with_retry(common::fast_retry());
+        .with_retry(support::fast_retry());
     let first: Vec<_> = (1..=3).map(|i| note(&format!("r{i}"), i)).collect();
     h.ingest(&bundle("first", &first)).await;
 
@@ -187,7 +187,7 @@ async fn a_stream_with_a_wrong_token_fails_at_once() {
     let h = Harness::start().await;
     let client = ControlPlaneClient::new(&h.server.url(), "wrong-token-0123456789")
         .unwrap()
-        .with_retry(common::fast_retry());
+        .with_retry(support::fast_retry());
     let err = client.stream_events(0).await.err().unwrap();
     assert_eq!(err.status(), Some(401));
     assert!(!err.is_transient());

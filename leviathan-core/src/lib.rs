@@ -1,6 +1,7 @@
 //! Leviathan's core: the model, the event catalogue, canonical hashing and chain verification,
 //! the pure projection into a graph, backlog and target parsing, path rules, the backend traits,
-//! in-memory backends and (feature `testkit`) the conformance suite every backend runs.
+//! in-memory backends and (feature `testkit`) the conformance suite every backend runs and event
+//! fixtures.
 //!
 //! This crate does no network I/O and knows no backend; backends, the API, the worker and the
 //! executors depend on it, never the other way round.
@@ -28,9 +29,7 @@ mod text;
 pub mod timestamp;
 
 #[cfg(feature = "testkit")]
-pub mod conformance;
-#[cfg(feature = "testkit")]
-pub mod fixtures;
+pub mod testkit;
 
 pub use catalogue::{EventBody, Payload, PayloadError, StreamId};
 pub use chain::{ChainBreak, ChainFault, ChainReport, ChainVerifier};

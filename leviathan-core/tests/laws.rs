@@ -5,10 +5,10 @@ use std::sync::Arc;
 use leviathan_core::{
     Event, Graph, NewEvent,
     chain::{ChainFault, ChainVerifier},
-    fixtures::seal_all,
     id::EventId,
     ledger::{Ledger, PersistPolicy},
     memory::{MemoryEventStore, MemoryGraphStore},
+    testkit::seal_all,
     timestamp::Timestamp,
 };
 use proptest::prelude::*;

@@ -9,10 +9,10 @@ use std::sync::{
 use async_trait::async_trait;
 use leviathan_core::{
     Graph, GraphStore, GraphStoreError, Head,
-    fixtures::lifecycle,
     graph::{GraphDelta, GraphSnapshot},
     ledger::{Expectations, Ledger, PersistPolicy},
     memory::{MemoryEventStore, MemoryGraphStore},
+    testkit::lifecycle,
 };
 use tokio::sync::Semaphore;
 

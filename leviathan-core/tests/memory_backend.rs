@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use leviathan_core::{
     Sha256Digest,
-    conformance::{Harness, Stores},
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+    testkit::conformance::{Harness, Stores},
 };
 
 struct Memory;

@@ -103,7 +103,7 @@
 //!
 //! # Tests
 //!
-//! Feature `test-support` provides [`test_support::TestDatabase`], a fresh database per test
+//! Feature `testkit` provides [`testkit::TestDatabase`], a fresh database per test
 //! that is dropped afterwards, for this crate's tests and for other crates testing against
 //! PostgreSQL.
 #![warn(missing_docs)]
@@ -113,8 +113,8 @@ mod error;
 mod events;
 mod graph;
 mod location;
-#[cfg(feature = "test-support")]
-pub mod test_support;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::{fmt, sync::Arc, time::Duration};
 

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use leviathan_core::{
     Sha256Digest,
-    conformance::{Harness, Stores},
+    testkit::conformance::{Harness, Stores},
 };
-use leviathan_store_pg::{PgStore, test_support::TestDatabase};
+use leviathan_store_pg::{PgStore, testkit::TestDatabase};
 
 struct Pg;
 

@@ -15,7 +15,7 @@ use leviathan_core::{
     AppendRequest, ChainFault, EventId, EventStore, EventStoreError, ExpectedVersion, NewEvent,
     StreamId, Timestamp,
 };
-use leviathan_store_pg::{PgOptions, PgStore, WRITER_LOCK_KEY, test_support::TestDatabase};
+use leviathan_store_pg::{PgOptions, PgStore, WRITER_LOCK_KEY, testkit::TestDatabase};
 use serde_json::json;
 use sqlx::PgPool;
 

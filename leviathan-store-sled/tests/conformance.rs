@@ -5,7 +5,7 @@ use std::fs;
 use async_trait::async_trait;
 use leviathan_core::{
     Sha256Digest,
-    conformance::{Harness, Stores},
+    testkit::conformance::{Harness, Stores},
 };
 use leviathan_store_sled::SledStore;
 use tempfile::TempDir;

@@ -21,9 +21,9 @@ use std::{
 
 use leviathan_core::{
     AppendRequest, EventId, EventStoreError, Graph, Head, Ledger, NewEvent, Timestamp,
-    fixtures::Scenario,
     ledger::{Expectations, PersistPolicy},
     model::Priority,
+    testkit::Scenario,
 };
 use leviathan_store_sled::{Durability, SledOptions, SledStore};
 use rand::{Rng, SeedableRng, rngs::StdRng};

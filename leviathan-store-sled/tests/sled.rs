@@ -12,9 +12,9 @@ use futures::StreamExt;
 use leviathan_core::{
     AppendRequest, ChainFault, Event, EventId, EventStore, EventStoreError, Graph, GraphStoreError,
     Head, Ledger, NewEvent, Sha256Digest, StreamId, Timestamp,
-    fixtures::lifecycle,
     graph::{Anomaly, GraphDelta, StoredGraph},
     ledger::{Expectations, PersistPolicy},
+    testkit::lifecycle,
 };
 use leviathan_store_sled::{Durability, SledOptions, SledStore};
 use serde_json::json;

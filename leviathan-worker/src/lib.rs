@@ -9,7 +9,7 @@ mod files;
 pub mod forge;
 mod git;
 mod journal;
-pub mod model;
+pub mod llm;
 mod pipeline;
 mod process;
 pub mod prompt;

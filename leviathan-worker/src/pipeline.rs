@@ -20,7 +20,7 @@ use crate::{
     forge::{self, Forge, GitHubForge, PullRequestSpec},
     git::{self, Git},
     journal::Journal,
-    model::{self, CodeModel, ModelRequest},
+    llm::{self, CodeModel, ModelRequest},
     process,
     prompt::{self, Feedback, OutputStyle},
     redact::Redactor,
@@ -332,7 +332,7 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
             .join(", ")
     ));
 
-    let model = model::from_settings(&config.model, base_env.clone())
+    let model = llm::from_settings(&config.model, base_env.clone())
         .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
     generate_and_test(config, journal, model.as_ref(), &task, &repo, &base_env).await?;
     check_final_tree(&git, &repo, &checkout, &task, journal).await?;

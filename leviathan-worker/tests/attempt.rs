@@ -22,10 +22,10 @@ use leviathan_core::{
     AttemptId, AttemptResult, EventId, Expectations, Ledger, NewEvent, Sha256Digest, TaskId,
     Timestamp,
     catalogue::AttemptCreated,
-    fixtures::Scenario,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
     model::{AttemptStatus, FailureClass, FailureKind, Priority},
     store::ArtifactStore,
+    testkit::Scenario,
 };
 use leviathan_testkit::{
     TestServer,

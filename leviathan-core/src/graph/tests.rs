@@ -5,9 +5,9 @@ use serde_json::json;
 use super::*;
 use crate::{
     event::NewEvent,
-    fixtures::{Scenario, lifecycle, seal_all},
     id::{EventId, TaskId},
     model::{FailureKind, Priority, TaskStatus},
+    testkit::{Scenario, lifecycle, seal_all},
     timestamp::Timestamp,
 };
 

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     event::NewEvent,
-    fixtures::{Scenario, seal_all},
     id::EventId,
     model::Priority,
+    testkit::{Scenario, seal_all},
 };
 
 const T0: &str = "2026-01-28T12:00:00Z";

@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_batch_the_ledger_validated_prepares_as_one_validated_here() {
-        let events = crate::fixtures::lifecycle("pv", "demo", 2);
+        let events = crate::testkit::lifecycle("pv", "demo", 2);
         let streams = events
             .iter()
             .map(|e| catalogue::validate(e).unwrap().stream)

@@ -653,7 +653,7 @@ fn check_tail(cached: Option<Option<Head>>, head: Option<Head>) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::TestDatabase;
+    use crate::testkit::TestDatabase;
 
     /// The highest `$n` of a statement.
     fn parameters(statement: &str) -> usize {

@@ -16,7 +16,6 @@ use crate::{
     catalogue::StreamId,
     digest::Sha256Digest,
     event::{Event, NewEvent},
-    fixtures::{lifecycle, seal_all},
     graph::Graph,
     id::EventId,
     ledger::{Expectations, Ledger, LedgerError, PersistPolicy},
@@ -24,6 +23,7 @@ use crate::{
         AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError, ExpectedVersion,
         GraphStore, GraphStoreError,
     },
+    testkit::{lifecycle, seal_all},
     timestamp::Timestamp,
 };
 
@@ -84,7 +84,7 @@ macro_rules! conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 let harness = $harness;
-                $crate::conformance::$name(&harness).await;
+                $crate::testkit::conformance::$name(&harness).await;
             }
         )*
     };

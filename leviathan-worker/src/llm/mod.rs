@@ -1,5 +1,6 @@
-//! Code models: one small trait, three providers (Anthropic Messages, OpenAI-compatible chat
-//! completions, an external command that edits the worktree).
+//! The LLM client: one small trait for code models, three providers (Anthropic Messages,
+//! OpenAI-compatible chat completions, an external command that edits the worktree). Named `llm`
+//! because `model` is core's domain model.
 
 mod anthropic;
 mod command;

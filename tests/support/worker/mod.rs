@@ -14,11 +14,11 @@ use leviathan::api::{ApiConfig, ApiState, BearerToken, router};
 use leviathan_core::{
     AttemptId, AttemptSpec, EventId, Expectations, Ledger, NewEvent, TaskId, Timestamp,
     catalogue::AttemptCreated,
-    fixtures::Scenario,
     graph::AttemptNode,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
     model::Priority,
     store::ArtifactStore,
+    testkit::Scenario,
 };
 use leviathan_testkit::{
     TestServer,

@@ -10,9 +10,9 @@ use leviathan_api::{
 };
 use leviathan_core::{
     EventStore, Ledger, NewEvent,
-    fixtures::Scenario,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
     model::Priority,
+    testkit::Scenario,
 };
 use leviathan_testkit::TestServer;
 use reqwest::{Method, StatusCode, header::HeaderMap};

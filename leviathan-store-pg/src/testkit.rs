@@ -1,4 +1,4 @@
-//! Fresh PostgreSQL databases for tests (feature `test-support`).
+//! Fresh PostgreSQL databases for tests (feature `testkit`).
 //!
 //! Each [`TestDatabase`] is a new database `leviathan_test_<uuid>` on the server named by
 //! `DATABASE_URL` (default [`DEFAULT_SERVER_URL`]), dropped with `DROP DATABASE ... WITH (FORCE)`
@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use leviathan_store_pg::test_support::TestDatabase;
+//! use leviathan_store_pg::testkit::TestDatabase;
 //! let db = TestDatabase::create().await;
 //! let store = db.store().await;
 //! // ... use store.events(), store.graphs(), store.artifacts(), or db.url() ...
@@ -18,7 +18,7 @@
 //! ```
 //!
 //! In a crate's `Cargo.toml`:
-//! `[dev-dependencies] leviathan-store-pg = { workspace = true, features = ["test-support"] }`.
+//! `[dev-dependencies] leviathan-store-pg = { workspace = true, features = ["testkit"] }`.
 
 use sqlx::{Connection, PgConnection};
 

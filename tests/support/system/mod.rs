@@ -18,14 +18,14 @@ use std::{
 
 use leviathan::api::client::ControlPlaneClient;
 use leviathan_core::{Event, GraphSummary};
-use leviathan_store_pg::test_support::TestDatabase;
+use leviathan_store_pg::testkit::TestDatabase;
 use leviathan_testkit::{
     github::PullSummary,
     llm::{LlmReply, LlmRequest, files_envelope},
 };
 
 pub(crate) use self::process::Process;
-use crate::worker_world::{
+use super::worker::{
     OWNER, Outside, REPO,
     cluster::{Cluster, IMAGE, NAMESPACE},
     worker_secrets,

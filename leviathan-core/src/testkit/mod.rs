@@ -1,0 +1,8 @@
+//! What the core gives other crates' tests (feature `testkit`): the backend conformance suite and
+//! deterministic event fixtures. Every crate that exports test helpers does so in a `testkit`
+//! module behind a `testkit` feature; a crate's own integration tests share `tests/support/`.
+
+pub mod conformance;
+mod fixtures;
+
+pub use fixtures::{Scenario, lifecycle, seal_all};
