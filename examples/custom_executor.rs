@@ -113,8 +113,11 @@ impl Executor for NiceExecutor {
             .env("HOME", &dir)
             .envs(protocol::attempt_variables(spec))
             .env(protocol::CONTROL_PLANE_URL, &self.control_plane_url)
-            .env(protocol::WORKSPACE_DIR, &workspace)
-            .env(protocol::TERMINATION_MESSAGE_PATH, dir.join("result.json"))
+            .env(protocol::LEVIATHAN_WORKSPACE_DIR, &workspace)
+            .env(
+                protocol::LEVIATHAN_TERMINATION_MESSAGE_PATH,
+                dir.join("result.json"),
+            )
             .envs(
                 self.secrets
                     .iter()

@@ -5,5 +5,6 @@
 pub use leviathan_api as api;
 pub use leviathan_core as core;
 
+pub mod git;
 pub mod scheduler;
 pub mod stores;

@@ -76,9 +76,12 @@ async fn a_bad_environment_exits_2_listing_every_problem_and_does_nothing() {
                 "cp-token-0123456789abcdef".to_owned(),
             ),
             ("LEVIATHAN_REPAIR_ROUNDS", "lots".to_owned()),
-            (protocol::WORKSPACE_DIR, workspace.display().to_string()),
             (
-                protocol::TERMINATION_MESSAGE_PATH,
+                protocol::LEVIATHAN_WORKSPACE_DIR,
+                workspace.display().to_string(),
+            ),
+            (
+                protocol::LEVIATHAN_TERMINATION_MESSAGE_PATH,
                 termination.display().to_string(),
             ),
         ]
@@ -150,9 +153,12 @@ async fn the_binary_delivers_a_pull_request_and_leaks_no_credential() {
     }
     for (name, value) in [
         (protocol::CONTROL_PLANE_URL, world.api_url.clone()),
-        (protocol::WORKSPACE_DIR, workspace.display().to_string()),
         (
-            protocol::TERMINATION_MESSAGE_PATH,
+            protocol::LEVIATHAN_WORKSPACE_DIR,
+            workspace.display().to_string(),
+        ),
+        (
+            protocol::LEVIATHAN_TERMINATION_MESSAGE_PATH,
             termination.display().to_string(),
         ),
         ("HOME", home.display().to_string()),

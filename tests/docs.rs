@@ -134,7 +134,7 @@ fn variable_names(text: &str) -> BTreeSet<String> {
 fn variables_read_by_the_code(tree: &BTreeMap<Vec<String>, String>) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = tree.values().flat_map(|h| variable_names(h)).collect();
     names.extend(
-        leviathan_worker::config::VARIABLES
+        leviathan_core::executor::protocol::VARIABLES
             .iter()
             .map(|v| v.name.to_owned()),
     );
@@ -184,7 +184,7 @@ fn default_cell(default: &str) -> String {
 
 #[test]
 fn the_worker_table_is_the_one_the_code_renders() {
-    let table = leviathan_worker::config::render_table();
+    let table = leviathan_core::executor::protocol::variables_table();
     assert!(
         read(CONFIGURATION).contains(&table),
         "{CONFIGURATION} must carry the worker's table verbatim:\n{table}"

@@ -8,9 +8,8 @@ mod support {
 
 use std::time::Duration;
 
-use leviathan_core::{catalogue::EventBody, model::PrState, plan::SkipReason};
+use leviathan_core::{Forge, catalogue::EventBody, model::PrState, plan::SkipReason};
 use leviathan_testkit::github::RestFailure;
-use leviathan_worker::forge::Forge;
 use support::scheduler::{OWNER, REPO, Step, World, freeze, skip_of};
 
 const TWO_TASKS: &str = "tasks:\n  - id: alpha\n    title: Alpha\n    priority: high\n    ready: true\n    allowed_paths: [docs/alpha.md]\n  - id: beta\n    title: Beta\n    priority: medium\n    ready: true\n    allowed_paths: [docs/beta.md]\n";

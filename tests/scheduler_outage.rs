@@ -13,14 +13,14 @@ use std::{
 };
 
 use async_trait::async_trait;
-use leviathan::scheduler::{GitBacklog, Scheduler};
+use leviathan::{git::GitBacklog, scheduler::Scheduler};
 use leviathan_core::{
     ChainBreak, ChainReport, Event, EventId, Head, Ledger, StreamId,
     memory::{MemoryEventStore, MemoryGraphStore},
     model::FailureKind,
+    secret::Secret,
     store::{AppendReceipt, AppendRequest, EventStore, EventStoreError, EventStream},
 };
-use leviathan_worker::Secret;
 use support::scheduler::{Step, World, freeze};
 
 const ONE_TASK: &str = "tasks:\n  - id: docs-guide\n    title: Write the guide\n    ready: true\n    allowed_paths: [docs/GUIDE.md]\n";

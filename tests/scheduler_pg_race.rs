@@ -9,51 +9,19 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
-use leviathan::scheduler::{
-    BacklogFetchError, BacklogSource, Clock, Scheduler, SchedulerOptions, TokioClock,
-};
+use leviathan::scheduler::{Clock, Scheduler, SchedulerOptions, TokioClock};
 use leviathan_core::{
     AttemptId, AttemptOutcome, AttemptSpec, Executor, ExecutorError, Ledger, Timestamp,
     backlog::{Backlog, parse_backlog},
-    model::{FailureClass, FailureKind, PrState},
+    backlog_source::MemoryBacklog,
+    forge::MemoryForge,
+    model::{FailureClass, FailureKind},
     target::{TargetConfig, parse_target_config},
 };
 use leviathan_store_pg::testkit::TestDatabase;
-use leviathan_worker::forge::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec};
 
 const ROUNDS: usize = 50;
 const TASKS: usize = 6;
-
-/// The same backlog every time (the race is about dispatch, not about git).
-#[derive(Debug)]
-struct FixedBacklog(Backlog);
-
-#[async_trait]
-impl BacklogSource for FixedBacklog {
-    async fn fetch(&self, _target: &TargetConfig) -> Result<Backlog, BacklogFetchError> {
-        Ok(self.0.clone())
-    }
-}
-
-/// A forge with no pull requests (nothing here opens any).
-#[derive(Debug)]
-struct EmptyForge;
-
-#[async_trait]
-impl Forge for EmptyForge {
-    async fn find_open(&self, _head: &str) -> Result<Option<PullRequest>, ForgeError> {
-        Ok(None)
-    }
-    async fn create(&self, _spec: &PullRequestSpec) -> Result<PullRequest, ForgeError> {
-        Err(ForgeError::Invalid("this forge opens nothing".into()))
-    }
-    async fn list_open(&self, _prefix: &str) -> Result<Vec<OpenPullRequest>, ForgeError> {
-        Ok(Vec::new())
-    }
-    async fn state(&self, _number: u64) -> Result<PrState, ForgeError> {
-        Ok(PrState::Open)
-    }
-}
 
 /// Records every attempt it is asked to run; each fails at once (transient), so that both
 /// schedulers then decide its retry.
@@ -112,10 +80,14 @@ async fn scheduler_with_clock(
 ) -> Scheduler {
     let store = db.store().await;
     let ledger = Arc::new(Ledger::open(store.events(), store.graphs()).await.unwrap());
+    // The same backlog every time and a forge without pull requests: the race is about
+    // dispatch, not about git.
+    let backlogs = MemoryBacklog::new();
+    backlogs.set(target().name, "main", backlog());
     Scheduler::builder(ledger, executor as Arc<dyn Executor>)
         .clock(clock)
-        .target(target(), Arc::new(EmptyForge))
-        .backlog(FixedBacklog(backlog()))
+        .target(target(), Arc::new(MemoryForge::new()))
+        .backlog(backlogs)
         .options(SchedulerOptions {
             max_running_global: 100,
             ..SchedulerOptions::default()

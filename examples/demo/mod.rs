@@ -25,13 +25,14 @@ use leviathan::{
         wire::ChainVerification,
     },
     core::{
-        ArtifactStore, Executor, GraphSummary, Ledger, TaskId,
+        ArtifactStore, Executor, Forge, GraphSummary, Ledger, TaskId,
         backlog::{Backlog, parse_backlog},
         graph::Node,
         model::{AttemptStatus, TaskStatus},
         target::{TargetConfig, parse_target_config},
     },
-    scheduler::{GitBacklog, Scheduler, SchedulerOptions},
+    git::GitBacklog,
+    scheduler::{Scheduler, SchedulerOptions},
     stores::{StoreUrl, open},
 };
 use leviathan_exec_local::Secret;
@@ -39,7 +40,7 @@ use leviathan_testkit::{
     github::FakeGitHub,
     llm::{LlmReply, LlmRequest, ScriptedLlm, files_envelope},
 };
-use leviathan_worker::forge::{Forge, GitHubForge};
+use leviathan_worker::forge::GitHubForge;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 /// Errors of the demo's setup, with what failed in the message.
@@ -257,17 +258,22 @@ impl Demo {
         [
             (protocol::CONTROL_PLANE_TOKEN, Secret::new(&self.token)),
             (protocol::GITHUB_TOKEN, Secret::new(self.github.token())),
-            (protocol::CLAUDE_API_KEY, Secret::new(self.llm.api_key())),
+            (
+                protocol::LEVIATHAN_CLAUDE_API_KEY,
+                Secret::new(self.llm.api_key()),
+            ),
         ]
     }
 
     /// Runs the scheduler with `executor` until a cycle finds nothing to dispatch; returns the
     /// number of cycles.
     pub(crate) async fn schedule(&self, executor: Arc<dyn Executor>) -> DemoResult<usize> {
-        use leviathan_worker::config::{LEVIATHAN_GITHUB_API_URL, LEVIATHAN_MODEL_BASE_URL};
+        use leviathan::core::executor::protocol::{
+            LEVIATHAN_GITHUB_API_URL, LEVIATHAN_MODEL_BASE_URL,
+        };
         let forge = GitHubForge::new(
             &self.github.api_url(),
-            &leviathan_worker::Secret::new(self.github.token()),
+            &Secret::new(self.github.token()),
             &self.target.repo_url,
         )?;
         let options = SchedulerOptions {
@@ -281,9 +287,7 @@ impl Demo {
         println!("scheduler: executor `{}`", executor.name());
         let scheduler = Scheduler::builder(Arc::clone(&self.ledger), executor)
             .target(self.target.clone(), Arc::new(forge) as Arc<dyn Forge>)
-            .backlog(GitBacklog::new(Some(leviathan_worker::Secret::new(
-                self.github.token(),
-            ))))
+            .backlog(GitBacklog::new(Some(Secret::new(self.github.token()))))
             .options(options)
             .build()?;
         let reports = scheduler.run_until_idle().await?;

@@ -1,5 +1,6 @@
 //! Leviathan's core: the model, the event catalogue, canonical hashing and chain verification,
 //! the pure projection into a graph, backlog and target parsing, path rules, the backend traits,
+//! the ports the scheduler and the worker drive ([`Executor`], [`Forge`], [`BacklogSource`]),
 //! in-memory backends and (feature `testkit`) the conformance suite every backend runs and event
 //! fixtures.
 //!
@@ -8,12 +9,14 @@
 #![warn(missing_docs)]
 
 pub mod backlog;
+pub mod backlog_source;
 pub mod canonical;
 pub mod catalogue;
 pub mod chain;
 pub mod digest;
 pub mod event;
 pub mod executor;
+pub mod forge;
 pub mod graph;
 pub mod id;
 pub mod ledger;
@@ -31,11 +34,13 @@ pub mod timestamp;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use backlog_source::{BacklogFetchError, BacklogSource};
 pub use catalogue::{EventBody, Payload, PayloadError, StreamId};
 pub use chain::{ChainBreak, ChainFault, ChainReport, ChainVerifier};
 pub use digest::Sha256Digest;
 pub use event::{Event, Head, NewEvent};
 pub use executor::{AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError};
+pub use forge::{Forge, ForgeError};
 pub use graph::{Graph, GraphSummary};
 pub use id::{AttemptId, EventId, TargetId, TaskId};
 pub use ledger::{Expectations, Ledger, LedgerError};

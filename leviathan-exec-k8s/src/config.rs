@@ -29,7 +29,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (WORKER_CONTROL_PLANE_URL, DEFAULT_CONTROL_PLANE_URL),
     (WORKER_SERVICE_ACCOUNT, DEFAULT_SERVICE_ACCOUNT),
     (SECRET_NAME, DEFAULT_SECRET_NAME),
-    (protocol::CLAUDE_MODEL, ""),
+    (protocol::LEVIATHAN_CLAUDE_MODEL, ""),
 ];
 
 /// Default worker image (what `ops/k8s/kind-bootstrap.sh` loads into kind).
@@ -74,7 +74,7 @@ pub fn default_secret_env() -> Vec<SecretEnv> {
     vec![
         SecretEnv::new(protocol::CONTROL_PLANE_TOKEN, "control-plane-token", false),
         SecretEnv::new(protocol::GITHUB_TOKEN, "github-token", false),
-        SecretEnv::new(protocol::CLAUDE_API_KEY, "claude-api-key", true),
+        SecretEnv::new(protocol::LEVIATHAN_CLAUDE_API_KEY, "claude-api-key", true),
     ]
 }
 
@@ -271,7 +271,7 @@ impl K8sConfig {
             }
             config.control_plane_url = url;
         }
-        config.claude_model = get(protocol::CLAUDE_MODEL);
+        config.claude_model = get(protocol::LEVIATHAN_CLAUDE_MODEL);
         Ok(config)
     }
 

@@ -199,13 +199,16 @@ fn worker_env(spec: &AttemptSpec, config: &K8sConfig) -> Vec<EnvVar> {
         ..EnvVar::default()
     }));
     if let Some(model) = &config.claude_model
-        && !spec.env.contains_key(protocol::CLAUDE_MODEL)
+        && !spec.env.contains_key(protocol::LEVIATHAN_CLAUDE_MODEL)
     {
-        env.push(value(protocol::CLAUDE_MODEL, model.clone()));
+        env.push(value(protocol::LEVIATHAN_CLAUDE_MODEL, model.clone()));
     }
-    env.push(value(protocol::WORKSPACE_DIR, WORKSPACE_DIR.to_owned()));
     env.push(value(
-        protocol::TERMINATION_MESSAGE_PATH,
+        protocol::LEVIATHAN_WORKSPACE_DIR,
+        WORKSPACE_DIR.to_owned(),
+    ));
+    env.push(value(
+        protocol::LEVIATHAN_TERMINATION_MESSAGE_PATH,
         TERMINATION_MESSAGE_PATH.to_owned(),
     ));
     env.push(value("HOME", TMP_DIR.to_owned()));

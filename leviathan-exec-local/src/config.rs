@@ -56,17 +56,17 @@ pub const VARIABLES: &[Variable] = &[
         description: "Forge token, given to workers.",
     },
     Variable {
-        name: protocol::CLAUDE_API_KEY,
+        name: protocol::LEVIATHAN_CLAUDE_API_KEY,
         default: "",
         description: "Anthropic API key, given to workers.",
     },
     Variable {
-        name: protocol::OPENAI_API_KEY,
+        name: protocol::LEVIATHAN_OPENAI_API_KEY,
         default: "",
         description: "Key of an OpenAI-compatible model server, given to workers.",
     },
     Variable {
-        name: protocol::CLAUDE_MODEL,
+        name: protocol::LEVIATHAN_CLAUDE_MODEL,
         default: "",
         description: "Claude model name, given to workers (else the worker's default).",
     },
@@ -198,12 +198,18 @@ impl LocalConfig {
             }
             config.control_plane_url = url;
         }
-        config.claude_model = get(protocol::CLAUDE_MODEL);
+        config.claude_model = get(protocol::LEVIATHAN_CLAUDE_MODEL);
         for (source, worker_name) in [
             (CONTROL_PLANE_TOKEN, protocol::CONTROL_PLANE_TOKEN),
             (protocol::GITHUB_TOKEN, protocol::GITHUB_TOKEN),
-            (protocol::CLAUDE_API_KEY, protocol::CLAUDE_API_KEY),
-            (protocol::OPENAI_API_KEY, protocol::OPENAI_API_KEY),
+            (
+                protocol::LEVIATHAN_CLAUDE_API_KEY,
+                protocol::LEVIATHAN_CLAUDE_API_KEY,
+            ),
+            (
+                protocol::LEVIATHAN_OPENAI_API_KEY,
+                protocol::LEVIATHAN_OPENAI_API_KEY,
+            ),
         ] {
             if let Some(value) = get(source) {
                 config

@@ -132,11 +132,14 @@ impl LocalExecutor {
             set(name, secret.expose().to_owned());
         }
         if let Some(model) = &self.config.claude_model {
-            set(protocol::CLAUDE_MODEL, model.clone());
+            set(protocol::LEVIATHAN_CLAUDE_MODEL, model.clone());
         }
-        set(protocol::WORKSPACE_DIR, path_string(&dir.workspace));
         set(
-            protocol::TERMINATION_MESSAGE_PATH,
+            protocol::LEVIATHAN_WORKSPACE_DIR,
+            path_string(&dir.workspace),
+        );
+        set(
+            protocol::LEVIATHAN_TERMINATION_MESSAGE_PATH,
             path_string(&dir.termination_file),
         );
         set("HOME", path_string(&dir.home));

@@ -1,112 +1,31 @@
 //! The worker's configuration, read from environment variables.
 //!
-//! [`VARIABLES`] is the single list of every variable the worker reads; the table in the crate's
-//! README (and crate docs) is rendered from it by [`render_table`], and tests check both that the
-//! README matches and that the parser reads exactly these names.
+//! The names come from core's executor protocol ([`VARIABLES`] is the one table of every
+//! variable the worker reads); the table in the crate's README (and crate docs) is rendered from
+//! it by [`variables_table`](leviathan_core::executor::protocol::variables_table), and tests check both that the README matches and that the parser
+//! reads exactly these names.
 
 use std::{
-    collections::BTreeSet,
     fmt,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use leviathan_core::{AttemptId, TargetId, TaskId};
-
-use leviathan_core::secret::Secret;
-
-/// One environment variable of the worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Variable {
-    /// The name.
-    pub name: &'static str,
-    /// When it must be set: `yes`, `no`, or the condition.
-    pub required: &'static str,
-    /// The default when unset (empty: none).
-    pub default: &'static str,
-    /// True for credentials: never printed, scrubbed from child processes, redacted everywhere.
-    pub secret: bool,
-    /// What it does.
-    pub description: &'static str,
-}
-
-macro_rules! variables {
-    ($($ident:ident = ($name:literal, $required:literal, $default:literal, $secret:literal, $description:literal);)*) => {
-        $(
-            #[doc = concat!("`", $name, "`: ", $description)]
-            pub const $ident: &str = $name;
-        )*
-        /// Every variable the worker reads, in documentation order.
-        pub const VARIABLES: &[Variable] = &[$(Variable {
-            name: $name,
-            required: $required,
-            default: $default,
-            secret: $secret,
-            description: $description,
-        }),*];
-    };
-}
-
-variables! {
-    TARGET_NAME = ("TARGET_NAME", "yes", "", false,
-        "Target identifier.");
-    TARGET_REPO_URL = ("TARGET_REPO_URL", "yes", "", false,
-        "Git repository URL: `https://…`, `http://…`, `file://…`, an absolute path, or `git@host:owner/repo.git` (cloned over HTTPS). Must not embed credentials.");
-    TARGET_BRANCH = ("TARGET_BRANCH", "no", "main", false,
-        "Branch to check out; the pull request is opened against it.");
-    TASK_ID = ("TASK_ID", "yes", "", false,
-        "Task identifier, looked up in `.leviathan/backlog.yaml` of the cloned repository.");
-    ATTEMPT_ID = ("ATTEMPT_ID", "yes", "", false,
-        "Attempt identifier; the scheduler recorded `attempt.created` for it before dispatch.");
-    CONTROL_PLANE_URL = ("CONTROL_PLANE_URL", "yes", "", false,
-        "Control plane API base URL (`http://…` or `https://…`).");
-    CONTROL_PLANE_TOKEN = ("CONTROL_PLANE_TOKEN", "yes", "", true,
-        "Control plane API bearer token.");
-    GITHUB_TOKEN = ("GITHUB_TOKEN", "yes", "", true,
-        "GitHub token for clone, push (given to git through its environment only) and the pull request API.");
-    LEVIATHAN_CLAUDE_API_KEY = ("LEVIATHAN_CLAUDE_API_KEY", "with `anthropic`", "", true,
-        "Anthropic API key (`x-api-key`).");
-    LEVIATHAN_CLAUDE_MODEL = ("LEVIATHAN_CLAUDE_MODEL", "no", "claude-sonnet-4-5", false,
-        "Claude model name (provider `anthropic`).");
-    LEVIATHAN_MODEL_PROVIDER = ("LEVIATHAN_MODEL_PROVIDER", "no", "anthropic", false,
-        "`anthropic` (Messages API), `openai` (OpenAI-compatible chat completions: OpenAI, vLLM, llama.cpp, Ollama) or `command` (an external program that edits the worktree).");
-    LEVIATHAN_MODEL_BASE_URL = ("LEVIATHAN_MODEL_BASE_URL", "no", "`https://api.anthropic.com` (`anthropic`), `https://api.openai.com/v1` (`openai`)", false,
-        "API base URL; the worker appends `/v1/messages` (`anthropic`) or `/chat/completions` (`openai`).");
-    LEVIATHAN_OPENAI_API_KEY = ("LEVIATHAN_OPENAI_API_KEY", "no", "", true,
-        "Bearer key of the OpenAI-compatible server; leave unset for servers without authentication.");
-    LEVIATHAN_OPENAI_MODEL = ("LEVIATHAN_OPENAI_MODEL", "with `openai`", "", false,
-        "Model name sent to the OpenAI-compatible server.");
-    LEVIATHAN_MODEL_COMMAND = ("LEVIATHAN_MODEL_COMMAND", "with `command`", "", false,
-        "Shell command (`sh -c`) run in the worktree with the prompt on stdin and the task in `LEVIATHAN_TASK_*` variables; it edits files in place.");
-    LEVIATHAN_MODEL_TIMEOUT_SECS = ("LEVIATHAN_MODEL_TIMEOUT_SECS", "no", "600", false,
-        "Time limit of one model call (an HTTP request or one run of the command).");
-    LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS = ("LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS", "no", "8192", false,
-        "`max_tokens` of each API call.");
-    LEVIATHAN_GITHUB_API_URL = ("LEVIATHAN_GITHUB_API_URL", "no", "https://api.github.com", false,
-        "GitHub REST API base URL (GitHub Enterprise: `https://<host>/api/v3`).");
-    LEVIATHAN_WORKSPACE_DIR = ("LEVIATHAN_WORKSPACE_DIR", "no", "`/workspace` when it is a directory, else `<temp dir>/leviathan-workspace`", false,
-        "Absolute directory; the attempt works in `<dir>/<ATTEMPT_ID>` (replaced if it exists).");
-    LEVIATHAN_ATTEMPT_NUMBER = ("LEVIATHAN_ATTEMPT_NUMBER", "no", "1", false,
-        "1-based number of this attempt at the task (shown in the log and the pull request).");
-    LEVIATHAN_REPAIR_ROUNDS = ("LEVIATHAN_REPAIR_ROUNDS", "no", "3", false,
-        "Repair rounds after failing tests: each feeds the last 200 lines of test output back to the model.");
-    LEVIATHAN_MAX_MODEL_CALLS = ("LEVIATHAN_MAX_MODEL_CALLS", "no", "10", false,
-        "Budget: model calls per attempt, including calls whose output was unusable.");
-    LEVIATHAN_MAX_TOKENS = ("LEVIATHAN_MAX_TOKENS", "no", "500000", false,
-        "Budget: input plus output tokens over all model calls; no call starts once it is spent.");
-    LEVIATHAN_TEST_COMMAND = ("LEVIATHAN_TEST_COMMAND", "no", "", false,
-        "The target's test command (`sh -c` in the worktree), used when the task has no `test_command`; without either, tests are skipped.");
-    LEVIATHAN_TEST_TIMEOUT_SECS = ("LEVIATHAN_TEST_TIMEOUT_SECS", "no", "900", false,
-        "Time limit of one test run; the whole process group is killed when it is reached.");
-    LEVIATHAN_TERMINATION_MESSAGE_PATH = ("LEVIATHAN_TERMINATION_MESSAGE_PATH", "no", "`/dev/termination-log` when writable", false,
-        "Absolute file the result JSON is written to (its directory must exist).");
-    LEVIATHAN_GIT_AUTHOR_NAME = ("LEVIATHAN_GIT_AUTHOR_NAME", "no", "Leviathan", false,
-        "Author and committer name of the attempt's commit.");
-    LEVIATHAN_GIT_AUTHOR_EMAIL = ("LEVIATHAN_GIT_AUTHOR_EMAIL", "no", "leviathan@users.noreply.github.com", false,
-        "Author and committer email of the attempt's commit.");
-    LEVIATHAN_DRAFT_PRS = ("LEVIATHAN_DRAFT_PRS", "no", "false", false,
-        "`true` opens pull requests as drafts.");
-}
+use leviathan_core::{
+    AttemptId, TargetId, TaskId,
+    executor::protocol::{
+        ATTEMPT_ID, CONTROL_PLANE_TOKEN, CONTROL_PLANE_URL, GITHUB_TOKEN, LEVIATHAN_ATTEMPT_NUMBER,
+        LEVIATHAN_CLAUDE_API_KEY, LEVIATHAN_CLAUDE_MODEL, LEVIATHAN_DRAFT_PRS,
+        LEVIATHAN_GIT_AUTHOR_EMAIL, LEVIATHAN_GIT_AUTHOR_NAME, LEVIATHAN_GITHUB_API_URL,
+        LEVIATHAN_MAX_MODEL_CALLS, LEVIATHAN_MAX_TOKENS, LEVIATHAN_MODEL_BASE_URL,
+        LEVIATHAN_MODEL_COMMAND, LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, LEVIATHAN_MODEL_PROVIDER,
+        LEVIATHAN_MODEL_TIMEOUT_SECS, LEVIATHAN_OPENAI_API_KEY, LEVIATHAN_OPENAI_MODEL,
+        LEVIATHAN_REPAIR_ROUNDS, LEVIATHAN_TERMINATION_MESSAGE_PATH, LEVIATHAN_TEST_COMMAND,
+        LEVIATHAN_TEST_TIMEOUT_SECS, LEVIATHAN_WORKSPACE_DIR, TARGET_BRANCH, TARGET_NAME,
+        TARGET_REPO_URL, TASK_ID, VARIABLES,
+    },
+    secret::Secret,
+};
 
 /// The default for [`LEVIATHAN_CLAUDE_MODEL`].
 pub const DEFAULT_CLAUDE_MODEL: &str = "claude-sonnet-4-5";
@@ -118,29 +37,6 @@ pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 /// Where Kubernetes reads a container's termination message.
 pub const KUBERNETES_TERMINATION_LOG: &str = "/dev/termination-log";
-
-/// The markdown table documenting [`VARIABLES`], as the README carries it.
-pub fn render_table() -> String {
-    let mut out =
-        String::from("| Variable | Required | Default | Description |\n|---|---|---|---|\n");
-    for v in VARIABLES {
-        let default = match v.default {
-            "" => "—".to_owned(),
-            d if d.starts_with('`') => d.to_owned(),
-            d => format!("`{d}`"),
-        };
-        let required = if v.secret {
-            format!("{} (secret)", v.required)
-        } else {
-            v.required.to_owned()
-        };
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            v.name, required, default, v.description
-        ));
-    }
-    out
-}
 
 /// Which model generates the changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -782,18 +678,12 @@ impl WorkerConfig {
     }
 }
 
-/// Names of the secret variables, scrubbed from every child process's environment.
-pub(crate) fn secret_variable_names() -> BTreeSet<&'static str> {
-    VARIABLES
-        .iter()
-        .filter(|v| v.secret)
-        .map(|v| v.name)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::{cell::RefCell, collections::BTreeMap};
+    use std::{
+        cell::RefCell,
+        collections::{BTreeMap, BTreeSet},
+    };
 
     use super::*;
 
@@ -1065,7 +955,7 @@ mod tests {
         assert_eq!(default(LEVIATHAN_MODEL_PROVIDER), c.model.provider.name());
     }
 
-    /// The README's table is exactly [`render_table`].
+    /// The README's table is exactly the protocol's.
     #[test]
     fn readme_table_matches_the_parser() {
         let readme = include_str!("../README.md");
@@ -1075,61 +965,21 @@ mod tests {
         let to = readme.find(end).expect("end marker");
         assert_eq!(
             &readme[from..to],
-            render_table(),
-            "README.md's table is stale; replace it with config::render_table()"
+            leviathan_core::executor::protocol::variables_table(),
+            "README.md's table is stale; replace it with protocol::variables_table()"
         );
     }
 
-    /// The names executors set (core's executor protocol) are the names this parser reads.
+    /// The exit codes executors read (core's executor protocol) are the ones the worker uses.
     #[test]
-    fn names_match_the_executor_protocol() {
+    fn exit_codes_match_the_executor_protocol() {
         use leviathan_core::executor::protocol as p;
-        for (theirs, ours) in [
-            (p::TARGET_NAME, TARGET_NAME),
-            (p::TARGET_REPO_URL, TARGET_REPO_URL),
-            (p::TARGET_BRANCH, TARGET_BRANCH),
-            (p::TASK_ID, TASK_ID),
-            (p::ATTEMPT_ID, ATTEMPT_ID),
-            (p::ATTEMPT_NUMBER, LEVIATHAN_ATTEMPT_NUMBER),
-            (p::CONTROL_PLANE_URL, CONTROL_PLANE_URL),
-            (p::CONTROL_PLANE_TOKEN, CONTROL_PLANE_TOKEN),
-            (p::GITHUB_TOKEN, GITHUB_TOKEN),
-            (p::CLAUDE_API_KEY, LEVIATHAN_CLAUDE_API_KEY),
-            (p::OPENAI_API_KEY, LEVIATHAN_OPENAI_API_KEY),
-            (p::CLAUDE_MODEL, LEVIATHAN_CLAUDE_MODEL),
-            (p::WORKSPACE_DIR, LEVIATHAN_WORKSPACE_DIR),
-            (
-                p::TERMINATION_MESSAGE_PATH,
-                LEVIATHAN_TERMINATION_MESSAGE_PATH,
-            ),
-        ] {
-            assert_eq!(theirs, ours);
-        }
-        let mut theirs = p::SECRET_VARIABLES.to_vec();
-        theirs.sort_unstable();
-        assert_eq!(
-            theirs,
-            secret_variable_names().into_iter().collect::<Vec<_>>()
-        );
         assert_eq!(
             [p::EXIT_SUCCEEDED, p::EXIT_FAILED, p::EXIT_CONFIGURATION],
             [
                 i32::from(crate::EXIT_SUCCEEDED),
                 i32::from(crate::EXIT_FAILED),
                 i32::from(crate::EXIT_CONFIG)
-            ]
-        );
-    }
-
-    #[test]
-    fn secret_names() {
-        assert_eq!(
-            secret_variable_names().into_iter().collect::<Vec<_>>(),
-            [
-                CONTROL_PLANE_TOKEN,
-                GITHUB_TOKEN,
-                LEVIATHAN_CLAUDE_API_KEY,
-                LEVIATHAN_OPENAI_API_KEY
             ]
         );
     }

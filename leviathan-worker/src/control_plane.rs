@@ -10,10 +10,13 @@ use leviathan_api::{
     client::{ClientError, ControlPlaneClient, RetryConfig},
     wire::{BundleArtifact, IngestRequest},
 };
-use leviathan_core::{NewEvent, Sha256Digest, TargetId};
+use leviathan_core::{
+    NewEvent, Sha256Digest, TargetId,
+    executor::protocol::{CONTROL_PLANE_TOKEN, CONTROL_PLANE_URL},
+};
 
 use crate::{
-    config::{CONTROL_PLANE_TOKEN, CONTROL_PLANE_URL, ConfigError, ConfigProblem, WorkerConfig},
+    config::{ConfigError, ConfigProblem, WorkerConfig},
     journal::Artifact,
 };
 

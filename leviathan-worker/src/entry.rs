@@ -10,7 +10,7 @@ use leviathan_core::{
 
 use crate::{ConfigError, EXIT_CONFIG, WorkerConfig, report, run_attempt};
 
-/// Runs one attempt configured by the process environment ([`crate::config::VARIABLES`]) and
+/// Runs one attempt configured by the process environment ([`leviathan_core::executor::protocol::VARIABLES`]) and
 /// reports it: the result as JSON on the last line of stdout (and in the termination message
 /// file, written by [`run_attempt`]), exit code 0 (pull request delivered), 1 (failed) or 2
 /// (configuration error: every problem listed on stderr, nothing done).

@@ -10,6 +10,7 @@ use leviathan_core::{
         AttemptFailed, AttemptStarted, AttemptSucceeded, CommitCreated, ModelCallCompleted,
         PrCreated, TestRunReport, TestsFailed, TestsPassed,
     },
+    forge::{Forge, PullRequest, PullRequestSpec, open_pull_request},
     model::{Failure, FailureClass, FailureKind},
 };
 
@@ -17,7 +18,7 @@ use crate::{
     config::WorkerConfig,
     control_plane::{self, Bundle, ControlPlane},
     envelope, files,
-    forge::{self, Forge, GitHubForge, PullRequestSpec},
+    forge::{self, GitHubForge},
     git::{self, Git},
     journal::Journal,
     llm::{self, CodeModel, ModelRequest},
@@ -491,7 +492,7 @@ async fn open_pr(
     task: &BacklogTask,
     branch: &str,
     journal: &mut Journal,
-) -> Result<forge::PullRequest, Failure> {
+) -> Result<PullRequest, Failure> {
     let spec = PullRequestSpec {
         head: branch.to_owned(),
         base: config.base_branch.clone(),
@@ -504,7 +505,7 @@ async fn open_pr(
         ),
         draft: config.draft_pull_requests,
     };
-    let pr = forge::open_pull_request(forge, &spec).await.map_err(|e| {
+    let pr = open_pull_request(forge, &spec).await.map_err(|e| {
         fail(
             FailureKind::PullRequest,
             class(e.is_transient()),

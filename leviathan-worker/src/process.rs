@@ -2,7 +2,7 @@
 //! stdout and stderr in the order they were written, a time limit that kills the whole process
 //! group, and bounded output.
 
-use leviathan_core::output::OutputTail;
+use leviathan_core::{executor::protocol, output::OutputTail};
 use std::{
     collections::BTreeMap,
     ffi::OsString,
@@ -75,10 +75,9 @@ impl Finished {
 /// The worker's own environment minus secrets and git's environment configuration: the base of
 /// every child's environment. `remove` names further variables to drop.
 pub(crate) fn scrubbed_env(secrets: &[&str]) -> BTreeMap<String, String> {
-    let secret_names = crate::config::secret_variable_names();
     std::env::vars()
         .filter(|(name, value)| {
-            !secret_names.contains(name.as_str())
+            !protocol::SECRET_VARIABLES.contains(&name.as_str())
                 && !name.starts_with("GIT_CONFIG_")
                 && !secrets.iter().any(|s| !s.is_empty() && value.contains(s))
         })

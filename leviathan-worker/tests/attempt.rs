@@ -22,6 +22,7 @@ use leviathan_core::{
     AttemptId, AttemptResult, EventId, Expectations, Ledger, NewEvent, Sha256Digest, TaskId,
     Timestamp,
     catalogue::AttemptCreated,
+    executor::protocol,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
     model::{AttemptStatus, FailureClass, FailureKind, Priority},
     store::ArtifactStore,
@@ -194,26 +195,26 @@ impl Harness {
     fn env(&self) -> BTreeMap<&'static str, String> {
         std::fs::create_dir_all(self.workspace_dir()).unwrap();
         BTreeMap::from([
-            (config::TARGET_NAME, TARGET.to_owned()),
-            (config::TARGET_REPO_URL, self.repo_url.clone()),
-            (config::TARGET_BRANCH, "main".to_owned()),
-            (config::TASK_ID, TASK.to_owned()),
-            (config::ATTEMPT_ID, ATTEMPT.to_owned()),
-            (config::CONTROL_PLANE_URL, self.api_url.clone()),
-            (config::CONTROL_PLANE_TOKEN, CP_TOKEN.to_owned()),
-            (config::GITHUB_TOKEN, self.github.token().to_owned()),
+            (protocol::TARGET_NAME, TARGET.to_owned()),
+            (protocol::TARGET_REPO_URL, self.repo_url.clone()),
+            (protocol::TARGET_BRANCH, "main".to_owned()),
+            (protocol::TASK_ID, TASK.to_owned()),
+            (protocol::ATTEMPT_ID, ATTEMPT.to_owned()),
+            (protocol::CONTROL_PLANE_URL, self.api_url.clone()),
+            (protocol::CONTROL_PLANE_TOKEN, CP_TOKEN.to_owned()),
+            (protocol::GITHUB_TOKEN, self.github.token().to_owned()),
             (
-                config::LEVIATHAN_CLAUDE_API_KEY,
+                protocol::LEVIATHAN_CLAUDE_API_KEY,
                 self.llm.api_key().to_owned(),
             ),
-            (config::LEVIATHAN_MODEL_BASE_URL, self.llm.url()),
-            (config::LEVIATHAN_GITHUB_API_URL, self.github.api_url()),
+            (protocol::LEVIATHAN_MODEL_BASE_URL, self.llm.url()),
+            (protocol::LEVIATHAN_GITHUB_API_URL, self.github.api_url()),
             (
-                config::LEVIATHAN_WORKSPACE_DIR,
+                protocol::LEVIATHAN_WORKSPACE_DIR,
                 self.workspace_dir().to_string_lossy().into_owned(),
             ),
             (
-                config::LEVIATHAN_TERMINATION_MESSAGE_PATH,
+                protocol::LEVIATHAN_TERMINATION_MESSAGE_PATH,
                 self.termination_path().to_string_lossy().into_owned(),
             ),
         ])
@@ -628,7 +629,7 @@ async fn tests_that_never_pass_fail_the_attempt_and_keep_the_output() {
     h.llm
         .set_fallback(|_| LlmReply::Text(files_envelope(&[("docs/GUIDE.md", BAD_GUIDE)])));
     let mut env = h.env();
-    env.insert(config::LEVIATHAN_REPAIR_ROUNDS, "2".into());
+    env.insert(protocol::LEVIATHAN_REPAIR_ROUNDS, "2".into());
     let report = h.run(&env).await;
     let f = failure(&report);
     assert_eq!(
@@ -678,7 +679,7 @@ async fn the_budget_caps_model_calls() {
     h.llm
         .set_fallback(|_| LlmReply::Text(files_envelope(&[("docs/GUIDE.md", BAD_GUIDE)])));
     let mut env = h.env();
-    env.insert(config::LEVIATHAN_MAX_MODEL_CALLS, "2".into());
+    env.insert(protocol::LEVIATHAN_MAX_MODEL_CALLS, "2".into());
     let report = h.run(&env).await;
     let f = failure(&report);
     assert_eq!(f.kind, FailureKind::TestsFailed);
@@ -812,10 +813,10 @@ async fn the_targets_test_command_applies_when_the_task_has_none() {
         .push_text(files_envelope(&[("docs/GUIDE.md", BAD_GUIDE)]));
     let mut env = h.env();
     env.insert(
-        config::LEVIATHAN_TEST_COMMAND,
+        protocol::LEVIATHAN_TEST_COMMAND,
         "grep -q Setup docs/GUIDE.md".into(),
     );
-    env.insert(config::LEVIATHAN_REPAIR_ROUNDS, "0".into());
+    env.insert(protocol::LEVIATHAN_REPAIR_ROUNDS, "0".into());
     let report = h.run(&env).await;
     let f = failure(&report);
     assert_eq!(f.kind, FailureKind::TestsFailed, "{}", report.log);
@@ -947,17 +948,20 @@ async fn the_openai_provider_delivers_too() {
     h.llm
         .push_text(files_envelope(&[("docs/GUIDE.md", GOOD_GUIDE)]));
     let mut env = h.env();
-    env.insert(config::LEVIATHAN_MODEL_PROVIDER, "openai".into());
-    env.insert(config::LEVIATHAN_OPENAI_MODEL, "qwen2.5-coder".into());
-    env.insert(config::LEVIATHAN_OPENAI_API_KEY, h.llm.api_key().to_owned());
+    env.insert(protocol::LEVIATHAN_MODEL_PROVIDER, "openai".into());
+    env.insert(protocol::LEVIATHAN_OPENAI_MODEL, "qwen2.5-coder".into());
     env.insert(
-        config::LEVIATHAN_MODEL_BASE_URL,
+        protocol::LEVIATHAN_OPENAI_API_KEY,
+        h.llm.api_key().to_owned(),
+    );
+    env.insert(
+        protocol::LEVIATHAN_MODEL_BASE_URL,
         format!("{}/v1", h.llm.url()),
     );
-    env.insert(config::LEVIATHAN_DRAFT_PRS, "true".into());
-    env.insert(config::LEVIATHAN_GIT_AUTHOR_NAME, "Robo Author".into());
+    env.insert(protocol::LEVIATHAN_DRAFT_PRS, "true".into());
+    env.insert(protocol::LEVIATHAN_GIT_AUTHOR_NAME, "Robo Author".into());
     env.insert(
-        config::LEVIATHAN_GIT_AUTHOR_EMAIL,
+        protocol::LEVIATHAN_GIT_AUTHOR_EMAIL,
         "robo@example.com".into(),
     );
     let report = h.run(&env).await;
@@ -1000,9 +1004,9 @@ echo "edited $LEVIATHAN_TASK_ALLOWED_PATHS"
 "#,
     );
     let mut env = h.env();
-    env.insert(config::LEVIATHAN_MODEL_PROVIDER, "command".into());
-    env.insert(config::LEVIATHAN_MODEL_COMMAND, command);
-    env.remove(config::LEVIATHAN_CLAUDE_API_KEY);
+    env.insert(protocol::LEVIATHAN_MODEL_PROVIDER, "command".into());
+    env.insert(protocol::LEVIATHAN_MODEL_COMMAND, command);
+    env.remove(protocol::LEVIATHAN_CLAUDE_API_KEY);
     let report = h.run(&env).await;
     success(&report);
     assert_eq!(
@@ -1035,8 +1039,8 @@ async fn command_edits_outside_the_allowed_paths_are_caught_on_the_final_tree() 
         "cat > /dev/null\necho new > docs/ok.md\nrm README.md\nln -s ../README.md docs/link\ngit mv docs/INDEX.md INDEX.md\ngit commit -qm sneaky\n",
     );
     let mut env = h.env();
-    env.insert(config::LEVIATHAN_MODEL_PROVIDER, "command".into());
-    env.insert(config::LEVIATHAN_MODEL_COMMAND, command);
+    env.insert(protocol::LEVIATHAN_MODEL_PROVIDER, "command".into());
+    env.insert(protocol::LEVIATHAN_MODEL_COMMAND, command);
     let report = h.run(&env).await;
     let f = failure(&report);
     assert_eq!(f.kind, FailureKind::PathViolation, "{}", report.log);

@@ -16,21 +16,19 @@ use leviathan::{
         token::{self, TOKEN_ENV},
     },
     core::{
-        ArtifactStore, Executor, Ledger, Sha256Digest,
-        executor::protocol,
+        ArtifactStore, Executor, Forge, Ledger, Sha256Digest,
+        executor::protocol::{self, LEVIATHAN_GITHUB_API_URL},
         memory::MemoryGraphStore,
+        secret::Secret,
         store::{ArtifactError, StoredArtifact},
         target::{TargetConfig, parse_target_config},
     },
-    scheduler::{GitBacklog, Scheduler, SchedulerOptions},
+    git::GitBacklog,
+    scheduler::{Scheduler, SchedulerOptions},
 };
 use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
-use leviathan_exec_local::{LocalConfig, LocalExecutor, Secret as WorkerSecret};
-use leviathan_worker::{
-    Secret,
-    config::{DEFAULT_GITHUB_API_URL, LEVIATHAN_GITHUB_API_URL, VARIABLES as WORKER_VARIABLES},
-    forge::{Forge, GitHubForge},
-};
+use leviathan_exec_local::{LocalConfig, LocalExecutor};
+use leviathan_worker::{config::DEFAULT_GITHUB_API_URL, forge::GitHubForge};
 
 use super::{
     CliError, SourceArgs, finish, init_logging,
@@ -326,7 +324,7 @@ async fn executor(
                 config.secrets.contains_key(protocol::CONTROL_PLANE_TOKEN),
                 workers.token,
             ) {
-                config = config.secret(protocol::CONTROL_PLANE_TOKEN, WorkerSecret::new(token));
+                config = config.secret(protocol::CONTROL_PLANE_TOKEN, Secret::new(token));
             }
             Ok(Arc::new(LocalExecutor::new(config.artifacts(artifacts))))
         }
@@ -345,13 +343,13 @@ async fn executor(
 /// Worker variables the scheduler passes on from its own environment: the worker's non-secret
 /// settings that no executor sets itself.
 fn forwarded_worker_variables() -> impl Iterator<Item = &'static str> {
-    WORKER_VARIABLES
+    protocol::VARIABLES
         .iter()
         .filter(|v| {
             !v.secret
                 && !protocol::RESERVED_VARIABLES.contains(&v.name)
                 // The executors set the model name from their own configuration.
-                && v.name != protocol::CLAUDE_MODEL
+                && v.name != protocol::LEVIATHAN_CLAUDE_MODEL
         })
         .map(|v| v.name)
 }

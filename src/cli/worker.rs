@@ -8,7 +8,7 @@
 
 use std::process::ExitCode;
 
-use leviathan_worker::config;
+use leviathan::core::executor::protocol;
 
 /// No flags: everything comes from the environment.
 #[derive(clap::Args, Debug)]
@@ -20,7 +20,7 @@ fn environment_help() -> String {
         "Environment (set by the executors):\n\n{}\n\
          Exit codes: 0 succeeded with a pull request, 1 failed, 2 configuration error.\n\
          The last line of stdout (and the termination message file) is the result as JSON.",
-        config::render_table()
+        protocol::variables_table()
     )
 }
 

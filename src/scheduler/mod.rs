@@ -27,9 +27,9 @@
 //! #     ledger: std::sync::Arc<leviathan_core::Ledger>,
 //! #     executor: std::sync::Arc<dyn leviathan_core::Executor>,
 //! #     target: leviathan_core::target::TargetConfig,
-//! #     forge: std::sync::Arc<dyn leviathan_worker::forge::Forge>,
+//! #     forge: std::sync::Arc<dyn leviathan_core::Forge>,
 //! # ) -> Result<(), leviathan::scheduler::SchedulerError> {
-//! use leviathan::scheduler::{GitBacklog, Scheduler};
+//! use leviathan::{git::GitBacklog, scheduler::Scheduler};
 //!
 //! let scheduler = Scheduler::builder(ledger, executor)
 //!     .target(target, forge)
@@ -41,7 +41,6 @@
 //! # Ok(()) }
 //! ```
 
-mod backlog;
 mod clock;
 mod cycle;
 mod daemon;
@@ -58,28 +57,22 @@ use std::{
 };
 
 use leviathan_core::{
-    AttemptId, EventId, Expectations, Ledger, LedgerError, NewEvent, Payload, TargetId, TaskId,
+    AttemptId, BacklogSource, EventId, Expectations, Forge, Ledger, LedgerError, NewEvent, Payload,
+    TargetId, TaskId,
     executor::{Executor, protocol},
     plan::{Action, SchedulingPolicy, Skip},
     store::EventStoreError,
     target::TargetConfig,
 };
-use leviathan_worker::forge::Forge;
 use rand::{SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub use self::clock::{Clock, TokioClock};
 use self::runs::Runs;
-pub use self::{
-    backlog::{BacklogFetchError, BacklogSource, GitBacklog},
-    clock::{Clock, TokioClock},
-};
 
 /// Head branches of the agent's pull requests start with this.
 pub const AGENT_BRANCH_PREFIX: &str = "agent/";
-
-/// The worker variable that carries a target's test command.
-const TEST_COMMAND_VARIABLE: &str = leviathan_worker::config::LEVIATHAN_TEST_COMMAND;
 
 /// Settings that are not per target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,7 +216,7 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Where backlogs are read (default: [`GitBacklog`] without a token).
+    /// Where backlogs are read (required).
     pub fn backlog(mut self, source: impl BacklogSource) -> Self {
         self.backlog = Some(Arc::new(source));
         self
@@ -259,6 +252,9 @@ impl SchedulerBuilder {
         if self.targets.is_empty() {
             return config("no target to serve".into());
         }
+        let Some(backlog) = self.backlog else {
+            return config("no backlog source (SchedulerBuilder::backlog)".into());
+        };
         if self.options.max_running_global == 0 {
             return config("max_running_global must be at least 1".into());
         }
@@ -268,14 +264,10 @@ impl SchedulerBuilder {
         if self.options.actor_id.trim().is_empty() {
             return config("the actor id must not be empty".into());
         }
-        let secret_names = leviathan_worker::config::VARIABLES
-            .iter()
-            .filter(|v| v.secret)
-            .map(|v| v.name);
         let forbidden: BTreeSet<&str> = protocol::RESERVED_VARIABLES
             .iter()
+            .chain(protocol::SECRET_VARIABLES)
             .copied()
-            .chain(secret_names)
             .collect();
         if let Some(name) = self
             .options
@@ -320,9 +312,7 @@ impl SchedulerBuilder {
                 ledger: self.ledger,
                 executor: self.executor,
                 targets,
-                backlog: self
-                    .backlog
-                    .unwrap_or_else(|| Arc::new(GitBacklog::new(None))),
+                backlog,
                 clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
                 rng: Mutex::new(rng),
                 options: self.options,
@@ -490,7 +480,7 @@ impl Inner {
     fn worker_env(&self, target: &TargetConfig) -> BTreeMap<String, String> {
         let mut env = self.options.worker_env.clone();
         if let Some(command) = &target.test_command {
-            env.insert(TEST_COMMAND_VARIABLE.to_owned(), command.clone());
+            env.insert(protocol::LEVIATHAN_TEST_COMMAND.to_owned(), command.clone());
         }
         env
     }

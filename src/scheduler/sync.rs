@@ -37,7 +37,7 @@ impl Inner {
         {
             return Ok(Err(format!("cannot register the target: {reason}")));
         }
-        let backlog = match self.backlog.fetch(config).await {
+        let backlog = match self.backlog.fetch(config, &config.default_branch).await {
             Ok(backlog) => backlog,
             Err(error) => return Ok(Err(format!("cannot read the backlog: {error}"))),
         };

@@ -15,22 +15,23 @@ use std::{
 };
 
 use async_trait::async_trait;
-use leviathan::scheduler::{
-    CycleReport, GitBacklog, Scheduler, SchedulerBuilder, SchedulerError, SchedulerOptions,
+use leviathan::{
+    git::GitBacklog,
+    scheduler::{CycleReport, Scheduler, SchedulerBuilder, SchedulerError, SchedulerOptions},
 };
 use leviathan_core::{
-    AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Event, Executor, ExecutorError, Ledger,
+    AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Event, Executor, ExecutorError, Forge,
+    Ledger,
     catalogue::{EventBody, validate},
+    forge::PullRequestSpec,
     memory::{MemoryEventStore, MemoryGraphStore},
     model::{Failure, FailureClass, FailureKind},
     plan::SkipReason,
+    secret::Secret,
     target::{TargetConfig, parse_target_config},
 };
 use leviathan_testkit::github::{FakeGitHub, PullSummary};
-use leviathan_worker::{
-    Secret,
-    forge::{Forge, GitHubForge, PullRequestSpec},
-};
+use leviathan_worker::forge::GitHubForge;
 use tokio::{
     sync::{Notify, oneshot},
     task::JoinHandle,

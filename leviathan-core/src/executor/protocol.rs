@@ -1,47 +1,137 @@
-//! The contract between executors and the worker: the environment an executor sets, the
-//! worker's exit codes and how its result is read back.
+//! The contract between executors and the worker: the worker's environment variables, its exit
+//! codes and how its result is read back.
 //!
-//! Executors and the worker both depend on this module (and neither on the other), so the names
-//! cannot drift apart.
+//! [`VARIABLES`] is the one table of every variable the worker reads (each is also a constant
+//! named as the variable); the worker parses these names, executors set them, and the
+//! documentation's table is rendered from it by [`variables_table`]. Executors, the worker and
+//! the scheduler all depend on this module (and none on another), so the names cannot drift apart.
 
 use super::{AttemptResult, AttemptSpec, ExecutorError};
 
-/// Target identifier.
-pub const TARGET_NAME: &str = "TARGET_NAME";
-/// Clone URL of the target repository.
-pub const TARGET_REPO_URL: &str = "TARGET_REPO_URL";
-/// Branch to check out and open the pull request against.
-pub const TARGET_BRANCH: &str = "TARGET_BRANCH";
-/// Task identifier.
-pub const TASK_ID: &str = "TASK_ID";
-/// Attempt identifier.
-pub const ATTEMPT_ID: &str = "ATTEMPT_ID";
-/// 1-based number of the attempt at its task.
-pub const ATTEMPT_NUMBER: &str = "LEVIATHAN_ATTEMPT_NUMBER";
-/// Control plane API base URL the worker reports to.
-pub const CONTROL_PLANE_URL: &str = "CONTROL_PLANE_URL";
-/// Control plane bearer token (secret).
-pub const CONTROL_PLANE_TOKEN: &str = "CONTROL_PLANE_TOKEN";
-/// Forge token used to clone, push and open the pull request (secret).
-pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
-/// Anthropic API key (secret).
-pub const CLAUDE_API_KEY: &str = "LEVIATHAN_CLAUDE_API_KEY";
-/// Bearer key of an OpenAI-compatible model server (secret).
-pub const OPENAI_API_KEY: &str = "LEVIATHAN_OPENAI_API_KEY";
-/// Claude model name.
-pub const CLAUDE_MODEL: &str = "LEVIATHAN_CLAUDE_MODEL";
-/// Directory the worker clones into.
-pub const WORKSPACE_DIR: &str = "LEVIATHAN_WORKSPACE_DIR";
-/// File the worker writes its result JSON to.
-pub const TERMINATION_MESSAGE_PATH: &str = "LEVIATHAN_TERMINATION_MESSAGE_PATH";
+/// One environment variable of the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variable {
+    /// The name.
+    pub name: &'static str,
+    /// When it must be set: `yes`, `no`, or the condition.
+    pub required: &'static str,
+    /// The default when unset (empty: none).
+    pub default: &'static str,
+    /// True for credentials: never printed, scrubbed from child processes, redacted everywhere.
+    pub secret: bool,
+    /// What it does.
+    pub description: &'static str,
+}
+
+macro_rules! variables {
+    ($($ident:ident = ($name:literal, $required:literal, $default:literal, $secret:literal, $description:literal);)*) => {
+        $(
+            #[doc = concat!("`", $name, "`: ", $description)]
+            pub const $ident: &str = $name;
+        )*
+        /// Every variable the worker reads, in documentation order.
+        pub const VARIABLES: &[Variable] = &[$(Variable {
+            name: $name,
+            required: $required,
+            default: $default,
+            secret: $secret,
+            description: $description,
+        }),*];
+    };
+}
+
+variables! {
+    TARGET_NAME = ("TARGET_NAME", "yes", "", false,
+        "Target identifier.");
+    TARGET_REPO_URL = ("TARGET_REPO_URL", "yes", "", false,
+        "Git repository URL: `https://…`, `http://…`, `file://…`, an absolute path, or `git@host:owner/repo.git` (cloned over HTTPS). Must not embed credentials.");
+    TARGET_BRANCH = ("TARGET_BRANCH", "no", "main", false,
+        "Branch to check out; the pull request is opened against it.");
+    TASK_ID = ("TASK_ID", "yes", "", false,
+        "Task identifier, looked up in `.leviathan/backlog.yaml` of the cloned repository.");
+    ATTEMPT_ID = ("ATTEMPT_ID", "yes", "", false,
+        "Attempt identifier; the scheduler recorded `attempt.created` for it before dispatch.");
+    CONTROL_PLANE_URL = ("CONTROL_PLANE_URL", "yes", "", false,
+        "Control plane API base URL (`http://…` or `https://…`).");
+    CONTROL_PLANE_TOKEN = ("CONTROL_PLANE_TOKEN", "yes", "", true,
+        "Control plane API bearer token.");
+    GITHUB_TOKEN = ("GITHUB_TOKEN", "yes", "", true,
+        "GitHub token for clone, push (given to git through its environment only) and the pull request API.");
+    LEVIATHAN_CLAUDE_API_KEY = ("LEVIATHAN_CLAUDE_API_KEY", "with `anthropic`", "", true,
+        "Anthropic API key (`x-api-key`).");
+    LEVIATHAN_CLAUDE_MODEL = ("LEVIATHAN_CLAUDE_MODEL", "no", "claude-sonnet-4-5", false,
+        "Claude model name (provider `anthropic`).");
+    LEVIATHAN_MODEL_PROVIDER = ("LEVIATHAN_MODEL_PROVIDER", "no", "anthropic", false,
+        "`anthropic` (Messages API), `openai` (OpenAI-compatible chat completions: OpenAI, vLLM, llama.cpp, Ollama) or `command` (an external program that edits the worktree).");
+    LEVIATHAN_MODEL_BASE_URL = ("LEVIATHAN_MODEL_BASE_URL", "no", "`https://api.anthropic.com` (`anthropic`), `https://api.openai.com/v1` (`openai`)", false,
+        "API base URL; the worker appends `/v1/messages` (`anthropic`) or `/chat/completions` (`openai`).");
+    LEVIATHAN_OPENAI_API_KEY = ("LEVIATHAN_OPENAI_API_KEY", "no", "", true,
+        "Bearer key of the OpenAI-compatible server; leave unset for servers without authentication.");
+    LEVIATHAN_OPENAI_MODEL = ("LEVIATHAN_OPENAI_MODEL", "with `openai`", "", false,
+        "Model name sent to the OpenAI-compatible server.");
+    LEVIATHAN_MODEL_COMMAND = ("LEVIATHAN_MODEL_COMMAND", "with `command`", "", false,
+        "Shell command (`sh -c`) run in the worktree with the prompt on stdin and the task in `LEVIATHAN_TASK_*` variables; it edits files in place.");
+    LEVIATHAN_MODEL_TIMEOUT_SECS = ("LEVIATHAN_MODEL_TIMEOUT_SECS", "no", "600", false,
+        "Time limit of one model call (an HTTP request or one run of the command).");
+    LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS = ("LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS", "no", "8192", false,
+        "`max_tokens` of each API call.");
+    LEVIATHAN_GITHUB_API_URL = ("LEVIATHAN_GITHUB_API_URL", "no", "https://api.github.com", false,
+        "GitHub REST API base URL (GitHub Enterprise: `https://<host>/api/v3`).");
+    LEVIATHAN_WORKSPACE_DIR = ("LEVIATHAN_WORKSPACE_DIR", "no", "`/workspace` when it is a directory, else `<temp dir>/leviathan-workspace`", false,
+        "Absolute directory; the attempt works in `<dir>/<ATTEMPT_ID>` (replaced if it exists).");
+    LEVIATHAN_ATTEMPT_NUMBER = ("LEVIATHAN_ATTEMPT_NUMBER", "no", "1", false,
+        "1-based number of this attempt at the task (shown in the log and the pull request).");
+    LEVIATHAN_REPAIR_ROUNDS = ("LEVIATHAN_REPAIR_ROUNDS", "no", "3", false,
+        "Repair rounds after failing tests: each feeds the last 200 lines of test output back to the model.");
+    LEVIATHAN_MAX_MODEL_CALLS = ("LEVIATHAN_MAX_MODEL_CALLS", "no", "10", false,
+        "Budget: model calls per attempt, including calls whose output was unusable.");
+    LEVIATHAN_MAX_TOKENS = ("LEVIATHAN_MAX_TOKENS", "no", "500000", false,
+        "Budget: input plus output tokens over all model calls; no call starts once it is spent.");
+    LEVIATHAN_TEST_COMMAND = ("LEVIATHAN_TEST_COMMAND", "no", "", false,
+        "The target's test command (`sh -c` in the worktree), used when the task has no `test_command`; without either, tests are skipped.");
+    LEVIATHAN_TEST_TIMEOUT_SECS = ("LEVIATHAN_TEST_TIMEOUT_SECS", "no", "900", false,
+        "Time limit of one test run; the whole process group is killed when it is reached.");
+    LEVIATHAN_TERMINATION_MESSAGE_PATH = ("LEVIATHAN_TERMINATION_MESSAGE_PATH", "no", "`/dev/termination-log` when writable", false,
+        "Absolute file the result JSON is written to (its directory must exist).");
+    LEVIATHAN_GIT_AUTHOR_NAME = ("LEVIATHAN_GIT_AUTHOR_NAME", "no", "Leviathan", false,
+        "Author and committer name of the attempt's commit.");
+    LEVIATHAN_GIT_AUTHOR_EMAIL = ("LEVIATHAN_GIT_AUTHOR_EMAIL", "no", "leviathan@users.noreply.github.com", false,
+        "Author and committer email of the attempt's commit.");
+    LEVIATHAN_DRAFT_PRS = ("LEVIATHAN_DRAFT_PRS", "no", "false", false,
+        "`true` opens pull requests as drafts.");
+}
+
+/// The markdown table documenting [`VARIABLES`], as the worker's README and
+/// `docs/configuration.md` carry it.
+pub fn variables_table() -> String {
+    let mut out =
+        String::from("| Variable | Required | Default | Description |\n|---|---|---|---|\n");
+    for v in VARIABLES {
+        let default = match v.default {
+            "" => "—".to_owned(),
+            d if d.starts_with('`') => d.to_owned(),
+            d => format!("`{d}`"),
+        };
+        let required = if v.secret {
+            format!("{} (secret)", v.required)
+        } else {
+            v.required.to_owned()
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            v.name, required, default, v.description
+        ));
+    }
+    out
+}
 
 /// Variables that carry credentials: never put in an [`AttemptSpec`], a log or an event; each
 /// executor injects them from its own configuration.
 pub const SECRET_VARIABLES: &[&str] = &[
     CONTROL_PLANE_TOKEN,
     GITHUB_TOKEN,
-    CLAUDE_API_KEY,
-    OPENAI_API_KEY,
+    LEVIATHAN_CLAUDE_API_KEY,
+    LEVIATHAN_OPENAI_API_KEY,
 ];
 
 /// Variables only the executor sets (identity, secrets, paths): [`AttemptSpec::env`] must not
@@ -52,14 +142,14 @@ pub const RESERVED_VARIABLES: &[&str] = &[
     TARGET_BRANCH,
     TASK_ID,
     ATTEMPT_ID,
-    ATTEMPT_NUMBER,
+    LEVIATHAN_ATTEMPT_NUMBER,
     CONTROL_PLANE_URL,
     CONTROL_PLANE_TOKEN,
     GITHUB_TOKEN,
-    CLAUDE_API_KEY,
-    OPENAI_API_KEY,
-    WORKSPACE_DIR,
-    TERMINATION_MESSAGE_PATH,
+    LEVIATHAN_CLAUDE_API_KEY,
+    LEVIATHAN_OPENAI_API_KEY,
+    LEVIATHAN_WORKSPACE_DIR,
+    LEVIATHAN_TERMINATION_MESSAGE_PATH,
     "HOME",
 ];
 
@@ -79,7 +169,7 @@ pub fn attempt_variables(spec: &AttemptSpec) -> [(&'static str, String); 6] {
         (TARGET_BRANCH, spec.base_branch.clone()),
         (TASK_ID, spec.task_id.to_string()),
         (ATTEMPT_ID, spec.attempt_id.to_string()),
-        (ATTEMPT_NUMBER, spec.attempt_number.to_string()),
+        (LEVIATHAN_ATTEMPT_NUMBER, spec.attempt_number.to_string()),
     ]
 }
 
@@ -246,5 +336,29 @@ mod tests {
         for secret in SECRET_VARIABLES {
             assert!(RESERVED_VARIABLES.contains(secret), "{secret}");
         }
+    }
+
+    /// The secret and reserved lists name variables of the one table, with the same secrecy.
+    #[test]
+    fn the_lists_agree_with_the_table() {
+        let secret_in_table: Vec<&str> = VARIABLES
+            .iter()
+            .filter(|v| v.secret)
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(secret_in_table, SECRET_VARIABLES);
+        for name in RESERVED_VARIABLES.iter().filter(|&&name| name != "HOME") {
+            assert!(VARIABLES.iter().any(|v| v.name == *name), "{name}");
+        }
+        let table = variables_table();
+        assert!(
+            table.contains("| `GITHUB_TOKEN` | yes (secret) | — | "),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `LEVIATHAN_REPAIR_ROUNDS` | no | `3` | "),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), VARIABLES.len() + 2);
     }
 }

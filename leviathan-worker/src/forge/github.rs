@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use leviathan_core::model::PrState;
+use leviathan_core::{
+    forge::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec},
+    model::PrState,
+    secret::Secret,
+};
 use octocrab::{Octocrab, models::IssueState, params, service::middleware::retry::RetryConfig};
-
-use super::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec};
-use leviathan_core::secret::Secret;
 
 /// Pull requests of one GitHub repository.
 pub struct GitHubForge {

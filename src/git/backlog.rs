@@ -1,4 +1,4 @@
-//! Where each cycle reads a target's backlog from.
+//! The git [`BacklogSource`]: the backlog file read from a fresh clone of the target.
 
 use std::{
     fmt,
@@ -7,51 +7,16 @@ use std::{
 
 use async_trait::async_trait;
 use leviathan_core::{
-    backlog::{Backlog, BacklogError, parse_backlog},
+    BacklogFetchError, BacklogSource,
+    backlog::{Backlog, parse_backlog},
+    secret::Secret,
     target::TargetConfig,
 };
-use leviathan_worker::{GitError, Secret, shallow_clone};
+use leviathan_worker::shallow_clone;
 
-/// Why a target's backlog could not be read this cycle (the target then dispatches nothing).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BacklogFetchError {
-    /// The repository could not be fetched.
-    #[error("cannot fetch {repo_url} at `{branch}`: {source}")]
-    Fetch {
-        /// The repository.
-        repo_url: String,
-        /// The branch.
-        branch: String,
-        /// git's error (redacted).
-        #[source]
-        source: GitError,
-    },
-    /// The backlog file is missing, unreadable or outside the repository.
-    #[error("cannot read `{path}` of {repo_url}: {reason}")]
-    Read {
-        /// The repository.
-        repo_url: String,
-        /// The backlog path inside it.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The backlog does not parse.
-    #[error(transparent)]
-    Parse(#[from] BacklogError),
-}
-
-/// Reads the backlog of a target. Implementations must be safe to call concurrently.
-#[async_trait]
-pub trait BacklogSource: Send + Sync + fmt::Debug + 'static {
-    /// The backlog as the target's default branch has it now.
-    async fn fetch(&self, target: &TargetConfig) -> Result<Backlog, BacklogFetchError>;
-}
-
-/// The production source: a shallow clone of the target's default branch into a temporary
-/// directory each time (git as the worker runs it: isolated from the host's configuration, the
-/// token given to git only through its environment configuration, never in a URL).
+/// The production source: a shallow clone of the revision into a temporary directory each time
+/// (git as the worker runs it: isolated from the host's configuration, the token given to git
+/// only through its environment configuration, never in a URL).
 pub struct GitBacklog {
     token: Option<Secret>,
 }
@@ -73,7 +38,11 @@ impl GitBacklog {
 
 #[async_trait]
 impl BacklogSource for GitBacklog {
-    async fn fetch(&self, target: &TargetConfig) -> Result<Backlog, BacklogFetchError> {
+    async fn fetch(
+        &self,
+        target: &TargetConfig,
+        revision: &str,
+    ) -> Result<Backlog, BacklogFetchError> {
         let read_error = |reason: String| BacklogFetchError::Read {
             repo_url: target.repo_url.clone(),
             path: target.backlog_path.clone(),
@@ -95,15 +64,15 @@ impl BacklogSource for GitBacklog {
             .map_err(|e| read_error(format!("cannot create a temporary directory: {e}")))?;
         let repo = shallow_clone(
             &target.repo_url,
-            &target.default_branch,
+            revision,
             self.token.as_ref(),
             scratch.path(),
         )
         .await
         .map_err(|source| BacklogFetchError::Fetch {
             repo_url: target.repo_url.clone(),
-            branch: target.default_branch.clone(),
-            source,
+            revision: revision.to_owned(),
+            source: Box::new(source),
         })?;
         let file = repo.join(relative);
         // A symbolic link could point anywhere on this host: only a regular file is a backlog.
