@@ -276,6 +276,26 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         }
     }
 
+    /// [`Self::number`] for a value that must fit in a `u32`.
+    fn number_u32(&mut self, name: &'static str, default: u32, min: u32) -> u32 {
+        let n = self.number(name, default.into(), min.into());
+        u32::try_from(n).unwrap_or_else(|_| {
+            self.problem(name, "is too large");
+            default
+        })
+    }
+
+    /// Every problem found, in [`VARIABLES`] order, or nothing.
+    fn finish(&mut self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        let order = |name: &str| VARIABLES.iter().position(|v| v.name == name);
+        let mut problems = std::mem::take(&mut self.problems);
+        problems.sort_by_key(|p| order(p.variable));
+        Err(ConfigError { problems })
+    }
+
     fn seconds(&mut self, name: &'static str, default: u64) -> Duration {
         Duration::from_secs(self.number(name, default, 1))
     }
@@ -309,6 +329,254 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                 return Err("must not embed credentials".to_owned());
             }
             Ok(raw.trim_end_matches('/').to_owned())
+        })
+    }
+}
+
+/// What the attempt is about: target, repository, branch, task, attempt.
+struct AttemptSection {
+    target: TargetId,
+    repo_url: String,
+    base_branch: String,
+    task_id: TaskId,
+    attempt_id: AttemptId,
+    attempt_number: u32,
+}
+
+/// Where the attempt reports.
+struct ControlPlaneSection {
+    url: String,
+    token: Secret,
+}
+
+/// The forge the attempt pushes to and opens its pull request on.
+struct GitHubSection {
+    token: Secret,
+    api_url: String,
+}
+
+/// The model, and the model credentials its provider does not use.
+struct ModelSection {
+    settings: ModelSettings,
+    unused_secrets: Vec<Secret>,
+}
+
+/// The attempt's workspace, repair rounds, budget and tests.
+struct WorkSection {
+    workspace_dir: PathBuf,
+    repair_rounds: u32,
+    budget: Budget,
+    test_command: Option<String>,
+    test_timeout: Duration,
+}
+
+/// How the result leaves the worker: the commit's author, the pull request, the termination
+/// message.
+struct DeliverySection {
+    termination_message_path: Option<PathBuf>,
+    git_identity: GitIdentity,
+    draft_pull_requests: bool,
+}
+
+/// One method per section of [`VARIABLES`]: each reads all of its variables before giving up, so
+/// that every problem is reported, and returns `None` when one of them has a problem.
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn attempt(&mut self) -> Option<AttemptSection> {
+        let target = self.required(TARGET_NAME, "target identifier");
+        let target = self.parsed(TARGET_NAME, target, |v| TargetId::new(v));
+        let repo_url = self.required(TARGET_REPO_URL, "git repository URL");
+        let repo_url = self.parsed(TARGET_REPO_URL, repo_url, normalise_repo_url);
+        let base_branch = self
+            .optional(TARGET_BRANCH)
+            .unwrap_or_else(|| "main".into());
+        let base_branch = self.parsed(TARGET_BRANCH, Some(base_branch), check_branch);
+        let task_id = self.required(TASK_ID, "task identifier");
+        let task_id = self.parsed(TASK_ID, task_id, |v| TaskId::new(v));
+        let attempt_id = self.required(ATTEMPT_ID, "attempt identifier");
+        let attempt_id = self.parsed(ATTEMPT_ID, attempt_id, |v| AttemptId::new(v));
+        let attempt_number = self.number_u32(LEVIATHAN_ATTEMPT_NUMBER, 1, 1);
+        Some(AttemptSection {
+            target: target?,
+            repo_url: repo_url?,
+            base_branch: base_branch?,
+            task_id: task_id?,
+            attempt_id: attempt_id?,
+            attempt_number,
+        })
+    }
+
+    fn control_plane(&mut self) -> Option<ControlPlaneSection> {
+        let url = self.required(CONTROL_PLANE_URL, "control plane API URL");
+        let url = self.http_url(CONTROL_PLANE_URL, url);
+        let token = self.required(CONTROL_PLANE_TOKEN, "control plane API token");
+        Some(ControlPlaneSection {
+            url: url?,
+            token: Secret::new(token?),
+        })
+    }
+
+    fn github(&mut self) -> Option<GitHubSection> {
+        let token = self.required(GITHUB_TOKEN, "GitHub token for push and pull requests");
+        let api_url = self
+            .optional(LEVIATHAN_GITHUB_API_URL)
+            .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into());
+        let api_url = self.http_url(LEVIATHAN_GITHUB_API_URL, Some(api_url));
+        Some(GitHubSection {
+            token: Secret::new(token?),
+            api_url: api_url?,
+        })
+    }
+
+    fn model(&mut self) -> Option<ModelSection> {
+        let claude_key = self.optional(LEVIATHAN_CLAUDE_API_KEY);
+        let openai_key = self.optional(LEVIATHAN_OPENAI_API_KEY);
+        let provider = self.model_provider(claude_key.clone(), openai_key.clone());
+        let timeout = self.seconds(LEVIATHAN_MODEL_TIMEOUT_SECS, 600);
+        let max_output_tokens = self.number_u32(LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, 8192, 1);
+        let unused_secrets = match &provider {
+            Some(ModelProvider::Anthropic { .. }) => openai_key.into_iter().collect(),
+            Some(ModelProvider::OpenAi { .. }) => claude_key.into_iter().collect(),
+            _ => claude_key.into_iter().chain(openai_key).collect::<Vec<_>>(),
+        };
+        Some(ModelSection {
+            settings: ModelSettings {
+                provider: provider?,
+                timeout,
+                max_output_tokens,
+                retry: Backoff {
+                    max_attempts: 5,
+                    initial: Duration::from_secs(2),
+                    max: Duration::from_secs(60),
+                },
+            },
+            unused_secrets: unused_secrets.into_iter().map(Secret::new).collect(),
+        })
+    }
+
+    /// `LEVIATHAN_MODEL_PROVIDER` and the variables the chosen provider requires.
+    fn model_provider(
+        &mut self,
+        claude_key: Option<String>,
+        openai_key: Option<String>,
+    ) -> Option<ModelProvider> {
+        let provider = self
+            .optional(LEVIATHAN_MODEL_PROVIDER)
+            .unwrap_or_else(|| "anthropic".into());
+        let base_url = self.optional(LEVIATHAN_MODEL_BASE_URL);
+        match provider.as_str() {
+            "anthropic" => {
+                let base_url = base_url.unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.into());
+                let base_url = self.http_url(LEVIATHAN_MODEL_BASE_URL, Some(base_url));
+                let model = self
+                    .optional(LEVIATHAN_CLAUDE_MODEL)
+                    .unwrap_or_else(|| DEFAULT_CLAUDE_MODEL.into());
+                if claude_key.is_none() {
+                    self.problem(
+                        LEVIATHAN_CLAUDE_API_KEY,
+                        "missing (required by the `anthropic` model provider)",
+                    );
+                }
+                Some(ModelProvider::Anthropic {
+                    api_key: Secret::new(claude_key?),
+                    model,
+                    base_url: base_url?,
+                })
+            }
+            "openai" => {
+                let base_url = base_url.unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.into());
+                let base_url = self.http_url(LEVIATHAN_MODEL_BASE_URL, Some(base_url));
+                let model = self.optional(LEVIATHAN_OPENAI_MODEL);
+                if model.is_none() {
+                    self.problem(
+                        LEVIATHAN_OPENAI_MODEL,
+                        "missing (required by the `openai` model provider)",
+                    );
+                }
+                Some(ModelProvider::OpenAi {
+                    api_key: openai_key.map(Secret::new),
+                    model: model?,
+                    base_url: base_url?,
+                })
+            }
+            "command" => {
+                let command = self.optional(LEVIATHAN_MODEL_COMMAND);
+                if command.is_none() {
+                    self.problem(
+                        LEVIATHAN_MODEL_COMMAND,
+                        "missing (required by the `command` model provider)",
+                    );
+                }
+                Some(ModelProvider::Command { command: command? })
+            }
+            other => {
+                let problem = format!(
+                    "`{}` is not a provider (anthropic, openai or command)",
+                    ellipsize(other)
+                );
+                self.problem(LEVIATHAN_MODEL_PROVIDER, problem);
+                None
+            }
+        }
+    }
+
+    fn work(&mut self) -> Option<WorkSection> {
+        let workspace_dir = match self.optional(LEVIATHAN_WORKSPACE_DIR) {
+            Some(raw) => self.parsed(LEVIATHAN_WORKSPACE_DIR, Some(raw), absolute_path),
+            None => Some(default_workspace()),
+        };
+        let repair_rounds = self.number_u32(LEVIATHAN_REPAIR_ROUNDS, 3, 0);
+        let max_model_calls = self.number_u32(LEVIATHAN_MAX_MODEL_CALLS, 10, 1);
+        let max_tokens = self.number(LEVIATHAN_MAX_TOKENS, 500_000, 1);
+        let test_command = self.optional(LEVIATHAN_TEST_COMMAND);
+        let test_timeout = self.seconds(LEVIATHAN_TEST_TIMEOUT_SECS, 900);
+        Some(WorkSection {
+            workspace_dir: workspace_dir?,
+            repair_rounds,
+            budget: Budget {
+                max_model_calls,
+                max_tokens,
+            },
+            test_command,
+            test_timeout,
+        })
+    }
+
+    fn delivery(&mut self) -> Option<DeliverySection> {
+        let termination_message_path = match self.optional(LEVIATHAN_TERMINATION_MESSAGE_PATH) {
+            Some(raw) => self
+                .parsed(LEVIATHAN_TERMINATION_MESSAGE_PATH, Some(raw), |raw| {
+                    let path = absolute_path(raw)?;
+                    match path.parent() {
+                        Some(dir) if dir.is_dir() => Ok(path),
+                        _ => Err(format!(
+                            "the directory of `{}` does not exist",
+                            ellipsize(raw)
+                        )),
+                    }
+                })
+                .map(Some),
+            None => Some(default_termination_path()),
+        };
+        let git_identity = GitIdentity {
+            name: self
+                .optional(LEVIATHAN_GIT_AUTHOR_NAME)
+                .unwrap_or_else(|| "Leviathan".into()),
+            email: self
+                .optional(LEVIATHAN_GIT_AUTHOR_EMAIL)
+                .unwrap_or_else(|| "leviathan@users.noreply.github.com".into()),
+        };
+        if git_identity.email.contains(char::is_whitespace) || !git_identity.email.contains('@') {
+            let problem = format!(
+                "`{}` is not an email address",
+                ellipsize(&git_identity.email)
+            );
+            self.problem(LEVIATHAN_GIT_AUTHOR_EMAIL, problem);
+        }
+        let draft_pull_requests = self.flag(LEVIATHAN_DRAFT_PRS);
+        Some(DeliverySection {
+            termination_message_path: termination_message_path?,
+            git_identity,
+            draft_pull_requests,
         })
     }
 }
@@ -429,223 +697,54 @@ impl WorkerConfig {
             lookup,
             problems: Vec::new(),
         };
-
-        let target = r.required(TARGET_NAME, "target identifier");
-        let target = r.parsed(TARGET_NAME, target, |v| TargetId::new(v));
-        let repo_url = r.required(TARGET_REPO_URL, "git repository URL");
-        let repo_url = r.parsed(TARGET_REPO_URL, repo_url, normalise_repo_url);
-        let base_branch = r.optional(TARGET_BRANCH).unwrap_or_else(|| "main".into());
-        let base_branch = r.parsed(TARGET_BRANCH, Some(base_branch), check_branch);
-        let task_id = r.required(TASK_ID, "task identifier");
-        let task_id = r.parsed(TASK_ID, task_id, |v| TaskId::new(v));
-        let attempt_id = r.required(ATTEMPT_ID, "attempt identifier");
-        let attempt_id = r.parsed(ATTEMPT_ID, attempt_id, |v| AttemptId::new(v));
-        let control_plane_url = r.required(CONTROL_PLANE_URL, "control plane API URL");
-        let control_plane_url = r.http_url(CONTROL_PLANE_URL, control_plane_url);
-        let control_plane_token = r.required(CONTROL_PLANE_TOKEN, "control plane API token");
-        let github_token = r.required(GITHUB_TOKEN, "GitHub token for push and pull requests");
-        let claude_key = r.optional(LEVIATHAN_CLAUDE_API_KEY);
-        let claude_model = r
-            .optional(LEVIATHAN_CLAUDE_MODEL)
-            .unwrap_or_else(|| DEFAULT_CLAUDE_MODEL.into());
-        let provider_name = r
-            .optional(LEVIATHAN_MODEL_PROVIDER)
-            .unwrap_or_else(|| "anthropic".into());
-        let base_url = r.optional(LEVIATHAN_MODEL_BASE_URL);
-        let openai_key = r.optional(LEVIATHAN_OPENAI_API_KEY);
-        let openai_model = r.optional(LEVIATHAN_OPENAI_MODEL);
-        let model_command = r.optional(LEVIATHAN_MODEL_COMMAND);
-        let provider = match provider_name.as_str() {
-            "anthropic" => {
-                let base_url = r.http_url(
-                    LEVIATHAN_MODEL_BASE_URL,
-                    Some(base_url.unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.into())),
-                );
-                if claude_key.is_none() {
-                    r.problem(
-                        LEVIATHAN_CLAUDE_API_KEY,
-                        "missing (required by the `anthropic` model provider)",
-                    );
-                }
-                match (claude_key.clone(), base_url) {
-                    (Some(key), Some(base_url)) => Some(ModelProvider::Anthropic {
-                        api_key: Secret::new(key),
-                        model: claude_model,
-                        base_url,
-                    }),
-                    _ => None,
-                }
-            }
-            "openai" => {
-                let base_url = r.http_url(
-                    LEVIATHAN_MODEL_BASE_URL,
-                    Some(base_url.unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.into())),
-                );
-                if openai_model.is_none() {
-                    r.problem(
-                        LEVIATHAN_OPENAI_MODEL,
-                        "missing (required by the `openai` model provider)",
-                    );
-                }
-                match (openai_model, base_url) {
-                    (Some(model), Some(base_url)) => Some(ModelProvider::OpenAi {
-                        api_key: openai_key.clone().map(Secret::new),
-                        model,
-                        base_url,
-                    }),
-                    _ => None,
-                }
-            }
-            "command" => {
-                if model_command.is_none() {
-                    r.problem(
-                        LEVIATHAN_MODEL_COMMAND,
-                        "missing (required by the `command` model provider)",
-                    );
-                }
-                model_command.map(|command| ModelProvider::Command { command })
-            }
-            other => {
-                r.problem(
-                    LEVIATHAN_MODEL_PROVIDER,
-                    format!(
-                        "`{}` is not a provider (anthropic, openai or command)",
-                        ellipsize(other)
-                    ),
-                );
-                None
-            }
-        };
-        let model_timeout = r.seconds(LEVIATHAN_MODEL_TIMEOUT_SECS, 600);
-        let max_output_tokens = r.number(LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, 8192, 1);
-        let max_output_tokens = u32::try_from(max_output_tokens).unwrap_or_else(|_| {
-            r.problem(LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, "is too large");
-            8192
-        });
-        let github_api_url = r.http_url(
-            LEVIATHAN_GITHUB_API_URL,
-            Some(
-                r.optional(LEVIATHAN_GITHUB_API_URL)
-                    .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
-            ),
-        );
-        let workspace_dir = match r.optional(LEVIATHAN_WORKSPACE_DIR) {
-            Some(raw) => r.parsed(LEVIATHAN_WORKSPACE_DIR, Some(raw), absolute_path),
-            None => Some(default_workspace()),
-        };
-        let attempt_number = r.number(LEVIATHAN_ATTEMPT_NUMBER, 1, 1);
-        let attempt_number = u32::try_from(attempt_number).unwrap_or_else(|_| {
-            r.problem(LEVIATHAN_ATTEMPT_NUMBER, "is too large");
-            1
-        });
-        let repair_rounds = r.number(LEVIATHAN_REPAIR_ROUNDS, 3, 0);
-        let repair_rounds = u32::try_from(repair_rounds).unwrap_or_else(|_| {
-            r.problem(LEVIATHAN_REPAIR_ROUNDS, "is too large");
-            3
-        });
-        let max_model_calls = r.number(LEVIATHAN_MAX_MODEL_CALLS, 10, 1);
-        let max_model_calls = u32::try_from(max_model_calls).unwrap_or_else(|_| {
-            r.problem(LEVIATHAN_MAX_MODEL_CALLS, "is too large");
-            10
-        });
-        let max_tokens = r.number(LEVIATHAN_MAX_TOKENS, 500_000, 1);
-        let test_command = r.optional(LEVIATHAN_TEST_COMMAND);
-        let test_timeout = r.seconds(LEVIATHAN_TEST_TIMEOUT_SECS, 900);
-        let termination_message_path = match r.optional(LEVIATHAN_TERMINATION_MESSAGE_PATH) {
-            Some(raw) => r
-                .parsed(LEVIATHAN_TERMINATION_MESSAGE_PATH, Some(raw), |raw| {
-                    let path = absolute_path(raw)?;
-                    match path.parent() {
-                        Some(dir) if dir.is_dir() => Ok(path),
-                        _ => Err(format!(
-                            "the directory of `{}` does not exist",
-                            ellipsize(raw)
-                        )),
-                    }
-                })
-                .map(Some),
-            None => Some(default_termination_path()),
-        };
-        let git_identity = GitIdentity {
-            name: r
-                .optional(LEVIATHAN_GIT_AUTHOR_NAME)
-                .unwrap_or_else(|| "Leviathan".into()),
-            email: r
-                .optional(LEVIATHAN_GIT_AUTHOR_EMAIL)
-                .unwrap_or_else(|| "leviathan@users.noreply.github.com".into()),
-        };
-        if git_identity.email.contains(char::is_whitespace) || !git_identity.email.contains('@') {
-            r.problem(
-                LEVIATHAN_GIT_AUTHOR_EMAIL,
-                format!(
-                    "`{}` is not an email address",
-                    ellipsize(&git_identity.email)
-                ),
-            );
-        }
-        let draft_pull_requests = r.flag(LEVIATHAN_DRAFT_PRS);
-        let unused_secrets = match &provider {
-            Some(ModelProvider::Anthropic { .. }) => openai_key.into_iter().collect(),
-            Some(ModelProvider::OpenAi { .. }) => claude_key.into_iter().collect(),
-            _ => claude_key.into_iter().chain(openai_key).collect::<Vec<_>>(),
-        };
-
-        let mut problems = r.problems;
-        if !problems.is_empty() {
-            let order = |name: &str| VARIABLES.iter().position(|v| v.name == name);
-            problems.sort_by_key(|p| order(p.variable));
-            return Err(ConfigError { problems });
-        }
-        // With no problems every required value is present; a `None` here would be a bug in
-        // the checks above, reported rather than panicking.
+        let attempt = r.attempt();
+        let control_plane = r.control_plane();
+        let github = r.github();
+        let model = r.model();
+        let work = r.work();
+        let delivery = r.delivery();
+        r.finish()?;
+        // With no problems every section is complete; a `None` here would be a bug in the
+        // checks of a section, reported rather than panicking.
         let missing = |variable| ConfigError {
             problems: vec![ConfigProblem {
                 variable,
                 problem: "could not be read".into(),
             }],
         };
+        let attempt = attempt.ok_or_else(|| missing(TARGET_NAME))?;
+        let control_plane = control_plane.ok_or_else(|| missing(CONTROL_PLANE_URL))?;
+        let github = github.ok_or_else(|| missing(GITHUB_TOKEN))?;
+        let model = model.ok_or_else(|| missing(LEVIATHAN_MODEL_PROVIDER))?;
+        let work = work.ok_or_else(|| missing(LEVIATHAN_WORKSPACE_DIR))?;
+        let delivery = delivery.ok_or_else(|| missing(LEVIATHAN_TERMINATION_MESSAGE_PATH))?;
         Ok(Self {
-            target: target.ok_or_else(|| missing(TARGET_NAME))?,
-            repo_url: repo_url.ok_or_else(|| missing(TARGET_REPO_URL))?,
-            base_branch: base_branch.ok_or_else(|| missing(TARGET_BRANCH))?,
-            task_id: task_id.ok_or_else(|| missing(TASK_ID))?,
-            attempt_id: attempt_id.ok_or_else(|| missing(ATTEMPT_ID))?,
-            attempt_number,
-            control_plane_url: control_plane_url.ok_or_else(|| missing(CONTROL_PLANE_URL))?,
-            control_plane_token: Secret::new(
-                control_plane_token.ok_or_else(|| missing(CONTROL_PLANE_TOKEN))?,
-            ),
+            target: attempt.target,
+            repo_url: attempt.repo_url,
+            base_branch: attempt.base_branch,
+            task_id: attempt.task_id,
+            attempt_id: attempt.attempt_id,
+            attempt_number: attempt.attempt_number,
+            control_plane_url: control_plane.url,
+            control_plane_token: control_plane.token,
             control_plane_retry: Backoff {
                 max_attempts: 8,
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(30),
             },
-            github_token: Secret::new(github_token.ok_or_else(|| missing(GITHUB_TOKEN))?),
-            github_api_url: github_api_url.ok_or_else(|| missing(LEVIATHAN_GITHUB_API_URL))?,
-            model: ModelSettings {
-                provider: provider.ok_or_else(|| missing(LEVIATHAN_MODEL_PROVIDER))?,
-                timeout: model_timeout,
-                max_output_tokens,
-                retry: Backoff {
-                    max_attempts: 5,
-                    initial: Duration::from_secs(2),
-                    max: Duration::from_secs(60),
-                },
-            },
-            workspace_dir: workspace_dir.ok_or_else(|| missing(LEVIATHAN_WORKSPACE_DIR))?,
-            repair_rounds,
-            budget: Budget {
-                max_model_calls,
-                max_tokens,
-            },
-            test_command,
-            test_timeout,
-            termination_message_path: termination_message_path
-                .ok_or_else(|| missing(LEVIATHAN_TERMINATION_MESSAGE_PATH))?,
-            git_identity,
-            draft_pull_requests,
+            github_token: github.token,
+            github_api_url: github.api_url,
+            model: model.settings,
+            workspace_dir: work.workspace_dir,
+            repair_rounds: work.repair_rounds,
+            budget: work.budget,
+            test_command: work.test_command,
+            test_timeout: work.test_timeout,
+            termination_message_path: delivery.termination_message_path,
+            git_identity: delivery.git_identity,
+            draft_pull_requests: delivery.draft_pull_requests,
             echo_log: true,
-            unused_secrets: unused_secrets.into_iter().map(Secret::new).collect(),
+            unused_secrets: model.unused_secrets,
         })
     }
 
