@@ -49,6 +49,21 @@ pub(crate) fn build(
     style: OutputStyle,
 ) -> String {
     let mut p = String::new();
+    intro(&mut p, style);
+    task_details(&mut p, task_id, spec);
+    allowed_paths(&mut p, spec);
+    acceptance_criteria(&mut p, spec);
+    if let Some(feedback) = feedback {
+        previous_answer(&mut p, feedback);
+    }
+    current_files(&mut p, spec, repo, feedback);
+    hard_constraints(&mut p);
+    file_type_rules(&mut p, spec);
+    output_format(&mut p, style);
+    p
+}
+
+fn intro(p: &mut String, style: OutputStyle) {
     let how = match style {
         OutputStyle::Envelope => "by returning the complete new content of every file to change",
         OutputStyle::InPlace => {
@@ -59,7 +74,9 @@ pub(crate) fn build(
         p,
         "You are Leviathan, an autonomous coding agent. Implement the task below {how}.\n"
     );
+}
 
+fn task_details(p: &mut String, task_id: &TaskId, spec: &TaskSpec) {
     p.push_str("TASK DETAILS:\n");
     let _ = writeln!(p, "- ID: {task_id}");
     let _ = writeln!(p, "- Title: {}", spec.title);
@@ -73,7 +90,9 @@ pub(crate) fn build(
     if let Some(description) = spec.description.as_deref().filter(|d| !d.trim().is_empty()) {
         let _ = writeln!(p, "\nDESCRIPTION:\n{}", description.trim());
     }
+}
 
+fn allowed_paths(p: &mut String, spec: &TaskSpec) {
     p.push_str("\nALLOWED PATHS (you may ONLY modify these files):\n");
     for rule in spec.allowed_paths.iter() {
         match rule {
@@ -88,7 +107,9 @@ pub(crate) fn build(
     if spec.allowed_paths.is_empty() {
         p.push_str("- (none: no file may be changed)\n");
     }
+}
 
+fn acceptance_criteria(p: &mut String, spec: &TaskSpec) {
     p.push_str("\nACCEPTANCE CRITERIA (all must be satisfied):\n");
     if spec.acceptance_criteria.is_empty() {
         p.push_str("(none specified)\n");
@@ -96,9 +117,12 @@ pub(crate) fn build(
     for (i, criterion) in spec.acceptance_criteria.iter().enumerate() {
         let _ = writeln!(p, "{}. {criterion}", i + 1);
     }
+}
 
+/// Why the previous answer is being replaced.
+fn previous_answer(p: &mut String, feedback: &Feedback) {
     match feedback {
-        Some(Feedback::TestsFailed { command, output }) => {
+        Feedback::TestsFailed { command, output } => {
             p.push_str("\nRETRY ATTEMPT - PREVIOUS IMPLEMENTATION FAILED\n");
             p.push_str("Failure Type: test_failure\n");
             let _ = writeln!(p, "Test command: {command}");
@@ -110,16 +134,17 @@ pub(crate) fn build(
             p.push_str(&tail);
             p.push_str("\n```\nFix the implementation so that the tests pass.\n");
         }
-        Some(Feedback::InvalidOutput(error)) => {
+        Feedback::InvalidOutput(error) => {
             p.push_str("\nPREVIOUS ANSWER WAS REJECTED\n");
             let _ = writeln!(p, "Validation error: {error}");
             p.push_str(
                 "Answer again, following the output format below exactly: pure JSON, no code fences, no prose.\n",
             );
         }
-        None => {}
     }
+}
 
+fn current_files(p: &mut String, spec: &TaskSpec, repo: &Path, feedback: Option<&Feedback>) {
     let _ = writeln!(
         p,
         "\nCURRENT FILE CONTENTS{}:",
@@ -166,7 +191,9 @@ pub(crate) fn build(
             }
         }
     }
+}
 
+fn hard_constraints(p: &mut String) {
     p.push_str(
         "\nHARD CONSTRAINTS:\n\
          - Modify ONLY the allowed paths above; any other change (including deletions, renames and symbolic links) fails the attempt.\n\
@@ -175,7 +202,10 @@ pub(crate) fn build(
          - Write clean, tested code.\n\
          - Meet every acceptance criterion.\n",
     );
+}
 
+/// Rules for the kinds of files the task may change, by extension.
+fn file_type_rules(p: &mut String, spec: &TaskSpec) {
     let extensions: Vec<String> = spec
         .allowed_paths
         .iter()
@@ -203,7 +233,9 @@ pub(crate) fn build(
     if has(&["toml"]) {
         p.push_str("\nTOML FILES (.toml):\n- Valid TOML 1.0.\n");
     }
+}
 
+fn output_format(p: &mut String, style: OutputStyle) {
     match style {
         OutputStyle::Envelope => {
             let example = format!(
@@ -232,7 +264,6 @@ pub(crate) fn build(
             );
         }
     }
-    p
 }
 
 fn priority(spec: &TaskSpec) -> &'static str {
