@@ -8,7 +8,11 @@ use leviathan_core::{
     model::{Failure, FailureClass, FailureKind},
 };
 
-use crate::{ConfigError, EXIT_CONFIG, WorkerConfig, report, run_attempt};
+use crate::{
+    config::{ConfigError, WorkerConfig},
+    pipeline::run_attempt,
+    report::{self, EXIT_CONFIG},
+};
 
 /// Runs one attempt configured by the process environment ([`leviathan_core::executor::protocol::VARIABLES`]) and
 /// reports it: the result as JSON on the last line of stdout (and in the termination message

@@ -24,13 +24,6 @@ pub use entry::run_from_env;
 pub use git::{GitError, shallow_clone};
 pub use journal::Artifact;
 pub use leviathan_core::secret::Secret;
+pub use pipeline::run_attempt;
 pub use redact::{REDACTED, Redactor};
 pub use report::{AttemptReport, Delivery, EXIT_CONFIG, EXIT_FAILED, EXIT_SUCCEEDED};
-
-/// Runs one attempt end to end and returns its report; the result has also been written to the
-/// termination message path. The only error is a configuration the control-plane client cannot
-/// use, found before any side effect.
-pub async fn run_attempt(config: WorkerConfig) -> Result<AttemptReport, ConfigError> {
-    let client = control_plane::client(&config)?;
-    Ok(pipeline::run(&config, &client).await)
-}

@@ -15,20 +15,20 @@ use leviathan_core::{
 };
 
 use crate::{
-    config::WorkerConfig,
+    config::{Budget, ConfigError, WorkerConfig},
     control_plane::{self, Bundle, ControlPlane},
     envelope, files,
     forge::{self, GitHubForge},
     git::{self, Git},
     journal::Journal,
-    llm::{self, CodeModel, ModelRequest},
+    llm::{self, CodeModel, Completion, ModelRequest},
     process,
     prompt::{self, Feedback, OutputStyle},
     redact::Redactor,
     report::{AttemptReport, Delivery, write_termination_message},
     scope,
     task::load_task,
-    test_runner,
+    test_runner::{self, TestRun},
 };
 
 /// Consecutive unusable model answers after which the attempt gives up.
@@ -66,6 +66,14 @@ fn one_line(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &flat[..cut]),
         None => flat,
     }
+}
+
+/// Runs one attempt end to end and returns its report; the result has also been written to the
+/// termination message path. The only error is a configuration the control-plane client cannot
+/// use, found before any side effect.
+pub async fn run_attempt(config: WorkerConfig) -> Result<AttemptReport, ConfigError> {
+    let client = control_plane::client(&config)?;
+    Ok(run(&config, &client).await)
 }
 
 /// Runs the attempt against `control_plane`, writes the result to the termination message path
@@ -575,177 +583,248 @@ async fn generate_and_test(
         .test_command
         .clone()
         .or_else(|| config.test_command.clone());
-    let budget = config.budget;
-    let mut feedback: Option<Feedback> = None;
-    let mut round = 0u32;
-    let mut calls = 0u32;
-    let mut tokens = 0u64;
-    let mut invalid = 0u32;
+    let mut progress = Progress::default();
     loop {
-        if calls >= budget.max_model_calls || tokens >= budget.max_tokens {
-            let spent = format!(
-                "budget spent ({calls} of {} model calls, {tokens} of {} tokens)",
-                budget.max_model_calls, budget.max_tokens
-            );
-            return Err(match &feedback {
-                Some(Feedback::TestsFailed { output, .. }) => fail(
-                    FailureKind::TestsFailed,
-                    FailureClass::Transient,
-                    format!(
-                        "tests still failing after {round} repair round(s), {spent}: {}",
-                        test_runner::last_line(output)
-                    ),
-                ),
-                Some(Feedback::InvalidOutput(e)) => fail(
-                    FailureKind::Model,
-                    FailureClass::Transient,
-                    format!("{spent}; the last answer was unusable: {e}"),
-                ),
-                None => fail(FailureKind::Model, FailureClass::Permanent, spent),
-            });
+        progress.check_budget(config.budget)?;
+        let completion = call_model(config, journal, model, task, repo, &mut progress).await?;
+        if model.output_style() == OutputStyle::Envelope
+            && !write_answer(journal, task, repo, &completion.text, &mut progress)?
+        {
+            continue;
         }
-        calls += 1;
-        let prompt = prompt::build(
-            &task.id,
-            &task.spec,
-            repo,
-            feedback.as_ref(),
-            model.output_style(),
-        );
-        let env = task_env(config, task, round);
-        let started = Instant::now();
-        journal.log(format!(
-            "model call {calls} (round {round}) to {} {}",
-            model.provider(),
-            model.model()
-        ));
-        let completion = model
-            .complete(&ModelRequest {
-                prompt: &prompt,
-                worktree: repo,
-                task_env: &env,
-            })
-            .await
-            .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tokens = tokens.saturating_add(completion.tokens_in + completion.tokens_out);
-        let prompt_sha256 = journal.artifact(
-            "model_prompt",
-            &format!("prompt-r{round}-c{calls}.txt"),
-            &prompt,
-        );
-        let response_sha256 = journal.artifact(
-            "model_output",
-            &format!("response-r{round}-c{calls}.txt"),
-            &completion.text,
-        );
-        journal.event(&ModelCallCompleted {
-            attempt_id: config.attempt_id.clone(),
-            model: model.model().to_owned(),
-            provider: Some(model.provider().to_owned()),
-            tokens_in: completion.tokens_in,
-            tokens_out: completion.tokens_out,
-            prompt_sha256,
-            response_sha256,
-            round,
-            duration_ms: Some(duration_ms),
-        });
-        journal.log(format!(
-            "model answered: {} tokens in, {} out{}",
-            completion.tokens_in,
-            completion.tokens_out,
-            if completion.truncated {
-                " (stopped at the output token limit)"
-            } else {
-                ""
-            }
-        ));
-
-        if model.output_style() == OutputStyle::Envelope {
-            let parsed = envelope::parse(&completion.text).and_then(|parsed| {
-                envelope::check(&parsed.files, &task.spec.allowed_paths).map(|()| parsed)
-            });
-            let parsed = match parsed {
-                Ok(parsed) => parsed,
-                Err(e) => {
-                    invalid += 1;
-                    journal.log(format!("unusable answer ({invalid} in a row): {e}"));
-                    if invalid >= MAX_INVALID_ANSWERS {
-                        return Err(fail(
-                            FailureKind::Model,
-                            FailureClass::Transient,
-                            format!("{invalid} unusable model answers in a row; the last: {e}"),
-                        ));
-                    }
-                    feedback = Some(Feedback::InvalidOutput(e.to_string()));
-                    continue;
-                }
-            };
-            invalid = 0;
-            for note in &parsed.notes {
-                journal.log(format!("answer repaired: {note}"));
-            }
-            let written = files::write_all(repo, &parsed.files).map_err(|e| {
-                fail(
-                    FailureKind::Model,
-                    FailureClass::Permanent,
-                    format!("cannot write the model's files: {e}"),
-                )
-            })?;
-            journal.log(format!("wrote {}", written.join(", ")));
-        }
-
         let Some(command) = &test_command else {
             journal.log("no test command (task or LEVIATHAN_TEST_COMMAND): tests skipped");
             return Ok(());
         };
-        journal.log(format!("running tests: {command}"));
-        let run = test_runner::run(
-            command,
-            repo,
-            base_env.clone(),
-            config.test_timeout,
-            journal.redactor(),
-        )
-        .await;
-        let output_sha256 =
-            journal.artifact("test_output", &format!("tests-r{round}.txt"), &run.output);
-        let report = TestRunReport {
-            attempt_id: config.attempt_id.clone(),
-            round,
-            command: command.clone(),
-            exit_code: run.exit_code,
-            output_sha256: Some(output_sha256),
-            duration_ms: Some(u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX)),
-        };
+        let run = run_tests(config, journal, command, repo, base_env, progress.round).await;
         if run.passed {
-            journal.event(&TestsPassed(report));
-            journal.log(format!("tests passed in round {round}"));
             return Ok(());
         }
+        if progress.round >= config.repair_rounds {
+            return Err(fail(
+                FailureKind::TestsFailed,
+                FailureClass::Transient,
+                format!(
+                    "tests failed after {} repair round(s) ({}): {}",
+                    progress.round,
+                    run.outcome,
+                    run.last_line()
+                ),
+            ));
+        }
+        progress.round += 1;
+        progress.feedback = Some(Feedback::TestsFailed {
+            command: command.clone(),
+            output: run.output,
+        });
+    }
+}
+
+/// How far the generate-and-test loop has come.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The repair round (0: the first try).
+    round: u32,
+    /// Model calls made, including unusable answers.
+    calls: u32,
+    /// Input plus output tokens spent.
+    tokens: u64,
+    /// Unusable answers in a row.
+    invalid: u32,
+    /// What the next prompt tells the model about the previous answer.
+    feedback: Option<Feedback>,
+}
+
+impl Progress {
+    /// Fails the attempt when no model call may start any more, saying what was left undone.
+    fn check_budget(&self, budget: Budget) -> Result<(), Failure> {
+        let Self {
+            round,
+            calls,
+            tokens,
+            ..
+        } = self;
+        if *calls < budget.max_model_calls && *tokens < budget.max_tokens {
+            return Ok(());
+        }
+        let spent = format!(
+            "budget spent ({calls} of {} model calls, {tokens} of {} tokens)",
+            budget.max_model_calls, budget.max_tokens
+        );
+        Err(match &self.feedback {
+            Some(Feedback::TestsFailed { output, .. }) => fail(
+                FailureKind::TestsFailed,
+                FailureClass::Transient,
+                format!(
+                    "tests still failing after {round} repair round(s), {spent}: {}",
+                    test_runner::last_line(output)
+                ),
+            ),
+            Some(Feedback::InvalidOutput(e)) => fail(
+                FailureKind::Model,
+                FailureClass::Transient,
+                format!("{spent}; the last answer was unusable: {e}"),
+            ),
+            None => fail(FailureKind::Model, FailureClass::Permanent, spent),
+        })
+    }
+}
+
+/// One model call, recorded: prompt and answer as artifacts, `model.call_completed`, the log.
+async fn call_model(
+    config: &WorkerConfig,
+    journal: &mut Journal,
+    model: &dyn CodeModel,
+    task: &BacklogTask,
+    repo: &Path,
+    progress: &mut Progress,
+) -> Result<Completion, Failure> {
+    progress.calls += 1;
+    let (round, calls) = (progress.round, progress.calls);
+    let prompt = prompt::build(
+        &task.id,
+        &task.spec,
+        repo,
+        progress.feedback.as_ref(),
+        model.output_style(),
+    );
+    let env = task_env(config, task, round);
+    let started = Instant::now();
+    journal.log(format!(
+        "model call {calls} (round {round}) to {} {}",
+        model.provider(),
+        model.model()
+    ));
+    let completion = model
+        .complete(&ModelRequest {
+            prompt: &prompt,
+            worktree: repo,
+            task_env: &env,
+        })
+        .await
+        .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    progress.tokens = progress
+        .tokens
+        .saturating_add(completion.tokens_in + completion.tokens_out);
+    let prompt_sha256 = journal.artifact(
+        "model_prompt",
+        &format!("prompt-r{round}-c{calls}.txt"),
+        &prompt,
+    );
+    let response_sha256 = journal.artifact(
+        "model_output",
+        &format!("response-r{round}-c{calls}.txt"),
+        &completion.text,
+    );
+    journal.event(&ModelCallCompleted {
+        attempt_id: config.attempt_id.clone(),
+        model: model.model().to_owned(),
+        provider: Some(model.provider().to_owned()),
+        tokens_in: completion.tokens_in,
+        tokens_out: completion.tokens_out,
+        prompt_sha256,
+        response_sha256,
+        round,
+        duration_ms: Some(duration_ms),
+    });
+    journal.log(format!(
+        "model answered: {} tokens in, {} out{}",
+        completion.tokens_in,
+        completion.tokens_out,
+        if completion.truncated {
+            " (stopped at the output token limit)"
+        } else {
+            ""
+        }
+    ));
+    Ok(completion)
+}
+
+/// Writes the files of an envelope answer into the worktree. `false` when the answer is
+/// unusable and the model is asked again; too many unusable answers in a row fail the attempt.
+fn write_answer(
+    journal: &mut Journal,
+    task: &BacklogTask,
+    repo: &Path,
+    answer: &str,
+    progress: &mut Progress,
+) -> Result<bool, Failure> {
+    let parsed = envelope::parse(answer).and_then(|parsed| {
+        envelope::check(&parsed.files, &task.spec.allowed_paths).map(|()| parsed)
+    });
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            progress.invalid += 1;
+            let invalid = progress.invalid;
+            journal.log(format!("unusable answer ({invalid} in a row): {e}"));
+            if invalid >= MAX_INVALID_ANSWERS {
+                return Err(fail(
+                    FailureKind::Model,
+                    FailureClass::Transient,
+                    format!("{invalid} unusable model answers in a row; the last: {e}"),
+                ));
+            }
+            progress.feedback = Some(Feedback::InvalidOutput(e.to_string()));
+            return Ok(false);
+        }
+    };
+    progress.invalid = 0;
+    for note in &parsed.notes {
+        journal.log(format!("answer repaired: {note}"));
+    }
+    let written = files::write_all(repo, &parsed.files).map_err(|e| {
+        fail(
+            FailureKind::Model,
+            FailureClass::Permanent,
+            format!("cannot write the model's files: {e}"),
+        )
+    })?;
+    journal.log(format!("wrote {}", written.join(", ")));
+    Ok(true)
+}
+
+/// One test run, recorded: its output as an artifact, `tests.passed` or `tests.failed`, the log.
+async fn run_tests(
+    config: &WorkerConfig,
+    journal: &mut Journal,
+    command: &str,
+    repo: &Path,
+    base_env: &BTreeMap<String, String>,
+    round: u32,
+) -> TestRun {
+    journal.log(format!("running tests: {command}"));
+    let run = test_runner::run(
+        command,
+        repo,
+        base_env.clone(),
+        config.test_timeout,
+        journal.redactor(),
+    )
+    .await;
+    let output_sha256 =
+        journal.artifact("test_output", &format!("tests-r{round}.txt"), &run.output);
+    let report = TestRunReport {
+        attempt_id: config.attempt_id.clone(),
+        round,
+        command: command.to_owned(),
+        exit_code: run.exit_code,
+        output_sha256: Some(output_sha256),
+        duration_ms: Some(u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX)),
+    };
+    if run.passed {
+        journal.event(&TestsPassed(report));
+        journal.log(format!("tests passed in round {round}"));
+    } else {
         journal.event(&TestsFailed(report));
         journal.log(format!(
             "tests failed in round {round} ({}): {}",
             run.outcome,
             run.last_line()
         ));
-        if round >= config.repair_rounds {
-            return Err(fail(
-                FailureKind::TestsFailed,
-                FailureClass::Transient,
-                format!(
-                    "tests failed after {round} repair round(s) ({}): {}",
-                    run.outcome,
-                    run.last_line()
-                ),
-            ));
-        }
-        round += 1;
-        feedback = Some(Feedback::TestsFailed {
-            command: command.clone(),
-            output: run.output,
-        });
     }
+    run
 }
 
 #[cfg(test)]
