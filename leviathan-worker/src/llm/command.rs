@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 
-use super::{CodeModel, Completion, ModelError, ModelRequest};
+use super::code_model::{CodeModel, Completion, ModelError, ModelRequest};
 use crate::{
     process::{self, Spec},
     prompt::OutputStyle,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
-use super::ModelError;
+use super::code_model::ModelError;
 use crate::config::Backoff;
 
 /// Statuses worth retrying: rate limits, Anthropic's 529 "overloaded", and transient server errors.

@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{CodeModel, Completion, ModelError, ModelRequest, http};
+use super::{
+    code_model::{CodeModel, Completion, ModelError, ModelRequest},
+    http,
+};
 use leviathan_core::secret::Secret;
 
 use crate::{
