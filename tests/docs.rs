@@ -530,3 +530,15 @@ fn the_documented_yaml_parses_and_the_target_defaults_are_the_code_s() {
         assert!(doc.contains(&row), "{CONFIGURATION} lacks the row `{row}`");
     }
 }
+
+#[test]
+fn every_error_code_is_documented() {
+    let doc = read("docs/control-plane.md");
+    let errors = section(&doc, "### Errors and limits").expect("the errors section");
+    for code in leviathan::api::ErrorCode::ALL {
+        assert!(
+            errors.contains(&format!("`{code}`")),
+            "docs/control-plane.md does not list the error code `{code}`"
+        );
+    }
+}

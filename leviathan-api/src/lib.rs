@@ -29,8 +29,8 @@
 #![warn(missing_docs)]
 
 pub mod client;
+mod code;
 mod config;
-pub mod error;
 mod metrics;
 mod routes;
 mod service;
@@ -38,9 +38,9 @@ mod state;
 pub mod token;
 pub mod wire;
 
+pub use code::ErrorCode;
 pub use config::{ApiConfig, BearerToken, Limits, TokenError};
-pub use error::ApiError;
 pub use metrics::Metrics;
-pub use routes::router;
-pub use service::{ControlPlane, OPERATOR_ACTOR};
+pub use routes::{ApiError, router};
+pub use service::{ControlPlane, ControlPlaneError, MissingArtifact, OPERATOR_ACTOR};
 pub use state::ApiState;

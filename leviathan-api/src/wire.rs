@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::code::ErrorCode;
+
 pub use leviathan_core::{
     Event, ExpectedVersion, GraphSummary, Head, NewEvent, Sha256Digest, StreamId,
     chain::{ChainBreak, ChainReport},
@@ -89,8 +91,8 @@ pub struct ErrorBody {
 /// An error: stable code, message, optional details.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// Stable snake_case code (see [`crate::error::code`]).
-    pub code: String,
+    /// The stable code.
+    pub code: ErrorCode,
     /// What went wrong, for humans.
     pub message: String,
     /// Structured details (e.g. one entry per refused event).

@@ -19,6 +19,7 @@ use axum::{
 };
 use bytes::Bytes;
 use leviathan_api::{
+    ErrorCode,
     client::{ClientError, ControlPlaneClient, RetryConfig},
     wire::{AttemptsQuery, BundleArtifact, ChainVerification, FailuresQuery, IngestRequest},
 };
@@ -67,13 +68,13 @@ async fn every_route_through_the_typed_client() {
         .unwrap_err();
     assert_eq!(
         (err.status(), err.code()),
-        (Some(422), Some("digest_mismatch"))
+        (Some(422), Some(ErrorCode::DigestMismatch))
     );
     let missing = client
         .get_artifact(&Sha256Digest::of(b"nope"))
         .await
         .unwrap_err();
-    assert_eq!(missing.code(), Some("artifact_not_found"));
+    assert_eq!(missing.code(), Some(ErrorCode::ArtifactNotFound));
 
     let events = lifecycle("cl", "demo", 2);
     let mut bundle = request("bundle-cl", events.clone());
@@ -138,7 +139,7 @@ async fn every_route_through_the_typed_client() {
     let twice = client.invalidate(&id, "again").await.unwrap_err();
     assert_eq!(
         (twice.status(), twice.code()),
-        (Some(409), Some("invalid_state"))
+        (Some(409), Some(ErrorCode::InvalidState))
     );
 
     let head = client.head().await.unwrap().unwrap();
@@ -219,7 +220,7 @@ async fn refusals_carry_code_message_and_details() {
             details,
             ..
         } => {
-            assert_eq!((*status, code.as_str()), (422, "validation_failed"));
+            assert_eq!((*status, *code), (422, Some(ErrorCode::ValidationFailed)));
             assert_eq!(details[0]["index"], 1);
             assert_eq!(details[0]["field"], "commit_sha");
         }
@@ -339,7 +340,8 @@ async fn non_api_error_bodies_are_reported_with_an_excerpt() {
     let server = TestServer::spawn(router).await.unwrap();
     let client = ControlPlaneClient::new(&server.url(), support::TOKEN).unwrap();
     let err = client.head().await.unwrap_err();
-    assert_eq!(err.code(), Some("http_403"));
+    assert_eq!((err.status(), err.code()), (Some(403), None));
+    assert!(err.to_string().contains("HTTP 403 http_403"), "{err}");
     assert!(err.to_string().contains("denied by proxy"), "{err}");
 }
 

@@ -20,7 +20,7 @@ use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use leviathan::{
-    api::{ApiError, client::ClientError, token::TokenFileError},
+    api::{ControlPlaneError, client::ClientError, token::TokenFileError},
     core::{EventStoreError, LedgerError},
     stores::OpenError,
 };
@@ -68,9 +68,9 @@ impl CliError {
     }
 }
 
-impl From<ApiError> for CliError {
-    fn from(error: ApiError) -> Self {
-        Self::failure(format!("{} ({})", error.message(), error.code()))
+impl From<ControlPlaneError> for CliError {
+    fn from(error: ControlPlaneError) -> Self {
+        Self::failure(format!("{error} ({})", error.code()))
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use leviathan_core::Sha256Digest;
 use serde_json::Value;
 
-use crate::config::TokenError;
+use crate::{code::ErrorCode, config::TokenError};
 
 /// An error of [`super::ControlPlaneClient`]. Never contains the token.
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +23,15 @@ pub enum ClientError {
     #[error("invalid control-plane token: {0}")]
     InvalidToken(#[from] TokenError),
     /// The control plane answered with an error.
-    #[error("{endpoint}: HTTP {status} {code}: {message}")]
+    #[error("{endpoint}: HTTP {status} {}: {message}", code_label(*status, *code))]
     Status {
         /// `METHOD /path` of the request.
         endpoint: String,
         /// The HTTP status.
         status: u16,
-        /// The API's stable error code (`http_<status>` when the body was not an API error).
-        code: String,
+        /// The API's stable error code; `None` when the body was not an API error (e.g. a
+        /// proxy's page).
+        code: Option<ErrorCode>,
         /// The API's message.
         message: String,
         /// Structured details (e.g. one entry per refused event).
@@ -90,10 +91,11 @@ impl ClientError {
         }
     }
 
-    /// The API's error code of an error answer.
-    pub fn code(&self) -> Option<&str> {
+    /// The API's error code of an error answer (`None` for other errors, and for answers that
+    /// were not the API's).
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Status { code, .. } => Some(code),
+            Self::Status { code, .. } => *code,
             _ => None,
         }
     }
@@ -105,4 +107,10 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// The code as messages show it: the API's, or `http_<status>` for an answer that was not the
+/// API's.
+pub(super) fn code_label(status: u16, code: Option<ErrorCode>) -> String {
+    code.map_or_else(|| format!("http_{status}"), |code| code.to_string())
 }

@@ -26,6 +26,7 @@ pub use sse::ClientEventStream;
 pub use store::RemoteEventStore;
 
 use crate::{
+    code::ErrorCode,
     config::BearerToken,
     wire::{
         AttemptDetail, AttemptsPage, AttemptsQuery, ChainVerification, ErrorBody, EventsPage,
@@ -459,7 +460,7 @@ impl ControlPlaneClient {
             .await
         {
             Ok(event) => Ok(Some(event)),
-            Err(e) if e.code() == Some(crate::error::code::EVENT_NOT_FOUND) => Ok(None),
+            Err(e) if e.code() == Some(ErrorCode::EventNotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -550,7 +551,7 @@ async fn status_error(endpoint: &str, response: reqwest::Response) -> ClientErro
         .map(Duration::from_secs);
     let body = response.bytes().await.unwrap_or_default();
     let (code, message, details) = match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(ErrorBody { error }) => (error.code, error.message, error.details),
+        Ok(ErrorBody { error }) => (Some(error.code), error.message, error.details),
         Err(_) => {
             let text = String::from_utf8_lossy(&body);
             let excerpt: String = text.chars().take(ERROR_BODY_EXCERPT).collect();
@@ -560,7 +561,7 @@ async fn status_error(endpoint: &str, response: reqwest::Response) -> ClientErro
             } else {
                 format!("{reason}: {}", excerpt.trim())
             };
-            (format!("http_{}", status.as_u16()), message, Vec::new())
+            (None, message, Vec::new())
         }
     };
     ClientError::Status {

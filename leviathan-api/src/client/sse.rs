@@ -7,7 +7,7 @@ use futures::{StreamExt, stream::BoxStream};
 use leviathan_core::Event;
 
 use super::{ClientError, ControlPlaneClient};
-use crate::wire::ErrorBody;
+use crate::{code::ErrorCode, wire::ErrorBody};
 
 /// Events from a control plane, in `seq` order.
 pub type ClientEventStream = BoxStream<'static, Result<Event, ClientError>>;
@@ -158,7 +158,7 @@ impl Follow {
                     }));
                 }
             };
-            if error.code == crate::error::code::STORE_UNAVAILABLE {
+            if error.code == ErrorCode::StoreUnavailable {
                 return Step::Reconnect(error.message);
             }
             return Step::Yield(Err(ClientError::Stream {

@@ -16,9 +16,9 @@ use leviathan_core::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ClientError, ControlPlaneClient};
+use super::{ClientError, ControlPlaneClient, error::code_label};
 use crate::{
-    error::code,
+    code::ErrorCode,
     wire::{IngestRequest, WireExpectation},
 };
 
@@ -186,8 +186,8 @@ fn store_error(error: ClientError) -> EventStoreError {
     } = &error
     {
         let first = || details.first().cloned().unwrap_or(Value::Null);
-        match (*status, code.as_str()) {
-            (409, code::WRONG_EXPECTED_VERSION) => {
+        match (*status, *code) {
+            (409, Some(ErrorCode::WrongExpectedVersion)) => {
                 if let Ok(c) = serde_json::from_value::<VersionConflict>(first()) {
                     return EventStoreError::WrongExpectedVersion {
                         stream: c.stream,
@@ -196,7 +196,7 @@ fn store_error(error: ClientError) -> EventStoreError {
                     };
                 }
             }
-            (409, code::EVENT_CONFLICT) => {
+            (409, Some(ErrorCode::EventConflict)) => {
                 if let Ok(c) = serde_json::from_value::<IdConflict>(first()) {
                     return EventStoreError::Conflict {
                         event_id: c.event_id,
@@ -204,7 +204,7 @@ fn store_error(error: ClientError) -> EventStoreError {
                     };
                 }
             }
-            (422, code::VALIDATION_FAILED) => {
+            (422, Some(ErrorCode::ValidationFailed)) => {
                 let rejections: Result<Vec<EventRejection>, _> = details
                     .iter()
                     .map(|d| serde_json::from_value(d.clone()))
@@ -220,7 +220,7 @@ fn store_error(error: ClientError) -> EventStoreError {
                         event_id: None,
                         event_type: String::new(),
                         field: ".".into(),
-                        reason: format!("{message} ({code})"),
+                        reason: format!("{message} ({})", code_label(*status, *code)),
                     }],
                 };
             }

@@ -9,8 +9,9 @@ use axum::{
 };
 use leviathan_core::Sha256Digest;
 
+use super::ApiError;
 use super::extract::read_limited;
-use crate::{error::ApiError, state::ApiState};
+use crate::state::ApiState;
 
 fn digest(raw: &str) -> Result<Sha256Digest, ApiError> {
     Sha256Digest::parse_hex(raw).map_err(|e| ApiError::bad_request(e.to_string()))

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue},
     response::{
         IntoResponse, Response,
         sse::{Event as SseEvent, KeepAlive, Sse},
@@ -15,9 +15,10 @@ use futures::{StreamExt, future::ready};
 use leviathan_core::{Event, StreamId, id::EventId};
 use serde::Deserialize;
 
+use super::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use crate::{
-    error::{ApiError, code},
+    code::ErrorCode,
     state::ApiState,
     wire::{EventsPage, EventsQuery, FindEventsRequest, FoundEvents, HeadResponse, StreamVersion},
 };
@@ -48,8 +49,7 @@ pub(super) async fn find(
     let max = state.config().limits.events_per_bundle;
     if request.ids.len() > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            code::TOO_MANY_EVENTS,
+            ErrorCode::TooManyEvents,
             format!(
                 "{} ids requested; at most {max} per request",
                 request.ids.len()

@@ -5,7 +5,7 @@
 use axum::{
     body::Body,
     extract::{FromRequest, FromRequestParts, Query, Request},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -13,16 +13,13 @@ use leviathan_core::canonical::check_exact_integers;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
-use crate::{
-    error::{ApiError, code},
-    state::ApiState,
-};
+use super::ApiError;
+use crate::{code::ErrorCode, state::ApiState};
 
 /// 413 for a body over `limit` bytes.
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        code::BODY_TOO_LARGE,
+        ErrorCode::BodyTooLarge,
         format!("the request body exceeds the limit of {limit} bytes"),
     )
 }
@@ -76,8 +73,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     if let Err(inexact) = check_exact_integers(bytes) {
         let (line, column) = line_column(bytes, inexact.offset);
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            code::INEXACT_NUMBER,
+            ErrorCode::InexactNumber,
             format!("{inexact} (line {line}, column {column})"),
         ));
     }
@@ -104,8 +100,7 @@ fn json_error(error: serde_json::Error, path: &str) -> ApiError {
             ApiError::invalid_request(format!("field `{field}`: {error}"))
         }
         Category::Syntax | Category::Eof | Category::Io => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            code::MALFORMED_JSON,
+            ErrorCode::MalformedJson,
             format!(
                 "the body is not valid JSON: {} at line {}, column {}",
                 strip_position(&error.to_string()),
@@ -167,6 +162,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     #[derive(Debug, serde::Deserialize)]
@@ -181,16 +178,16 @@ mod tests {
         let err =
             parse_json::<Shape>(b"{\n  \"name\": \"x\",\n  \"items\": [1, 2,]\n}").unwrap_err();
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(err.code(), code::MALFORMED_JSON);
+        assert_eq!(err.code(), ErrorCode::MalformedJson);
         assert!(
             err.message().contains("line 3, column 18"),
             "{}",
             err.message()
         );
         let trailing = parse_json::<Shape>(br#"{"name":"x","items":[]} x"#).unwrap_err();
-        assert_eq!(trailing.code(), code::MALFORMED_JSON);
+        assert_eq!(trailing.code(), ErrorCode::MalformedJson);
         let empty = parse_json::<Shape>(b"").unwrap_err();
-        assert_eq!(empty.code(), code::MALFORMED_JSON);
+        assert_eq!(empty.code(), ErrorCode::MalformedJson);
     }
 
     #[test]
@@ -214,7 +211,7 @@ mod tests {
     fn inexact_integers_are_refused_with_their_position() {
         let err =
             parse_json::<serde_json::Value>(b"{\"a\":\n 123456789012345678901234}").unwrap_err();
-        assert_eq!(err.code(), code::INEXACT_NUMBER);
+        assert_eq!(err.code(), ErrorCode::InexactNumber);
         assert!(
             err.message().contains("line 2, column 2"),
             "{}",

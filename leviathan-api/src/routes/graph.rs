@@ -6,9 +6,9 @@ use axum::{
 };
 use leviathan_core::{GraphSummary, graph::AttemptQuery, id::AttemptId};
 
+use super::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use crate::{
-    error::ApiError,
     state::ApiState,
     wire::{
         AttemptDetail, AttemptsPage, AttemptsQuery, FailuresPage, FailuresQuery, InvalidateRequest,

@@ -6,16 +6,17 @@ use axum::{
     Json,
     body::Body,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use leviathan_core::{NewEvent, catalogue, store::EventRejection};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::ApiError;
 use super::extract::{missing_field, parse_json, read_limited};
 use crate::{
-    error::{ApiError, code},
+    code::ErrorCode,
     metrics::IngestOutcome,
     state::ApiState,
     wire::{BundleArtifact, IngestRequest, IngestResponse, WireExpectation},
@@ -65,7 +66,7 @@ async fn ingest_bundle(
     // event by event, to name every offending event.
     let request = match parse_json::<IngestRequest>(&bytes) {
         Ok(request) => request,
-        Err(error) if error.code() == code::INVALID_REQUEST => {
+        Err(error) if error.code() == ErrorCode::InvalidRequest => {
             let raw: RawBundle = parse_json(&bytes)?;
             check_count(raw.events.len(), limits.events_per_bundle)?;
             IngestRequest {
@@ -96,8 +97,7 @@ async fn ingest_bundle(
 fn check_count(events: usize, max: usize) -> Result<(), ApiError> {
     if events > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            code::TOO_MANY_EVENTS,
+            ErrorCode::TooManyEvents,
             format!("the bundle has {events} events; at most {max} are allowed per bundle"),
         ));
     }

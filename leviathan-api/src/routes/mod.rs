@@ -1,6 +1,7 @@
 //! The router: routes, bearer authentication, deadlines, and JSON for every error.
 
 mod artifacts;
+mod error;
 mod events;
 mod extract;
 mod graph;
@@ -19,12 +20,11 @@ use axum::{
 };
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
+pub use self::error::ApiError;
 pub(crate) use events::LAST_EVENT_ID;
 
-use crate::{
-    error::{ApiError, JsonErrorMarker, code},
-    state::ApiState,
-};
+use self::error::JsonErrorMarker;
+use crate::{code::ErrorCode, state::ApiState};
 
 /// The control plane's routes, ready to serve or to `nest`/`merge` into another service.
 ///
@@ -116,8 +116,7 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::TIMEOUT,
+            ErrorCode::Timeout,
             format!(
                 "the request did not complete within {} s; retry later",
                 limit.as_secs_f64()
@@ -129,7 +128,7 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found(code::NOT_FOUND, "no such route")
+    ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
 /// Turns any error response that is not already an API error (axum's own 405, an extractor's
@@ -142,19 +141,19 @@ async fn json_errors(response: Response) -> Response {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => (code::NOT_FOUND, "no such route"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => (
-            code::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
             "this route does not support this method",
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => (code::BODY_TOO_LARGE, "the request body is too large"),
-        StatusCode::REQUEST_TIMEOUT => (code::TIMEOUT, "the request took too long"),
-        StatusCode::UNPROCESSABLE_ENTITY => (code::INVALID_REQUEST, "the request is invalid"),
-        s if s.is_server_error() => (code::INTERNAL, "internal error"),
-        _ => (code::BAD_REQUEST, "the request is malformed"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::BodyTooLarge, "the request body is too large"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "the request took too long"),
+        StatusCode::UNPROCESSABLE_ENTITY => (ErrorCode::InvalidRequest, "the request is invalid"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::BadRequest, "the request is malformed"),
     };
     let (parts, _) = response.into_parts();
-    let mut converted = ApiError::new(status, code, message).into_response();
+    let mut converted = ApiError::with_status(status, code, message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             converted.headers_mut().append(name, value.clone());

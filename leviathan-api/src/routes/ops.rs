@@ -5,12 +5,13 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
 
+use super::ApiError;
 use crate::{
-    error::{ApiError, code},
+    code::ErrorCode,
     state::ApiState,
     wire::{ChainVerification, Health},
 };
@@ -28,14 +29,8 @@ pub(super) async fn healthz() -> Json<Health> {
 /// Ready when the event store answers. The answer is open, so a failure says nothing about the
 /// store beyond that; the log has the details.
 pub(super) async fn readyz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
-    let not_ready = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::NOT_READY,
-            "the event store is not reachable",
-        )
-        .retry_after(1)
-    };
+    let not_ready =
+        || ApiError::new(ErrorCode::NotReady, "the event store is not reachable").retry_after(1);
     match tokio::time::timeout(READY_TIMEOUT, state.control_plane().events().head()).await {
         Ok(Ok(head)) => Ok(Json(Health {
             status: "ready".into(),

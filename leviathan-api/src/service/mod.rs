@@ -1,9 +1,19 @@
 //! The control plane's operations, independent of HTTP: the router is a thin layer over them, and
 //! the `leviathan` binary calls them directly when it works on a store instead of a server.
+//! They answer semantic errors ([`ControlPlaneError`]); only the router turns them into statuses.
+
+mod error;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use axum::http::StatusCode;
+pub use self::error::{ControlPlaneError, MissingArtifact};
+use crate::{
+    metrics::Metrics,
+    wire::{
+        AttemptDetail, AttemptsPage, ChainVerification, EventsPage, FailuresPage, FoundEvents,
+        IngestRequest, IngestResponse, InvalidateResponse, StoredArtifactResponse,
+    },
+};
 use bytes::Bytes;
 use leviathan_core::{
     ArtifactStore, Event, EventStore, Expectations, GraphSummary, Head, Ledger, LedgerError,
@@ -11,16 +21,6 @@ use leviathan_core::{
     catalogue::{AttemptInvalidated, Payload},
     graph::{AttemptQuery, Node, NodeKind},
     id::{AttemptId, EventId, TargetId},
-};
-use serde_json::json;
-
-use crate::{
-    error::{ApiError, code},
-    metrics::Metrics,
-    wire::{
-        AttemptDetail, AttemptsPage, ChainVerification, EventsPage, FailuresPage, FoundEvents,
-        IngestRequest, IngestResponse, InvalidateResponse, StoredArtifactResponse,
-    },
 };
 
 /// The actor of events an operator causes through the API or the CLI.
@@ -69,7 +69,10 @@ impl ControlPlane {
     ///
     /// The append runs in its own task, so a client that disconnects cannot cut it short; its
     /// retry then finds the events in the log.
-    pub async fn ingest(&self, request: IngestRequest) -> Result<IngestResponse, ApiError> {
+    pub async fn ingest(
+        &self,
+        request: IngestRequest,
+    ) -> Result<IngestResponse, ControlPlaneError> {
         self.check_artifacts(&request).await?;
         let expectations = if request.expectations.is_empty() {
             Expectations::Derived
@@ -86,7 +89,10 @@ impl ControlPlane {
         let events = request.events;
         let receipt = tokio::spawn(async move { ledger.ingest(events, expectations).await })
             .await
-            .map_err(|e| ApiError::internal("ingest task", &e))??;
+            .map_err(|e| ControlPlaneError::Internal {
+                context: "ingest task",
+                source: Box::new(e),
+            })??;
         self.metrics.record_appended(&receipt.appended);
         let status = if receipt.appended.is_empty() && !receipt.duplicates.is_empty() {
             IngestResponse::DUPLICATE
@@ -105,7 +111,7 @@ impl ControlPlane {
     /// Every artifact the bundle lists in `artifacts` must be stored already (workers upload
     /// before they post). `artifact.created` events are not checked: they describe content that
     /// may live elsewhere (their `uri`), and the projection records only its metadata.
-    async fn check_artifacts(&self, request: &IngestRequest) -> Result<(), ApiError> {
+    async fn check_artifacts(&self, request: &IngestRequest) -> Result<(), ControlPlaneError> {
         let mut referenced: BTreeMap<Sha256Digest, String> = BTreeMap::new();
         for (i, artifact) in request.artifacts.iter().enumerate() {
             referenced
@@ -117,33 +123,28 @@ impl ControlPlane {
             .map(|sha256| self.artifacts.exists(sha256));
         let found = futures::future::try_join_all(checks).await?;
         let missing: Vec<_> = referenced
-            .iter()
+            .into_iter()
             .zip(found)
             .filter(|(_, exists)| !exists)
-            .map(|((sha256, at), _)| json!({"sha256": sha256, "referenced_by": at}))
+            .map(|((sha256, referenced_by), _)| MissingArtifact {
+                sha256,
+                referenced_by,
+            })
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            code::ARTIFACTS_MISSING,
-            format!(
-                "{} referenced artifact(s) are not stored; upload them with PUT /v1/artifacts/{{sha256}} first; nothing was appended",
-                missing.len()
-            ),
-        )
-        .with_details(missing))
+        Err(ControlPlaneError::ArtifactsMissing(missing))
     }
 
     /// Counts of the graph, after catching up with the log.
-    pub async fn summary(&self) -> Result<GraphSummary, ApiError> {
+    pub async fn summary(&self) -> Result<GraphSummary, ControlPlaneError> {
         self.ledger.catch_up().await?;
         Ok(self.ledger.graph().await.summary())
     }
 
     /// A page of attempts, newest first.
-    pub async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptsPage, ApiError> {
+    pub async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptsPage, ControlPlaneError> {
         self.ledger.catch_up().await?;
         let graph = self.ledger.graph().await;
         let (page, next_cursor) = graph.attempts_page(query);
@@ -160,12 +161,12 @@ impl ControlPlane {
         &self,
         id: &AttemptId,
         max_events: usize,
-    ) -> Result<AttemptDetail, ApiError> {
+    ) -> Result<AttemptDetail, ControlPlaneError> {
         self.ledger.catch_up().await?;
         let (attempt, artifacts, pull_request) = {
             let graph = self.ledger.graph().await;
             let Some(attempt) = graph.attempt(id).cloned() else {
-                return Err(attempt_not_found(id));
+                return Err(ControlPlaneError::AttemptNotFound(id.clone()));
             };
             let artifacts = graph
                 .produced_by(id, NodeKind::Artifact)
@@ -201,7 +202,7 @@ impl ControlPlane {
     }
 
     /// Reads events by position, one read per run of consecutive positions.
-    async fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Event>, ApiError> {
+    async fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Event>, ControlPlaneError> {
         let mut sorted = seqs.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -224,7 +225,7 @@ impl ControlPlane {
         &self,
         target: Option<&TargetId>,
         limit: usize,
-    ) -> Result<FailuresPage, ApiError> {
+    ) -> Result<FailuresPage, ControlPlaneError> {
         self.ledger.catch_up().await?;
         let graph = self.ledger.graph().await;
         let failures: Vec<_> = graph.failures(target).take(limit).cloned().collect();
@@ -243,12 +244,13 @@ impl ControlPlane {
         attempt_id: &AttemptId,
         reason: &str,
         event_id: Option<EventId>,
-    ) -> Result<InvalidateResponse, ApiError> {
+    ) -> Result<InvalidateResponse, ControlPlaneError> {
         let reason = reason.trim();
         if reason.is_empty() {
-            return Err(ApiError::invalid_request(
-                "field `reason`: must not be empty",
-            ));
+            return Err(ControlPlaneError::InvalidRequest {
+                field: "reason",
+                problem: "must not be empty".to_owned(),
+            });
         }
         if let Some(id) = &event_id
             && let Some(existing) = self.events().get(id).await?
@@ -257,20 +259,16 @@ impl ControlPlane {
                 && existing.payload.get("attempt_id").and_then(|v| v.as_str())
                     == Some(attempt_id.as_str());
             if !same {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    code::EVENT_CONFLICT,
-                    format!(
-                        "event id `{id}` is already used by seq {} for another event",
-                        existing.seq
-                    ),
-                ));
+                return Err(ControlPlaneError::EventIdTaken {
+                    event_id: id.clone(),
+                    seq: existing.seq,
+                });
             }
             return Ok(invalidated(attempt_id, existing, true));
         }
         self.ledger.catch_up().await?;
         if self.ledger.graph().await.attempt(attempt_id).is_none() {
-            return Err(attempt_not_found(attempt_id));
+            return Err(ControlPlaneError::AttemptNotFound(attempt_id.clone()));
         }
         let event_id = match event_id {
             Some(id) => id,
@@ -278,7 +276,10 @@ impl ControlPlane {
                 "invalidate-{attempt_id}-{}",
                 uuid::Uuid::new_v4().simple()
             ))
-            .map_err(|e| ApiError::internal("invalidation event id", &e))?,
+            .map_err(|e| ControlPlaneError::Internal {
+                context: "invalidation event id",
+                source: Box::new(e),
+            })?,
         };
         let payload = AttemptInvalidated {
             attempt_id: attempt_id.clone(),
@@ -298,11 +299,10 @@ impl ControlPlane {
                     .map(|r| r.reason.as_str())
                     .collect::<Vec<_>>()
                     .join("; ");
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    code::INVALID_STATE,
-                    format!("attempt `{attempt_id}` cannot be invalidated: {why}"),
-                ));
+                return Err(ControlPlaneError::CannotInvalidate {
+                    attempt_id: attempt_id.clone(),
+                    reason: why,
+                });
             }
             Err(other) => return Err(other.into()),
         };
@@ -311,7 +311,10 @@ impl ControlPlane {
             Some(event) => (event, false),
             None => {
                 let stored = self.events().get(&event_id).await?.ok_or_else(|| {
-                    ApiError::internal("invalidation", &"appended event not found")
+                    ControlPlaneError::Internal {
+                        context: "invalidation",
+                        source: "appended event not found".into(),
+                    }
                 })?;
                 (stored, true)
             }
@@ -320,7 +323,11 @@ impl ControlPlane {
     }
 
     /// Up to `limit` events with `seq > after`.
-    pub async fn events_page(&self, after: u64, limit: usize) -> Result<EventsPage, ApiError> {
+    pub async fn events_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventsPage, ControlPlaneError> {
         let events = self.events().read(after, limit).await?;
         let next_after = match events.last() {
             Some(last) if events.len() == limit => Some(last.seq),
@@ -330,31 +337,32 @@ impl ControlPlane {
     }
 
     /// One event by id.
-    pub async fn event(&self, id: &EventId) -> Result<Event, ApiError> {
-        self.events().get(id).await?.ok_or_else(|| {
-            ApiError::not_found(code::EVENT_NOT_FOUND, format!("no event with id `{id}`"))
-        })
+    pub async fn event(&self, id: &EventId) -> Result<Event, ControlPlaneError> {
+        self.events()
+            .get(id)
+            .await?
+            .ok_or_else(|| ControlPlaneError::EventNotFound(id.clone()))
     }
 
     /// The events among `ids` that exist, in `seq` order.
-    pub async fn find_events(&self, ids: &[EventId]) -> Result<FoundEvents, ApiError> {
+    pub async fn find_events(&self, ids: &[EventId]) -> Result<FoundEvents, ControlPlaneError> {
         let mut events = self.events().find(ids).await?;
         events.sort_unstable_by_key(|e| e.seq);
         Ok(FoundEvents { events })
     }
 
     /// The log's head.
-    pub async fn head(&self) -> Result<Option<Head>, ApiError> {
+    pub async fn head(&self) -> Result<Option<Head>, ControlPlaneError> {
         Ok(self.events().head().await?)
     }
 
     /// A stream's version.
-    pub async fn stream_version(&self, stream: &StreamId) -> Result<u64, ApiError> {
+    pub async fn stream_version(&self, stream: &StreamId) -> Result<u64, ControlPlaneError> {
         Ok(self.events().stream_version(stream).await?)
     }
 
     /// Verifies the whole chain.
-    pub async fn verify(&self) -> Result<ChainVerification, ApiError> {
+    pub async fn verify(&self) -> Result<ChainVerification, ControlPlaneError> {
         Ok(self.events().verify().await?.into())
     }
 
@@ -363,7 +371,7 @@ impl ControlPlane {
         &self,
         expected: Sha256Digest,
         content: Bytes,
-    ) -> Result<StoredArtifactResponse, ApiError> {
+    ) -> Result<StoredArtifactResponse, ControlPlaneError> {
         let stored = self.artifacts.put_expecting(expected, content).await?;
         Ok(StoredArtifactResponse {
             sha256: stored.sha256,
@@ -373,16 +381,9 @@ impl ControlPlane {
     }
 
     /// Stored content, verified against its address.
-    pub async fn get_artifact(&self, sha256: &Sha256Digest) -> Result<Bytes, ApiError> {
+    pub async fn get_artifact(&self, sha256: &Sha256Digest) -> Result<Bytes, ControlPlaneError> {
         Ok(self.artifacts.get(sha256).await?)
     }
-}
-
-fn attempt_not_found(id: &AttemptId) -> ApiError {
-    ApiError::not_found(
-        code::ATTEMPT_NOT_FOUND,
-        format!("no attempt with id `{id}`"),
-    )
 }
 
 fn invalidated(attempt_id: &AttemptId, event: Event, duplicate: bool) -> InvalidateResponse {
