@@ -13,8 +13,7 @@ use leviathan::scheduler::{Clock, Scheduler, SchedulerOptions, TokioClock};
 use leviathan_core::{
     AttemptId, AttemptOutcome, AttemptSpec, Executor, ExecutorError, Ledger, Timestamp,
     backlog::{Backlog, parse_backlog},
-    backlog_source::MemoryBacklog,
-    forge::MemoryForge,
+    memory::{MemoryBacklog, MemoryForge},
     model::{FailureClass, FailureKind},
     target::{TargetConfig, parse_target_config},
 };

@@ -5,18 +5,14 @@
 //! by looking again). The scheduler reads the forge too: [`Forge::list_open`] and
 //! [`Forge::state`] reconcile the open-PR latch with what the forge says.
 //!
-//! The binary wires a real forge in (GitHub through octocrab); [`MemoryForge`] is the
-//! in-memory one for tests.
-
-mod memory;
+//! The binary wires a real forge in (GitHub through octocrab);
+//! [`MemoryForge`](crate::memory::MemoryForge) is the in-memory one for tests.
 
 use std::fmt;
 
 use async_trait::async_trait;
 
 use crate::model::PrState;
-
-pub use self::memory::MemoryForge;
 
 /// A pull request to open.
 #[derive(Clone, Debug, PartialEq, Eq)]

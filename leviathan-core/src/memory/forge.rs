@@ -8,8 +8,10 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec};
-use crate::model::PrState;
+use crate::{
+    forge::{Forge, ForgeError, OpenPullRequest, PullRequest, PullRequestSpec},
+    model::PrState,
+};
 
 /// One pull request the memory forge holds.
 #[derive(Clone, Debug)]

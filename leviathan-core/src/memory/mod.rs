@@ -1,5 +1,12 @@
 //! In-memory backends: the reference implementations of the three store traits, for tests,
-//! examples and ephemeral control planes (`memory:` store URL). Nothing survives the process.
+//! examples and ephemeral control planes (`memory:` store URL), and of the ports [`Forge`] and
+//! [`BacklogSource`], for tests. Nothing survives the process.
+//!
+//! [`Forge`]: crate::forge::Forge
+//! [`BacklogSource`]: crate::backlog_source::BacklogSource
+
+mod backlog;
+mod forge;
 
 use std::{
     collections::HashMap,
@@ -23,6 +30,8 @@ use crate::{
         verify_content,
     },
 };
+
+pub use self::{backlog::MemoryBacklog, forge::MemoryForge};
 
 /// Locks a mutex, recovering from poisoning: every critical section below leaves the data
 /// consistent before it can panic, so a poisoned lock holds valid data.
