@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttemptNode, Edge, EdgeKind, Graph, Node, NodeId, NodeKind, PullRequestNode, TargetNode,
-    TaskNode,
+    fold::Graph,
+    node::{
+        AttemptNode, Edge, EdgeKind, Node, NodeId, NodeKind, PullRequestNode, TargetNode, TaskNode,
+    },
 };
 use crate::{
     event::Head,

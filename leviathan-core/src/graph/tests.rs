@@ -4,9 +4,10 @@ use serde_json::json;
 
 use super::*;
 use crate::{
+    catalogue::{EventBody, StreamId},
     event::NewEvent,
-    id::{EventId, TaskId},
-    model::{FailureKind, Priority, TaskStatus},
+    id::{AttemptId, EventId, TargetId, TaskId},
+    model::{AttemptStatus, FailureKind, PrState, Priority, TaskStatus},
     testkit::{Scenario, lifecycle, seal_all},
     timestamp::Timestamp,
 };
@@ -342,28 +343,20 @@ fn unknown_events_change_nothing_but_the_checkpoint() {
 fn deltas_and_snapshots_round_trip() {
     let events = seal_all(lifecycle("s", "demo", 4));
     let mut g = Graph::new();
-    let mut stored = Graph::new().snapshot();
+    let mut stored = StoredGraph::default();
     for chunk in events.chunks(13) {
         for e in chunk {
             g.apply(e);
         }
-        let delta = g.take_delta();
-        // Apply the delta to a snapshot the way a store would.
-        let mut restored = Graph::from_snapshot(stored.clone());
-        for node in delta.nodes {
-            restored.put_node(node);
-        }
-        for edge in delta.edges {
-            restored.link(edge);
-        }
-        for (stream, v) in delta.streams {
-            restored.streams.insert(stream, v);
-        }
-        restored.anomalies.extend(delta.anomalies);
-        restored.checkpoint = delta.checkpoint;
-        stored = restored.snapshot();
+        // Merge the delta the way every store does, then load it back.
+        stored.merge(g.take_delta());
+        stored = {
+            let mut reloaded = StoredGraph::default();
+            reloaded.merge(Graph::from_snapshot(stored.into_snapshot()).snapshot_delta());
+            reloaded
+        };
     }
-    assert_eq!(Graph::from_snapshot(stored), g);
+    assert_eq!(Graph::from_snapshot(stored.into_snapshot()), g);
     assert!(!g.has_pending_changes());
 }
 
