@@ -194,32 +194,20 @@ impl Ledger {
         expectations: Expectations,
     ) -> Result<AppendReceipt, LedgerError> {
         // Catalogue rules first: pure, and reported for every event at once.
-        let mut bodies = Vec::with_capacity(events.len());
-        let mut streams = Vec::with_capacity(events.len());
-        let mut rejections = Vec::new();
-        for (index, event) in events.iter().enumerate() {
-            match catalogue::validate(event) {
-                Ok(valid) => {
-                    bodies.push(valid.body);
-                    streams.push(valid.stream);
-                }
-                Err(err) => rejections.push(EventRejection::from_payload(index, event, err)),
-            }
-        }
-        if !rejections.is_empty() {
-            return Err(LedgerError::Rejected(rejections));
-        }
+        let batch = validate_batch(events)?;
 
         let mut retries = 0;
         loop {
             self.catch_up().await?;
             let request = {
                 let graph = self.graph.read().await;
-                let derived = match self.stage(&graph, &events, &bodies).await? {
+                let derived = match self.stage(&graph, &batch).await? {
                     Staged::Accepted(expectations) => expectations,
                     Staged::Rejected(rejections) => return Err(LedgerError::Rejected(rejections)),
                 };
-                let mut request = AppendRequest::validated(events.clone(), streams.clone());
+                let mut request = AppendRequest::validated(
+                    batch.iter().map(|v| (v.event.clone(), v.stream.clone())),
+                );
                 request.expectations = match &expectations {
                     Expectations::Derived => derived,
                     Expectations::Explicit(given) => given.clone(),
@@ -228,7 +216,7 @@ impl Ledger {
             };
             match self.events.append(request).await {
                 Ok(receipt) => {
-                    self.fold_appended(&receipt, &events, &bodies).await?;
+                    self.fold_appended(&receipt, &batch).await?;
                     return Ok(receipt);
                 }
                 Err(EventStoreError::WrongExpectedVersion {
@@ -254,25 +242,20 @@ impl Ledger {
 
     /// Validates new events against `graph`. Events already in the log (a retried bundle) are
     /// recognised as duplicates and skipped; the store reports them in the receipt.
-    async fn stage(
-        &self,
-        graph: &Graph,
-        events: &[NewEvent],
-        bodies: &[catalogue::EventBody],
-    ) -> Result<Staged, LedgerError> {
-        let rejections = match Self::try_stage(graph, events, bodies, &HashSet::new()) {
+    async fn stage(&self, graph: &Graph, batch: &[Validated]) -> Result<Staged, LedgerError> {
+        let rejections = match Self::try_stage(graph, batch, &HashSet::new()) {
             Ok(expectations) => return Ok(Staged::Accepted(expectations)),
             Err(rejections) => rejections,
         };
         // Only when something is refused is it worth asking the log which events it already has.
-        let ids: Vec<EventId> = events.iter().map(|e| e.event_id.clone()).collect();
+        let ids: Vec<EventId> = batch.iter().map(|v| v.event.event_id.clone()).collect();
         let stored = self.events.find(&ids).await?;
         if stored.is_empty() {
             return Ok(Staged::Rejected(rejections));
         }
         let mut skip = HashSet::new();
         let mut conflicts = Vec::new();
-        for (index, event) in events.iter().enumerate() {
+        for (index, Validated { event, .. }) in batch.iter().enumerate() {
             if let Some(existing) = stored.iter().find(|s| s.event_id == event.event_id) {
                 if event.same_content(existing) {
                     skip.insert(index);
@@ -293,19 +276,17 @@ impl Ledger {
         if !conflicts.is_empty() {
             return Ok(Staged::Rejected(conflicts));
         }
-        Ok(Self::try_stage(graph, events, bodies, &skip)
-            .map_or_else(Staged::Rejected, Staged::Accepted))
+        Ok(Self::try_stage(graph, batch, &skip).map_or_else(Staged::Rejected, Staged::Accepted))
     }
 
     fn try_stage(
         graph: &Graph,
-        events: &[NewEvent],
-        bodies: &[catalogue::EventBody],
+        batch: &[Validated],
         skip: &HashSet<usize>,
     ) -> Result<Vec<(StreamId, ExpectedVersion)>, Vec<EventRejection>> {
         let mut stage = graph.stage();
         let mut rejections = Vec::new();
-        for (index, (event, body)) in events.iter().zip(bodies).enumerate() {
+        for (index, Validated { event, body, .. }) in batch.iter().enumerate() {
             if skip.contains(&index) {
                 continue;
             }
@@ -331,23 +312,21 @@ impl Ledger {
     }
 
     /// Folds a batch just appended: directly when nothing else landed in between, else by
-    /// catching up from the log. `events` and `bodies` are the submitted batch and its parsed
-    /// payloads; the appended events are that batch minus duplicates, in order, so their bodies
-    /// need not be parsed again.
+    /// catching up from the log. The appended events are the submitted `batch` minus
+    /// duplicates, in order, so their bodies need not be parsed again.
     async fn fold_appended(
         &self,
         receipt: &AppendReceipt,
-        events: &[NewEvent],
-        bodies: &[catalogue::EventBody],
+        batch: &[Validated],
     ) -> Result<(), LedgerError> {
         {
             let mut graph = self.graph.write().await;
             match receipt.appended.first() {
                 Some(first) if first.seq == graph.checkpoint_seq() + 1 => {
-                    let mut submitted = events.iter().zip(bodies);
+                    let mut submitted = batch.iter();
                     for event in &receipt.appended {
-                        match submitted.find(|(new, _)| new.event_id == event.event_id) {
-                            Some((_, body)) => graph.apply_parsed(event, body),
+                        match submitted.find(|v| v.event.event_id == event.event_id) {
+                            Some(valid) => graph.apply_parsed(event, &valid.body),
                             None => graph.apply(event),
                         }
                     }
@@ -507,6 +486,35 @@ async fn save(
     saved?;
     saving.saved_seq = checkpoint;
     Ok(())
+}
+
+/// An event of a batch that passed the catalogue, with what validation found: its typed payload
+/// (so the graph folds it without parsing it again) and its stream.
+struct Validated {
+    event: NewEvent,
+    body: catalogue::EventBody,
+    stream: Option<StreamId>,
+}
+
+/// Validates every event of a batch against the catalogue, reporting every refusal at once.
+fn validate_batch(events: Vec<NewEvent>) -> Result<Vec<Validated>, LedgerError> {
+    let mut batch = Vec::with_capacity(events.len());
+    let mut rejections = Vec::new();
+    for (index, event) in events.into_iter().enumerate() {
+        match catalogue::validate(&event) {
+            Ok(valid) => batch.push(Validated {
+                event,
+                body: valid.body,
+                stream: valid.stream,
+            }),
+            Err(err) => rejections.push(EventRejection::from_payload(index, &event, err)),
+        }
+    }
+    if rejections.is_empty() {
+        Ok(batch)
+    } else {
+        Err(LedgerError::Rejected(rejections))
+    }
 }
 
 enum Staged {

@@ -139,8 +139,11 @@ impl AppendRequest {
         }
     }
 
-    /// A batch whose events passed [`catalogue::validate`] with these streams.
-    pub(crate) fn validated(events: Vec<NewEvent>, streams: Vec<Option<StreamId>>) -> Self {
+    /// A batch of events that passed [`catalogue::validate`], each with its stream.
+    pub(crate) fn validated(
+        events: impl IntoIterator<Item = (NewEvent, Option<StreamId>)>,
+    ) -> Self {
+        let (events, streams) = events.into_iter().unzip();
         Self {
             validated_streams: Some(streams),
             ..Self::new(events)
@@ -206,11 +209,12 @@ mod tests {
     #[test]
     fn a_batch_the_ledger_validated_prepares_as_one_validated_here() {
         let events = crate::testkit::lifecycle("pv", "demo", 2);
-        let streams = events
-            .iter()
-            .map(|e| catalogue::validate(e).unwrap().stream)
-            .collect();
-        let trusted = AppendRequest::validated(events.clone(), streams).prepare();
+        let trusted = AppendRequest::validated(
+            events
+                .iter()
+                .map(|e| (e.clone(), catalogue::validate(e).unwrap().stream)),
+        )
+        .prepare();
         let checked = AppendRequest::new(events).prepare();
         assert_eq!(trusted.unwrap(), checked.unwrap());
     }
