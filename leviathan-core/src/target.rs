@@ -217,7 +217,7 @@ struct RawGuardrails {
     retry: Option<RawRetry>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCircuit {
     enabled: Option<bool>,
@@ -225,14 +225,14 @@ struct RawCircuit {
     cooldown_minutes: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTimeout {
     attempt_timeout_minutes: Option<f64>,
     attempt_timeout_seconds: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRetry {
     initial_backoff_seconds: Option<f64>,
@@ -248,11 +248,7 @@ pub fn parse_target_config(
     text: &str,
     default_name: Option<&str>,
 ) -> Result<TargetConfig, TargetConfigError> {
-    let err = |location: &str, message: String| TargetConfigError {
-        file: file.to_owned(),
-        location: location.to_owned(),
-        message,
-    };
+    let at = Locate { file };
     let raw: Raw = if text.trim().is_empty() {
         Raw::default()
     } else {
@@ -260,152 +256,33 @@ pub fn parse_target_config(
             |e| {
                 let path = e.path().to_string();
                 let location = if path == "." { "root".to_owned() } else { path };
-                err(&location, e.inner().to_string())
+                at.error(&location, e.inner().to_string())
             },
         )?
     };
-
-    let pick =
-        |ours: Option<String>, theirs: Option<String>, ours_key: &str, theirs_key: &str| match (
-            ours, theirs,
-        ) {
-            (Some(a), Some(b)) if a != b => Err(err(
-                ours_key,
-                format!("conflicts with `{theirs_key}` ({b})"),
-            )),
-            (a, b) => Ok(a.or(b)),
-        };
-    let name = pick(raw.name, raw.target_id, "name", "target_id")?
+    let name = at
+        .pick(raw.name.clone(), raw.target_id.clone(), "name", "target_id")?
         .or_else(|| default_name.map(str::to_owned))
-        .ok_or_else(|| err("name", "missing (or `target_id`)".into()))?;
-    let name = TargetId::new(name).map_err(|e| err("name", e.to_string()))?;
-    let repo_url = pick(
-        raw.repo_url,
-        raw.target_repo_url,
-        "repo_url",
-        "target_repo_url",
-    )?
-    .filter(|u| !u.trim().is_empty())
-    .ok_or_else(|| err("repo_url", "missing (or `target_repo_url`)".into()))?;
-    let default_branch = pick(
-        raw.default_branch,
-        raw.target_branch,
-        "default_branch",
-        "target_branch",
-    )?
-    .unwrap_or_else(|| "main".into());
-
-    let g = raw.guardrails.unwrap_or_default();
-    let defaults = Policy::default();
-    let circuit = g.circuit_breaker.unwrap_or_default();
-    let timeout = g.timeout.unwrap_or_default();
-    let retry = g.retry.unwrap_or_default();
-    let positive = |location: &str, v: u32| {
-        if v == 0 {
-            Err(err(location, "must be at least 1".into()))
-        } else {
-            Ok(v)
-        }
-    };
-    let duration = |location: &str, secs: f64| {
-        Duration::try_from_secs_f64(secs).map_err(|_| {
-            err(
-                location,
-                format!("must be a non-negative number, got {secs}"),
-            )
-        })
-    };
-
-    let prefixes = g
-        .allowed_path_prefixes
-        .or(raw.allowed_path_prefixes)
-        .unwrap_or_default();
-    for (i, prefix) in prefixes.iter().enumerate() {
-        if prefix != "/" {
-            PathRule::parse(prefix)
-                .map_err(|e| err(&format!("allowed_path_prefixes[{i}]"), e.to_string()))?;
-        }
-    }
-    let policy = Policy {
-        autonomy_enabled: raw
-            .autonomy
-            .and_then(|a| a.enabled)
-            .or(raw.autonomy_enabled)
-            .unwrap_or(false),
-        allowed_path_prefixes: prefixes,
-        max_open_prs: positive(
-            "max_open_prs",
-            g.max_open_prs
-                .or(raw.max_open_prs)
-                .unwrap_or(defaults.max_open_prs),
-        )?,
-        max_running_attempts: positive(
-            "max_running_attempts",
-            g.max_running_attempts
-                .or(raw.max_running_attempts)
-                .unwrap_or(defaults.max_running_attempts),
-        )?,
-        max_attempts_per_task: positive(
-            "max_attempts_per_task",
-            g.max_attempts_per_task
-                .or(raw.max_attempts_per_task)
-                .unwrap_or(defaults.max_attempts_per_task),
-        )?,
-        retry: RetryPolicy {
-            initial: match retry.initial_backoff_seconds {
-                Some(s) => duration("guardrails.retry.initial_backoff_seconds", s)?,
-                None => raw
-                    .backoff_seconds
-                    .map(Duration::from_secs)
-                    .unwrap_or(defaults.retry.initial),
-            },
-            factor: match retry.factor {
-                Some(f) if f.is_finite() && f >= 1.0 => f,
-                Some(f) => {
-                    return Err(err(
-                        "guardrails.retry.factor",
-                        format!("must be at least 1, got {f}"),
-                    ));
-                }
-                None => defaults.retry.factor,
-            },
-            max: match retry.max_backoff_seconds {
-                Some(s) => duration("guardrails.retry.max_backoff_seconds", s)?,
-                None => defaults.retry.max,
-            },
-            jitter: retry.jitter.unwrap_or(defaults.retry.jitter),
-        },
-        circuit_breaker: CircuitPolicy {
-            enabled: circuit.enabled.unwrap_or(defaults.circuit_breaker.enabled),
-            threshold: positive(
-                "guardrails.circuit_breaker.consecutive_failures_threshold",
-                circuit
-                    .consecutive_failures_threshold
-                    .or(raw.circuit_breaker_failures)
-                    .unwrap_or(defaults.circuit_breaker.threshold),
-            )?,
-            cooldown: match circuit.cooldown_minutes {
-                Some(m) => duration("guardrails.circuit_breaker.cooldown_minutes", m * 60.0)?,
-                None => defaults.circuit_breaker.cooldown,
-            },
-        },
-        attempt_timeout: match (
-            timeout.attempt_timeout_minutes,
-            timeout
-                .attempt_timeout_seconds
-                .or(raw.attempt_timeout_seconds),
-        ) {
-            (Some(m), _) => duration("guardrails.timeout.attempt_timeout_minutes", m * 60.0)?,
-            (None, Some(s)) => Duration::from_secs(s),
-            (None, None) => defaults.attempt_timeout,
-        },
-    };
-    if policy.attempt_timeout.is_zero() {
-        return Err(err(
-            "guardrails.timeout",
-            "the attempt timeout must be positive".into(),
-        ));
-    }
+        .ok_or_else(|| at.error("name", "missing (or `target_id`)".into()))?;
+    let name = TargetId::new(name).map_err(|e| at.error("name", e.to_string()))?;
+    let repo_url = at
+        .pick(
+            raw.repo_url.clone(),
+            raw.target_repo_url.clone(),
+            "repo_url",
+            "target_repo_url",
+        )?
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| at.error("repo_url", "missing (or `target_repo_url`)".into()))?;
+    let default_branch = at
+        .pick(
+            raw.default_branch.clone(),
+            raw.target_branch.clone(),
+            "default_branch",
+            "target_branch",
+        )?
+        .unwrap_or_else(|| "main".into());
+    let policy = at.policy(&raw)?;
     Ok(TargetConfig {
         name,
         repo_url,
@@ -416,6 +293,197 @@ pub fn parse_target_config(
         test_command: raw.test_command,
         policy,
     })
+}
+
+/// Reads the sections of a parsed file, naming the file and the field in every error.
+struct Locate<'f> {
+    file: &'f str,
+}
+
+impl Locate<'_> {
+    fn error(&self, location: &str, message: String) -> TargetConfigError {
+        TargetConfigError {
+            file: self.file.to_owned(),
+            location: location.to_owned(),
+            message,
+        }
+    }
+
+    /// One of two spellings of a field (this project's and the predecessor's); both may be
+    /// given only when they agree.
+    fn pick(
+        &self,
+        ours: Option<String>,
+        theirs: Option<String>,
+        ours_key: &str,
+        theirs_key: &str,
+    ) -> Result<Option<String>, TargetConfigError> {
+        match (ours, theirs) {
+            (Some(a), Some(b)) if a != b => {
+                Err(self.error(ours_key, format!("conflicts with `{theirs_key}` ({b})")))
+            }
+            (a, b) => Ok(a.or(b)),
+        }
+    }
+
+    fn positive(&self, location: &str, v: u32) -> Result<u32, TargetConfigError> {
+        if v == 0 {
+            Err(self.error(location, "must be at least 1".into()))
+        } else {
+            Ok(v)
+        }
+    }
+
+    fn duration(&self, location: &str, secs: f64) -> Result<Duration, TargetConfigError> {
+        Duration::try_from_secs_f64(secs).map_err(|_| {
+            self.error(
+                location,
+                format!("must be a non-negative number, got {secs}"),
+            )
+        })
+    }
+
+    /// The guardrails, from `guardrails` or the predecessor's flat keys.
+    fn policy(&self, raw: &Raw) -> Result<Policy, TargetConfigError> {
+        let g = raw.guardrails.as_ref();
+        let defaults = Policy::default();
+        let prefixes = g
+            .and_then(|g| g.allowed_path_prefixes.clone())
+            .or_else(|| raw.allowed_path_prefixes.clone())
+            .unwrap_or_default();
+        for (i, prefix) in prefixes.iter().enumerate() {
+            if prefix != "/" {
+                PathRule::parse(prefix).map_err(|e| {
+                    self.error(&format!("allowed_path_prefixes[{i}]"), e.to_string())
+                })?;
+            }
+        }
+        let limit = |ours: Option<u32>, theirs: Option<u32>, default: u32, location: &str| {
+            self.positive(location, ours.or(theirs).unwrap_or(default))
+        };
+        let policy = Policy {
+            autonomy_enabled: raw
+                .autonomy
+                .as_ref()
+                .and_then(|a| a.enabled)
+                .or(raw.autonomy_enabled)
+                .unwrap_or(false),
+            allowed_path_prefixes: prefixes,
+            max_open_prs: limit(
+                g.and_then(|g| g.max_open_prs),
+                raw.max_open_prs,
+                defaults.max_open_prs,
+                "max_open_prs",
+            )?,
+            max_running_attempts: limit(
+                g.and_then(|g| g.max_running_attempts),
+                raw.max_running_attempts,
+                defaults.max_running_attempts,
+                "max_running_attempts",
+            )?,
+            max_attempts_per_task: limit(
+                g.and_then(|g| g.max_attempts_per_task),
+                raw.max_attempts_per_task,
+                defaults.max_attempts_per_task,
+                "max_attempts_per_task",
+            )?,
+            retry: self.retry(g.and_then(|g| g.retry.as_ref()), raw.backoff_seconds)?,
+            circuit_breaker: self.circuit_breaker(
+                g.and_then(|g| g.circuit_breaker.as_ref()),
+                raw.circuit_breaker_failures,
+            )?,
+            attempt_timeout: self.attempt_timeout(
+                g.and_then(|g| g.timeout.as_ref()),
+                raw.attempt_timeout_seconds,
+            )?,
+        };
+        Ok(policy)
+    }
+
+    /// `guardrails.retry`, or the predecessor's `backoff_seconds` for the first wait.
+    fn retry(
+        &self,
+        retry: Option<&RawRetry>,
+        backoff_seconds: Option<u64>,
+    ) -> Result<RetryPolicy, TargetConfigError> {
+        let defaults = Policy::default().retry;
+        let retry = retry.cloned().unwrap_or_default();
+        Ok(RetryPolicy {
+            initial: match retry.initial_backoff_seconds {
+                Some(s) => self.duration("guardrails.retry.initial_backoff_seconds", s)?,
+                None => backoff_seconds
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.initial),
+            },
+            factor: match retry.factor {
+                Some(f) if f.is_finite() && f >= 1.0 => f,
+                Some(f) => {
+                    return Err(self.error(
+                        "guardrails.retry.factor",
+                        format!("must be at least 1, got {f}"),
+                    ));
+                }
+                None => defaults.factor,
+            },
+            max: match retry.max_backoff_seconds {
+                Some(s) => self.duration("guardrails.retry.max_backoff_seconds", s)?,
+                None => defaults.max,
+            },
+            jitter: retry.jitter.unwrap_or(defaults.jitter),
+        })
+    }
+
+    /// `guardrails.circuit_breaker`, or the predecessor's `circuit_breaker_failures`.
+    fn circuit_breaker(
+        &self,
+        circuit: Option<&RawCircuit>,
+        failures: Option<u32>,
+    ) -> Result<CircuitPolicy, TargetConfigError> {
+        let defaults = Policy::default().circuit_breaker;
+        let circuit = circuit.cloned().unwrap_or_default();
+        Ok(CircuitPolicy {
+            enabled: circuit.enabled.unwrap_or(defaults.enabled),
+            threshold: self.positive(
+                "guardrails.circuit_breaker.consecutive_failures_threshold",
+                circuit
+                    .consecutive_failures_threshold
+                    .or(failures)
+                    .unwrap_or(defaults.threshold),
+            )?,
+            cooldown: match circuit.cooldown_minutes {
+                Some(m) => {
+                    self.duration("guardrails.circuit_breaker.cooldown_minutes", m * 60.0)?
+                }
+                None => defaults.cooldown,
+            },
+        })
+    }
+
+    /// `guardrails.timeout`, or the predecessor's `attempt_timeout_seconds`; never zero.
+    fn attempt_timeout(
+        &self,
+        timeout: Option<&RawTimeout>,
+        seconds: Option<u64>,
+    ) -> Result<Duration, TargetConfigError> {
+        let timeout = timeout.cloned().unwrap_or_default();
+        let limit = match (
+            timeout.attempt_timeout_minutes,
+            timeout.attempt_timeout_seconds.or(seconds),
+        ) {
+            (Some(m), _) => {
+                self.duration("guardrails.timeout.attempt_timeout_minutes", m * 60.0)?
+            }
+            (None, Some(s)) => Duration::from_secs(s),
+            (None, None) => Policy::default().attempt_timeout,
+        };
+        if limit.is_zero() {
+            return Err(self.error(
+                "guardrails.timeout",
+                "the attempt timeout must be positive".into(),
+            ));
+        }
+        Ok(limit)
+    }
 }
 
 #[cfg(test)]
