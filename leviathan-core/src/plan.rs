@@ -270,72 +270,14 @@ enum Breaker {
 /// Plans one scheduling cycle.
 pub fn plan(graph: &Graph, policy: &SchedulingPolicy, ctx: &PlanContext) -> Plan {
     let now = ctx.now;
-    let mut out = Plan::default();
-
-    // Deadlines first: they free running slots.
-    for attempt in graph.live_attempts() {
-        if let Some(deadline) = attempt.deadline_seconds
-            && now
-                >= attempt
-                    .meta
-                    .created_at
-                    .saturating_add(Duration::from_secs(deadline))
-        {
-            out.actions.push(Action::TimeOut {
-                attempt_id: attempt.attempt_id.clone(),
-                deadline_seconds: deadline,
-            });
-        }
-    }
-    let timed_out: Vec<&AttemptId> = out
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::TimeOut { attempt_id, .. } => Some(attempt_id),
-            _ => None,
-        })
-        .collect();
-    let live = |a: &&AttemptNode| !timed_out.contains(&&a.attempt_id);
-    let mut running_global = graph.live_attempts().filter(live).count() as u32;
-    let mut running_by_target: BTreeMap<TargetId, u32> = BTreeMap::new();
-    for a in graph.live_attempts().filter(live) {
-        *running_by_target.entry(a.target_id.clone()).or_insert(0) += 1;
-    }
-
-    // Candidates in dispatch order: priority, then backlog order.
-    let mut tasks: Vec<&TaskNode> = graph
-        .targets()
-        .flat_map(|t| graph.tasks_of(&t.target_id))
-        .collect();
-    tasks.sort_by(|a, b| {
-        (
-            a.spec.priority.rank(),
-            a.backlog_index.map_or(a.meta.created_seq, u64::from),
-            &a.target_id,
-            &a.task_id,
-        )
-            .cmp(&(
-                b.spec.priority.rank(),
-                b.backlog_index.map_or(b.meta.created_seq, u64::from),
-                &b.target_id,
-                &b.task_id,
-            ))
-    });
-
-    let mut breakers: BTreeMap<TargetId, Breaker> = BTreeMap::new();
-    for target in graph.targets() {
-        let Some(p) = policy.targets.get(&target.target_id) else {
-            continue;
-        };
-        breakers.insert(
-            target.target_id.clone(),
-            breaker(target, p, now, &mut out.actions),
-        );
-    }
-    let mut probes_used: BTreeMap<TargetId, bool> = BTreeMap::new();
-    let mut dispatched_by_target: BTreeMap<TargetId, u32> = BTreeMap::new();
-
-    for task in tasks {
+    let mut out = Plan {
+        // Deadlines first: they free running slots.
+        actions: time_outs(graph, now),
+        ..Plan::default()
+    };
+    let mut slots = Slots::after(graph, &out.actions);
+    let breakers = breakers(graph, policy, now, &mut out.actions);
+    for task in candidates(graph) {
         let skip = |reason| Skip {
             target_id: task.target_id.clone(),
             task_id: task.task_id.clone(),
@@ -356,75 +298,196 @@ pub fn plan(graph: &Graph, policy: &SchedulingPolicy, ctx: &PlanContext) -> Plan
             out.skipped.push(skip(reason));
             continue;
         }
-        let mut probe = false;
-        match breakers.get(&task.target_id) {
-            Some(Breaker::Open { until }) => {
-                out.skipped
-                    .push(skip(SkipReason::CircuitOpen { until: *until }));
-                continue;
-            }
-            Some(Breaker::HalfOpen) => {
-                let used = probes_used.entry(task.target_id.clone()).or_insert(false);
-                let running_here = running_by_target.get(&task.target_id).copied().unwrap_or(0);
-                if *used || running_here > 0 {
-                    let until = match target.circuit {
-                        Circuit::Open { until, .. } => until,
-                        Circuit::Closed => now,
-                    };
-                    out.skipped.push(skip(SkipReason::CircuitOpen { until }));
-                    continue;
-                }
-                *used = true;
-                probe = true;
-            }
-            Some(Breaker::Closed) | None => {}
+        let limits = Limits {
+            target: p,
+            max_running_global: policy.max_running_global,
+            forge_open_prs: ctx.forge_open_prs.get(&task.target_id).copied(),
+            now,
+        };
+        match slots.claim(task, target, breakers.get(&task.target_id), &limits) {
+            Ok(dispatch) => out.dispatch.push(dispatch),
+            Err(reason) => out.skipped.push(skip(reason)),
         }
-        let running_here = running_by_target.get(&task.target_id).copied().unwrap_or(0);
-        let dispatched_here = dispatched_by_target
+    }
+    out
+}
+
+/// Time-outs of the live attempts past their deadline.
+fn time_outs(graph: &Graph, now: Timestamp) -> Vec<Action> {
+    graph
+        .live_attempts()
+        .filter_map(|attempt| {
+            let deadline = attempt.deadline_seconds?;
+            let due = attempt
+                .meta
+                .created_at
+                .saturating_add(Duration::from_secs(deadline));
+            (now >= due).then(|| Action::TimeOut {
+                attempt_id: attempt.attempt_id.clone(),
+                deadline_seconds: deadline,
+            })
+        })
+        .collect()
+}
+
+/// The tasks of every target in dispatch order: priority, then backlog order.
+fn candidates(graph: &Graph) -> Vec<&TaskNode> {
+    let mut tasks: Vec<&TaskNode> = graph
+        .targets()
+        .flat_map(|t| graph.tasks_of(&t.target_id))
+        .collect();
+    tasks.sort_by(|a, b| {
+        (
+            a.spec.priority.rank(),
+            a.backlog_index.map_or(a.meta.created_seq, u64::from),
+            &a.target_id,
+            &a.task_id,
+        )
+            .cmp(&(
+                b.spec.priority.rank(),
+                b.backlog_index.map_or(b.meta.created_seq, u64::from),
+                &b.target_id,
+                &b.task_id,
+            ))
+    });
+    tasks
+}
+
+/// The circuit of every target with a policy, after this plan's breaker decisions.
+fn breakers(
+    graph: &Graph,
+    policy: &SchedulingPolicy,
+    now: Timestamp,
+    actions: &mut Vec<Action>,
+) -> BTreeMap<TargetId, Breaker> {
+    graph
+        .targets()
+        .filter_map(|target| {
+            let p = policy.targets.get(&target.target_id)?;
+            Some((target.target_id.clone(), breaker(target, p, now, actions)))
+        })
+        .collect()
+}
+
+/// The limits one dispatch is checked against.
+struct Limits<'p> {
+    target: &'p Policy,
+    max_running_global: u32,
+    /// The target's open agent PRs as the forge reports them, when it was asked.
+    forge_open_prs: Option<u32>,
+    now: Timestamp,
+}
+
+/// Attempts running, counting this plan's dispatches, and the half-open probes taken.
+struct Slots {
+    running_global: u32,
+    running_by_target: BTreeMap<TargetId, u32>,
+    probes_used: BTreeMap<TargetId, bool>,
+}
+
+impl Slots {
+    /// The live attempts, without those `actions` time out.
+    fn after(graph: &Graph, actions: &[Action]) -> Self {
+        let timed_out: Vec<&AttemptId> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::TimeOut { attempt_id, .. } => Some(attempt_id),
+                _ => None,
+            })
+            .collect();
+        let live = |a: &&AttemptNode| !timed_out.contains(&&a.attempt_id);
+        let mut running_by_target: BTreeMap<TargetId, u32> = BTreeMap::new();
+        for a in graph.live_attempts().filter(live) {
+            *running_by_target.entry(a.target_id.clone()).or_insert(0) += 1;
+        }
+        Self {
+            running_global: graph.live_attempts().filter(live).count() as u32,
+            running_by_target,
+            probes_used: BTreeMap::new(),
+        }
+    }
+
+    /// A dispatch of `task` if its circuit and the limits allow one, taking its slot; else why
+    /// it waits.
+    fn claim(
+        &mut self,
+        task: &TaskNode,
+        target: &TargetNode,
+        breaker: Option<&Breaker>,
+        limits: &Limits<'_>,
+    ) -> Result<Dispatch, SkipReason> {
+        let p = limits.target;
+        let running_here = self
+            .running_by_target
             .get(&task.target_id)
             .copied()
             .unwrap_or(0);
-        let forge_open = ctx
-            .forge_open_prs
-            .get(&task.target_id)
-            .copied()
-            .unwrap_or(0);
-        let open = target.open_prs.max(forge_open) + running_here;
+        let probe = self.probe(task, target, breaker, running_here, limits.now)?;
+        let open = target.open_prs.max(limits.forge_open_prs.unwrap_or(0)) + running_here;
         if open >= p.max_open_prs {
-            out.skipped.push(skip(SkipReason::OpenPrLatch {
+            return Err(SkipReason::OpenPrLatch {
                 open,
                 max: p.max_open_prs,
-            }));
-            continue;
+            });
         }
         if running_here >= p.max_running_attempts {
-            out.skipped.push(skip(SkipReason::MaxRunning {
+            return Err(SkipReason::MaxRunning {
                 scope: "target",
                 running: running_here,
                 max: p.max_running_attempts,
-            }));
-            continue;
+            });
         }
-        if running_global >= policy.max_running_global {
-            out.skipped.push(skip(SkipReason::MaxRunning {
+        if self.running_global >= limits.max_running_global {
+            return Err(SkipReason::MaxRunning {
                 scope: "global",
-                running: running_global,
-                max: policy.max_running_global,
-            }));
-            continue;
+                running: self.running_global,
+                max: limits.max_running_global,
+            });
         }
-        running_global += 1;
-        *running_by_target.entry(task.target_id.clone()).or_insert(0) += 1;
-        dispatched_by_target.insert(task.target_id.clone(), dispatched_here + 1);
-        out.dispatch.push(Dispatch {
+        self.running_global += 1;
+        *self
+            .running_by_target
+            .entry(task.target_id.clone())
+            .or_insert(0) += 1;
+        Ok(Dispatch {
             target_id: task.target_id.clone(),
             task_id: task.task_id.clone(),
             attempt_number: task.attempts + 1,
             probe,
             deadline: p.attempt_timeout,
-        });
+        })
     }
-    out
+
+    /// Whether the circuit lets `task` through: `true` when it is the half-open circuit's single
+    /// probe (taken even if a limit then holds the task back).
+    fn probe(
+        &mut self,
+        task: &TaskNode,
+        target: &TargetNode,
+        breaker: Option<&Breaker>,
+        running_here: u32,
+        now: Timestamp,
+    ) -> Result<bool, SkipReason> {
+        match breaker {
+            Some(Breaker::Open { until }) => Err(SkipReason::CircuitOpen { until: *until }),
+            Some(Breaker::HalfOpen) => {
+                let used = self
+                    .probes_used
+                    .entry(task.target_id.clone())
+                    .or_insert(false);
+                if *used || running_here > 0 {
+                    let until = match target.circuit {
+                        Circuit::Open { until, .. } => until,
+                        Circuit::Closed => now,
+                    };
+                    return Err(SkipReason::CircuitOpen { until });
+                }
+                *used = true;
+                Ok(true)
+            }
+            Some(Breaker::Closed) | None => Ok(false),
+        }
+    }
 }
 
 /// The breaker decisions for a target, recorded as actions, and its state for this plan.
