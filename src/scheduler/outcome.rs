@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use leviathan_core::{
-    AttemptOutcome, AttemptResult, AttemptSpec, ExecutorError, Expectations,
+    AttemptOutcome, AttemptResult, AttemptSpec, ExecutorError, Expectations, NewEvent,
     catalogue::{ArtifactCreated, AttemptFailed, AttemptSucceeded, TaskCompleted, TaskTransition},
+    executor::ArtifactRef,
     model::{AttemptStatus, FailureClass, FailureKind},
 };
 
@@ -74,65 +75,8 @@ impl Inner {
         result: Result<AttemptOutcome, ExecutorError>,
     ) -> Result<(), SchedulerError> {
         let label = label(spec);
-        let live = self.is_live(spec).await?;
-        let artifacts = result
-            .as_ref()
-            .map(|o| o.artifacts.clone())
-            .unwrap_or_default();
-        if live {
-            let (event, line) = match &result {
-                Ok(AttemptOutcome {
-                    result:
-                        AttemptResult::Succeeded {
-                            branch,
-                            commit_sha,
-                            pr_number,
-                            pr_url,
-                        },
-                    ..
-                }) => (
-                    self.event(&AttemptSucceeded {
-                        attempt_id: spec.attempt_id.clone(),
-                        branch: branch.clone(),
-                        commit_sha: commit_sha.clone(),
-                        pr_number: i64::try_from(*pr_number).unwrap_or(i64::MAX),
-                        pr_url: pr_url.clone(),
-                    }),
-                    format!("succeeded {label}: PR #{pr_number} {pr_url}"),
-                ),
-                Ok(AttemptOutcome {
-                    result: AttemptResult::Failed(failure),
-                    ..
-                }) => (
-                    self.event(&AttemptFailed {
-                        attempt_id: spec.attempt_id.clone(),
-                        failure_kind: failure.kind,
-                        failure_class: Some(failure.class),
-                        error_summary: failure.summary.clone(),
-                    }),
-                    format!(
-                        "failed {label}: {} ({}): {}",
-                        failure.kind, failure.class, failure.summary
-                    ),
-                ),
-                Err(error) => {
-                    let class = if error.is_transient() {
-                        FailureClass::Transient
-                    } else {
-                        FailureClass::Permanent
-                    };
-                    let summary = format!("executor `{}`: {error}", self.executor.name());
-                    (
-                        self.event(&AttemptFailed {
-                            attempt_id: spec.attempt_id.clone(),
-                            failure_kind: FailureKind::Infrastructure,
-                            failure_class: Some(class),
-                            error_summary: summary.clone(),
-                        }),
-                        format!("failed {label}: infrastructure ({class}): {summary}"),
-                    )
-                }
-            };
+        if self.is_live(spec).await? {
+            let (event, line) = self.ending(spec, &result);
             match self.record(vec![event], Expectations::Derived).await? {
                 Recorded::Appended => tracing::info!("{line}"),
                 Recorded::Refused(reason) => tracing::info!("not recorded ({line}): {reason}"),
@@ -146,26 +90,104 @@ impl Inner {
                 Err(error) => tracing::info!("ended {label}; the executor said: {error}"),
             }
         }
+        if let Ok(outcome) = &result {
+            self.record_artifacts(spec, &outcome.artifacts).await?;
+        }
+        self.complete_if_delivered(spec).await
+    }
 
-        if !artifacts.is_empty() {
-            let events = artifacts
-                .iter()
-                .map(|a| {
-                    self.event(&ArtifactCreated {
-                        sha256: a.sha256,
-                        kind: a.kind.clone(),
-                        size: a.size,
-                        name: a.name.clone(),
-                        uri: Some(format!("/v1/artifacts/{}", a.sha256)),
-                        attempt_id: Some(spec.attempt_id.clone()),
-                    })
-                })
-                .collect();
-            if let Recorded::Refused(reason) = self.record(events, Expectations::Derived).await? {
-                tracing::warn!("artifacts of {label} not recorded: {reason}");
+    /// The event that ends a live attempt as the executor reported it, and its log line.
+    fn ending(
+        &self,
+        spec: &AttemptSpec,
+        result: &Result<AttemptOutcome, ExecutorError>,
+    ) -> (NewEvent, String) {
+        let label = label(spec);
+        match result {
+            Ok(AttemptOutcome {
+                result:
+                    AttemptResult::Succeeded {
+                        branch,
+                        commit_sha,
+                        pr_number,
+                        pr_url,
+                    },
+                ..
+            }) => (
+                self.event(&AttemptSucceeded {
+                    attempt_id: spec.attempt_id.clone(),
+                    branch: branch.clone(),
+                    commit_sha: commit_sha.clone(),
+                    pr_number: i64::try_from(*pr_number).unwrap_or(i64::MAX),
+                    pr_url: pr_url.clone(),
+                }),
+                format!("succeeded {label}: PR #{pr_number} {pr_url}"),
+            ),
+            Ok(AttemptOutcome {
+                result: AttemptResult::Failed(failure),
+                ..
+            }) => (
+                self.event(&AttemptFailed {
+                    attempt_id: spec.attempt_id.clone(),
+                    failure_kind: failure.kind,
+                    failure_class: Some(failure.class),
+                    error_summary: failure.summary.clone(),
+                }),
+                format!(
+                    "failed {label}: {} ({}): {}",
+                    failure.kind, failure.class, failure.summary
+                ),
+            ),
+            Err(error) => {
+                let class = if error.is_transient() {
+                    FailureClass::Transient
+                } else {
+                    FailureClass::Permanent
+                };
+                let summary = format!("executor `{}`: {error}", self.executor.name());
+                (
+                    self.event(&AttemptFailed {
+                        attempt_id: spec.attempt_id.clone(),
+                        failure_kind: FailureKind::Infrastructure,
+                        failure_class: Some(class),
+                        error_summary: summary.clone(),
+                    }),
+                    format!("failed {label}: infrastructure ({class}): {summary}"),
+                )
             }
         }
+    }
 
+    /// `artifact.created` for the artifacts the executor collected (pod logs and the like).
+    async fn record_artifacts(
+        &self,
+        spec: &AttemptSpec,
+        artifacts: &[ArtifactRef],
+    ) -> Result<(), SchedulerError> {
+        if artifacts.is_empty() {
+            return Ok(());
+        }
+        let events = artifacts
+            .iter()
+            .map(|a| {
+                self.event(&ArtifactCreated {
+                    sha256: a.sha256,
+                    kind: a.kind.clone(),
+                    size: a.size,
+                    name: a.name.clone(),
+                    uri: Some(format!("/v1/artifacts/{}", a.sha256)),
+                    attempt_id: Some(spec.attempt_id.clone()),
+                })
+            })
+            .collect();
+        if let Recorded::Refused(reason) = self.record(events, Expectations::Derived).await? {
+            tracing::warn!("artifacts of {} not recorded: {reason}", label(spec));
+        }
+        Ok(())
+    }
+
+    /// `task.completed` once the attempt succeeded with a pull request.
+    async fn complete_if_delivered(&self, spec: &AttemptSpec) -> Result<(), SchedulerError> {
         let succeeded = self
             .ledger
             .graph()
@@ -173,25 +195,26 @@ impl Inner {
             .attempt(&spec.attempt_id)
             .and_then(|a| (a.status == AttemptStatus::Succeeded).then_some(a.pr_number))
             .flatten();
-        if let Some(pr_number) = succeeded {
-            let completed = self.event(&TaskCompleted(TaskTransition {
-                target_id: spec.target_id.clone(),
-                task_id: spec.task_id.clone(),
-                reason: Some(format!(
-                    "attempt {} delivered pull request #{pr_number}",
-                    spec.attempt_id
-                )),
-                attempt_id: Some(spec.attempt_id.clone()),
-                status: None,
-            }));
-            let line = format!(
-                "complete {}/{}: PR #{pr_number}",
-                spec.target_id, spec.task_id
-            );
-            match self.record(vec![completed], Expectations::Derived).await? {
-                Recorded::Appended => tracing::info!("{line}"),
-                Recorded::Refused(reason) => tracing::info!("not recorded ({line}): {reason}"),
-            }
+        let Some(pr_number) = succeeded else {
+            return Ok(());
+        };
+        let completed = self.event(&TaskCompleted(TaskTransition {
+            target_id: spec.target_id.clone(),
+            task_id: spec.task_id.clone(),
+            reason: Some(format!(
+                "attempt {} delivered pull request #{pr_number}",
+                spec.attempt_id
+            )),
+            attempt_id: Some(spec.attempt_id.clone()),
+            status: None,
+        }));
+        let line = format!(
+            "complete {}/{}: PR #{pr_number}",
+            spec.target_id, spec.task_id
+        );
+        match self.record(vec![completed], Expectations::Derived).await? {
+            Recorded::Appended => tracing::info!("{line}"),
+            Recorded::Refused(reason) => tracing::info!("not recorded ({line}): {reason}"),
         }
         Ok(())
     }
