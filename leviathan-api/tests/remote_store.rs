@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use leviathan_core::{
     AppendRequest, EventStore, EventStoreError, ExpectedVersion, Sha256Digest, StreamId,
-    memory::{MemoryArtifactStore, MemoryGraphStore},
+    memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
     model::Priority,
     testkit::Scenario,
     testkit::conformance::{self, Stores},
@@ -27,8 +27,14 @@ impl conformance::Harness for Remote {
             events,
             graphs: Arc::new(MemoryGraphStore::new()),
             artifacts: Arc::new(MemoryArtifactStore::new()),
+            // The tree tests do not run against the remote event store.
+            tree: Arc::new(MemoryEventStore::new()),
             guard: Some(Box::new(harness.server)),
         }
+    }
+
+    async fn reopen(&self, _stores: Stores) -> Stores {
+        unreachable!("restart tests do not run against the remote event store")
     }
 
     async fn corrupt_artifact(&self, _stores: &Stores, _sha256: &Sha256Digest) {

@@ -30,6 +30,7 @@ pub mod store;
 pub mod target;
 mod text;
 pub mod timestamp;
+pub mod tlog;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

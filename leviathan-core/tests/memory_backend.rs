@@ -15,12 +15,18 @@ struct Memory;
 impl Harness for Memory {
     async fn open(&self) -> Stores {
         let artifacts = MemoryArtifactStore::new();
+        let events = MemoryEventStore::new();
         Stores {
-            events: Arc::new(MemoryEventStore::new()),
+            tree: Arc::new(events.clone()),
+            events: Arc::new(events),
             graphs: Arc::new(MemoryGraphStore::new()),
             artifacts: Arc::new(artifacts.clone()),
             guard: Some(Box::new(artifacts)),
         }
+    }
+
+    async fn reopen(&self, stores: Stores) -> Stores {
+        stores
     }
 
     async fn corrupt_artifact(&self, stores: &Stores, sha256: &Sha256Digest) {

@@ -26,6 +26,12 @@
 //! - `graph_nodes`, `graph_edges`, `graph_streams`, `graph_anomalies` (keyed by seq; JSON bodies
 //!   of core's graph types) and the single-row `graph_checkpoint`, locked by every save.
 //! - `artifacts`: `sha256 bytea` primary key, `content bytea`, `size`.
+//! - `log_tiles` (`level`, `idx`, `hashes` of 512 bytes): the full tiles of the log's Merkle tree
+//!   ([`leviathan_core::tlog`]), inserted by the writer's group statement with the events that
+//!   fill them; `log_checkpoints` (tree size → signed note); `log_tree.built`, false only for a
+//!   log that held events before the tree existed: the next connect builds its tree from the
+//!   stored hashes under the writer lock (appends wait), checks it, and reports progress through
+//!   [`PgOptions::tree_build_progress`].
 //!
 //! # One writer per database
 //!
@@ -115,13 +121,14 @@ mod graph;
 mod location;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod tree;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use leviathan_core::{ArtifactStore, EventStore, EventStoreError, GraphStore};
+use leviathan_core::{ArtifactStore, EventStore, EventStoreError, GraphStore, tlog::TreeStore};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
-pub use crate::events::WRITER_LOCK_KEY;
+pub use crate::{events::WRITER_LOCK_KEY, tree::BuildProgress};
 
 use crate::{
     artifacts::PgArtifactStore,
@@ -147,6 +154,9 @@ pub struct PgOptions {
     pub max_group_events: usize,
     /// Append requests that may wait for the writer; further callers wait to enqueue.
     pub queue_capacity: usize,
+    /// Told how far the one-time build of the log's Merkle tree is, when a log stored before
+    /// the tree existed is opened (a CLI draws a progress bar with it).
+    pub tree_build_progress: Option<BuildProgress>,
 }
 
 impl Default for PgOptions {
@@ -157,6 +167,7 @@ impl Default for PgOptions {
             max_group_requests: 1024,
             max_group_events: 10_000,
             queue_capacity: 4096,
+            tree_build_progress: None,
         }
     }
 }
@@ -212,6 +223,13 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| location.migrate_error(&e))?;
+        tree::build_if_needed(
+            &pool,
+            &location,
+            WRITER_LOCK_KEY,
+            options.tree_build_progress.as_ref(),
+        )
+        .await?;
         let head = read_head(&pool).await?;
         let events = PgEventStore::start(
             pool.clone(),
@@ -237,6 +255,11 @@ impl PgStore {
     /// The projection store.
     pub fn graphs(&self) -> Arc<dyn GraphStore> {
         Arc::new(self.graphs.clone())
+    }
+
+    /// The log's Merkle tree and its recorded checkpoints.
+    pub fn tree(&self) -> Arc<dyn TreeStore> {
+        Arc::new(self.events.clone())
     }
 
     /// The artifact store.

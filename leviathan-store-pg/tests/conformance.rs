@@ -9,6 +9,19 @@ use leviathan_store_pg::{PgStore, testkit::TestDatabase};
 
 struct Pg;
 
+fn stores(store: PgStore, database: TestDatabase) -> Stores {
+    Stores {
+        events: store.events(),
+        graphs: store.graphs(),
+        artifacts: store.artifacts(),
+        tree: store.tree(),
+        guard: Some(Box::new(Guard {
+            store,
+            _database: database,
+        })),
+    }
+}
+
 /// What a test's stores keep alive; fields drop in order, the store before its database.
 struct Guard {
     store: PgStore,
@@ -20,15 +33,28 @@ impl Harness for Pg {
     async fn open(&self) -> Stores {
         let database = TestDatabase::create().await;
         let store = database.store().await;
-        Stores {
-            events: store.events(),
-            graphs: store.graphs(),
-            artifacts: store.artifacts(),
-            guard: Some(Box::new(Guard {
-                store,
-                _database: database,
-            })),
-        }
+        stores(store, database)
+    }
+
+    /// Drops every handle (stopping the writer and the listener) and connects again.
+    async fn reopen(&self, stores: Stores) -> Stores {
+        let guard = stores
+            .guard
+            .and_then(|g| g.downcast::<Guard>().ok())
+            .expect("the pg guard");
+        let Guard {
+            store,
+            _database: database,
+        } = *guard;
+        drop((
+            stores.events,
+            stores.graphs,
+            stores.artifacts,
+            stores.tree,
+            store,
+        ));
+        let store = database.store().await;
+        self::stores(store, database)
     }
 
     /// Flips the low bit of the first stored byte (or stores one byte for empty content), with

@@ -11,11 +11,14 @@ use std::{
 };
 
 use futures::StreamExt;
+use leviathan_core::tlog::{self, Frontier};
 use leviathan_core::{
     AppendRequest, ChainFault, EventId, EventStore, EventStoreError, ExpectedVersion, NewEvent,
     StreamId, Timestamp,
 };
-use leviathan_store_pg::{PgOptions, PgStore, WRITER_LOCK_KEY, testkit::TestDatabase};
+use leviathan_store_pg::{
+    BuildProgress, PgOptions, PgStore, WRITER_LOCK_KEY, testkit::TestDatabase,
+};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -180,6 +183,10 @@ async fn two_stores_on_one_database_form_one_chain() {
     let all = stores[0].events().read(0, 10_000).await.unwrap();
     let ids: BTreeSet<_> = all.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(ids.len() as u64, total, "no event lost or doubled");
+    // Both writers extended one tree, each reading the other's edge when it had moved on.
+    for store in &stores {
+        assert_tree_matches_the_log(store).await;
+    }
     for s in 0..2 {
         for w in 0..4 {
             let prefix = format!("s{s}-w{w}-");
@@ -195,6 +202,74 @@ async fn two_stores_on_one_database_form_one_chain() {
             );
         }
     }
+}
+
+/// The tree's root and proofs at tile boundaries agree with the log's hashes.
+async fn assert_tree_matches_the_log(store: &PgStore) {
+    let hashes: Vec<_> = store
+        .events()
+        .read(0, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.hash)
+        .collect();
+    let size = hashes.len() as u64;
+    let tree = store.tree();
+    eventually("the tree sees the whole log", || {
+        let tree = tree.clone();
+        async move { tree.tree_size().await.unwrap() == size }
+    })
+    .await;
+    let mut frontier = Frontier::new();
+    frontier.extend(&hashes);
+    assert_eq!(tlog::root(&*tree, size).await.unwrap(), frontier.root());
+    for index in [0, 255, 256, size / 2, size - 1] {
+        let proof = tlog::inclusion_proof(&*tree, index, size).await.unwrap();
+        proof
+            .verify(&hashes[index as usize], &frontier.root())
+            .unwrap();
+    }
+}
+
+/// A log stored before the tree existed gets its tree built at the next connect, under the
+/// writer lock, reporting progress; appends then extend it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_without_a_tree_gets_one_built_at_connect() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let batch = (0..700).map(|n| note(&format!("old-{n}"), n)).collect();
+    store
+        .events()
+        .append(AppendRequest::new(batch))
+        .await
+        .unwrap();
+    sqlx::raw_sql("DELETE FROM log_tiles; UPDATE log_tree SET built = false")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    drop(store);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = {
+        let seen = seen.clone();
+        BuildProgress(Arc::new(move |done, total| {
+            seen.lock().unwrap().push((done, total));
+        }))
+    };
+    let options = PgOptions {
+        tree_build_progress: Some(progress),
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect_with(db.url(), options).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![(700, 700)]);
+    assert_tree_matches_the_log(&store).await;
+    let more = (700..720).map(|n| note(&format!("new-{n}"), n)).collect();
+    store
+        .events()
+        .append(AppendRequest::new(more))
+        .await
+        .unwrap();
+    assert_tree_matches_the_log(&store).await;
 }
 
 /// How many of the stores' writer connections wait for the writer lock.

@@ -6,8 +6,9 @@ use std::{fmt, sync::Arc};
 use async_trait::async_trait;
 use leviathan_core::{
     AppendReceipt, AppendRequest, ChainBreak, ChainFault, ChainReport, ChainVerifier, Event,
-    EventId, EventStore, EventStoreError, Head, StreamId,
+    EventId, EventStore, EventStoreError, Head, Sha256Digest, StreamId,
     store::{EventStream, follow},
+    tlog::{StoredCheckpoint, TileRead, TreeError, TreeStore},
 };
 use tokio::sync::oneshot;
 
@@ -15,6 +16,7 @@ use crate::{
     error::{self, Corruption},
     layout::{self, Trees},
     store::Shared,
+    tree,
     writer::AppendJob,
 };
 
@@ -285,5 +287,52 @@ impl EventStore for SledEventStore {
             Ok(Ok(verifier.finish()))
         })
         .await
+    }
+}
+
+/// The log's Merkle tree: tiles written by the writer, read here (see [`crate::tree`]).
+#[async_trait]
+impl TreeStore for SledEventStore {
+    async fn tree_size(&self) -> Result<u64, TreeError> {
+        Ok(self.shared.visible_seq())
+    }
+
+    async fn read_tiles(&self, reads: &[TileRead]) -> Result<Vec<Vec<Sha256Digest>>, TreeError> {
+        let reads = reads.to_vec();
+        let location = self.shared.location_text();
+        Ok(self
+            .blocking("reading the tree", move |trees| {
+                tree::read_tiles(trees, &reads, &location)
+            })
+            .await?)
+    }
+
+    async fn record_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), TreeError> {
+        let location = self.shared.location_text();
+        self.shared
+            .trees
+            .tree_checkpoints
+            .insert(layout::seq_key(checkpoint.size), checkpoint.note.as_bytes())
+            .map_err(|e| error::event_store(e, &format!("recording a checkpoint in {location}")))?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, TreeError> {
+        let location = self.shared.location_text();
+        let Some((key, note)) =
+            self.shared.trees.tree_checkpoints.last().map_err(|e| {
+                error::event_store(e, &format!("reading checkpoints of {location}"))
+            })?
+        else {
+            return Ok(None);
+        };
+        let malformed = || EventStoreError::Corrupt {
+            seq: None,
+            reason: format!("{location}: a recorded checkpoint is malformed"),
+        };
+        Ok(Some(StoredCheckpoint {
+            size: layout::decode_u64(&key).ok_or_else(malformed)?,
+            note: String::from_utf8(note.to_vec()).map_err(|_| malformed())?,
+        }))
     }
 }

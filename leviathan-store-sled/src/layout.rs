@@ -3,7 +3,10 @@
 use leviathan_core::{Head, Sha256Digest};
 
 /// Marks a database written by this crate in this layout.
-pub(crate) const FORMAT: &[u8] = b"leviathan-store-sled/2";
+pub(crate) const FORMAT: &[u8] = b"leviathan-store-sled/3";
+/// The layout before the log's Merkle tree: the same trees without `tree.tiles` and
+/// `tree.checkpoints`. Opening one builds the tree from the stored hashes.
+pub(crate) const FORMAT_2: &[u8] = b"leviathan-store-sled/2";
 /// The layout before the projection was kept as a log of deltas: the same event trees, the
 /// projection in a tree per kind (`graph.nodes`, `graph.edges`, `graph.streams`,
 /// `graph.anomalies`). Opening one drops those trees; the ledger rebuilds the projection.
@@ -43,6 +46,10 @@ pub(crate) struct Trees {
     pub(crate) graph_deltas: sled::Tree,
     /// Checkpoint and the delta log's bounds.
     pub(crate) graph_meta: sled::Tree,
+    /// Tile level ‖ index → the full tile's 16 hashes ([`tile_key`]).
+    pub(crate) tree_tiles: sled::Tree,
+    /// Tree size → signed checkpoint note.
+    pub(crate) tree_checkpoints: sled::Tree,
 }
 
 impl Trees {
@@ -55,6 +62,8 @@ impl Trees {
             meta: db.open_tree("meta")?,
             graph_deltas: db.open_tree("graph.deltas")?,
             graph_meta: db.open_tree("graph.meta")?,
+            tree_tiles: db.open_tree("tree.tiles")?,
+            tree_checkpoints: db.open_tree("tree.checkpoints")?,
         })
     }
 }
@@ -62,6 +71,15 @@ impl Trees {
 /// The key of a `seq` (big-endian, so keys sort by `seq`).
 pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+/// The key of a full tile: its level, then its index big-endian (so a level's tiles sort in
+/// order).
+pub(crate) fn tile_key(level: u8, index: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = level;
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
 }
 
 /// Decodes a big-endian u64 (a `seq` key, a version, a count).

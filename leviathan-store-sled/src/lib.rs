@@ -34,6 +34,8 @@
 //! | `meta`            | `format`, `tail`         | format marker; the tail `seq` ‖ hash          |
 //! | `graph.deltas`    | save number (u64 BE) ‖ chunk (u32 BE) | 32 KiB chunks of a saved projection delta's JSON |
 //! | `graph.meta`      | `checkpoint`, `deltas`   | the checkpoint `seq` ‖ hash; which deltas count (first, last sealed) and their sizes |
+//! | `tree.tiles`      | tile level (u8) ‖ index (u64 BE) | a full tile of the log's Merkle tree: 16 hashes, 512 bytes |
+//! | `tree.checkpoints`| tree size (u64 BE)       | a signed checkpoint (C2SP signed note)        |
 //!
 //! Events are kept as their canonical bytes (the exact bytes their hash covers) plus the stored
 //! hash, so reads decode them with [`Event::from_canonical`](leviathan_core::Event::from_canonical)
@@ -54,8 +56,11 @@
 //! handle is dropped). It drains every queued request, sequences them in turn with the shared
 //! [`Sequencer`](leviathan_core::store::sequencer::Sequencer) (a refused request gets its own
 //! error, the others land), writes all accepted events of the group in **one** sled transaction
-//! across `events`, `event_ids`, `streams` and `meta`, flushes once and then answers every
-//! caller. The tail is cached by the writer and never searched for.
+//! across `events`, `event_ids`, `streams`, `meta` and `tree.tiles` (the tiles of the log's
+//! Merkle tree the group filled, about one per 16 events; see [`leviathan_core::tlog`]), flushes
+//! once and then answers every caller. The tail and the tree's right edge are cached by the
+//! writer and never searched for. A database written before the tree existed (format 2) gets
+//! its tree built from the stored hashes, and checked, when it is opened.
 //!
 //! # Durability
 //!
@@ -117,6 +122,7 @@ mod events;
 mod graph;
 mod layout;
 mod store;
+mod tree;
 mod writer;
 
 pub use store::{Durability, SledOptions, SledStore};

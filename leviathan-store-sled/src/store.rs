@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leviathan_core::{ArtifactStore, EventStore, EventStoreError, GraphStore, Head, Sha256Digest};
+use leviathan_core::{
+    ArtifactStore, EventStore, EventStoreError, GraphStore, Head, Sha256Digest, tlog::TreeStore,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -18,6 +20,7 @@ use crate::{
     events::SledEventStore,
     graph::SledGraphStore,
     layout::{self, Trees},
+    tree,
     writer::{AppendJob, Writer},
 };
 
@@ -123,6 +126,7 @@ impl SledStore {
             .map_err(|e| error::event_store(e, &format!("opening trees of {shown}")))?;
         check_format(&db, &trees, &shown)?;
         let tail = read_tail(&trees, &shown)?;
+        let frontier = tree::restore_frontier(&trees, tail.map_or(0, |h| h.seq), &shown)?;
         let artifacts_dir = artifacts::prepare_dir(&location).map_err(|err| {
             EventStoreError::backend(format!("preparing the artifact directory of {shown}"), err)
         })?;
@@ -139,7 +143,7 @@ impl SledStore {
             data_file.clone(),
             trees.clone(),
             options.durability,
-            tail,
+            (tail, frontier),
             visible.clone(),
             shown.clone(),
         );
@@ -175,6 +179,11 @@ impl SledStore {
     /// The persisted projection.
     pub fn graphs(&self) -> Arc<dyn GraphStore> {
         Arc::new(SledGraphStore::new(self.shared.clone()))
+    }
+
+    /// The log's Merkle tree and its recorded checkpoints.
+    pub fn tree(&self) -> Arc<dyn TreeStore> {
+        Arc::new(SledEventStore::new(self.shared.clone()))
     }
 
     /// The artifact store.
@@ -216,8 +225,14 @@ fn check_format(db: &sled::Db, trees: &Trees, shown: &str) -> Result<(), EventSt
     };
     match stored {
         Some(format) if format.as_ref() == layout::FORMAT => Ok(()),
+        Some(format) if format.as_ref() == layout::FORMAT_2 => {
+            build_tree(trees, shown)?;
+            mark()?;
+            Ok(())
+        }
         Some(format) if format.as_ref() == layout::FORMAT_1 => {
             drop_format_1_projection(db, trees, shown)?;
+            build_tree(trees, shown)?;
             mark()?;
             Ok(())
         }
@@ -234,6 +249,12 @@ fn check_format(db: &sled::Db, trees: &Trees, shown: &str) -> Result<(), EventSt
             Ok(())
         }
     }
+}
+
+/// Builds the Merkle tree of a database written before it existed (formats 1 and 2).
+fn build_tree(trees: &Trees, shown: &str) -> Result<(), EventStoreError> {
+    let tail = read_tail(trees, shown)?;
+    tree::build(trees, tail.map_or(0, |h| h.seq), shown)
 }
 
 /// Upgrades a [`layout::FORMAT_1`] database: its events are kept as they are, its stored

@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, fs::File, sync::Arc};
 use leviathan_core::{
     AppendReceipt, Event, EventStoreError, Head, StreamId,
     store::sequencer::{Prefetched, PreparedAppend, Sequenced, Sequencer},
+    tlog::{Frontier, Tile},
 };
 use sled::{
     Transactional,
@@ -17,6 +18,7 @@ use crate::{
     events::decode_record,
     layout::{self, Trees},
     store::{Durability, flush_and_sync},
+    tree,
 };
 
 /// A group stops draining the queue once it holds this many events (bounds one transaction).
@@ -37,6 +39,8 @@ pub(crate) struct Writer {
     durability: Durability,
     /// The last event in the trees (committed, perhaps not yet flushed).
     tail: Option<Head>,
+    /// The right edge of the Merkle tree at `tail`.
+    frontier: Frontier,
     /// The tail must be re-read before the next group (a transaction failed).
     resync: bool,
     visible: Arc<watch::Sender<u64>>,
@@ -49,7 +53,7 @@ impl Writer {
         data_file: Arc<File>,
         trees: Trees,
         durability: Durability,
-        tail: Option<Head>,
+        (tail, frontier): (Option<Head>, Frontier),
         visible: Arc<watch::Sender<u64>>,
         location: String,
     ) -> Self {
@@ -59,6 +63,7 @@ impl Writer {
             trees,
             durability,
             tail,
+            frontier,
             resync: false,
             visible,
             location,
@@ -91,9 +96,16 @@ impl Writer {
     fn commit_group(&mut self, group: &[AppendJob]) -> Vec<Result<AppendReceipt, EventStoreError>> {
         let fail_all = |failure: Failure| group.iter().map(|_| Err(failure.to_error())).collect();
         if self.resync {
-            match self.read_tail() {
-                Ok(tail) => {
+            let restored = self.read_tail().and_then(|tail| {
+                let size = tail.map_or(0, |h| h.seq);
+                let frontier = tree::restore_frontier(&self.trees, size, &self.location)
+                    .map_err(|e| Failure::corrupt(None, e.to_string()))?;
+                Ok((tail, frontier))
+            });
+            match restored {
+                Ok((tail, frontier)) => {
                     self.tail = tail;
+                    self.frontier = frontier;
                     self.resync = false;
                 }
                 Err(failure) => return fail_all(failure),
@@ -119,12 +131,21 @@ impl Writer {
         };
 
         if sequencer.tail() != self.tail {
-            if let Err(err) = self.persist(&sequenced, sequencer.tail()) {
+            let mut frontier = self.frontier.clone();
+            let tiles = frontier.extend(
+                sequenced
+                    .iter()
+                    .flatten()
+                    .flat_map(|batch| &batch.events)
+                    .map(|e| &e.event.hash),
+            );
+            if let Err(err) = self.persist(&sequenced, sequencer.tail(), &tiles) {
                 self.resync = true;
                 let what = format!("appending to {}", self.location);
                 return fail_accepted(sequenced, Failure::Sled(err, what));
             }
             self.tail = sequencer.tail();
+            self.frontier = frontier;
         }
 
         // Acknowledge nothing (not even duplicates) before everything up to the tail is durable.
@@ -207,12 +228,13 @@ impl Writer {
         Ok(known)
     }
 
-    /// Writes every accepted event of the group, the index, the stream versions and the new tail
-    /// in one transaction.
+    /// Writes every accepted event of the group, the index, the stream versions, the new tail
+    /// and the tree's tiles the group filled in one transaction.
     fn persist(
         &self,
         sequenced: &[Result<Sequenced, EventStoreError>],
         tail: Option<Head>,
+        tiles: &[Tile],
     ) -> Result<(), sled::Error> {
         let mut events = sled::Batch::default();
         let mut ids = sled::Batch::default();
@@ -235,13 +257,22 @@ impl Writer {
         for (stream, version) in versions {
             streams.insert(stream.as_str(), &version.to_be_bytes()[..]);
         }
+        let mut tree = sled::Batch::default();
+        for tile in tiles {
+            tree.insert(
+                &layout::tile_key(tile.level, tile.index)[..],
+                tile.to_bytes(),
+            );
+        }
         let tail = tail.map(|h| layout::encode_head(&h));
         let t = &self.trees;
-        let result: TransactionResult<(), ()> = (&t.events, &t.event_ids, &t.streams, &t.meta)
-            .transaction(|(tx_events, tx_ids, tx_streams, tx_meta)| {
+        let trees = (&t.events, &t.event_ids, &t.streams, &t.meta, &t.tree_tiles);
+        let result: TransactionResult<(), ()> =
+            trees.transaction(|(tx_events, tx_ids, tx_streams, tx_meta, tx_tiles)| {
                 tx_events.apply_batch(&events)?;
                 tx_ids.apply_batch(&ids)?;
                 tx_streams.apply_batch(&streams)?;
+                tx_tiles.apply_batch(&tree)?;
                 if let Some(tail) = &tail {
                     tx_meta.insert(layout::TAIL_KEY, &tail[..])?;
                 }

@@ -18,17 +18,40 @@ struct Guard {
 
 struct Sled;
 
+fn stores(store: SledStore, dir: TempDir) -> Stores {
+    Stores {
+        events: store.events(),
+        graphs: store.graphs(),
+        artifacts: store.artifacts(),
+        tree: store.tree(),
+        guard: Some(Box::new(Guard { store, _dir: dir })),
+    }
+}
+
 #[async_trait]
 impl Harness for Sled {
     async fn open(&self) -> Stores {
         let dir = TempDir::new().expect("temp dir");
         let store = SledStore::open(dir.path()).expect("open a fresh sled store");
-        Stores {
-            events: store.events(),
-            graphs: store.graphs(),
-            artifacts: store.artifacts(),
-            guard: Some(Box::new(Guard { store, _dir: dir })),
-        }
+        stores(store, dir)
+    }
+
+    /// Drops every handle (closing the database) and opens the directory again.
+    async fn reopen(&self, stores: Stores) -> Stores {
+        let guard = stores
+            .guard
+            .and_then(|g| g.downcast::<Guard>().ok())
+            .expect("sled guard");
+        let Guard { store, _dir: dir } = *guard;
+        drop((
+            stores.events,
+            stores.graphs,
+            stores.artifacts,
+            stores.tree,
+            store,
+        ));
+        let store = SledStore::open(dir.path()).expect("reopen the sled store");
+        self::stores(store, dir)
     }
 
     async fn corrupt_artifact(&self, stores: &Stores, sha256: &Sha256Digest) {

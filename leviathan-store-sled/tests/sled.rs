@@ -15,6 +15,7 @@ use leviathan_core::{
     graph::{Anomaly, GraphDelta, StoredGraph},
     ledger::{Expectations, PersistPolicy},
     testkit::lifecycle,
+    tlog::{self, Frontier},
 };
 use leviathan_store_sled::{Durability, SledOptions, SledStore};
 use serde_json::json;
@@ -450,9 +451,11 @@ async fn a_database_of_the_first_layout_is_upgraded() {
         let meta = db.open_tree("graph.meta").unwrap();
         meta.insert("checkpoint", &[0u8; 40][..]).unwrap();
         meta.insert("saving", &7u64.to_be_bytes()[..]).unwrap();
+        db.drop_tree("tree.tiles").unwrap();
     });
     let store = open_after_raw_edit(&dir).unwrap();
     assert_eq!(store.graphs().checkpoint().await.unwrap(), None);
+    assert_tree_matches_the_log(&store).await;
     let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
     let mut expected = Graph::new();
     for event in read_all(&*store.events()).await {
@@ -467,13 +470,72 @@ async fn a_database_of_the_first_layout_is_upgraded() {
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(
             meta.get("format").unwrap().as_deref(),
-            Some(&b"leviathan-store-sled/2"[..])
+            Some(&b"leviathan-store-sled/3"[..])
         );
         assert_eq!(
             db.open_tree("graph.meta").unwrap().get("saving").unwrap(),
             None
         );
     });
+}
+
+/// The tree's root and a proof of every tile boundary agree with the log's hashes.
+async fn assert_tree_matches_the_log(store: &SledStore) {
+    let hashes: Vec<_> = read_all(&*store.events())
+        .await
+        .iter()
+        .map(|e| e.hash)
+        .collect();
+    let size = hashes.len() as u64;
+    assert_eq!(store.tree().tree_size().await.unwrap(), size);
+    let mut frontier = Frontier::new();
+    frontier.extend(&hashes);
+    assert_eq!(
+        tlog::root(&*store.tree(), size).await.unwrap(),
+        frontier.root()
+    );
+    for index in [0, size / 2, size - 1] {
+        let proof = tlog::inclusion_proof(&*store.tree(), index, size)
+            .await
+            .unwrap();
+        proof
+            .verify(&hashes[index as usize], &frontier.root())
+            .unwrap();
+    }
+}
+
+/// A database written before the log had a Merkle tree gets its tree built from the stored
+/// hashes when opened, and appends extend it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_without_a_tree_gets_one_built() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .events()
+            .append(AppendRequest::new(lifecycle("tr", "demo", 40)))
+            .await
+            .unwrap();
+    }
+    edit_raw(&dir, |db| {
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", "leviathan-store-sled/2")
+            .unwrap();
+        db.drop_tree("tree.tiles").unwrap();
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
+    assert!(
+        store.tree().tree_size().await.unwrap() > 256,
+        "past a tile of tiles"
+    );
+    assert_tree_matches_the_log(&store).await;
+    store
+        .events()
+        .append(AppendRequest::new(lifecycle("more", "demo", 2)))
+        .await
+        .unwrap();
+    assert_tree_matches_the_log(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

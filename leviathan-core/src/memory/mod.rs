@@ -9,7 +9,7 @@ mod backlog;
 mod forge;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -29,6 +29,7 @@ use crate::{
         sequencer::{Prefetched, Sequencer},
         verify_content,
     },
+    tlog::{Frontier, StoredCheckpoint, Tile, TileRead, TreeError, TreeStore},
 };
 
 pub use self::{backlog::MemoryBacklog, forge::MemoryForge};
@@ -46,6 +47,10 @@ struct Log {
     events: Vec<Event>,
     by_id: HashMap<EventId, u64>,
     streams: HashMap<StreamId, u64>,
+    /// The tree's right edge and its full tiles, by level then index.
+    frontier: Frontier,
+    tiles: Vec<Vec<Tile>>,
+    checkpoints: BTreeMap<u64, String>,
 }
 
 /// An [`EventStore`] in memory. Cloning shares the log.
@@ -110,6 +115,16 @@ impl EventStore for MemoryEventStore {
             }
             log.events.push(e.event.clone());
         }
+        let full = log
+            .frontier
+            .extend(sequenced.events.iter().map(|e| &e.event.hash));
+        for tile in full {
+            let level = usize::from(tile.level);
+            if log.tiles.len() <= level {
+                log.tiles.resize_with(level + 1, Vec::new);
+            }
+            log.tiles[level].push(tile);
+        }
         let head = log.events.len() as u64;
         drop(log);
         self.head.send_replace(head);
@@ -140,6 +155,65 @@ impl EventStore for MemoryEventStore {
 
     async fn subscribe(&self, after: u64) -> Result<EventStream, EventStoreError> {
         Ok(follow(Arc::new(self.clone()), after, self.head.subscribe()))
+    }
+}
+
+/// The tree of the log in memory: the same tiles a durable backend stores.
+#[async_trait]
+impl TreeStore for MemoryEventStore {
+    async fn tree_size(&self) -> Result<u64, TreeError> {
+        Ok(lock(&self.log).events.len() as u64)
+    }
+
+    async fn read_tiles(&self, reads: &[TileRead]) -> Result<Vec<Vec<Sha256Digest>>, TreeError> {
+        let log = lock(&self.log);
+        reads.iter().map(|read| log.read_tile(read)).collect()
+    }
+
+    async fn record_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), TreeError> {
+        lock(&self.log)
+            .checkpoints
+            .insert(checkpoint.size, checkpoint.note.clone());
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, TreeError> {
+        Ok(lock(&self.log)
+            .checkpoints
+            .last_key_value()
+            .map(|(size, note)| StoredCheckpoint {
+                size: *size,
+                note: note.clone(),
+            }))
+    }
+}
+
+impl Log {
+    fn read_tile(&self, read: &TileRead) -> Result<Vec<Sha256Digest>, TreeError> {
+        let missing = |what: String| EventStoreError::Corrupt {
+            seq: None,
+            reason: format!("{what} is not in the memory store"),
+        };
+        match read {
+            TileRead::Tiles { level, indexes } => {
+                let stored = self.tiles.get(usize::from(*level));
+                let mut hashes = Vec::new();
+                for index in indexes.clone() {
+                    let tile = stored
+                        .and_then(|tiles| tiles.get(index as usize))
+                        .ok_or_else(|| missing(format!("tile {index} of level {level}")))?;
+                    hashes.extend_from_slice(&tile.hashes);
+                }
+                Ok(hashes)
+            }
+            TileRead::EventHashes { indexes } => {
+                let events = self
+                    .events
+                    .get(indexes.start as usize..indexes.end as usize)
+                    .ok_or_else(|| missing(format!("events {indexes:?}")))?;
+                Ok(events.iter().map(|e| e.hash).collect())
+            }
+        }
     }
 }
 

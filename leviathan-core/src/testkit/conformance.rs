@@ -5,6 +5,8 @@
 //! which expands to one `#[tokio::test]` per function of this module, with the same names on
 //! every backend.
 
+pub mod tree;
+
 use std::{any::Any, collections::BTreeSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -25,6 +27,7 @@ use crate::{
     },
     testkit::{lifecycle, seal_all},
     timestamp::Timestamp,
+    tlog::TreeStore,
 };
 
 /// Fresh stores for one test. `guard` keeps backend resources (a temp dir, a database) alive for
@@ -36,6 +39,8 @@ pub struct Stores {
     pub graphs: Arc<dyn GraphStore>,
     /// The artifact store.
     pub artifacts: Arc<dyn ArtifactStore>,
+    /// The log's Merkle tree and checkpoints.
+    pub tree: Arc<dyn TreeStore>,
     /// Backend resources to release after the test.
     pub guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -45,6 +50,10 @@ pub struct Stores {
 pub trait Harness: Send + Sync {
     /// Fresh, empty stores.
     async fn open(&self) -> Stores;
+
+    /// The same stores after closing them and opening them again (a process restart); the
+    /// memory backend, which nothing outlives, returns them as they are.
+    async fn reopen(&self, stores: Stores) -> Stores;
 
     /// Damages the stored bytes of an artifact in place, as a failing disk would.
     async fn corrupt_artifact(&self, stores: &Stores, sha256: &Sha256Digest);
@@ -78,6 +87,12 @@ macro_rules! conformance_tests {
             artifacts_digest_mismatch_keeps_nothing,
             corrupted_artifact_is_reported_not_returned,
         );
+        $crate::conformance_tests!(@each_in tree $harness;
+            tree_roots_after_every_batch_size,
+            tree_proofs_for_spread_leaves_and_sizes,
+            tree_survives_a_restart,
+            checkpoints_are_recorded,
+        );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {
         $(
@@ -85,6 +100,15 @@ macro_rules! conformance_tests {
             async fn $name() {
                 let harness = $harness;
                 $crate::testkit::conformance::$name(&harness).await;
+            }
+        )*
+    };
+    (@each_in $module:ident $harness:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let harness = $harness;
+                $crate::testkit::conformance::$module::$name(&harness).await;
             }
         )*
     };

@@ -12,6 +12,7 @@ use leviathan_core::{
     ChainBreak, ChainFault, ChainReport, ChainVerifier, Event, EventId, EventStore,
     EventStoreError, Head, Sha256Digest, StreamId,
     store::{AppendReceipt, AppendRequest, EventStream, follow},
+    tlog::{StoredCheckpoint, TileRead, TreeError, TreeStore},
 };
 use sqlx::{PgPool, postgres::PgConnectOptions};
 use tokio::{
@@ -23,6 +24,7 @@ use crate::{
     PgOptions,
     error::{StoreFailure, event_error},
     location::Location,
+    tree,
 };
 
 pub(crate) use writer::GroupLimits;
@@ -117,6 +119,11 @@ impl PgEventStore {
 
     fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The last head seq this process knows committed (its writer's, or notified).
+    fn visible_seq(&self) -> u64 {
+        *self.inner.head.borrow()
     }
 }
 
@@ -330,6 +337,45 @@ impl EventStore for PgEventStore {
             }));
         }
         Ok(Ok(verifier.finish()))
+    }
+}
+
+/// The log's Merkle tree: tiles written by the writer, read here (see [`crate::tree`]).
+#[async_trait]
+impl TreeStore for PgEventStore {
+    async fn tree_size(&self) -> Result<u64, TreeError> {
+        Ok(self.visible_seq())
+    }
+
+    async fn read_tiles(&self, reads: &[TileRead]) -> Result<Vec<Vec<Sha256Digest>>, TreeError> {
+        tree::read_tiles(self.pool(), reads)
+            .await
+            .map_err(|f| f.to_event_error().into())
+    }
+
+    async fn record_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), TreeError> {
+        sqlx::query(
+            "INSERT INTO log_checkpoints (size, note) VALUES ($1, $2)
+             ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note, recorded_at = now()",
+        )
+        .bind(tree::to_i64(checkpoint.size).map_err(|f| f.to_event_error())?)
+        .bind(&checkpoint.note)
+        .execute(self.pool())
+        .await
+        .map_err(|e| event_error("recording a checkpoint", e))?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, TreeError> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(self.pool())
+                .await
+                .map_err(|e| event_error("reading the latest checkpoint", e))?;
+        Ok(row.map(|(size, note)| StoredCheckpoint {
+            size: u64::try_from(size).unwrap_or_default(),
+            note,
+        }))
     }
 }
 

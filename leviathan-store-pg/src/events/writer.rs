@@ -25,6 +25,7 @@ use leviathan_core::{
         AppendReceipt,
         sequencer::{Prefetched, PreparedAppend, Sequenced, SequencedEvent, Sequencer},
     },
+    tlog::Frontier,
 };
 use sqlx::{
     Connection, PgConnection, Postgres,
@@ -36,7 +37,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{
     BEGIN_LOCKED, NOTIFY_CHANNEL, WRITER_LOCK_KEY, decode_event, decode_head, listener::advance,
 };
-use crate::{error::StoreFailure, location::Location};
+use crate::{
+    error::StoreFailure,
+    location::Location,
+    tree::{TileColumns, restore_frontier},
+};
 
 /// One caller's batch and where to send its answer.
 pub(crate) struct WriteRequest {
@@ -73,9 +78,10 @@ SELECT 's', stream, version, NULL, NULL FROM streams WHERE stream = ANY($2)";
 
 /// Takes the writer lock ($18), moves the head row from where the group was sequenced ($16) to
 /// its new tail ($14, $15), and only then inserts the group's events (one array per column,
-/// $1 to $11), upserts its streams and notifies. Returns the number of head rows moved: 1, or 0
-/// when the head was not where the writer read it (another process appended since), and then
-/// nothing is written. The optional condition guards the move further.
+/// $1 to $11), upserts its streams, inserts the tree's tiles the group filled ($19 to $21) and
+/// notifies. Returns the number of head rows moved: 1, or 0 when the head was not where the
+/// writer read it (another process appended since), and then nothing is written. The optional
+/// condition guards the move further.
 macro_rules! write_group {
     ($($guard:literal)?) => {
         concat!(
@@ -100,6 +106,10 @@ macro_rules! write_group {
     INSERT INTO streams (stream, version)
     SELECT * FROM UNNEST($12::text[], $13::bigint[]) WHERE EXISTS (SELECT 1 FROM moved)
     ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
+), tiled AS (
+    INSERT INTO log_tiles (level, idx, hashes)
+    SELECT * FROM UNNEST($19::smallint[], $20::bigint[], $21::bytea[])
+    WHERE EXISTS (SELECT 1 FROM moved)
 ), notified AS (
     SELECT pg_notify($17, $14::text) FROM moved
 )
@@ -112,14 +122,14 @@ SELECT count(*) FROM notified"
 const WRITE: &str = write_group!();
 
 /// [`write_group!`] for a group sequenced without a read, on what this writer knew after its last
-/// commit: it also requires that none of the group's ids ($19) is stored and that every stream the
-/// group touches ($20) is at the version it was sequenced with ($21). When the head is where this
+/// commit: it also requires that none of the group's ids ($22) is stored and that every stream the
+/// group touches ($23) is at the version it was sequenced with ($24). When the head is where this
 /// writer left it, nobody has appended since, so the statement's snapshot holds every event and
 /// stream (a concurrent append would have moved the head, and the update then matches no row).
 const WRITE_UNREAD: &str = write_group!(
-    "NOT EXISTS (SELECT 1 FROM events WHERE event_id = ANY($19))
+    "NOT EXISTS (SELECT 1 FROM events WHERE event_id = ANY($22))
         AND NOT EXISTS (
-            SELECT 1 FROM UNNEST($20::text[], $21::bigint[]) AS assumed(stream, version)
+            SELECT 1 FROM UNNEST($23::text[], $24::bigint[]) AS assumed(stream, version)
             LEFT JOIN streams USING (stream)
             WHERE coalesce(streams.version, 0) <> assumed.version
         )"
@@ -205,6 +215,8 @@ pub(crate) struct Writer {
     conn: Option<PgConnection>,
     /// The tail after this writer's last commit; `None` when unknown (at start, after a failure).
     tail: Option<Option<Head>>,
+    /// The right edge of the Merkle tree the writer last wrote or read (its size says where).
+    frontier: Option<Frontier>,
     /// Stream versions as of this writer's last commit (those it read or wrote).
     versions: HashMap<String, u64>,
     /// Groups left before the writer tries again to write without reading first: it stops for a
@@ -226,6 +238,7 @@ impl Writer {
             location,
             conn: None,
             tail: None,
+            frontier: None,
             versions: HashMap::new(),
             unread_pause: 0,
             head,
@@ -334,9 +347,17 @@ impl Writer {
         // The common case: nobody else appended since this writer's last group, so it knows the
         // head and needs no read. One round trip, the write being its own transaction; it writes
         // nothing if anything it assumed does not hold, and the group is read and written again.
-        let unread = match cached_tail {
-            Some(tail) if self.unread_pause == 0 => {
-                Some(Group::unread(batches, tail, &self.versions)?)
+        let known_frontier = self.frontier.clone();
+        let unread = match (cached_tail, &known_frontier) {
+            (Some(tail), Some(frontier))
+                if self.unread_pause == 0 && frontier.size() == tail.map_or(0, |h| h.seq) =>
+            {
+                Some(Group::unread(
+                    batches,
+                    tail,
+                    &self.versions,
+                    frontier.clone(),
+                )?)
             }
             _ => None,
         };
@@ -354,7 +375,13 @@ impl Writer {
         }
         // Otherwise two round trips: read, then the same self-committing write.
         if written.is_none() {
-            let group = Group::read(conn, batches, cached_tail, &reading).await?;
+            let group = Group::read(
+                conn,
+                batches,
+                (cached_tail, known_frontier.as_ref()),
+                &reading,
+            )
+            .await?;
             written = if group.appends() {
                 let moved = group.write(conn, &writing).await?;
                 (moved == 1).then_some(group)
@@ -371,7 +398,13 @@ impl Writer {
                     .begin_with(BEGIN_LOCKED)
                     .await
                     .map_err(|e| StoreFailure::sql(context("taking the writer lock"), e))?;
-                let group = Group::read(&mut tx, batches, cached_tail, &reading).await?;
+                let group = Group::read(
+                    &mut tx,
+                    batches,
+                    (cached_tail, known_frontier.as_ref()),
+                    &reading,
+                )
+                .await?;
                 if group.appends() && group.write(&mut tx, &writing).await? != 1 {
                     return Err(StoreFailure::corrupt(
                         None,
@@ -390,6 +423,7 @@ impl Writer {
         }
         self.tail = Some(group.tail);
         self.remember_versions(&group);
+        self.frontier = Some(group.frontier.clone());
         if let Some(tail) = group.tail {
             advance(&self.head, tail.seq);
         }
@@ -444,6 +478,10 @@ struct Group {
     /// Set when the group was sequenced without a read: every id of the group, none of which
     /// may be stored (its write also checks `known_versions`, see [`WRITE_UNREAD`]).
     unread_ids: Option<Vec<String>>,
+    /// The tree's tiles the group fills.
+    tiles: TileColumns,
+    /// The tree's right edge once the group is written.
+    frontier: Frontier,
 }
 
 impl Group {
@@ -452,7 +490,7 @@ impl Group {
     async fn read(
         conn: &mut PgConnection,
         batches: &[&PreparedAppend],
-        cached_tail: Option<Option<Head>>,
+        (cached_tail, frontier): (Option<Option<Head>>, Option<&Frontier>),
         context: &str,
     ) -> Result<Self, StoreFailure> {
         let ids: Vec<&str> = batches
@@ -508,7 +546,13 @@ impl Group {
         let head =
             head.ok_or_else(|| StoreFailure::corrupt(None, "the log head row is missing"))?;
         check_tail(cached_tail, head)?;
-        Self::sequence(batches, head, known)
+        let size = head.map_or(0, |h| h.seq);
+        let frontier = match frontier {
+            Some(frontier) if frontier.size() == size => frontier.clone(),
+            // Another process appended (or this writer just started): read the tree's edge.
+            _ => restore_frontier(&mut *conn, size).await?,
+        };
+        Self::sequence(batches, head, known, frontier)
     }
 
     /// Sequences the group after `tail` without reading anything: no id of the group is assumed
@@ -518,13 +562,14 @@ impl Group {
         batches: &[&PreparedAppend],
         tail: Option<Head>,
         versions: &HashMap<String, u64>,
+        frontier: Frontier,
     ) -> Result<Self, StoreFailure> {
         let mut known = Prefetched::default();
         for stream in batches.iter().flat_map(|b| b.streams()) {
             let version = versions.get(stream.as_str()).copied().unwrap_or(0);
             known.streams.entry(stream.clone()).or_insert(version);
         }
-        let mut group = Self::sequence(batches, tail, known)?;
+        let mut group = Self::sequence(batches, tail, known, frontier)?;
         group.unread_ids = Some(
             batches
                 .iter()
@@ -535,11 +580,13 @@ impl Group {
         Ok(group)
     }
 
-    /// Sequences each batch after `head` with what is `known` of the log.
+    /// Sequences each batch after `head` with what is `known` of the log, extending the tree
+    /// whose right edge at `head` is `frontier`.
     fn sequence(
         batches: &[&PreparedAppend],
         head: Option<Head>,
         known: Prefetched,
+        mut frontier: Frontier,
     ) -> Result<Self, StoreFailure> {
         let mut sequencer = Sequencer::new(head);
         let outcomes: Vec<Result<Sequenced, EventStoreError>> = batches
@@ -558,6 +605,15 @@ impl Group {
             }
         }
         let (version_streams, version_numbers) = versions.into_iter().unzip();
+        let tiles = TileColumns::new(
+            &frontier.extend(
+                outcomes
+                    .iter()
+                    .flatten()
+                    .flat_map(|s| &s.events)
+                    .map(|e| &e.event.hash),
+            ),
+        );
         let known_versions = known
             .streams
             .into_iter()
@@ -572,6 +628,8 @@ impl Group {
             version_numbers,
             known_versions,
             unread_ids: None,
+            tiles,
+            frontier,
         })
     }
 
@@ -599,7 +657,10 @@ impl Group {
             .bind(tail.hash.as_bytes().as_slice())
             .bind(i64::try_from(self.head.map_or(0, |h| h.seq)).unwrap_or(i64::MAX))
             .bind(NOTIFY_CHANNEL)
-            .bind(WRITER_LOCK_KEY);
+            .bind(WRITER_LOCK_KEY)
+            .bind(&self.tiles.levels)
+            .bind(&self.tiles.indexes)
+            .bind(&self.tiles.hashes);
         let query = match &self.unread_ids {
             Some(ids) => {
                 let (streams, versions): (Vec<&str>, Vec<i64>) = self
