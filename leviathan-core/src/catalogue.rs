@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::{
     digest::Sha256Digest,
     event::NewEvent,
-    id::{AttemptId, TargetId, TaskId},
+    id::{AttemptId, EventId, TargetId, TaskId},
     model::{FailureClass, FailureKind, TaskSpec},
     timestamp::Timestamp,
 };
@@ -958,6 +958,25 @@ fn parse_value<T: DeserializeOwned>(event_type: &str, payload: &Value) -> Result
 /// a recursive reader anywhere downstream.
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
 
+/// Typed construction lives with the payloads, so that events need not know the catalogue.
+impl NewEvent {
+    /// Builds an event from a typed payload of the catalogue.
+    pub fn new<P: Payload>(
+        event_id: EventId,
+        timestamp: Timestamp,
+        actor_id: Option<String>,
+        payload: &P,
+    ) -> Self {
+        Self {
+            event_id,
+            event_type: P::EVENT_TYPE.to_owned(),
+            timestamp,
+            actor_id,
+            payload: payload.to_value(),
+        }
+    }
+}
+
 /// An event that passed validation, with its typed view and stream.
 #[derive(Clone, Debug)]
 pub struct ValidatedEvent {
@@ -1050,7 +1069,6 @@ fn check_shape(value: &Value, depth: usize) -> Result<(), (String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::EventId;
     use serde_json::json;
 
     fn event(ty: &str, payload: Value) -> NewEvent {

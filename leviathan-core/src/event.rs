@@ -23,22 +23,6 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// Builds an event from a typed payload of the catalogue.
-    pub fn new<P: crate::catalogue::Payload>(
-        event_id: EventId,
-        timestamp: Timestamp,
-        actor_id: Option<String>,
-        payload: &P,
-    ) -> Self {
-        Self {
-            event_id,
-            event_type: P::EVENT_TYPE.to_owned(),
-            timestamp,
-            actor_id,
-            payload: payload.to_value(),
-        }
-    }
-
     /// True when `event` records this same fact (same id, type, actor, timestamp and payload).
     pub fn same_content(&self, event: &Event) -> bool {
         self.event_id == event.event_id
