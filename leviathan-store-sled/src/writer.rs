@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fs::File, sync::Arc};
 
 use leviathan_core::{
     AppendReceipt, Event, EventStoreError, Head, StreamId,
-    store::sequencer::{Prefetched, PreparedAppend, Sequenced, Sequencer},
+    store::{
+        PreparedAppend,
+        sequencer::{Prefetched, Sequenced, Sequencer},
+    },
     tlog::{Frontier, Tile},
 };
 use sled::{

@@ -1,121 +1,15 @@
-//! Append requests, their expectations and receipts.
-
-use std::fmt;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+//! Append requests, their validation into prepared batches, and receipts.
 
 use crate::{
-    catalogue::{self, PayloadError, StreamId},
+    catalogue::{self, StreamId},
     event::{Event, Head, NewEvent},
     id::EventId,
 };
 
 use super::{
-    EventStoreError,
-    sequencer::{PreparedAppend, PreparedEvent},
+    error::{EventRejection, EventStoreError},
+    expected_version::ExpectedVersion,
 };
-
-/// What a writer expects of a stream before its batch may land.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum ExpectedVersion {
-    /// No expectation.
-    #[default]
-    Any,
-    /// The stream has no events yet.
-    NoStream,
-    /// The stream has exactly this many events.
-    Exact(u64),
-}
-
-impl ExpectedVersion {
-    /// The expectation that a stream is at `version` (0 meaning no stream).
-    pub fn at(version: u64) -> Self {
-        if version == 0 {
-            Self::NoStream
-        } else {
-            Self::Exact(version)
-        }
-    }
-
-    /// True when a stream at `actual` meets this expectation.
-    pub fn matches(self, actual: u64) -> bool {
-        match self {
-            Self::Any => true,
-            Self::NoStream => actual == 0,
-            Self::Exact(n) => actual == n,
-        }
-    }
-}
-
-impl fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Any => f.write_str("any"),
-            Self::NoStream => f.write_str("no stream"),
-            Self::Exact(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-/// On the wire: `"any"`, `"no_stream"` or a version number.
-impl Serialize for ExpectedVersion {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Any => serializer.serialize_str("any"),
-            Self::NoStream => serializer.serialize_str("no_stream"),
-            Self::Exact(n) => serializer.serialize_u64(*n),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ExpectedVersion {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Wire {
-            Number(u64),
-            Word(String),
-        }
-        match Wire::deserialize(deserializer)? {
-            Wire::Number(0) => Ok(Self::NoStream),
-            Wire::Number(n) => Ok(Self::Exact(n)),
-            Wire::Word(w) if w == "any" => Ok(Self::Any),
-            Wire::Word(w) if w == "no_stream" => Ok(Self::NoStream),
-            Wire::Word(w) => Err(serde::de::Error::custom(format!(
-                "expected version must be \"any\", \"no_stream\" or a number, got \"{w}\""
-            ))),
-        }
-    }
-}
-
-/// One refused event of a batch: where it is and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("event {index} ({}): {event_type}: field `{field}`: {reason}", event_id.as_deref().unwrap_or("?"))]
-pub struct EventRejection {
-    /// Index in the batch.
-    pub index: usize,
-    /// The event's id, when it has a valid one.
-    pub event_id: Option<String>,
-    /// The event's type.
-    pub event_type: String,
-    /// The field at fault (`.` for the whole event).
-    pub field: String,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl EventRejection {
-    /// A rejection of the event at `index` from a payload error.
-    pub fn from_payload(index: usize, event: &NewEvent, error: PayloadError) -> Self {
-        Self {
-            index,
-            event_id: Some(event.event_id.to_string()),
-            event_type: event.event_type.clone(),
-            field: error.field,
-            reason: error.reason,
-        }
-    }
-}
 
 /// A batch to append atomically, with optional stream expectations.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -202,6 +96,39 @@ pub struct AppendReceipt {
     pub head: Option<Head>,
 }
 
+/// A validated event and its stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreparedEvent {
+    /// The event.
+    pub event: NewEvent,
+    /// Its stream, if any.
+    pub stream: Option<StreamId>,
+}
+
+/// A validated batch (see [`AppendRequest::prepare`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreparedAppend {
+    /// The events, in order.
+    pub events: Vec<PreparedEvent>,
+    /// The caller's expectations.
+    pub expectations: Vec<(StreamId, ExpectedVersion)>,
+}
+
+impl PreparedAppend {
+    /// The event ids a writer must look up before sequencing.
+    pub fn event_ids(&self) -> impl Iterator<Item = &EventId> {
+        self.events.iter().map(|e| &e.event.event_id)
+    }
+
+    /// The streams whose versions a writer must look up before sequencing.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamId> {
+        self.events
+            .iter()
+            .filter_map(|e| e.stream.as_ref())
+            .chain(self.expectations.iter().map(|(s, _)| s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,37 +144,5 @@ mod tests {
         .prepare();
         let checked = AppendRequest::new(events).prepare();
         assert_eq!(trusted.unwrap(), checked.unwrap());
-    }
-
-    #[test]
-    fn expected_version_wire() {
-        for (v, json) in [
-            (ExpectedVersion::Any, "\"any\""),
-            (ExpectedVersion::NoStream, "\"no_stream\""),
-            (ExpectedVersion::Exact(3), "3"),
-        ] {
-            assert_eq!(serde_json::to_string(&v).unwrap(), json);
-            assert_eq!(serde_json::from_str::<ExpectedVersion>(json).unwrap(), v);
-        }
-        assert_eq!(
-            serde_json::from_str::<ExpectedVersion>("0").unwrap(),
-            ExpectedVersion::NoStream
-        );
-        assert!(
-            serde_json::from_str::<ExpectedVersion>("\"later\"")
-                .unwrap_err()
-                .to_string()
-                .contains("no_stream")
-        );
-    }
-
-    #[test]
-    fn expectations_match() {
-        assert!(ExpectedVersion::Any.matches(5));
-        assert!(ExpectedVersion::NoStream.matches(0));
-        assert!(!ExpectedVersion::NoStream.matches(1));
-        assert!(ExpectedVersion::Exact(2).matches(2));
-        assert!(!ExpectedVersion::Exact(2).matches(3));
-        assert_eq!(ExpectedVersion::at(0), ExpectedVersion::NoStream);
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::BoxError;
+use super::error::BoxError;
 use crate::digest::Sha256Digest;
 
 /// What can go wrong with an [`ArtifactStore`].

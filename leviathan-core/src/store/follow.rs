@@ -5,7 +5,7 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 use futures::stream;
 use tokio::sync::watch;
 
-use super::{EventStore, EventStream};
+use super::event_store::{EventStore, EventStream};
 
 const PAGE: usize = 512;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);

@@ -4,7 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use super::BoxError;
+use super::error::BoxError;
 use crate::{
     event::Head,
     graph::{GraphDelta, GraphSnapshot},

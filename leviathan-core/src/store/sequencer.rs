@@ -13,40 +13,10 @@ use crate::{
     id::EventId,
 };
 
-use super::{AppendReceipt, EventStoreError, ExpectedVersion};
-
-/// A validated event and its stream.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PreparedEvent {
-    /// The event.
-    pub event: NewEvent,
-    /// Its stream, if any.
-    pub stream: Option<StreamId>,
-}
-
-/// A validated batch (see [`super::AppendRequest::prepare`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct PreparedAppend {
-    /// The events, in order.
-    pub events: Vec<PreparedEvent>,
-    /// The caller's expectations.
-    pub expectations: Vec<(StreamId, ExpectedVersion)>,
-}
-
-impl PreparedAppend {
-    /// The event ids a writer must look up before sequencing.
-    pub fn event_ids(&self) -> impl Iterator<Item = &EventId> {
-        self.events.iter().map(|e| &e.event.event_id)
-    }
-
-    /// The streams whose versions a writer must look up before sequencing.
-    pub fn streams(&self) -> impl Iterator<Item = &StreamId> {
-        self.events
-            .iter()
-            .filter_map(|e| e.stream.as_ref())
-            .chain(self.expectations.iter().map(|(s, _)| s))
-    }
-}
+use super::{
+    append::{AppendReceipt, PreparedAppend, PreparedEvent},
+    error::EventStoreError,
+};
 
 /// What a writer looked up for a group of batches.
 #[derive(Clone, Debug, Default)]
@@ -216,7 +186,10 @@ impl<'g> Sequencer<'g> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{store::AppendRequest, timestamp::Timestamp};
+    use crate::{
+        store::{AppendRequest, ExpectedVersion},
+        timestamp::Timestamp,
+    };
     use serde_json::json;
 
     fn new(id: &str, attempt: &str) -> NewEvent {

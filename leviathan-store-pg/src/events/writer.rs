@@ -22,8 +22,8 @@ use std::{
 use leviathan_core::{
     EventId, EventStoreError, Head, StreamId,
     store::{
-        AppendReceipt,
-        sequencer::{Prefetched, PreparedAppend, Sequenced, SequencedEvent, Sequencer},
+        AppendReceipt, PreparedAppend,
+        sequencer::{Prefetched, Sequenced, SequencedEvent, Sequencer},
     },
     tlog::Frontier,
 };
