@@ -19,7 +19,7 @@ use leviathan_core::{
     store::{StoredArtifact, verify_content},
 };
 
-use crate::{error, store::Shared};
+use crate::{error, shared::Shared};
 
 /// Directory of artifacts inside the database directory.
 const ARTIFACTS: &str = "artifacts";

@@ -13,9 +13,9 @@ use leviathan_core::{
 use tokio::sync::oneshot;
 
 use crate::{
-    error::{self, Corruption},
-    layout::{self, Trees},
-    store::Shared,
+    error,
+    layout::{self, Trees, decode_record},
+    shared::Shared,
     tree,
     writer::AppendJob,
 };
@@ -57,22 +57,6 @@ impl SledEventStore {
                 source: None,
             })?
     }
-}
-
-/// Decodes the stored record of the event at `seq`.
-pub(crate) fn decode_record(seq: u64, record: &[u8]) -> Result<Event, Corruption> {
-    let corrupt = |reason: String| Corruption {
-        seq: Some(seq),
-        reason,
-    };
-    let (hash, canonical) =
-        layout::split_record(record).ok_or_else(|| corrupt("the record is truncated".into()))?;
-    let event = Event::from_canonical(canonical, hash)
-        .map_err(|err| corrupt(format!("the canonical bytes do not decode: {err}")))?;
-    if event.seq != seq {
-        return Err(corrupt(format!("the record holds seq {}", event.seq)));
-    }
-    Ok(event)
 }
 
 /// Reads the event at `seq` from `trees`; `None` when absent.

@@ -27,7 +27,7 @@ use leviathan_core::{
 use crate::{
     error,
     layout::{self, DeltaLog, Trees},
-    store::Shared,
+    shared::Shared,
 };
 
 /// Bytes of delta JSON per stored chunk: well under sled's blob threshold (a quarter of its

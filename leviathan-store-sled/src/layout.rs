@@ -1,6 +1,8 @@
 //! The trees of the database and how keys and values are encoded in them (see the crate docs).
 
-use leviathan_core::{Head, Sha256Digest};
+use leviathan_core::{Event, Head, Sha256Digest};
+
+use crate::error::Corruption;
 
 /// Marks a database written by this crate in this layout.
 pub(crate) const FORMAT: &[u8] = b"leviathan-store-sled/3";
@@ -194,6 +196,22 @@ pub(crate) fn decode_head(bytes: &[u8]) -> Option<Head> {
         seq: decode_u64(seq)?,
         hash: Sha256Digest::from_bytes(hash.try_into().ok()?),
     })
+}
+
+/// Decodes the stored record of the event at `seq`.
+pub(crate) fn decode_record(seq: u64, record: &[u8]) -> Result<Event, Corruption> {
+    let corrupt = |reason: String| Corruption {
+        seq: Some(seq),
+        reason,
+    };
+    let (hash, canonical) =
+        split_record(record).ok_or_else(|| corrupt("the record is truncated".into()))?;
+    let event = Event::from_canonical(canonical, hash)
+        .map_err(|err| corrupt(format!("the canonical bytes do not decode: {err}")))?;
+    if event.seq != seq {
+        return Err(corrupt(format!("the record holds seq {}", event.seq)));
+    }
+    Ok(event)
 }
 
 #[cfg(test)]

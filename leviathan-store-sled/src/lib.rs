@@ -121,8 +121,11 @@ mod error;
 mod events;
 mod graph;
 mod layout;
+mod options;
+mod shared;
 mod store;
 mod tree;
 mod writer;
 
-pub use store::{Durability, SledOptions, SledStore};
+pub use options::{Durability, SledOptions};
+pub use store::SledStore;

@@ -1,12 +1,11 @@
-//! Opening a database directory and the handle shared by its three stores.
+//! Opening a database directory: checks of its format and tail, the writer thread, the stores.
 
 use std::{
     fmt,
     fs::File,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use leviathan_core::{
@@ -20,52 +19,19 @@ use crate::{
     events::SledEventStore,
     graph::SledGraphStore,
     layout::{self, Trees},
+    options::{Durability, SledOptions},
+    shared::{LockRelease, Shared},
     tree,
-    writer::{AppendJob, Writer},
+    writer::Writer,
 };
 
 /// The file sled locks, inside the database directory.
 const SLED_DATA_FILE: &str = "db";
-/// How long closing waits for sled's pool threads to release the database file.
-const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// How many append requests may wait for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
 /// How often sled flushes in the background in [`Durability::Flush`] mode, for writes that are
 /// not appends (graph saves).
 const BACKGROUND_FLUSH: Duration = Duration::from_millis(500);
-
-/// When an append is acknowledged relative to reaching the disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Flush (write and fsync) before acknowledging every batch. Nothing acknowledged is lost.
-    #[default]
-    Flush,
-    /// Acknowledge once committed in memory; a background flush runs every `every`. A crash
-    /// loses the acknowledged appends of up to the last `every` (plus one flush's duration),
-    /// always as whole batches at the end of the log.
-    Periodic {
-        /// Interval of the background flush (at least 1 ms).
-        every: Duration,
-    },
-}
-
-/// Options for [`SledStore::open_with`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SledOptions {
-    /// When appends are acknowledged.
-    pub durability: Durability,
-    /// Bytes of sled's page cache (default 256 MiB).
-    pub cache_capacity: u64,
-}
-
-impl Default for SledOptions {
-    fn default() -> Self {
-        Self {
-            durability: Durability::Flush,
-            cache_capacity: 256 * 1024 * 1024,
-        }
-    }
-}
 
 /// One opened database directory: an event log, a graph store and an artifact store.
 ///
@@ -202,15 +168,6 @@ impl SledStore {
     }
 }
 
-/// Writes sled's log and syncs it to stable storage. On Linux sled's `flush` ends with
-/// `sync_file_range`, which neither persists the file's metadata (its growth) nor flushes the
-/// device's write cache; the `fdatasync` of the data file that follows does both.
-pub(crate) fn flush_and_sync(db: &sled::Db, data_file: &File) -> sled::Result<()> {
-    db.flush()?;
-    data_file.sync_data()?;
-    Ok(())
-}
-
 /// Refuses databases of another format, upgrades those of the previous one and marks new ones.
 fn check_format(db: &sled::Db, trees: &Trees, shown: &str) -> Result<(), EventStoreError> {
     let stored = trees
@@ -317,108 +274,4 @@ fn read_tail(trees: &Trees, shown: &str) -> Result<Option<Head>, EventStoreError
         });
     }
     Ok(tail)
-}
-
-/// What the three stores of one database share.
-pub(crate) struct Shared {
-    pub(crate) db: sled::Db,
-    /// sled's data file, to fsync after sled's own flush (see [`flush_and_sync`]).
-    data_file: Arc<File>,
-    pub(crate) trees: Trees,
-    pub(crate) location: PathBuf,
-    pub(crate) artifacts_dir: PathBuf,
-    /// The last `seq` readers may see: flushed ([`Durability::Flush`]) or committed.
-    pub(crate) visible: Arc<watch::Sender<u64>>,
-    /// Held while the graph trees are saved, loaded or cleared, so no load sees half a save.
-    pub(crate) graph_lock: Mutex<()>,
-    /// The writer's queue; `None` only while dropping.
-    jobs: Option<mpsc::Sender<AppendJob>>,
-    writer: Option<JoinHandle<()>>,
-    /// Declared last so that it is dropped after `db` and `trees`.
-    _release: LockRelease,
-}
-
-impl Shared {
-    /// The writer's queue.
-    pub(crate) fn jobs(&self) -> Result<&mpsc::Sender<AppendJob>, EventStoreError> {
-        self.jobs
-            .as_ref()
-            .ok_or_else(|| error::writer_stopped(&self.location))
-    }
-
-    /// The database directory, for messages.
-    pub(crate) fn location_text(&self) -> String {
-        self.location.display().to_string()
-    }
-
-    /// The last `seq` readers may see.
-    pub(crate) fn visible_seq(&self) -> u64 {
-        *self.visible.borrow()
-    }
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("location", &self.location)
-            .field("visible", &self.visible_seq())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Shared {
-    /// Stops the writer after it answered everything queued, then flushes, so that the database
-    /// is closed and its lock released when the last handle is gone.
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(writer) = self.writer.take()
-            && writer.join().is_err()
-        {
-            tracing::error!(location = %self.location.display(), "the sled writer thread panicked");
-        }
-        if let Err(err) = flush_and_sync(&self.db, &self.data_file) {
-            tracing::error!(location = %self.location.display(), error = %err, "final flush failed");
-        }
-    }
-}
-
-/// Waits, once the database is dropped, until sled has really closed its data file.
-///
-/// sled finishes some writes on its own thread pool; those jobs keep the file, and so its
-/// exclusive lock, open for a moment after the last handle is gone. Waiting here (bounded,
-/// usually well under a millisecond) makes "dropped" mean "closed": the directory can be opened
-/// again at once, in this process or another.
-struct LockRelease {
-    data_file: PathBuf,
-}
-
-impl Drop for LockRelease {
-    #[cfg(unix)]
-    fn drop(&mut self) {
-        use rustix::fs::{FlockOperation, flock};
-        let Ok(file) = File::open(&self.data_file) else {
-            return;
-        };
-        let deadline = Instant::now() + RELEASE_WAIT;
-        loop {
-            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                // Closing `file` releases the probe's own lock.
-                Ok(()) => return,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        file = %self.data_file.display(),
-                        error = %err,
-                        "the sled data file is still locked after closing"
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn drop(&mut self) {}
 }

@@ -18,9 +18,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     error::Failure,
-    events::decode_record,
-    layout::{self, Trees},
-    store::{Durability, flush_and_sync},
+    layout::{self, Trees, decode_record},
+    options::Durability,
     tree,
 };
 
@@ -306,4 +305,13 @@ impl Writer {
             })
             .transpose()
     }
+}
+
+/// Writes sled's log and syncs it to stable storage. On Linux sled's `flush` ends with
+/// `sync_file_range`, which neither persists the file's metadata (its growth) nor flushes the
+/// device's write cache; the `fdatasync` of the data file that follows does both.
+pub(crate) fn flush_and_sync(db: &sled::Db, data_file: &File) -> sled::Result<()> {
+    db.flush()?;
+    data_file.sync_data()?;
+    Ok(())
 }
