@@ -12,7 +12,7 @@ use leviathan_core::{
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{Connection, PgPool};
 
-use crate::{error::graph_error, events::decode_head, location::Location};
+use crate::{error::graph_error, location::Location, log::decode_head};
 
 /// Upserts a delta's rows and moves the checkpoint, in one statement.
 const SAVE: &str = "\

@@ -13,6 +13,7 @@ use sqlx::{Acquire, PgPool};
 use crate::{
     error::{StoreFailure, event_error},
     location::Location,
+    log::decode_hash,
 };
 
 /// Events per read while building the tree of an existing log.
@@ -103,10 +104,6 @@ fn answer(
         }
     }
     Ok(hashes)
-}
-
-fn decode_hash(bytes: &[u8]) -> Option<Sha256Digest> {
-    Some(Sha256Digest::from_bytes(bytes.try_into().ok()?))
 }
 
 pub(crate) fn to_i64(n: u64) -> Result<i64, StoreFailure> {

@@ -9,8 +9,8 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::watch;
 
-use super::{NOTIFY_CHANNEL, read_head};
 use crate::location::Location;
+use crate::log::{NOTIFY_CHANNEL, read_head};
 
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);

@@ -34,12 +34,11 @@ use sqlx::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{
-    BEGIN_LOCKED, NOTIFY_CHANNEL, WRITER_LOCK_KEY, decode_event, decode_head, listener::advance,
-};
+use super::listener::advance;
 use crate::{
     error::StoreFailure,
     location::Location,
+    log::{BEGIN_LOCKED, NOTIFY_CHANNEL, WRITER_LOCK_KEY, decode_event, decode_head},
     tree::{TileColumns, restore_frontier},
 };
 
