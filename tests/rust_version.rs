@@ -1,6 +1,6 @@
 //! Every crate's `rust-version` is true: no lower than what any crate it builds with declares
-//! (its dependencies, build dependencies and dev-dependencies, and theirs, for every platform, as
-//! `Cargo.lock` resolves them). A dependency update that needs a newer Rust fails here, not in a
+//! (its dependencies, build dependencies and dev-dependencies, and theirs, as `Cargo.lock` resolves
+//! them for this host; other platforms' crates are not downloaded on a CI machine). A dependency update that needs a newer Rust fails here, not in a
 //! user's build. That the crates' own code calls no standard library API newer than their
 //! `rust-version` is clippy's `incompatible_msrv` lint, which CI runs with `-D warnings`.
 
@@ -11,10 +11,25 @@ use std::{
 
 use serde_json::Value;
 
-/// `cargo metadata` of the workspace, resolved from `Cargo.lock`.
+/// The platform the tests run on, as rustc names it.
+fn host() -> String {
+    let out = Command::new("rustc")
+        .args(["--print", "host-tuple"])
+        .output()
+        .expect("run rustc --print host-tuple");
+    assert!(out.status.success(), "rustc --print host-tuple failed");
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
+/// `cargo metadata` of the workspace for this host, resolved from `Cargo.lock`.
 fn metadata() -> Value {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .arg("--filter-platform")
+        .arg(host())
         .arg("--manifest-path")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .output()
