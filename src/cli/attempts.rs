@@ -10,7 +10,11 @@ use leviathan::{
     },
 };
 
-use super::{CliError, OutputArgs, SourceArgs, finish, init_logging, print_json};
+use super::{
+    error::{CliError, finish},
+    output::{init_logging, print_json},
+    source::{OutputArgs, SourceArgs},
+};
 
 /// Attempts: runs of tasks by workers.
 #[derive(clap::Args, Debug)]

@@ -17,7 +17,11 @@ use leviathan::{
     },
 };
 
-use super::{CliError, OutputArgs, SourceArgs, finish, init_logging, print_json, progress};
+use super::{
+    error::{CliError, finish},
+    output::{init_logging, print_json, progress},
+    source::{OutputArgs, SourceArgs},
+};
 
 /// Events per read while exporting or tailing.
 const PAGE: usize = 2048;

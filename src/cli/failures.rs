@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use leviathan::{api::wire::FailuresQuery, core::id::TargetId};
 
 use super::{
-    CliError, OutputArgs, SourceArgs, attempts::print_table, finish, init_logging, print_json,
+    attempts::print_table,
+    error::{CliError, finish},
+    output::{init_logging, print_json},
+    source::{OutputArgs, SourceArgs},
 };
 
 /// Failed and timed-out attempts, most recent first.

@@ -4,7 +4,11 @@ use std::{collections::BTreeMap, process::ExitCode};
 
 use leviathan::core::{GraphSummary, Ledger, LedgerError};
 
-use super::{CliError, OutputArgs, SourceArgs, finish, init_logging, print_json, progress};
+use super::{
+    error::{CliError, finish},
+    output::{init_logging, print_json, progress},
+    source::{OutputArgs, SourceArgs},
+};
 
 /// The projection of the log: targets, tasks, attempts, artifacts, pull requests.
 #[derive(clap::Args, Debug)]

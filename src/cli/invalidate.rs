@@ -4,7 +4,11 @@ use std::process::ExitCode;
 
 use leviathan::core::id::AttemptId;
 
-use super::{CliError, OutputArgs, SourceArgs, finish, init_logging, print_json};
+use super::{
+    error::{CliError, finish},
+    output::{init_logging, print_json},
+    source::{OutputArgs, SourceArgs},
+};
 
 /// Declare an attempt void (emits `attempt.invalidated`, actor `operator`); its task becomes
 /// pending again.

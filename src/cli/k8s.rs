@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 use leviathan::core::{AttemptId, AttemptSpec, TargetId, TaskId, executor::protocol};
 use leviathan_exec_k8s::{EXECUTOR_IMAGE, K8S_NAMESPACE, K8sConfig, job_spec};
 
-use super::{CliError, finish, init_logging};
+use super::{
+    error::{CliError, finish},
+    output::init_logging,
+};
 
 /// Kubernetes: what the executor submits.
 #[derive(clap::Args, Debug)]

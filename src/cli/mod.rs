@@ -5,28 +5,19 @@
 //! error (clap's own errors are 2 as well).
 
 pub(crate) mod attempts;
+mod error;
 pub(crate) mod events;
 pub(crate) mod failures;
 pub(crate) mod graph;
 pub(crate) mod invalidate;
 pub(crate) mod k8s;
+mod output;
 pub(crate) mod schedule;
 pub(crate) mod serve;
+mod signal;
 mod source;
 pub(crate) mod token;
 pub(crate) mod worker;
-
-use std::{io::IsTerminal, process::ExitCode, time::Duration};
-
-use indicatif::{ProgressBar, ProgressStyle};
-use leviathan::{
-    api::{ControlPlaneError, client::ClientError, token::TokenFileError},
-    core::{EventStoreError, LedgerError},
-    stores::OpenError,
-};
-use serde::Serialize;
-
-pub(crate) use source::{OutputArgs, SourceArgs};
 
 /// Every environment variable the binary reads, shown by `leviathan --help`.
 pub(crate) const ENVIRONMENT_HELP: &str = "\
@@ -42,151 +33,3 @@ Environment:
                                    `serve`, warn otherwise); logs go to stderr and never contain the token
 
 Exit codes: 0 success, 1 failure (e.g. the chain does not verify), 2 usage or configuration error.";
-
-/// A command's failure: what to tell the operator and how to exit.
-#[derive(Debug)]
-pub(crate) struct CliError {
-    message: String,
-    exit: u8,
-}
-
-impl CliError {
-    /// A usage or configuration error (exit 2).
-    pub(crate) fn usage(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            exit: 2,
-        }
-    }
-
-    /// A failure (exit 1).
-    pub(crate) fn failure(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            exit: 1,
-        }
-    }
-}
-
-impl From<ControlPlaneError> for CliError {
-    fn from(error: ControlPlaneError) -> Self {
-        Self::failure(format!("{error} ({})", error.code()))
-    }
-}
-
-impl From<ClientError> for CliError {
-    fn from(error: ClientError) -> Self {
-        match &error {
-            ClientError::Status { status: 401, .. } => Self::usage(format!(
-                "{error}\nhint: the control plane refused the token; check {} or the token file",
-                leviathan::api::token::TOKEN_ENV
-            )),
-            ClientError::InvalidUrl { .. } | ClientError::InvalidToken(_) => {
-                Self::usage(error.to_string())
-            }
-            _ => Self::failure(error.to_string()),
-        }
-    }
-}
-
-impl From<OpenError> for CliError {
-    fn from(error: OpenError) -> Self {
-        match &error {
-            OpenError::Url(_) => Self::usage(error.to_string()),
-            OpenError::Open {
-                source: EventStoreError::Locked { .. },
-                ..
-            } => Self::failure(format!(
-                "{error}\nhint: is `leviathan serve` running on it? Ask it instead with --api URL"
-            )),
-            _ => Self::failure(error.to_string()),
-        }
-    }
-}
-
-impl From<EventStoreError> for CliError {
-    fn from(error: EventStoreError) -> Self {
-        Self::failure(error.to_string())
-    }
-}
-
-impl From<LedgerError> for CliError {
-    fn from(error: LedgerError) -> Self {
-        Self::failure(error.to_string())
-    }
-}
-
-impl From<TokenFileError> for CliError {
-    fn from(error: TokenFileError) -> Self {
-        match error {
-            TokenFileError::Io { .. } => Self::failure(error.to_string()),
-            other => Self::usage(other.to_string()),
-        }
-    }
-}
-
-/// Prints a failure to stderr and turns the outcome into the process exit code.
-pub(crate) fn finish(result: Result<(), CliError>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", error.message);
-            ExitCode::from(error.exit)
-        }
-    }
-}
-
-/// Logs to stderr, filtered by `LEVIATHAN_LOG` (else `default`), as text or JSON lines.
-pub(crate) fn init_logging(default: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEVIATHAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = if json {
-        builder.json().try_init()
-    } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
-    };
-    // Only a second initialisation in one process can fail; the first subscriber stays.
-    drop(installed);
-}
-
-/// A progress bar on stderr, drawn only when stderr is a terminal; a spinner when the total is
-/// unknown.
-pub(crate) fn progress(total: Option<u64>, message: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = match total {
-        Some(total) => {
-            let bar = ProgressBar::new(total);
-            if let Ok(style) =
-                ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-            {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar
-        }
-        None => {
-            let bar = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        }
-    };
-    bar.set_message(message);
-    bar
-}
-
-/// Prints `value` as one line of JSON on stdout.
-pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string(value)
-        .map_err(|e| CliError::failure(format!("cannot encode the output: {e}")))?;
-    println!("{text}");
-    Ok(())
-}

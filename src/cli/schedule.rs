@@ -31,9 +31,10 @@ use leviathan_exec_local::{LocalConfig, LocalExecutor};
 use leviathan_worker::{config::DEFAULT_GITHUB_API_URL, forge::GitHubForge};
 
 use super::{
-    CliError, SourceArgs, finish, init_logging,
-    serve::{LogFormat, shutdown_signal},
-    source::Source,
+    error::{CliError, finish},
+    output::{LogFormat, init_logging},
+    signal::shutdown_signal,
+    source::{Source, SourceArgs},
 };
 
 /// Run the scheduler: sync backlogs, plan, dispatch attempts and record every decision.

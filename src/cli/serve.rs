@@ -13,21 +13,14 @@ use leviathan::{
 use tokio::net::TcpListener;
 
 use super::{
-    CliError, finish, init_logging,
+    error::{CliError, finish},
+    output::{LogFormat, init_logging},
     schedule::{self, RunArgs, WorkerDefaults},
+    signal::shutdown_signal,
 };
 
 /// How long a shutdown waits for in-flight requests before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Log line format.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Run the control plane: the HTTP API over a store, until SIGTERM or SIGINT.
 #[derive(clap::Args, Debug)]
@@ -207,21 +200,4 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, addr.port())
-}
-
-/// Waits for SIGTERM or SIGINT; returns the signal's name.
-pub(crate) async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
 }

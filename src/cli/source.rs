@@ -19,7 +19,7 @@ use leviathan::{
     stores::{STORE_ENV, Stores, open_stores},
 };
 
-use super::CliError;
+use super::error::CliError;
 
 /// The environment variable naming the control plane commands ask by default.
 pub(crate) const API_URL_ENV: &str = "LEVIATHAN_API_URL";

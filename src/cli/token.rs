@@ -7,7 +7,11 @@ use leviathan::api::{
     token::{self, TOKEN_ENV, TokenFileError},
 };
 
-use super::{CliError, OutputArgs, finish, init_logging, print_json};
+use super::{
+    error::{CliError, finish},
+    output::{init_logging, print_json},
+    source::OutputArgs,
+};
 
 /// The control plane's bearer token.
 #[derive(clap::Args, Debug)]
