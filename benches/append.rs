@@ -44,6 +44,7 @@ fn event() -> NewEvent {
             "message": "running make test in the worktree (3 of 5 suites passed)",
             "elapsed_ms": n % 10_000,
         }),
+        principal: None,
     }
 }
 

@@ -973,6 +973,7 @@ impl NewEvent {
             timestamp,
             actor_id,
             payload: payload.to_value(),
+            principal: None,
         }
     }
 }
@@ -1078,6 +1079,7 @@ mod tests {
             timestamp: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
             actor_id: None,
             payload,
+            principal: None,
         }
     }
 

@@ -187,7 +187,9 @@ pub fn verify<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<ChainRe
 }
 
 /// Reads `prev_hash` and `seq` from the tail of canonical bytes, which always ends with
-/// `,"prev_hash":<null|"hex">,"seq":<n>,"timestamp":"<27 bytes>"}` because keys are sorted.
+/// `,"prev_hash":<null|"hex">[,"principal":{…}],"seq":<n>,"timestamp":"<27 bytes>"}` because
+/// keys are sorted. A principal is a flat object (ids and a role, no braces), so it is the
+/// member after the last `,"principal":{`; the hash check already covers its content.
 fn parse_tail(bytes: &[u8]) -> Result<(Option<Sha256Digest>, u64), String> {
     const TS: &[u8] = b",\"timestamp\":\"";
     // `"` + 27-byte timestamp + `"}` at the end.
@@ -206,7 +208,12 @@ fn parse_tail(bytes: &[u8]) -> Result<(Option<Sha256Digest>, u64), String> {
     let seq: u64 = seq_text
         .parse()
         .map_err(|_| format!("seq `{seq_text}` is not a number"))?;
-    let before_seq = &before_ts[..seq_at];
+    let mut before_seq = &before_ts[..seq_at];
+    if before_seq.ends_with(b"}") {
+        let principal_at = rfind(before_seq, b",\"principal\":{")
+            .ok_or("a member before seq is not a principal")?;
+        before_seq = &before_seq[..principal_at];
+    }
     let prev_key = b",\"prev_hash\":";
     if before_seq.ends_with(b",\"prev_hash\":null") {
         return Ok((None, seq));
@@ -240,7 +247,14 @@ mod tests {
                 event_type: "note.added".into(),
                 timestamp: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
                 actor_id: None,
-                payload: serde_json::json!({"n": seq, "text": "a,\"seq\":1"}),
+                payload: serde_json::json!({"n": seq, "text": "a,\"seq\":1,\"principal\":{}"}),
+                // Every other event carries a principal: the record path reads both shapes.
+                principal: (seq % 2 == 0).then(|| {
+                    crate::auth::Principal::new(
+                        format!("tok-{seq}").parse().unwrap(),
+                        crate::auth::Role::Scheduler,
+                    )
+                }),
             };
             let prev = out.last().map(|e| e.hash);
             out.push(Event::seal(new, seq, prev));

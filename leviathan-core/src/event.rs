@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{canonical, digest::Sha256Digest, id::EventId, timestamp::Timestamp};
+use crate::{
+    auth::principal::Principal, canonical, digest::Sha256Digest, id::EventId, timestamp::Timestamp,
+};
 
 /// An event as a client submits it. The store assigns `seq`, `prev_hash` and `hash`; hashes a
 /// client sends are ignored (unknown fields are skipped when deserializing).
@@ -20,10 +22,18 @@ pub struct NewEvent {
     pub actor_id: Option<String>,
     /// The fact itself, a JSON object, kept exactly as submitted.
     pub payload: Value,
+    /// Who wrote it, as the server authenticated the request: set by the control plane on
+    /// every event it appends (whatever a client sent here), `None` for writes that went to a
+    /// store directly. Part of the hashed bytes only when present, so older events keep their
+    /// hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
 }
 
 impl NewEvent {
     /// True when `event` records this same fact (same id, type, actor, timestamp and payload).
+    /// The principal is not compared: the same fact sent again by another token (a worker
+    /// retrying after a key rotation) is a duplicate, recorded with its first writer.
     pub fn same_content(&self, event: &Event) -> bool {
         self.event_id == event.event_id
             && self.event_type == event.event_type
@@ -48,6 +58,9 @@ pub struct Event {
     pub actor_id: Option<String>,
     /// The payload exactly as submitted.
     pub payload: Value,
+    /// Who wrote it, as the server authenticated the request (see [`NewEvent::principal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
     /// Hash of the previous event; `None` only for `seq` 1.
     pub prev_hash: Option<Sha256Digest>,
     /// SHA-256 of this event's canonical bytes.
@@ -76,6 +89,7 @@ impl Event {
             &new.timestamp,
             new.actor_id.as_deref(),
             &new.payload,
+            new.principal.as_ref(),
             prev_hash.as_ref(),
         );
         let hash = Sha256Digest::of(&buf);
@@ -86,6 +100,7 @@ impl Event {
             timestamp: new.timestamp,
             actor_id: new.actor_id,
             payload: new.payload,
+            principal: new.principal,
             prev_hash,
             hash,
         };
@@ -102,6 +117,7 @@ impl Event {
             &self.timestamp,
             self.actor_id.as_deref(),
             &self.payload,
+            self.principal.as_ref(),
             self.prev_hash.as_ref(),
         );
     }
@@ -137,6 +153,8 @@ impl Event {
             timestamp: Timestamp,
             actor_id: Option<String>,
             payload: Value,
+            #[serde(default)]
+            principal: Option<Principal>,
             prev_hash: Option<Sha256Digest>,
         }
         let c: Canonical = serde_json::from_slice(bytes)?;
@@ -147,6 +165,7 @@ impl Event {
             timestamp: c.timestamp,
             actor_id: c.actor_id,
             payload: c.payload,
+            principal: c.principal,
             prev_hash: c.prev_hash,
             hash,
         })
@@ -160,6 +179,7 @@ impl Event {
             timestamp: self.timestamp,
             actor_id: self.actor_id.clone(),
             payload: self.payload.clone(),
+            principal: self.principal.clone(),
         }
     }
 }
@@ -173,8 +193,8 @@ pub struct Head {
     pub hash: Sha256Digest,
 }
 
-/// Writes `{actor_id, event_id, event_type, payload, prev_hash, seq, timestamp}` canonically.
-/// The keys are already in sorted order.
+/// Writes `{actor_id, event_id, event_type, payload, prev_hash, principal?, seq, timestamp}`
+/// canonically (`principal` only when there is one). The keys are already in sorted order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_canonical(
     out: &mut Vec<u8>,
@@ -184,6 +204,7 @@ pub(crate) fn write_canonical(
     timestamp: &Timestamp,
     actor_id: Option<&str>,
     payload: &Value,
+    principal: Option<&Principal>,
     prev_hash: Option<&Sha256Digest>,
 ) {
     out.extend_from_slice(b"{\"actor_id\":");
@@ -209,6 +230,11 @@ pub(crate) fn write_canonical(
         }
         None => out.extend_from_slice(b"null"),
     }
+    if let Some(principal) = principal {
+        out.extend_from_slice(b",\"principal\":");
+        // A principal is strings in a plain struct: it always converts.
+        canonical::write_value(out, &serde_json::to_value(principal).unwrap_or_default());
+    }
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(seq.to_string().as_bytes());
     out.extend_from_slice(b",\"timestamp\":\"");
@@ -230,6 +256,7 @@ mod tests {
                 r#"{"task_id":"docs-guide","target_id":"demo","title":"Write the guide — café","scope":"docs","priority":"high","allowed_paths":["docs/GUIDE.md"],"acceptance_criteria":["Explains setup"],"ready":true,"dependencies":[]}"#,
             )
             .unwrap(),
+            principal: None,
         };
         let e1 = Event::seal(e1, 1, None);
         let e2 = NewEvent {
@@ -241,6 +268,7 @@ mod tests {
                 r#"{"attempt_id":"attempt-1a2b3c4d","task_id":"docs-guide","target_id":"demo","attempt_number":1,"big":12345678901234567890,"nested":{"z":[1,{"b":2,"a":"\u0001"}],"a":null}}"#,
             )
             .unwrap(),
+            principal: None,
         };
         let e2 = Event::seal(e2, 2, Some(e1.hash));
         (e1, e2)
@@ -275,6 +303,37 @@ mod tests {
         let back = Event::from_canonical(&e2.canonical_bytes(), e2.hash).unwrap();
         assert_eq!(back, e2);
         assert_eq!(back.compute_hash(), e2.hash);
+    }
+
+    /// A principal enters the hashed bytes (in key order, between `prev_hash` and `seq`) only
+    /// when present: the vectors above, without one, keep their hashes.
+    #[test]
+    fn a_principal_is_hashed_only_when_present() {
+        let (e1, e2) = vector_events();
+        let mut new = e2.to_new_event();
+        new.principal = Some(crate::auth::Principal::worker(
+            "tok-1".parse().unwrap(),
+            "attempt-1a2b3c4d".parse().unwrap(),
+        ));
+        let signed = Event::seal(new, 2, Some(e1.hash));
+        assert_ne!(signed.hash, e2.hash);
+        let value = serde_json::json!({
+            "actor_id": signed.actor_id, "event_id": signed.event_id,
+            "event_type": signed.event_type, "payload": signed.payload,
+            "prev_hash": signed.prev_hash, "principal": signed.principal, "seq": signed.seq,
+            "timestamp": signed.timestamp,
+        });
+        assert_eq!(
+            signed.canonical_bytes(),
+            serde_json::to_vec(&value).unwrap()
+        );
+        let back = Event::from_canonical(&signed.canonical_bytes(), signed.hash).unwrap();
+        assert_eq!(back, signed);
+        assert_eq!(back.compute_hash(), signed.hash);
+        assert!(
+            signed.to_new_event().same_content(&e2),
+            "the principal is not content"
+        );
     }
 
     #[test]

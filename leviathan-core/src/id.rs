@@ -193,6 +193,19 @@ string_id!(
     "event id",
     check_token
 );
+string_id!(
+    /// A control-plane token's public id (never its secret): what events, `token list` and
+    /// revocations name, e.g. `tok-5f0c…`.
+    TokenId,
+    "token id",
+    check_name
+);
+string_id!(
+    /// A signing key of the control plane's keyring, named inside every token it signed.
+    KeyId,
+    "key id",
+    check_name
+);
 
 impl AttemptId {
     /// A fresh random attempt id, `attempt-<16 hex>`.

@@ -1,4 +1,4 @@
-//! Leviathan's core: the model, the event catalogue, canonical hashing and chain verification,
+//! Leviathan's core: the model, roles and the authorisation rules, the event catalogue, canonical hashing and chain verification,
 //! the pure projection into a graph, backlog and target parsing, path rules, the backend traits,
 //! the ports the scheduler and the worker drive ([`Executor`], [`Forge`], [`BacklogSource`]),
 //! in-memory backends and (feature `testkit`) the conformance suite every backend runs and event
@@ -8,6 +8,7 @@
 //! executors depend on it, never the other way round.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod backlog;
 pub mod backlog_source;
 pub mod canonical;
@@ -35,6 +36,7 @@ pub mod tlog;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use auth::{Principal, Role};
 pub use backlog_source::{BacklogFetchError, BacklogSource};
 pub use catalogue::{EventBody, Payload, PayloadError, StreamId};
 pub use chain::{ChainBreak, ChainFault, ChainReport, ChainVerifier};
@@ -43,7 +45,7 @@ pub use event::{Event, Head, NewEvent};
 pub use executor::{AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError};
 pub use forge::{Forge, ForgeError};
 pub use graph::{Graph, GraphSummary};
-pub use id::{AttemptId, EventId, TargetId, TaskId};
+pub use id::{AttemptId, EventId, TargetId, TaskId, TokenId};
 pub use ledger::{Expectations, Ledger, LedgerError};
 pub use store::{
     AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError,

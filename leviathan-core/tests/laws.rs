@@ -144,6 +144,7 @@ fn to_event(i: usize, op: &Op) -> NewEvent {
             Some("proptest".into())
         },
         payload,
+        principal: None,
     }
 }
 
@@ -257,6 +258,7 @@ proptest! {
             timestamp: Timestamp::from_unix_micros(0).unwrap(),
             actor_id: None,
             payload: json!({ "x": payload }),
+            principal: None,
         };
         let _ = leviathan_core::catalogue::validate(&event);
     }

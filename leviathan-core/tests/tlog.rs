@@ -130,6 +130,7 @@ fn note(i: usize) -> NewEvent {
         timestamp: Timestamp::from_unix_micros(1_769_601_600_000_000 + i as i64).expect("in range"),
         actor_id: None,
         payload: serde_json::json!({ "n": i }),
+        principal: None,
     }
 }
 

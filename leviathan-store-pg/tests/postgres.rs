@@ -29,6 +29,7 @@ fn note(id: &str, n: u64) -> NewEvent {
         timestamp: Timestamp::from_unix_micros(1_769_601_600_000_000 + n as i64).unwrap(),
         actor_id: Some("pg-test".into()),
         payload: json!({ "n": n }),
+        principal: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn heartbeat(id: &str, attempt: &str) -> NewEvent {
         timestamp: Timestamp::parse("2026-02-03T04:05:06.000007Z").unwrap(),
         actor_id: None,
         payload: json!({ "attempt_id": attempt }),
+        principal: None,
     }
 }
 

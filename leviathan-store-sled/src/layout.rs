@@ -234,6 +234,7 @@ mod tests {
                 timestamp: leviathan_core::Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
                 actor_id: None,
                 payload: serde_json::json!({"k": "v"}),
+                principal: None,
             },
             1,
             None,

@@ -115,6 +115,7 @@ fn batch_events(round: u32, writer: u32, k: u64) -> (String, Vec<NewEvent>) {
             timestamp: Timestamp::from_unix_micros(1_769_601_600_000_000 + k as i64).unwrap(),
             actor_id: Some(format!("writer-{writer}")),
             payload: json!({ "batch": batch, "index": i, "size": BATCH, "text": "ünïcode ✓" }),
+            principal: None,
         })
         .collect();
     (batch, events)

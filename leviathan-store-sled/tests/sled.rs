@@ -28,6 +28,7 @@ fn note(id: &str, n: u64) -> NewEvent {
         timestamp: Timestamp::from_unix_micros(1_769_601_600_000_000 + n as i64).unwrap(),
         actor_id: Some("sled-test".into()),
         payload: json!({ "n": n }),
+        principal: None,
     }
 }
 

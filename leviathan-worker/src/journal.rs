@@ -78,6 +78,7 @@ impl Journal {
             timestamp: Timestamp::now(),
             actor_id: Some(self.actor.clone()),
             payload: value,
+            principal: None,
         };
         self.events.push(event.clone());
         event

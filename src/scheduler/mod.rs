@@ -447,6 +447,7 @@ impl Inner {
             timestamp: self.clock.now(),
             actor_id: Some(self.options.actor_id.clone()),
             payload,
+            principal: None,
         }
     }
 

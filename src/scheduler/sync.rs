@@ -230,6 +230,7 @@ mod tests {
                     timestamp: leviathan_core::Timestamp::now(),
                     actor_id: None,
                     payload,
+                    principal: None,
                 }
             })
             .collect()

@@ -369,6 +369,7 @@ impl World {
                     timestamp: e.timestamp,
                     actor_id: e.actor_id.clone(),
                     payload: e.payload.clone(),
+                    principal: None,
                 })
                 .expect("valid")
                 .body;

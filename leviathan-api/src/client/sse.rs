@@ -98,7 +98,8 @@ struct Follow {
 }
 
 enum Step {
-    Yield(Result<Event, ClientError>),
+    /// Boxed: an event is large next to the other steps.
+    Yield(Box<Result<Event, ClientError>>),
     Reconnect(String),
     Continue,
 }
@@ -129,6 +130,7 @@ pub(super) fn follow(
             };
             match step {
                 Step::Yield(item) => {
+                    let item = *item;
                     if item.is_err() {
                         st.done = true;
                     }
@@ -153,27 +155,27 @@ impl Follow {
             let error = match serde_json::from_str::<ErrorBody>(&message.data) {
                 Ok(ErrorBody { error }) => error,
                 Err(e) => {
-                    return Step::Yield(Err(ClientError::Stream {
+                    return Step::Yield(Box::new(Err(ClientError::Stream {
                         reason: format!("undecodable error event: {e}"),
-                    }));
+                    })));
                 }
             };
             if error.code == ErrorCode::StoreUnavailable {
                 return Step::Reconnect(error.message);
             }
-            return Step::Yield(Err(ClientError::Stream {
+            return Step::Yield(Box::new(Err(ClientError::Stream {
                 reason: format!(
                     "the server ended the stream: {} ({})",
                     error.message, error.code
                 ),
-            }));
+            })));
         }
         let event: Event = match serde_json::from_str(&message.data) {
             Ok(event) => event,
             Err(e) => {
-                return Step::Yield(Err(ClientError::Stream {
+                return Step::Yield(Box::new(Err(ClientError::Stream {
                     reason: format!("undecodable event after seq {}: {e}", self.last_seq),
-                }));
+                })));
             }
         };
         if message
@@ -181,25 +183,25 @@ impl Follow {
             .as_deref()
             .is_some_and(|id| id != event.seq.to_string())
         {
-            return Step::Yield(Err(ClientError::Stream {
+            return Step::Yield(Box::new(Err(ClientError::Stream {
                 reason: format!(
                     "event seq {} arrived with SSE id {:?}",
                     event.seq, message.id
                 ),
-            }));
+            })));
         }
         if event.seq != self.last_seq + 1 {
-            return Step::Yield(Err(ClientError::Stream {
+            return Step::Yield(Box::new(Err(ClientError::Stream {
                 reason: format!(
                     "expected seq {} next, received seq {}",
                     self.last_seq + 1,
                     event.seq
                 ),
-            }));
+            })));
         }
         self.last_seq = event.seq;
         self.failures = 0;
-        Step::Yield(Ok(event))
+        Step::Yield(Box::new(Ok(event)))
     }
 
     async fn read(&mut self) -> Step {

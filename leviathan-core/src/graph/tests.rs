@@ -28,6 +28,7 @@ fn extra(events: &mut Vec<NewEvent>, ty: &str, payload: serde_json::Value) {
         timestamp: Timestamp::parse("2026-03-01T00:00:00Z").unwrap(),
         actor_id: Some("operator".into()),
         payload,
+        principal: None,
     });
 }
 
@@ -124,6 +125,7 @@ fn stage_refuses_and_explains() {
             timestamp: Timestamp::now(),
             actor_id: None,
             payload,
+            principal: None,
         };
         let body = EventBody::parse(ty, &event.payload).unwrap();
         g.stage().accept(&event, &body)

@@ -49,6 +49,7 @@ fn graph(s: &Scenario, extra: &[(&str, Value)]) -> Graph {
             timestamp: at(1),
             actor_id: None,
             payload: payload.clone(),
+            principal: None,
         });
     }
     let mut g = Graph::new();

@@ -199,6 +199,7 @@ mod tests {
             timestamp: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
             actor_id: None,
             payload: json!({"attempt_id": attempt}),
+            principal: None,
         }
     }
 

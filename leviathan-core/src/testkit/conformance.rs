@@ -15,11 +15,12 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::{
+    auth::{Principal, Role},
     catalogue::StreamId,
     digest::Sha256Digest,
     event::{Event, NewEvent},
     graph::Graph,
-    id::EventId,
+    id::{AttemptId, EventId, TokenId},
     ledger::{Expectations, Ledger, LedgerError, PersistPolicy},
     store::{
         AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError, ExpectedVersion,
@@ -74,6 +75,7 @@ macro_rules! conformance_tests {
             concurrent_writers_form_one_chain,
             subscription_catches_up_then_follows,
             awkward_payloads_round_trip_and_verify,
+            principals_round_trip_and_keep_older_hashes,
             get_and_find_by_event_id,
             read_pages_in_order,
             ledger_refuses_what_the_graph_cannot_accept,
@@ -125,6 +127,7 @@ fn note(id: &str, n: u64) -> NewEvent {
         timestamp: ts(n),
         actor_id: Some("conformance".into()),
         payload: json!({ "n": n }),
+        principal: None,
     }
 }
 
@@ -135,6 +138,7 @@ fn heartbeat(id: &str, attempt: &str) -> NewEvent {
         timestamp: ts(0),
         actor_id: None,
         payload: json!({ "attempt_id": attempt }),
+        principal: None,
     }
 }
 
@@ -450,6 +454,7 @@ pub async fn awkward_payloads_round_trip_and_verify(h: &dyn Harness) {
                 Some("ünïcode-actor".into())
             },
             payload: p.clone(),
+            principal: None,
         })
         .collect();
     let receipt = s
@@ -468,6 +473,54 @@ pub async fn awkward_payloads_round_trip_and_verify(h: &dyn Harness) {
         assert_eq!(stored.compute_hash(), stored.hash);
     }
     assert_eq!(verify_all(&*s.events).await.events, payloads.len() as u64);
+}
+
+/// The principal the server records comes back exactly from every read path and is covered by
+/// the chain; an event without one hashes as it always did.
+pub async fn principals_round_trip_and_keep_older_hashes(h: &dyn Harness) {
+    let s = h.open().await;
+    let worker = Principal::worker(
+        TokenId::new("tok-worker-1").unwrap(),
+        AttemptId::new("attempt-p1").unwrap(),
+    );
+    let admin = Principal::new(TokenId::new("control-plane-token").unwrap(), Role::Admin);
+    let mut signed = heartbeat("p-2", "attempt-p1");
+    signed.principal = Some(worker.clone());
+    let mut by_admin = note("p-3", 3);
+    by_admin.principal = Some(admin.clone());
+    let sent = vec![note("p-1", 1), signed, by_admin];
+    let receipt = s
+        .events
+        .append(AppendRequest::new(sent.clone()))
+        .await
+        .unwrap();
+    let unsigned = Event::seal(note("p-1", 1), 1, None);
+    assert_eq!(
+        receipt.appended[0].hash, unsigned.hash,
+        "no principal, same hash"
+    );
+    let principals = |events: &[Event]| -> Vec<Option<Principal>> {
+        events.iter().map(|e| e.principal.clone()).collect()
+    };
+    let expected = vec![None, Some(worker), Some(admin)];
+    assert_eq!(principals(&receipt.appended), expected);
+    assert_eq!(principals(&s.events.read(0, 10).await.unwrap()), expected);
+    let got = s.events.get(&EventId::new("p-2").unwrap()).await.unwrap();
+    assert_eq!(got.unwrap().principal, expected[1]);
+    let followed: Vec<Event> = s
+        .events
+        .subscribe(0)
+        .await
+        .unwrap()
+        .take(3)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(principals(&followed), expected);
+    for event in &followed {
+        assert_eq!(event.compute_hash(), event.hash);
+    }
+    assert_eq!(verify_all(&*s.events).await.events, 3);
 }
 
 /// Lookups by id, singly and in batches.

@@ -304,6 +304,7 @@ impl Scenario {
             timestamp: self.now(),
             actor_id: Some("topology-indexer".into()),
             payload: json!({"area_id": "docs", "path_prefixes": ["docs/"], "file_count": 12, "target_id": self.target}),
+            principal: None,
         });
         self
     }
