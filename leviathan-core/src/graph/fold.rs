@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{
     delta::{Anomaly, GraphDelta, GraphSnapshot},
     node::{Edge, EdgeKind, Node, NodeId, NodeKind},
-    projection::{self, Base, Change, Overlay, Rejection, View},
+    projection::{self, Base, Change, Overlay, Rejection, View, WaitingOn},
 };
 use crate::{
     catalogue::{EventBody, StreamId},
     event::{Event, Head, NewEvent},
     id::{AttemptId, TargetId},
-    model::{AttemptStatus, PrState},
+    model::{AttemptStatus, PrState, TaskStatus},
 };
 
 /// The projection of a log prefix, with indexes for the queries the API and the planner make.
@@ -23,6 +23,7 @@ pub struct Graph {
     streams: BTreeMap<StreamId, u64>,
     pub(super) anomalies: Vec<Anomaly>,
     pub(super) checkpoint: Option<Head>,
+    waiting: WaitingOn,
     pub(super) index: Indexes,
     dirty: Dirty,
 }
@@ -33,6 +34,7 @@ pub(super) struct Indexes {
     pub(super) node_counts: BTreeMap<NodeKind, u64>,
     pub(super) edge_counts: BTreeMap<EdgeKind, u64>,
     pub(super) attempt_status: BTreeMap<AttemptStatus, u64>,
+    pub(super) task_status: BTreeMap<TaskStatus, u64>,
     pub(super) tasks_by_target: BTreeMap<TargetId, BTreeSet<NodeId>>,
     pub(super) attempts_by_created: BTreeMap<u64, AttemptId>,
     pub(super) attempts_by_task: BTreeMap<NodeId, Vec<AttemptId>>,
@@ -57,6 +59,7 @@ impl PartialEq for Graph {
             && self.edges == other.edges
             && self.streams == other.streams
             && self.anomalies == other.anomalies
+            && self.waiting == other.waiting
     }
 }
 
@@ -80,8 +83,27 @@ impl Graph {
         for edge in snapshot.edges {
             graph.link(edge);
         }
+        graph.waiting = graph.undefined_dependencies();
         graph.dirty = Dirty::default();
         graph
+    }
+
+    /// Who waits on which undefined task, derived from the tasks' definitions.
+    fn undefined_dependencies(&self) -> WaitingOn {
+        let mut waiting = WaitingOn::new();
+        for node in self.nodes.values() {
+            let Node::Task(task) = node else { continue };
+            for dep in &task.spec.dependencies {
+                let dep_node = NodeId::task(&task.target_id, dep);
+                if dep != &task.task_id && !self.nodes.contains_key(&dep_node) {
+                    waiting
+                        .entry(dep_node)
+                        .or_default()
+                        .insert(task.task_id.clone());
+                }
+            }
+        }
+        waiting
     }
 
     /// The whole graph as a snapshot.
@@ -150,6 +172,12 @@ impl Graph {
                     match change {
                         Change::Put(node) => self.put_node(*node),
                         Change::Link(edge) => self.link(edge),
+                        Change::Waiting { dep, waiters } if waiters.is_empty() => {
+                            self.waiting.remove(&dep);
+                        }
+                        Change::Waiting { dep, waiters } => {
+                            self.waiting.insert(dep, waiters);
+                        }
                     }
                 }
             }
@@ -178,6 +206,8 @@ impl Graph {
             base: self,
             overlay: Overlay::default(),
             next_seq: self.checkpoint_seq() + 1,
+            #[cfg(test)]
+            reads: 0,
         }
     }
 
@@ -224,7 +254,7 @@ impl Graph {
         Base {
             nodes: &self.nodes,
             edges: &self.edges,
-            tasks_by_target: &self.index.tasks_by_target,
+            waiting: &self.waiting,
         }
     }
 
@@ -259,7 +289,17 @@ impl Graph {
             *ix.node_counts.entry(new.kind()).or_insert(0) += 1;
         }
         match (old, new) {
-            (_, Node::Task(task)) => {
+            (old, Node::Task(task)) => {
+                let old_status = match old {
+                    Some(Node::Task(o)) => Some(o.status),
+                    _ => None,
+                };
+                if old_status != Some(task.status) {
+                    if let Some(count) = old_status.and_then(|s| ix.task_status.get_mut(&s)) {
+                        *count -= 1;
+                    }
+                    *ix.task_status.entry(task.status).or_insert(0) += 1;
+                }
                 ix.tasks_by_target
                     .entry(task.target_id.clone())
                     .or_default()
@@ -306,6 +346,9 @@ pub struct Stage<'g> {
     base: &'g Graph,
     overlay: Overlay,
     next_seq: u64,
+    /// Graph entries the accepted events read.
+    #[cfg(test)]
+    pub(super) reads: u64,
 }
 
 impl Stage<'_> {
@@ -317,8 +360,13 @@ impl Stage<'_> {
             seq: self.next_seq,
             timestamp: event.timestamp,
         };
-        let changes = projection::effect(&View::staged(self.base.base(), &self.overlay), at, body)?;
-        self.overlay.absorb(changes);
+        let view = View::staged(self.base.base(), &self.overlay);
+        let changes = projection::effect(&view, at, body);
+        #[cfg(test)]
+        {
+            self.reads += view.reads.get();
+        }
+        self.overlay.absorb(changes?);
         if let Some(stream) = body.stream() {
             let version = self
                 .overlay

@@ -229,14 +229,6 @@ impl Graph {
     /// Counts by type and status.
     pub fn summary(&self) -> GraphSummary {
         let ix = &self.index;
-        let mut tasks_by_status = BTreeMap::new();
-        for node in self.nodes.values() {
-            if let Node::Task(t) = node {
-                *tasks_by_status
-                    .entry(t.status.as_str().to_owned())
-                    .or_insert(0) += 1;
-            }
-        }
         GraphSummary {
             total_nodes: self.nodes.len() as u64,
             total_edges: self.edges.len() as u64,
@@ -256,7 +248,12 @@ impl Graph {
                 .filter(|(_, v)| **v > 0)
                 .map(|(k, v)| (k.as_str().to_owned(), *v))
                 .collect(),
-            tasks_by_status,
+            tasks_by_status: ix
+                .task_status
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| (k.as_str().to_owned(), *v))
+                .collect(),
             open_prs: ix.open_prs.len() as u64,
             anomalies: self.anomalies.len() as u64,
             checkpoint: self.checkpoint,

@@ -252,6 +252,66 @@ fn dependency_edges_arrive_in_any_order() {
 }
 
 #[test]
+fn a_dependency_dropped_before_it_is_defined_gets_no_edge() {
+    let mut s = Scenario::new("w", "demo");
+    s.register_target()
+        .create_task("b", &["a"], Priority::Medium);
+    let mut events = s.build();
+    extra(
+        &mut events,
+        "task.updated",
+        json!({"target_id": "demo", "task_id": "b", "title": "B", "dependencies": []}),
+    );
+    extra(
+        &mut events,
+        "task.created",
+        json!({"target_id": "demo", "task_id": "a", "title": "A"}),
+    );
+    let g = fold(events);
+    assert_eq!(g.summary().edges_by_type.get("DEPENDS_ON"), None);
+    assert_eq!(g, Graph::from_snapshot(g.snapshot()));
+}
+
+/// Defining a task reads what its definition names, not the other tasks of its target: the
+/// thousands defined before cost nothing.
+#[test]
+fn defining_one_more_task_reads_a_bounded_number_of_entries() {
+    let mut s = Scenario::new("n", "demo");
+    s.register_target();
+    for i in 0..3000 {
+        let dep = format!("later-{}", i % 7);
+        s.create_task(&format!("task-{i}"), &[&dep], Priority::Medium);
+    }
+    let g = fold(s.build());
+    let reads = |payload: serde_json::Value| {
+        let event = NewEvent {
+            event_id: EventId::new("probe").unwrap(),
+            event_type: "task.created".into(),
+            timestamp: Timestamp::now(),
+            actor_id: None,
+            payload,
+            principal: None,
+        };
+        let body = EventBody::parse("task.created", &event.payload).unwrap();
+        let mut stage = g.stage();
+        stage.accept(&event, &body).unwrap();
+        stage.reads
+    };
+    let independent = reads(
+        json!({"target_id": "demo", "task_id": "new", "title": "New",
+        "dependencies": ["task-1", "task-2", "undefined"]}),
+    );
+    assert!(independent <= 12, "{independent} entries read");
+    // A task that 3000/7 others wait on links each of them, and reads no other task.
+    let awaited = reads(json!({"target_id": "demo", "task_id": "later-3", "title": "Later"}));
+    assert!(awaited <= 3000 / 7 + 12, "{awaited} entries read");
+    assert!(
+        awaited > 3000 / 7,
+        "each waiting task gets its edge: {awaited}"
+    );
+}
+
+#[test]
 fn task_updates_unblock_and_backlog_completion() {
     let mut s = Scenario::new("u", "demo");
     s.register_target()

@@ -1,7 +1,7 @@
 //! What every event family's effect builds on: the event's place in the log, what it reads of
 //! the graph, the changes it stages, and why it may be refused.
 
-use std::fmt;
+use std::{collections::BTreeSet, fmt};
 
 use serde::Serialize;
 
@@ -141,6 +141,25 @@ impl Effect<'_, '_> {
             Some(Node::PullRequest(p)) => Some(p),
             _ => None,
         }
+    }
+
+    /// The tasks waiting for the task `dep` (a task node id) to be defined, as this effect has
+    /// left the list so far.
+    pub(super) fn waiters(&self, dep: &NodeId) -> BTreeSet<TaskId> {
+        self.changes
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                Change::Waiting { dep: d, waiters } if d == dep => Some(waiters.clone()),
+                _ => None,
+            })
+            .or_else(|| self.view.waiters(dep).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the list of tasks waiting for `dep` to be defined.
+    pub(super) fn set_waiters(&mut self, dep: NodeId, waiters: BTreeSet<TaskId>) {
+        self.changes.push(Change::Waiting { dep, waiters });
     }
 
     /// An attempt that has not ended yet.

@@ -15,7 +15,7 @@ mod view;
 
 pub(crate) use effect::At;
 pub use effect::Rejection;
-pub(crate) use view::{Base, Change, Overlay, View};
+pub(crate) use view::{Base, Change, Overlay, View, WaitingOn};
 
 use crate::{
     catalogue::{self as cat, EventBody},

@@ -1,10 +1,13 @@
 //! `task.created`, `task.updated`, `task.completed`, `task.failed`, `task.blocked` and
 //! `retry.scheduled`.
 
+use std::collections::BTreeSet;
+
 use super::effect::{Effect, Rejection};
 use crate::{
     catalogue as cat,
     graph::node::{EdgeKind, Node, NodeId, TaskNode},
+    id::TaskId,
     model::{TaskSpec, TaskStatus},
 };
 
@@ -56,6 +59,7 @@ impl Effect<'_, '_> {
         existing: Option<TaskNode>,
     ) -> Result<(), Rejection> {
         let task_node_id = NodeId::task(&def.target_id, &def.task_id);
+        let previous = task_deps(existing.as_ref().map(|t| &t.spec));
         let task = match existing {
             None => TaskNode {
                 target_id: def.target_id.clone(),
@@ -98,24 +102,37 @@ impl Effect<'_, '_> {
             EdgeKind::BelongsTo,
             NodeId::target(&def.target_id),
         );
-        for dep in &def.spec.dependencies {
+        let deps = task_deps(Some(&def.spec));
+        for dep in &deps {
+            let dep_node = NodeId::task(&def.target_id, dep);
             if self.view.task(&def.target_id, dep).is_some() {
-                self.link(
-                    task_node_id.clone(),
-                    EdgeKind::DependsOn,
-                    NodeId::task(&def.target_id, dep),
-                );
+                self.link(task_node_id.clone(), EdgeKind::DependsOn, dep_node);
+            } else if dep != &def.task_id {
+                // Linked when `dep` is defined (below, in its own definition).
+                let mut waiters = self.waiters(&dep_node);
+                if waiters.insert(def.task_id.clone()) {
+                    self.set_waiters(dep_node, waiters);
+                }
+            }
+        }
+        for dropped in previous.difference(&deps) {
+            let dep_node = NodeId::task(&def.target_id, dropped);
+            let mut waiters = self.waiters(&dep_node);
+            if waiters.remove(&def.task_id) {
+                self.set_waiters(dep_node, waiters);
             }
         }
         // Tasks defined earlier that wait on this one get their edge now.
-        for other in self.view.tasks_of(&def.target_id) {
-            if other.task_id != def.task_id && other.spec.dependencies.contains(&def.task_id) {
+        let waiting = self.waiters(&task_node_id);
+        if !waiting.is_empty() {
+            for waiter in &waiting {
                 self.link(
-                    NodeId::task(&other.target_id, &other.task_id),
+                    NodeId::task(&def.target_id, waiter),
                     EdgeKind::DependsOn,
                     task_node_id.clone(),
                 );
             }
+            self.set_waiters(task_node_id, BTreeSet::new());
         }
         self.put(Node::Task(task));
         Ok(())
@@ -139,6 +156,12 @@ impl Effect<'_, '_> {
         self.put(Node::Task(task));
         Ok(())
     }
+}
+
+/// The dependencies a definition names, once each.
+fn task_deps(spec: Option<&TaskSpec>) -> BTreeSet<TaskId> {
+    spec.map(|s| s.dependencies.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 fn initial_status(spec: &TaskSpec) -> TaskStatus {

@@ -14,22 +14,34 @@ use crate::{
 pub(crate) enum Change {
     Put(Box<Node>),
     Link(Edge),
+    /// The tasks waiting for the task `dep` (a task node id) to be defined, replacing the
+    /// previous list; an empty list removes the entry.
+    Waiting {
+        dep: NodeId,
+        waiters: BTreeSet<TaskId>,
+    },
 }
 
-/// What the projection reads of a folded graph: its nodes, its edges and the tasks of each
-/// target.
+/// Tasks defined with a dependency on a task not defined yet, by the missing task's node id: the
+/// index that gives a task its incoming dependency edges when it is defined, without a scan of
+/// its target's tasks.
+pub(crate) type WaitingOn = BTreeMap<NodeId, BTreeSet<TaskId>>;
+
+/// What the projection reads of a folded graph: its nodes, its edges and who waits on which
+/// undefined task.
 #[derive(Clone, Copy)]
 pub(crate) struct Base<'a> {
     pub(crate) nodes: &'a BTreeMap<NodeId, Node>,
     pub(crate) edges: &'a BTreeMap<String, Edge>,
-    pub(crate) tasks_by_target: &'a BTreeMap<TargetId, BTreeSet<NodeId>>,
+    pub(crate) waiting: &'a WaitingOn,
 }
 
-/// Nodes, edges and stream versions staged on top of a graph.
+/// Nodes, edges, waiting lists and stream versions staged on top of a graph.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     nodes: BTreeMap<NodeId, Node>,
     edges: BTreeSet<String>,
+    waiting: WaitingOn,
     pub(crate) streams: BTreeMap<StreamId, u64>,
 }
 
@@ -43,6 +55,9 @@ impl Overlay {
                 Change::Link(edge) => {
                     self.edges.insert(edge.edge_id);
                 }
+                Change::Waiting { dep, waiters } => {
+                    self.waiting.insert(dep, waiters);
+                }
             }
         }
     }
@@ -52,6 +67,10 @@ impl Overlay {
 pub(crate) struct View<'a> {
     base: Base<'a>,
     overlay: Option<&'a Overlay>,
+    /// Entries read so far, so that tests can check that an event's cost does not grow with
+    /// the graph.
+    #[cfg(test)]
+    pub(crate) reads: std::cell::Cell<u64>,
 }
 
 impl<'a> View<'a> {
@@ -59,6 +78,8 @@ impl<'a> View<'a> {
         Self {
             base,
             overlay: None,
+            #[cfg(test)]
+            reads: std::cell::Cell::new(0),
         }
     }
 
@@ -66,16 +87,25 @@ impl<'a> View<'a> {
         Self {
             base,
             overlay: Some(overlay),
+            #[cfg(test)]
+            reads: std::cell::Cell::new(0),
         }
     }
 
+    fn count_read(&self) {
+        #[cfg(test)]
+        self.reads.set(self.reads.get() + 1);
+    }
+
     pub(super) fn node(&self, id: &NodeId) -> Option<&'a Node> {
+        self.count_read();
         self.overlay
             .and_then(|o| o.nodes.get(id))
             .or_else(|| self.base.nodes.get(id))
     }
 
     pub(super) fn has_edge(&self, id: &str) -> bool {
+        self.count_read();
         self.overlay.is_some_and(|o| o.edges.contains(id)) || self.base.edges.contains_key(id)
     }
 
@@ -86,26 +116,12 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The tasks of a target, overlay first.
-    pub(super) fn tasks_of(&self, target: &TargetId) -> Vec<&'a TaskNode> {
-        let mut ids: BTreeSet<&NodeId> = self
-            .base
-            .tasks_by_target
-            .get(target)
-            .into_iter()
-            .flatten()
-            .collect();
-        if let Some(overlay) = self.overlay {
-            ids.extend(overlay.nodes.iter().filter_map(|(id, n)| match n {
-                Node::Task(t) if &t.target_id == target => Some(id),
-                _ => None,
-            }));
-        }
-        ids.into_iter()
-            .filter_map(|id| match self.node(id) {
-                Some(Node::Task(t)) => Some(t),
-                _ => None,
-            })
-            .collect()
+    /// The tasks of the same target waiting for the task `dep` (a task node id) to be defined.
+    pub(super) fn waiters(&self, dep: &NodeId) -> Option<&'a BTreeSet<TaskId>> {
+        self.count_read();
+        self.overlay
+            .and_then(|o| o.waiting.get(dep))
+            .or_else(|| self.base.waiting.get(dep))
+            .filter(|waiters| !waiters.is_empty())
     }
 }
