@@ -23,6 +23,8 @@ enum Command {
     Events(cli::events::Args),
     /// The projection: summary, rebuild
     Graph(cli::graph::Args),
+    /// The verifiable log: key, prove, verify, check-consistency
+    Log(cli::log::Args),
     /// Attempts: list, show
     Attempts(cli::attempts::Args),
     /// Failed and timed-out attempts, most recent first
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Events(args) => cli::events::run(args).await,
             Command::Graph(args) => cli::graph::run(args).await,
+            Command::Log(args) => cli::log::run(args).await,
             Command::Attempts(args) => cli::attempts::run(args).await,
             Command::Failures(args) => cli::failures::run(args).await,
             Command::Invalidate(args) => cli::invalidate::run(args).await,

@@ -8,9 +8,12 @@
 
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 
+use leviathan_store_pg::{BuildProgress, PgOptions};
+
 use leviathan_core::{
     ArtifactStore, EventStore, EventStoreError, GraphStore,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+    tlog::TreeStore,
 };
 
 /// The environment variable that names the store when `--store` is not given.
@@ -148,6 +151,8 @@ pub struct Stores {
     pub graphs: Arc<dyn GraphStore>,
     /// Content-addressed artifacts.
     pub artifacts: Arc<dyn ArtifactStore>,
+    /// The log's Merkle tree and its signed checkpoints.
+    pub tree: Arc<dyn TreeStore>,
     /// Where they are (password masked), for messages and logs.
     pub location: String,
 }
@@ -159,21 +164,38 @@ pub async fn open_stores(url: &str) -> Result<Stores, OpenError> {
 
 /// Opens the stores of a parsed URL.
 pub async fn open(url: &StoreUrl) -> Result<Stores, OpenError> {
+    open_with(url, None).await
+}
+
+/// The four stores of one backend.
+type Handles = (
+    Arc<dyn EventStore>,
+    Arc<dyn GraphStore>,
+    Arc<dyn ArtifactStore>,
+    Arc<dyn TreeStore>,
+);
+
+/// Opens the stores of a parsed URL, telling `tree_progress` how far the one-time build of the
+/// log's Merkle tree is when a PostgreSQL log stored before the tree existed is opened.
+pub async fn open_with(
+    url: &StoreUrl,
+    tree_progress: Option<BuildProgress>,
+) -> Result<Stores, OpenError> {
     let location = url.to_string();
     let failed = |source| OpenError::Open {
         location: location.clone(),
         source,
     };
-    let (events, graphs, artifacts): (
-        Arc<dyn EventStore>,
-        Arc<dyn GraphStore>,
-        Arc<dyn ArtifactStore>,
-    ) = match url {
-        StoreUrl::Memory => (
-            Arc::new(MemoryEventStore::new()),
-            Arc::new(MemoryGraphStore::new()),
-            Arc::new(MemoryArtifactStore::new()),
-        ),
+    let (events, graphs, artifacts, tree): Handles = match url {
+        StoreUrl::Memory => {
+            let events = MemoryEventStore::new();
+            (
+                Arc::new(events.clone()),
+                Arc::new(MemoryGraphStore::new()),
+                Arc::new(MemoryArtifactStore::new()),
+                Arc::new(events),
+            )
+        }
         StoreUrl::Sled(path) => {
             let path = path.clone();
             let store =
@@ -181,19 +203,34 @@ pub async fn open(url: &StoreUrl) -> Result<Stores, OpenError> {
                     .await
                     .map_err(|e| failed(EventStoreError::backend("opening sled", e)))?
                     .map_err(failed)?;
-            (store.events(), store.graphs(), store.artifacts())
+            (
+                store.events(),
+                store.graphs(),
+                store.artifacts(),
+                store.tree(),
+            )
         }
         StoreUrl::Postgres(raw) => {
-            let store = leviathan_store_pg::PgStore::connect(raw)
+            let options = PgOptions {
+                tree_build_progress: tree_progress,
+                ..PgOptions::default()
+            };
+            let store = leviathan_store_pg::PgStore::connect_with(raw, options)
                 .await
                 .map_err(failed)?;
-            (store.events(), store.graphs(), store.artifacts())
+            (
+                store.events(),
+                store.graphs(),
+                store.artifacts(),
+                store.tree(),
+            )
         }
     };
     Ok(Stores {
         events,
         graphs,
         artifacts,
+        tree,
         location,
     })
 }

@@ -43,6 +43,11 @@ pub enum ErrorCode {
     TooManyEvents,
     /// A stream expectation failed; nothing was appended.
     WrongExpectedVersion,
+    /// No signed checkpoint can be served (none signed yet, or the log is not signed).
+    NoCheckpoint,
+    /// A proof was asked for a leaf or tree size beyond the log, or from a larger tree to a
+    /// smaller one.
+    OutsideTree,
     /// An event id is already used with different content.
     EventConflict,
     /// The request conflicts with the current state (e.g. invalidating an invalidated attempt).
@@ -64,7 +69,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server may send, in documentation order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 25] = [
         Self::Unauthorized,
         Self::NotFound,
         Self::AttemptNotFound,
@@ -81,6 +86,8 @@ impl ErrorCode {
         Self::BodyTooLarge,
         Self::TooManyEvents,
         Self::WrongExpectedVersion,
+        Self::NoCheckpoint,
+        Self::OutsideTree,
         Self::EventConflict,
         Self::InvalidState,
         Self::Timeout,
@@ -109,6 +116,8 @@ impl ErrorCode {
             Self::BodyTooLarge => "body_too_large",
             Self::TooManyEvents => "too_many_events",
             Self::WrongExpectedVersion => "wrong_expected_version",
+            Self::NoCheckpoint => "no_checkpoint",
+            Self::OutsideTree => "outside_tree",
             Self::EventConflict => "event_conflict",
             Self::InvalidState => "invalid_state",
             Self::Timeout => "timeout",

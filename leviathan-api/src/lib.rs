@@ -31,6 +31,7 @@
 pub mod client;
 mod code;
 mod config;
+pub mod log_key;
 mod metrics;
 mod routes;
 mod service;
@@ -42,5 +43,7 @@ pub use code::ErrorCode;
 pub use config::{ApiConfig, BearerToken, Limits, TokenError};
 pub use metrics::Metrics;
 pub use routes::{ApiError, router};
-pub use service::{ControlPlane, ControlPlaneError, MissingArtifact, OPERATOR_ACTOR};
+pub use service::{
+    ControlPlane, ControlPlaneError, Leaf, MissingArtifact, OPERATOR_ACTOR, sign_checkpoints,
+};
 pub use state::ApiState;

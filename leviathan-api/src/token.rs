@@ -144,27 +144,26 @@ pub fn read_token_file(path: &Path) -> Result<BearerToken, TokenFileError> {
 
 /// Writes `token` to `path` atomically with mode 0600, creating missing directories with mode 0700.
 pub fn write_token_file(path: &Path, token: &BearerToken) -> Result<(), TokenFileError> {
-    let io = |action, at: &Path| {
-        let at = at.to_owned();
-        move |source: io::Error| TokenFileError::Io {
-            action,
-            path: at,
-            source,
-        }
-    };
+    let text = format!("{}\n", token.expose());
+    write_private_file(path, text.as_bytes()).map_err(|source| TokenFileError::Io {
+        action: "write token file",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `contents` to `path` atomically (a temporary file in the same directory, then a
+/// rename) with mode 0600, creating missing directories with mode 0700.
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(io("create directory", &dir))?;
+    DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "token".to_owned());
+        .unwrap_or_else(|| "secret".to_owned());
     let temp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let written = (|| {
         let mut file = OpenOptions::new()
@@ -172,8 +171,7 @@ pub fn write_token_file(path: &Path, token: &BearerToken) -> Result<(), TokenFil
             .create_new(true)
             .mode(0o600)
             .open(&temp)?;
-        file.write_all(token.expose().as_bytes())?;
-        file.write_all(b"\n")?;
+        file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
         // Make the rename durable; a directory that cannot be synced is not worth failing for.
@@ -185,7 +183,7 @@ pub fn write_token_file(path: &Path, token: &BearerToken) -> Result<(), TokenFil
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }
-    written.map_err(io("write token file", path))
+    written
 }
 
 /// Reads the token file, generating and writing a new token when there is none.

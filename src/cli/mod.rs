@@ -11,6 +11,7 @@ pub(crate) mod failures;
 pub(crate) mod graph;
 pub(crate) mod invalidate;
 pub(crate) mod k8s;
+pub(crate) mod log;
 mod output;
 pub(crate) mod schedule;
 pub(crate) mod serve;
@@ -25,6 +26,8 @@ Environment:
   LEVIATHAN_STORE                  store of `serve` and of commands run without --api
                                    (sled:PATH, postgres://…, memory:; default sled:~/.leviathan/data)
   LEVIATHAN_BIND                   address `serve` listens on (default 0.0.0.0:8000)
+  LEVIATHAN_LOG_ORIGIN             the log's name in its signed checkpoints (default leviathan.localhost/log)
+  LEVIATHAN_CHECKPOINT_EVERY_MS    how often `serve` signs a checkpoint while the log grows (default 1000)
   LEVIATHAN_API_URL                control plane that commands ask when neither --store nor --api is given
   LEVIATHAN_CONTROL_PLANE_TOKEN    bearer token; takes precedence over the token file
   LEVIATHAN_TOKEN_FILE             token file (default ~/.leviathan/control-plane-token; mode 0600,

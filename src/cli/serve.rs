@@ -4,17 +4,18 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use leviathan::{
     api::{
-        ApiConfig, ApiState, Limits, router,
+        ApiConfig, ApiState, ControlPlane, Limits, log_key, router, sign_checkpoints,
         token::{self, TOKEN_ENV},
     },
     core::Ledger,
-    stores::{StoreUrl, open},
+    stores::{StoreUrl, open_with},
 };
+use leviathan_store_pg::BuildProgress;
 use tokio::net::TcpListener;
 
 use super::{
     error::{CliError, finish},
-    output::{LogFormat, init_logging},
+    output::{LogFormat, init_logging, progress},
     schedule::{self, RunArgs, WorkerDefaults},
     signal::shutdown_signal,
 };
@@ -66,6 +67,24 @@ pub(crate) struct Args {
     /// How the scheduler runs (with --schedule)
     #[command(flatten)]
     run: RunArgs,
+    /// The log's name in its signed checkpoints and key (`host/path`, no spaces or `+`); used
+    /// only when the signing key is generated, on first start
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        env = "LEVIATHAN_LOG_ORIGIN",
+        default_value = "leviathan.localhost/log"
+    )]
+    log_origin: String,
+    /// Sign a checkpoint of the log this often while it grows, in milliseconds (0: only on
+    /// demand, POST /v1/log/checkpoint)
+    #[arg(
+        long,
+        value_name = "MILLISECONDS",
+        env = "LEVIATHAN_CHECKPOINT_EVERY_MS",
+        default_value_t = 1000
+    )]
+    checkpoint_every_ms: u64,
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -97,7 +116,22 @@ async fn serve(args: Args) -> Result<(), CliError> {
         Some(raw) => raw.parse().map_err(|e| CliError::usage(format!("{e}")))?,
         None => StoreUrl::default_sled().map_err(|e| CliError::usage(format!("{e}")))?,
     };
-    let stores = open(&url).await?;
+    let bar = progress(None, "building the log's Merkle tree");
+    let progress = {
+        let bar = bar.clone();
+        BuildProgress(Arc::new(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }))
+    };
+    let stores = open_with(&url, Some(progress)).await?;
+    bar.finish_and_clear();
+    let key_file = log_key::key_file_beside(&token_file);
+    let (signer, generated) = log_key::load_or_create(&key_file, &args.log_origin)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    if generated {
+        tracing::info!(file = %key_file.display(), "generated the log's signing key (mode 0600); `leviathan log key` prints its public key");
+    }
     tracing::info!(store = %stores.location, "opening the ledger (catching up the graph)");
     let ledger = Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
 
@@ -110,7 +144,19 @@ async fn serve(args: Args) -> Result<(), CliError> {
     let config = ApiConfig::new(resolved.token)
         .with_limits(limits)
         .with_metrics_auth(args.metrics_require_auth);
-    let state = ApiState::new(ledger.clone(), stores.artifacts.clone(), config);
+    let plane = ControlPlane::new(ledger.clone(), stores.artifacts.clone())
+        .with_log(stores.tree.clone(), Some(Arc::new(signer)));
+    let state = ApiState::from_control_plane(plane.clone(), config);
+    let (stop_signing, signing_stopped) = tokio::sync::oneshot::channel::<()>();
+    if args.checkpoint_every_ms > 0 {
+        let every = Duration::from_millis(args.checkpoint_every_ms);
+        let stopped = async move {
+            let _ = signing_stopped.await;
+        };
+        tokio::spawn(sign_checkpoints(plane, every, stopped));
+    }
+    // Dropped when serving ends: the signer stops.
+    let _stop_signing = stop_signing;
 
     let listener = TcpListener::bind(args.bind)
         .await

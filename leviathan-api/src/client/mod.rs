@@ -12,6 +12,7 @@ use bytes::Bytes;
 use leviathan_core::{
     Event, GraphSummary, Head, Sha256Digest, StreamId,
     id::{AttemptId, EventId},
+    tlog::{ConsistencyProof, InclusionProof},
 };
 use rand::Rng;
 use reqwest::{
@@ -308,6 +309,17 @@ impl ControlPlaneClient {
     }
 
     /// Sends `call` and decodes a JSON answer.
+    async fn text(&self, call: &Call) -> Result<String, ClientError> {
+        let response = self.send(call).await?;
+        response
+            .text()
+            .await
+            .map_err(|source| ClientError::Transport {
+                endpoint: call.endpoint.clone(),
+                source: source.without_url(),
+            })
+    }
+
     async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ClientError> {
         let response = self.send(call).await?;
         let bytes = response
@@ -513,6 +525,56 @@ impl ControlPlaneClient {
         call.timeout = None;
         call.last_event_id = Some(after);
         call
+    }
+
+    /// `GET /v1/log/checkpoint`: the latest signed checkpoint (a C2SP signed note).
+    pub async fn checkpoint(&self) -> Result<String, ClientError> {
+        self.text(&self.call(Method::GET, "v1/log/checkpoint", &[]))
+            .await
+    }
+
+    /// `POST /v1/log/checkpoint`: a checkpoint of the whole log, signed now if it grew.
+    pub async fn sign_checkpoint(&self) -> Result<String, ClientError> {
+        self.text(&self.call(Method::POST, "v1/log/checkpoint", &[]))
+            .await
+    }
+
+    /// `GET /v1/log/proof/inclusion`: the proof that the event at `seq` is in the tree of
+    /// `size` leaves (default: the latest checkpoint's).
+    pub async fn inclusion_proof(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ClientError> {
+        let mut call = self.call(Method::GET, "v1/log/proof/inclusion", &[]);
+        call.url
+            .query_pairs_mut()
+            .append_pair("seq", &seq.to_string());
+        if let Some(size) = size {
+            call.url
+                .query_pairs_mut()
+                .append_pair("size", &size.to_string());
+        }
+        self.json(&call).await
+    }
+
+    /// `GET /v1/log/proof/consistency`: the proof that the tree of `to` leaves (default: the
+    /// latest checkpoint's) extends the tree of `from`.
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProof, ClientError> {
+        let mut call = self.call(Method::GET, "v1/log/proof/consistency", &[]);
+        call.url
+            .query_pairs_mut()
+            .append_pair("from", &from.to_string());
+        if let Some(to) = to {
+            call.url
+                .query_pairs_mut()
+                .append_pair("to", &to.to_string());
+        }
+        self.json(&call).await
     }
 
     /// This control plane as an [`leviathan_core::EventStore`].

@@ -28,9 +28,12 @@ pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound
         | ErrorCode::AttemptNotFound
         | ErrorCode::EventNotFound
-        | ErrorCode::ArtifactNotFound => StatusCode::NOT_FOUND,
+        | ErrorCode::ArtifactNotFound
+        | ErrorCode::NoCheckpoint => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MalformedJson | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::MalformedJson | ErrorCode::BadRequest | ErrorCode::OutsideTree => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorCode::InvalidRequest
         | ErrorCode::InexactNumber
         | ErrorCode::ValidationFailed

@@ -6,6 +6,7 @@ mod events;
 mod extract;
 mod graph;
 mod ingest;
+mod log;
 mod ops;
 
 use std::{any::Any, time::Duration};
@@ -51,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
             post(graph::invalidate),
         )
         .route("/v1/failures", get(graph::failures))
+        .merge(log::routes())
         .route_layer(middleware::from_fn_with_state(
             limits.request_timeout,
             deadline,

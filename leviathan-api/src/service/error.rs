@@ -59,6 +59,15 @@ pub enum ControlPlaneError {
         /// Why, as the projection says.
         reason: String,
     },
+    /// No signed checkpoint can be served.
+    #[error("no checkpoint: {reason}")]
+    NoCheckpoint {
+        /// Why (no log, no key, nothing signed yet).
+        reason: &'static str,
+    },
+    /// A proof was asked for a leaf or size outside the log's tree.
+    #[error("{0}")]
+    OutsideTree(String),
     /// The ledger refused or failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -89,6 +98,8 @@ impl ControlPlaneError {
             Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             Self::EventIdTaken { .. } => ErrorCode::EventConflict,
             Self::CannotInvalidate { .. } => ErrorCode::InvalidState,
+            Self::NoCheckpoint { .. } => ErrorCode::NoCheckpoint,
+            Self::OutsideTree(_) => ErrorCode::OutsideTree,
             Self::Ledger(error) => ledger_code(error),
             Self::EventStore(error) => event_store_code(error),
             Self::Artifacts(error) => artifact_code(error),

@@ -3,10 +3,15 @@
 //! They answer semantic errors ([`ControlPlaneError`]); only the router turns them into statuses.
 
 mod error;
+mod log;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-pub use self::error::{ControlPlaneError, MissingArtifact};
+use self::log::VerifiableLog;
+pub use self::{
+    error::{ControlPlaneError, MissingArtifact},
+    log::{Leaf, sign_checkpoints},
+};
 use crate::{
     metrics::Metrics,
     wire::{
@@ -21,6 +26,7 @@ use leviathan_core::{
     catalogue::{AttemptInvalidated, Payload},
     graph::{AttemptQuery, Node, NodeKind},
     id::{AttemptId, EventId, TargetId},
+    tlog::{TreeStore, checkpoint::LogSigner},
 };
 
 /// The actor of events an operator causes through the API or the CLI.
@@ -32,6 +38,7 @@ pub struct ControlPlane {
     ledger: Arc<Ledger>,
     artifacts: Arc<dyn ArtifactStore>,
     metrics: Arc<Metrics>,
+    log: Option<VerifiableLog>,
 }
 
 impl ControlPlane {
@@ -41,7 +48,15 @@ impl ControlPlane {
             ledger,
             artifacts,
             metrics: Arc::new(Metrics::new()),
+            log: None,
         }
+    }
+
+    /// Serves the log's Merkle tree (`tree`, the event store's) and, with `signer`, signs its
+    /// checkpoints.
+    pub fn with_log(mut self, tree: Arc<dyn TreeStore>, signer: Option<Arc<LogSigner>>) -> Self {
+        self.log = Some(VerifiableLog { tree, signer });
+        self
     }
 
     /// The ledger.

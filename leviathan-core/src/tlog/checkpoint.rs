@@ -68,6 +68,18 @@ pub fn generate_key(origin: &str) -> Result<(Secret, String), CheckpointError> {
     Ok((Secret::new(signer), verifier))
 }
 
+/// The tree a signed checkpoint states, read **without** checking any signature: for choosing a
+/// proof's size, never for trusting it ([`LogVerifier::verify`] is for that).
+pub fn read_unverified(note: &[u8]) -> Result<TreeHead, CheckpointError> {
+    let parsed = Note::from_bytes(note).map_err(|_| CheckpointError::MalformedNote)?;
+    let checkpoint =
+        Checkpoint::from_bytes(parsed.text()).map_err(|_| CheckpointError::MalformedCheckpoint)?;
+    Ok(TreeHead {
+        size: checkpoint.size(),
+        root: from_tlog(*checkpoint.hash()),
+    })
+}
+
 /// The tree a checkpoint commits to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TreeHead {

@@ -1,0 +1,96 @@
+//! The verifiable log: the latest signed checkpoint (C2SP signed note, `text/plain`), signing on
+//! demand, inclusion and consistency proofs (JSON, hashes in base64).
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use leviathan_core::{
+    id::EventId,
+    tlog::{ConsistencyProof, InclusionProof, StoredCheckpoint},
+};
+use serde::Deserialize;
+
+use super::{ApiError, extract::ApiQuery};
+use crate::{code::ErrorCode, service::Leaf, state::ApiState};
+
+/// The log's routes. Any authenticated token reads them today; when roles arrive, this is the
+/// one place that gives them to readers.
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/log/checkpoint", get(checkpoint).post(sign))
+        .route("/v1/log/proof/inclusion", get(inclusion))
+        .route("/v1/log/proof/consistency", get(consistency))
+}
+
+fn note(checkpoint: StoredCheckpoint) -> Response {
+    let mut response = checkpoint.note.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn checkpoint(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    Ok(note(state.control_plane().latest_checkpoint().await?))
+}
+
+async fn sign(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    Ok(note(state.control_plane().sign_checkpoint().await?))
+}
+
+/// `seq` or `event_id` (one of them), and `size` (default: the latest checkpoint's).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    seq: Option<u64>,
+    event_id: Option<String>,
+    size: Option<u64>,
+}
+
+async fn inclusion(
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<InclusionQuery>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let leaf =
+        match (query.seq, query.event_id) {
+            (Some(seq), None) => Leaf::Seq(seq),
+            (None, Some(id)) => Leaf::EventId(EventId::new(id).map_err(|e| {
+                ApiError::new(ErrorCode::BadRequest, format!("query `event_id`: {e}"))
+            })?),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "give exactly one of the query parameters `seq` and `event_id`",
+                ));
+            }
+        };
+    let proof = state
+        .control_plane()
+        .inclusion_proof(leaf, query.size)
+        .await?;
+    Ok(Json(proof))
+}
+
+/// `from` and `to` (default: the latest checkpoint's size).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+async fn consistency(
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let proof = state
+        .control_plane()
+        .consistency_proof(query.from, query.to)
+        .await?;
+    Ok(Json(proof))
+}

@@ -1,0 +1,160 @@
+//! The verifiable log's operations: signed checkpoints and proofs (see
+//! [`leviathan_core::tlog`]), and the task that signs a checkpoint while the log grows.
+
+use std::{sync::Arc, time::Duration};
+
+use leviathan_core::{
+    id::EventId,
+    tlog::{
+        self, ConsistencyProof, InclusionProof, StoredCheckpoint, TreeError, TreeStore,
+        checkpoint::{LogSigner, TreeHead},
+    },
+};
+
+use super::{ControlPlane, ControlPlaneError};
+
+/// The log's tree and the key that signs its checkpoints.
+#[derive(Clone, Debug)]
+pub(crate) struct VerifiableLog {
+    pub(crate) tree: Arc<dyn TreeStore>,
+    pub(crate) signer: Option<Arc<LogSigner>>,
+}
+
+/// Which leaf an inclusion proof is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leaf {
+    /// The event at this `seq`.
+    Seq(u64),
+    /// The event with this id.
+    EventId(EventId),
+}
+
+impl ControlPlane {
+    fn log(&self) -> Result<&VerifiableLog, ControlPlaneError> {
+        self.log.as_ref().ok_or(ControlPlaneError::NoCheckpoint {
+            reason: "this control plane keeps no verifiable log",
+        })
+    }
+
+    /// The log's public verifier key, when it signs checkpoints.
+    pub fn log_verifier_key(&self) -> Option<&str> {
+        self.log
+            .as_ref()
+            .and_then(|log| log.signer.as_deref())
+            .map(LogSigner::verifier_key)
+    }
+
+    /// The latest recorded signed checkpoint.
+    pub async fn latest_checkpoint(&self) -> Result<StoredCheckpoint, ControlPlaneError> {
+        self.log()?
+            .tree
+            .latest_checkpoint()
+            .await
+            .map_err(tree_error)?
+            .ok_or(ControlPlaneError::NoCheckpoint {
+                reason: "no checkpoint has been signed yet",
+            })
+    }
+
+    /// Signs and records a checkpoint of the whole log now, unless the latest one covers it.
+    pub async fn sign_checkpoint(&self) -> Result<StoredCheckpoint, ControlPlaneError> {
+        let log = self.log()?;
+        let signer = log.signer.as_ref().ok_or(ControlPlaneError::NoCheckpoint {
+            reason: "this control plane has no signing key",
+        })?;
+        let size = log.tree.tree_size().await.map_err(tree_error)?;
+        if let Some(latest) = log.tree.latest_checkpoint().await.map_err(tree_error)?
+            && latest.size >= size
+        {
+            return Ok(latest);
+        }
+        let root = tlog::root(&*log.tree, size).await.map_err(tree_error)?;
+        let note =
+            signer
+                .sign(TreeHead { size, root })
+                .map_err(|e| ControlPlaneError::Internal {
+                    context: "signing a checkpoint",
+                    source: Box::new(e),
+                })?;
+        let checkpoint = StoredCheckpoint { size, note };
+        log.tree
+            .record_checkpoint(&checkpoint)
+            .await
+            .map_err(tree_error)?;
+        Ok(checkpoint)
+    }
+
+    /// The proof that `leaf` is in the tree of `size` leaves (default: the latest checkpoint's).
+    pub async fn inclusion_proof(
+        &self,
+        leaf: Leaf,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ControlPlaneError> {
+        let log = self.log()?;
+        let seq = match leaf {
+            Leaf::Seq(seq) => seq,
+            Leaf::EventId(id) => match self.events().get(&id).await? {
+                Some(event) => event.seq,
+                None => return Err(ControlPlaneError::EventNotFound(id)),
+            },
+        };
+        let size = match size {
+            Some(size) => size,
+            None => self.latest_checkpoint().await?.size,
+        };
+        let index = seq
+            .checked_sub(1)
+            .ok_or(ControlPlaneError::InvalidRequest {
+                field: "seq",
+                problem: "seq starts at 1".into(),
+            })?;
+        tlog::inclusion_proof(&*log.tree, index, size)
+            .await
+            .map_err(tree_error)
+    }
+
+    /// The proof that the tree of `to` leaves (default: the latest checkpoint's) extends the
+    /// tree of `from`.
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProof, ControlPlaneError> {
+        let log = self.log()?;
+        let to = match to {
+            Some(to) => to,
+            None => self.latest_checkpoint().await?.size,
+        };
+        tlog::consistency_proof(&*log.tree, from, to)
+            .await
+            .map_err(tree_error)
+    }
+}
+
+fn tree_error(error: TreeError) -> ControlPlaneError {
+    match error {
+        TreeError::Store(error) => ControlPlaneError::EventStore(error),
+        outside => ControlPlaneError::OutsideTree(outside.to_string()),
+    }
+}
+
+/// Signs a checkpoint every `every` while the log grows (nothing when it does not), until
+/// `stop` completes. A failure is logged and retried at the next tick.
+pub async fn sign_checkpoints(
+    plane: ControlPlane,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = plane.sign_checkpoint().await {
+            tracing::warn!(%error, "signing a checkpoint failed; retrying at the next tick");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The verifiable log over HTTP: checkpoints signed on demand and while the log grows, proofs
+//! that verify offline against the public key, and the errors of requests outside the tree.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use leviathan_api::{
+    ApiConfig, ApiState, BearerToken, ControlPlane, ErrorCode, client::ClientError, router,
+    sign_checkpoints,
+};
+use leviathan_core::{
+    EventStore, Ledger,
+    memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+    secret::Secret,
+    testkit::lifecycle,
+    tlog::{
+        self, ProofBundle, TreeStore,
+        checkpoint::{LogSigner, LogVerifier, generate_key},
+    },
+};
+use leviathan_testkit::TestServer;
+use reqwest::Method;
+use support::{Auth, TOKEN, fast_retry};
+use tokio_util::sync::CancellationToken;
+
+struct Log {
+    server: TestServer,
+    plane: ControlPlane,
+    events: MemoryEventStore,
+    key: LogVerifier,
+}
+
+async fn start(signing: bool) -> Log {
+    let events = MemoryEventStore::new();
+    let ledger = Ledger::open(Arc::new(events.clone()), Arc::new(MemoryGraphStore::new()))
+        .await
+        .unwrap();
+    let (secret, public) = generate_key("test.example/leviathan").unwrap();
+    let signer = LogSigner::new(&Secret::new(secret.expose()), &public).unwrap();
+    let plane = ControlPlane::new(Arc::new(ledger), Arc::new(MemoryArtifactStore::new()))
+        .with_log(Arc::new(events.clone()), signing.then(|| Arc::new(signer)));
+    let config = ApiConfig::new(BearerToken::new(TOKEN).unwrap());
+    let state = ApiState::from_control_plane(plane.clone(), config);
+    let server = TestServer::spawn(router(state)).await.unwrap();
+    Log {
+        server,
+        plane,
+        events,
+        key: LogVerifier::new(&public).unwrap(),
+    }
+}
+
+fn client(log: &Log) -> leviathan_api::client::ControlPlaneClient {
+    leviathan_api::client::ControlPlaneClient::new(&log.server.url(), TOKEN)
+        .unwrap()
+        .with_retry(fast_retry())
+}
+
+fn code(error: ClientError) -> ErrorCode {
+    error
+        .code()
+        .unwrap_or_else(|| panic!("an API error, got {error}"))
+}
+
+#[tokio::test]
+async fn proofs_from_the_api_verify_offline_with_the_public_key() {
+    let log = start(true).await;
+    let api = client(&log);
+    assert_eq!(
+        code(api.checkpoint().await.unwrap_err()),
+        ErrorCode::NoCheckpoint
+    );
+    let mut history = lifecycle("api", "demo", 4);
+    let later = history.split_off(history.len() / 2);
+    log.plane
+        .ledger()
+        .ingest(history, Default::default())
+        .await
+        .unwrap();
+    let size = log.events.tree_size().await.unwrap();
+    let note = api.sign_checkpoint().await.unwrap();
+    assert_eq!(api.checkpoint().await.unwrap(), note);
+    let head = log.key.verify(note.as_bytes()).unwrap().head;
+    assert_eq!(head.size, size);
+
+    for event in log.events.read(0, 1000).await.unwrap() {
+        let inclusion = api.inclusion_proof(event.seq, None).await.unwrap();
+        let bundle = ProofBundle {
+            canonical_sha256: event.hash,
+            event,
+            inclusion,
+            checkpoint: note.clone(),
+        };
+        bundle.verify(&log.key).unwrap();
+    }
+
+    log.plane
+        .ledger()
+        .ingest(later, Default::default())
+        .await
+        .unwrap();
+    let newer = api.sign_checkpoint().await.unwrap();
+    let proof = api.consistency_proof(size, None).await.unwrap();
+    tlog::check_consistency(&log.key, note.as_bytes(), newer.as_bytes(), &proof).unwrap();
+
+    let beyond = api
+        .inclusion_proof(size + 100, Some(size + 100))
+        .await
+        .unwrap_err();
+    assert_eq!(code(beyond), ErrorCode::OutsideTree);
+    let backwards = api.consistency_proof(size, Some(1)).await.unwrap_err();
+    assert_eq!(code(backwards), ErrorCode::OutsideTree);
+}
+
+#[tokio::test]
+async fn log_routes_need_the_token_and_bad_queries_change_nothing() {
+    let log = start(true).await;
+    let harness = Raw(log.server.url());
+    for path in [
+        "/v1/log/checkpoint",
+        "/v1/log/proof/inclusion?seq=1",
+        "/v1/log/proof/consistency?from=1",
+    ] {
+        let (status, _) = harness.request(Method::GET, path, Auth::None).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let (status, body) = harness
+        .request(Method::POST, "/v1/log/checkpoint", Auth::Wrong)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(log.events.latest_checkpoint().await.unwrap(), None);
+    for path in [
+        "/v1/log/proof/inclusion?seq=1&event_id=x",
+        "/v1/log/proof/inclusion?size=3",
+        "/v1/log/proof/consistency?from=abc",
+    ] {
+        let (status, body) = harness.request(Method::GET, path, Auth::Token).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+}
+
+/// Plain requests, to see statuses as any HTTP client would.
+struct Raw(String);
+
+impl Raw {
+    async fn request(&self, method: Method, path: &str, auth: Auth) -> (u16, String) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.0));
+        request = match auth {
+            Auth::Token => request.bearer_auth(TOKEN),
+            Auth::Wrong => request.bearer_auth("wrong-token-0123456789abcdef"),
+            Auth::None => request,
+        };
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn without_a_key_nothing_is_signed() {
+    let log = start(false).await;
+    let error = client(&log).sign_checkpoint().await.unwrap_err();
+    assert_eq!(code(error), ErrorCode::NoCheckpoint);
+}
+
+/// The signer signs once per interval while the log grows and not at all when it does not.
+#[tokio::test(start_paused = true)]
+async fn the_signer_signs_while_the_log_grows() {
+    let log = start(true).await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sign_checkpoints(
+        log.plane.clone(),
+        Duration::from_secs(1),
+        stop.clone().cancelled_owned(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        log.events.latest_checkpoint().await.unwrap().unwrap().size,
+        0
+    );
+    log.plane
+        .ledger()
+        .ingest(lifecycle("tick", "demo", 1), Default::default())
+        .await
+        .unwrap();
+    let size = log.events.tree_size().await.unwrap();
+    assert_eq!(
+        log.events.latest_checkpoint().await.unwrap().unwrap().size,
+        0
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let latest = log.events.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(latest.size, size);
+    assert_eq!(
+        log.key.verify(latest.note.as_bytes()).unwrap().head.size,
+        size
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(log.events.latest_checkpoint().await.unwrap(), Some(latest));
+    stop.cancel();
+    task.await.unwrap();
+}
