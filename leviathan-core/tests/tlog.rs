@@ -373,3 +373,24 @@ async fn bundles_verify_and_fail_under_any_one_bit_change() {
         assert!(tlog::check_consistency(&key, old.as_bytes(), note.as_bytes(), &bad).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any text given as a signed checkpoint is refused or read; nothing panics, and nothing but
+    /// the real note verifies.
+    #[test]
+    fn arbitrary_checkpoints_never_panic_and_never_verify(
+        text in "(.{0,40}\n){0,6}(— [a-z./+]{1,20} [A-Za-z0-9+/=]{0,120}\n)?",
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        use tlog::checkpoint::{LogVerifier, generate_key, read_unverified};
+        let (_, public) = generate_key("fuzz.example/log").unwrap();
+        let key = LogVerifier::new(&public).unwrap();
+        for input in [text.as_bytes(), bytes.as_slice()] {
+            let _ = read_unverified(input);
+            prop_assert!(key.verify(input).is_err());
+            let _ = LogVerifier::new(&String::from_utf8_lossy(input));
+        }
+    }
+}
