@@ -10,13 +10,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{
-    API_PREFIX, FakeGitHub, PrState,
+    failure::error_body,
+    records::{API_PREFIX, PrState, USER_LOGIN},
     repo::{DiffStats, Refs},
     state::{Pull, RepoMeta},
 };
-
-/// GitHub's generic documentation link in error bodies.
-pub(super) const DOCS: &str = "https://docs.github.com/rest";
 
 /// Extra fields of the single pull request endpoints (`pull-request`, not `pull-request-simple`).
 pub(super) struct PullDetail {
@@ -217,7 +215,7 @@ pub(super) fn pull(
             "mergeable": detail.mergeable,
             "rebaseable": false,
             "mergeable_state": state,
-            "merged_by": if merged { user(web, FakeGitHub::USER_LOGIN) } else { Value::Null },
+            "merged_by": if merged { user(web, USER_LOGIN) } else { Value::Null },
             "comments": 0,
             "review_comments": 0,
             "maintainer_can_modify": false,
@@ -231,11 +229,6 @@ pub(super) fn pull(
         }
     }
     value
-}
-
-/// GitHub's error body: `message`, `documentation_url` and the status as a string.
-pub(super) fn error_body(status: StatusCode, message: &str, documentation_url: &str) -> Value {
-    json!({ "message": message, "documentation_url": documentation_url, "status": status.as_str() })
 }
 
 /// A GitHub error response, with the validation `errors` array when given.

@@ -17,7 +17,9 @@
 //! `git merge-tree` and `git commit-tree` and the base branch is advanced. Rebase merges are refused
 //! the way GitHub refuses them on a repository that disallows them (405).
 
+mod failure;
 mod json;
+mod records;
 mod repo;
 mod rest;
 mod smart_http;
@@ -26,16 +28,19 @@ mod state;
 use std::{path::Path, sync::Arc};
 
 use anyhow::{Context as _, bail};
-use axum::{Router, http::StatusCode, middleware};
+use axum::{Router, middleware};
 use rand::{Rng as _, distr::Alphanumeric};
-use serde_json::Value;
 
 use crate::TestServer;
 
-use self::state::{MergeMethod, PullError, Shared};
-
-/// Path prefix of the REST API, as on GitHub Enterprise Server.
-const API_PREFIX: &str = "/api/v3";
+pub use self::{
+    failure::RestFailure,
+    records::{PrState, PullSummary, RequestRecord},
+};
+use self::{
+    records::{API_PREFIX, USER_LOGIN},
+    state::{MergeMethod, PullError, Shared},
+};
 
 /// A GitHub-shaped REST and smart-HTTP git server, stopped (and its repositories deleted) on drop.
 pub struct FakeGitHub {
@@ -50,66 +55,9 @@ pub struct FakeGitHubBuilder {
     clone_requires_token: bool,
 }
 
-/// State of a pull request, as GitHub reports it (a merged pull request is `Closed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrState {
-    /// Open for review.
-    Open,
-    /// Closed, merged or not.
-    Closed,
-}
-
-/// What a test needs to know about a pull request, without going through the REST API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullSummary {
-    /// Number within its repository, starting at 1.
-    pub number: u64,
-    /// Head branch name (no `owner:` prefix).
-    pub head: String,
-    /// Base branch name.
-    pub base: String,
-    /// Title.
-    pub title: String,
-    /// Body, `None` when created without one.
-    pub body: Option<String>,
-    /// Open or closed.
-    pub state: PrState,
-    /// Whether it was opened as a draft.
-    pub draft: bool,
-    /// Whether it was merged.
-    pub merged: bool,
-    /// `html_url` as the REST API reports it.
-    pub html_url: String,
-}
-
-/// One HTTP request the server received, kept so tests can check how clients behaved.
-///
-/// The `Authorization` header is recorded only as present or absent, never its value, so a test can
-/// assert that a token was sent in a header and never appeared in `path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestRecord {
-    /// HTTP method.
-    pub method: String,
-    /// Path and query string exactly as requested.
-    pub path: String,
-    /// Whether an `Authorization` header was present.
-    pub authorization: bool,
-    /// Status code of the response.
-    pub status: u16,
-}
-
-/// A canned REST error response, injected with [`FakeGitHub::fail_next_rest`] or
-/// [`FakeGitHub::fail_pull_listing`] to exercise a client's error handling.
-#[derive(Debug, Clone)]
-pub struct RestFailure {
-    status: StatusCode,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
 impl FakeGitHub {
     /// Login of the user every accepted token belongs to; it authors pull requests.
-    pub const USER_LOGIN: &'static str = "leviathan-bot";
+    pub const USER_LOGIN: &'static str = USER_LOGIN;
 
     /// Starts a server with one random token and public (anonymous) clones.
     pub async fn start() -> anyhow::Result<Self> {
@@ -368,59 +316,4 @@ fn random_token() -> String {
         .map(char::from)
         .collect();
     format!("ghp_{suffix}")
-}
-
-impl RestFailure {
-    /// A failure with `status` and GitHub's usual body for it
-    /// (`{"message": …, "documentation_url": …, "status": "<code>"}`); a number that is not an
-    /// HTTP status code becomes 500.
-    pub fn new(status: u16) -> Self {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let message = match status {
-            StatusCode::UNAUTHORIZED => "Bad credentials",
-            StatusCode::FORBIDDEN => "Resource not accessible by personal access token",
-            StatusCode::NOT_FOUND => "Not Found",
-            StatusCode::UNPROCESSABLE_ENTITY => "Validation Failed",
-            status if status.is_server_error() => "Server Error",
-            status => status.canonical_reason().unwrap_or("Error"),
-        };
-        Self {
-            status,
-            headers: Vec::new(),
-            body: json::error_body(status, message, json::DOCS),
-        }
-    }
-
-    /// GitHub's primary rate limit response: 403 with `x-ratelimit-remaining: 0` and an
-    /// `x-ratelimit-reset` one minute from now.
-    pub fn rate_limited() -> Self {
-        let reset = chrono::Utc::now().timestamp() + 60;
-        Self {
-            status: StatusCode::FORBIDDEN,
-            headers: vec![
-                ("x-ratelimit-limit".into(), "5000".into()),
-                ("x-ratelimit-remaining".into(), "0".into()),
-                ("x-ratelimit-used".into(), "5000".into()),
-                ("x-ratelimit-reset".into(), reset.to_string()),
-                ("x-ratelimit-resource".into(), "core".into()),
-            ],
-            body: json::error_body(
-                StatusCode::FORBIDDEN,
-                "API rate limit exceeded for user ID 1.",
-                "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
-            ),
-        }
-    }
-
-    /// Adds a response header, e.g. `retry-after` for a secondary rate limit.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Replaces the JSON body.
-    pub fn with_body(mut self, body: Value) -> Self {
-        self.body = body;
-        self
-    }
 }

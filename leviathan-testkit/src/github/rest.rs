@@ -8,7 +8,7 @@ use axum::{
     body::Bytes,
     extract::{Path, Query, RawQuery, Request, State},
     http::{
-        HeaderName, HeaderValue, StatusCode,
+        HeaderValue, StatusCode,
         header::{LINK, LOCATION},
     },
     middleware::{self, Next},
@@ -21,8 +21,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{
-    API_PREFIX, FakeGitHub, PrState, RestFailure,
-    json::{self as shapes, DOCS, PullDetail},
+    failure::DOCS,
+    json::{self as shapes, PullDetail},
+    records::{API_PREFIX, PrState, USER_LOGIN},
     repo::{self, Refs},
     state::{Caller, MergeMethod, Pull, PullError, RepoMeta, Shared},
 };
@@ -68,20 +69,6 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         Caller::Anonymous | Caller::Invalid => {
             shapes::error(StatusCode::UNAUTHORIZED, "Bad credentials", DOCS, None)
         }
-    }
-}
-
-impl IntoResponse for RestFailure {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
-        for (name, value) in self.headers {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(name), HeaderValue::try_from(value))
-            {
-                response.headers_mut().append(name, value);
-            }
-        }
-        response
     }
 }
 
@@ -442,7 +429,7 @@ async fn create_pull(
         let pull = Pull {
             id,
             number: repository.pulls.len() as u64 + 1,
-            user: FakeGitHub::USER_LOGIN.to_owned(),
+            user: USER_LOGIN.to_owned(),
             title,
             body: request.body,
             head_sha: head_sha.clone(),

@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use tempfile::TempDir;
 
 use super::{
-    FakeGitHub, PrState, RequestRecord, RestFailure,
+    failure::RestFailure,
+    records::{PrState, RequestRecord, USER_LOGIN},
     repo::{self, DiffStats, MergeOutcome, Refs},
 };
 
@@ -295,17 +296,13 @@ impl Shared {
             if let Some((user, password)) = decoded.as_deref().and_then(|pair| pair.split_once(':'))
                 && self.accepts(password)
             {
-                let user = if user.is_empty() {
-                    FakeGitHub::USER_LOGIN
-                } else {
-                    user
-                };
+                let user = if user.is_empty() { USER_LOGIN } else { user };
                 return Caller::User(user.to_owned());
             }
         } else if (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
             && self.accepts(credentials)
         {
-            return Caller::User(FakeGitHub::USER_LOGIN.to_owned());
+            return Caller::User(USER_LOGIN.to_owned());
         }
         Caller::Invalid
     }

@@ -37,10 +37,11 @@ use tokio::{sync::watch, time::Instant};
 use super::{
     Cluster, RecordedRequest,
     controller::{self, Propagation},
+    kind::Kind,
     kubelet, lock, new_uid, now, random_suffix,
     selector::{FieldSelector, LabelSelector, Selectors},
     status::ApiError,
-    store::{Change, EventType, Key, Kind, Replay, StoredObject},
+    store::{Change, EventType, Key, Replay, StoredObject},
     table,
 };
 

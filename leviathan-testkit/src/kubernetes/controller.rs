@@ -15,10 +15,11 @@ use tokio::{sync::watch, time::Instant};
 
 use super::{
     Cluster,
+    kind::Kind,
     kubelet::{self, PodOutcome, Stop},
     lock, new_uid, now, random_suffix,
     status::ApiError,
-    store::{Key, Kind, key_of},
+    store::{Key, key_of},
 };
 
 const CONTROLLER_UID: &str = "controller-uid";

@@ -9,7 +9,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{selector::LabelSelector, status::ApiError, store::Kind};
+use super::{kind::Kind, selector::LabelSelector, status::ApiError};
 
 /// How an injected job-create failure answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -312,7 +312,7 @@ pub(crate) fn delete(
     let pod = cluster
         .store
         .get::<Pod>(key)
-        .ok_or_else(|| ApiError::not_found(super::store::Kind::Pod, &key.1))?;
+        .ok_or_else(|| ApiError::not_found(super::kind::Kind::Pod, &key.1))?;
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok((false, pod));
     }

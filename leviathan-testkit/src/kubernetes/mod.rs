@@ -115,6 +115,7 @@
 mod api;
 mod controller;
 mod faults;
+mod kind;
 mod kubelet;
 mod selector;
 mod status;

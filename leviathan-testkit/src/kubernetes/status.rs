@@ -7,7 +7,7 @@ use axum::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
 
-use super::store::Kind;
+use super::kind::Kind;
 
 /// An error answer: HTTP code, machine-readable reason and message.
 #[derive(Clone, Debug)]
