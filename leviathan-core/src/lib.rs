@@ -4,6 +4,13 @@
 //! in-memory backends and (feature `testkit`) the conformance suite every backend runs and event
 //! fixtures.
 //!
+//! # Features
+//!
+//! - `testkit`: [`testkit`], the backend conformance suite and deterministic fixtures.
+//! - `proptest`: `testkit::strategy`, proptest strategies for property tests against the
+//!   projection: valid histories, arbitrary (also invalid) events, payloads of every catalogue
+//!   type. Implies `testkit`.
+//!
 //! This crate does no network I/O and knows no backend; backends, the API, the worker and the
 //! executors depend on it, never the other way round.
 #![warn(missing_docs)]

@@ -1,163 +1,27 @@
-//! The core laws of the projection and the chain, as properties over generated logs.
+//! The core laws of the projection, the catalogue and the chain, as properties over the logs the
+//! `proptest` feature generates (`leviathan_core::testkit::strategy`).
 
 use std::sync::Arc;
 
 use leviathan_core::{
     Event, Graph, NewEvent,
+    catalogue::{EventBody, validate},
     chain::{ChainFault, ChainVerifier},
+    graph::GraphSnapshot,
     id::EventId,
     ledger::{Ledger, PersistPolicy},
     memory::{MemoryEventStore, MemoryGraphStore},
-    testkit::seal_all,
+    testkit::{
+        seal_all,
+        strategy::{
+            broken_payload, catalogue_event, catalogue_type, event, history, json_value,
+            mixed_history, valid_payload,
+        },
+    },
     timestamp::Timestamp,
 };
-use proptest::prelude::*;
-use serde_json::{Value, json};
-
-/// One step of a generated log. Ids come from small pools so that steps interact (and many are
-/// refused by the projection, which must stay total).
-#[derive(Clone, Debug)]
-enum Op {
-    Register(u8),
-    CreateTask(u8, u8, Option<u8>),
-    UpdateTask(u8, u8, bool),
-    CreateAttempt(u8, u8, u8, u32),
-    Start(u8),
-    Heartbeat(u8),
-    Succeed(u8, u8),
-    Fail(u8, bool),
-    TimeOut(u8),
-    Invalidate(u8),
-    PrCreated(u8, u8),
-    Merge(u8, u8),
-    Close(u8, u8),
-    Retry(u8, u8),
-    CircuitOpen(u8),
-    CircuitClose(u8),
-    Artifact(Option<u8>),
-    Unknown(u8),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let t = 0u8..2;
-    let k = 0u8..4;
-    let a = 0u8..6;
-    prop_oneof![
-        2 => t.clone().prop_map(Op::Register),
-        3 => (t.clone(), k.clone(), proptest::option::of(0u8..4)).prop_map(|(t, k, d)| Op::CreateTask(t, k, d)),
-        1 => (t.clone(), k.clone(), any::<bool>()).prop_map(|(t, k, c)| Op::UpdateTask(t, k, c)),
-        4 => (t.clone(), k.clone(), a.clone(), 1u32..4).prop_map(|(t, k, a, n)| Op::CreateAttempt(t, k, a, n)),
-        3 => a.clone().prop_map(Op::Start),
-        1 => a.clone().prop_map(Op::Heartbeat),
-        2 => (a.clone(), 1u8..5).prop_map(|(a, n)| Op::Succeed(a, n)),
-        2 => (a.clone(), any::<bool>()).prop_map(|(a, p)| Op::Fail(a, p)),
-        1 => a.clone().prop_map(Op::TimeOut),
-        1 => a.clone().prop_map(Op::Invalidate),
-        1 => (a.clone(), 1u8..5).prop_map(|(a, n)| Op::PrCreated(a, n)),
-        1 => (t.clone(), 1u8..5).prop_map(|(t, n)| Op::Merge(t, n)),
-        1 => (t.clone(), 1u8..5).prop_map(|(t, n)| Op::Close(t, n)),
-        1 => (t.clone(), k.clone()).prop_map(|(t, k)| Op::Retry(t, k)),
-        1 => t.clone().prop_map(Op::CircuitOpen),
-        1 => t.clone().prop_map(Op::CircuitClose),
-        1 => proptest::option::of(a.clone()).prop_map(Op::Artifact),
-        1 => any::<u8>().prop_map(Op::Unknown),
-    ]
-}
-
-fn to_event(i: usize, op: &Op) -> NewEvent {
-    let target = |t: &u8| format!("target-{t}");
-    let task = |k: &u8| format!("task-{k}");
-    let attempt = |a: &u8| format!("attempt-{a}");
-    let url = |n: &u8| format!("https://forge.example/pull/{n}");
-    let sha = |a: &u8| format!("{:040x}", u128::from(*a) + 1);
-    let (ty, payload) = match op {
-        Op::Register(t) => (
-            "target.registered",
-            json!({"target_id": target(t), "repo_url": "https://x/r.git"}),
-        ),
-        Op::CreateTask(t, k, d) => (
-            "task.created",
-            json!({"target_id": target(t), "task_id": task(k), "ready": true, "allowed_paths": ["docs/"],
-                   "dependencies": d.filter(|d| d != k).map(|d| vec![task(&d)]).unwrap_or_default()}),
-        ),
-        Op::UpdateTask(t, k, done) => (
-            "task.updated",
-            json!({"target_id": target(t), "task_id": task(k), "title": "updated",
-                   "status": if *done { "completed" } else { "pending" }}),
-        ),
-        Op::CreateAttempt(t, k, a, n) => (
-            "attempt.created",
-            json!({"attempt_id": attempt(a), "task_id": task(k), "target_id": target(t), "attempt_number": n}),
-        ),
-        Op::Start(a) => ("attempt.started", json!({"attempt_id": attempt(a)})),
-        Op::Heartbeat(a) => ("attempt.heartbeat", json!({"attempt_id": attempt(a)})),
-        Op::Succeed(a, n) => (
-            "attempt.succeeded",
-            json!({"attempt_id": attempt(a), "branch": format!("agent/x-{}", attempt(a)), "commit_sha": sha(a),
-                   "pr_number": n, "pr_url": url(n)}),
-        ),
-        Op::Fail(a, permanent) => (
-            "attempt.failed",
-            json!({"attempt_id": attempt(a), "failure_kind": if *permanent { "path_violation" } else { "tests_failed" }}),
-        ),
-        Op::TimeOut(a) => ("attempt.timed_out", json!({"attempt_id": attempt(a)})),
-        Op::Invalidate(a) => (
-            "attempt.invalidated",
-            json!({"attempt_id": attempt(a), "reason": "operator"}),
-        ),
-        Op::PrCreated(a, n) => (
-            "pr.created",
-            json!({"attempt_id": attempt(a), "pr_number": n, "pr_url": url(n)}),
-        ),
-        Op::Merge(t, n) => ("pr.merged", json!({"target_id": target(t), "pr_number": n})),
-        Op::Close(t, n) => ("pr.closed", json!({"target_id": target(t), "pr_number": n})),
-        Op::Retry(t, k) => (
-            "retry.scheduled",
-            json!({"target_id": target(t), "task_id": task(k), "retry_number": 2, "not_before": "2026-05-01T00:00:00Z"}),
-        ),
-        Op::CircuitOpen(t) => (
-            "circuit.opened",
-            json!({"target_id": target(t), "consecutive_failures": 3, "open_until": "2026-05-01T00:00:00Z"}),
-        ),
-        Op::CircuitClose(t) => ("circuit.closed", json!({"target_id": target(t)})),
-        Op::Artifact(a) => (
-            "artifact.created",
-            json!({"sha256": format!("{:064x}", i), "kind": "log", "size": i, "attempt_id": a.map(|a| attempt(&a))}),
-        ),
-        Op::Unknown(n) => (
-            "custom.thing",
-            json!({"n": n, "nested": {"list": [1.5, "two", null]}}),
-        ),
-    };
-    let mut payload = payload;
-    if let Value::Object(map) = &mut payload {
-        map.retain(|_, v| !v.is_null());
-    }
-    NewEvent {
-        event_id: EventId::new(format!("ev-{i}")).unwrap(),
-        event_type: ty.into(),
-        timestamp: Timestamp::from_unix_micros(1_780_000_000_000_000 + i as i64 * 1_000_003)
-            .unwrap(),
-        actor_id: if i.is_multiple_of(3) {
-            None
-        } else {
-            Some("proptest".into())
-        },
-        payload,
-        principal: None,
-    }
-}
-
-fn log() -> impl Strategy<Value = Vec<Event>> {
-    proptest::collection::vec(op(), 0..120).prop_map(|ops| {
-        seal_all(
-            ops.iter()
-                .enumerate()
-                .map(|(i, op)| to_event(i, op))
-                .collect(),
-        )
-    })
-}
+use proptest::{prelude::*, sample::Index};
+use serde_json::Value;
 
 fn fold(events: &[Event]) -> Graph {
     let mut g = Graph::new();
@@ -167,33 +31,52 @@ fn fold(events: &[Event]) -> Graph {
     g
 }
 
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(|f| json!(f)),
-        any::<String>().prop_map(Value::String),
-    ];
-    leaf.prop_recursive(5, 64, 8, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::btree_map(any::<String>(), inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+/// A valid history with arbitrary events (valid or not) mixed in, chained as a store would.
+fn mixed_log() -> impl Strategy<Value = Vec<Event>> {
+    mixed_history(event()).prop_map(seal_all)
+}
+
+/// An event of `event_type` carrying `payload`.
+fn submitted(event_type: &str, payload: Value) -> NewEvent {
+    NewEvent {
+        event_id: EventId::new("v").unwrap(),
+        event_type: event_type.to_owned(),
+        timestamp: Timestamp::from_unix_micros(0).unwrap(),
+        actor_id: None,
+        payload,
+        principal: None,
+    }
+}
+
+/// What folding one event may change besides nodes and edges.
+fn without_bookkeeping(mut snapshot: GraphSnapshot) -> GraphSnapshot {
+    snapshot.anomalies.clear();
+    snapshot.streams.clear();
+    snapshot.checkpoint = None;
+    snapshot
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Every event of a generated history is accepted: by ingest validation (all staged as one
+    /// batch) and by the fold, which records no anomaly.
+    #[test]
+    fn histories_are_accepted_event_by_event(events in history()) {
+        let graph = Graph::new();
+        let mut stage = graph.stage();
+        for (i, e) in events.iter().enumerate() {
+            let body = validate(e).map_err(|err| TestCaseError::fail(format!("event {i}: {err}")))?.body;
+            stage.accept(e, &body).map_err(|r| TestCaseError::fail(format!("event {i} ({}): {r}", e.event_type)))?;
+        }
+        let folded = fold(&seal_all(events));
+        prop_assert_eq!(folded.anomalies(), &[]);
+    }
 
     /// Same events, same graph: the fold depends on nothing but the events, even after the
     /// events travel through JSON.
     #[test]
-    fn same_events_same_graph(events in log()) {
+    fn same_events_same_graph(events in mixed_log()) {
         let a = fold(&events);
         let wire = serde_json::to_string(&events).unwrap();
         let back: Vec<Event> = serde_json::from_str(&wire).unwrap();
@@ -202,8 +85,8 @@ proptest! {
 
     /// Applying a prefix, persisting it, then applying the rest equals applying everything.
     #[test]
-    fn prefix_then_rest_equals_all(events in log(), cut in 0usize..120) {
-        let cut = cut.min(events.len());
+    fn prefix_then_rest_equals_all(events in mixed_log(), cut in any::<Index>()) {
+        let cut = cut.index(events.len() + 1);
         let mut g = fold(&events[..cut]);
         let _ = g.take_delta();
         let mut resumed = Graph::from_snapshot(g.snapshot());
@@ -213,17 +96,47 @@ proptest! {
         prop_assert_eq!(resumed, fold(&events));
     }
 
-    /// The projection is total: whatever the log, folding never fails, and every event moves
-    /// the checkpoint.
+    /// The fold is total and agrees with ingest validation (which stages events on an overlay,
+    /// another path through the projection). Every event moves the checkpoint. An event whose
+    /// payload parses and that staging accepts changes the graph without an anomaly; any other
+    /// becomes exactly one anomaly at its `seq` and changes nothing else: no node, no edge, and
+    /// no stream version but its own (stores count every appended event in its stream).
     #[test]
-    fn the_fold_is_total(events in log()) {
-        let g = fold(&events);
-        prop_assert_eq!(g.checkpoint_seq(), events.len() as u64);
+    fn the_fold_is_total(events in mixed_log()) {
+        let mut graph = Graph::new();
+        for e in &events {
+            let body = EventBody::parse(&e.event_type, &e.payload).ok();
+            let accepted = body.as_ref().is_some_and(|body| graph.stage().accept(&e.to_new_event(), body).is_ok());
+            let before = graph.snapshot();
+            graph.apply(e);
+            let after = graph.snapshot();
+            prop_assert_eq!(graph.checkpoint(), Some(e.head()));
+            if accepted {
+                prop_assert_eq!(&after.anomalies, &before.anomalies, "{} was accepted", e.event_type);
+                continue;
+            }
+            prop_assert_eq!(after.anomalies.len(), before.anomalies.len() + 1, "{} was refused", e.event_type);
+            let anomaly = after.anomalies.last().unwrap();
+            prop_assert_eq!((anomaly.seq, &anomaly.event_type), (e.seq, &e.event_type));
+            let own_stream = body.as_ref().and_then(EventBody::stream);
+            let mut streams = before.streams.clone();
+            if let Some(stream) = own_stream {
+                match streams.iter_mut().find(|(s, _)| s == &stream) {
+                    Some((_, version)) => *version += 1,
+                    None => streams.push((stream, 1)),
+                }
+            }
+            streams.sort();
+            let mut after_streams = after.streams.clone();
+            after_streams.sort();
+            prop_assert_eq!(after_streams, streams);
+            prop_assert_eq!(without_bookkeeping(after), without_bookkeeping(before));
+        }
     }
 
     /// Any single-byte change of a stored record fails verification at exactly that event.
     #[test]
-    fn a_single_byte_tamper_fails_at_its_seq(events in log().prop_filter("non-empty", |e| !e.is_empty()), pick in any::<prop::sample::Index>(), byte in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn a_single_byte_tamper_fails_at_its_seq(events in mixed_log().prop_filter("non-empty", |e| !e.is_empty()), pick in any::<Index>(), byte in any::<Index>(), flip in 1u8..=255) {
         let victim = pick.index(events.len());
         let mut records: Vec<(leviathan_core::Sha256Digest, Vec<u8>)> =
             events.iter().map(|e| (e.hash, e.canonical_bytes())).collect();
@@ -242,6 +155,10 @@ proptest! {
         let is_mismatch = matches!(broke.fault, ChainFault::HashMismatch { .. });
         prop_assert!(is_mismatch, "fault: {}", broke.fault);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// The canonical writer writes exactly what serde_json writes for a sorted value.
     #[test]
@@ -249,28 +166,61 @@ proptest! {
         prop_assert_eq!(leviathan_core::canonical::to_vec(&value), serde_json::to_vec(&value).unwrap());
     }
 
-    /// Validation never panics, whatever the payload, for every known type.
+    /// A valid payload of every catalogue type validates, as its own type.
     #[test]
-    fn validation_is_total(payload in json_value(), ty in prop::sample::select(leviathan_core::catalogue::KNOWN_EVENT_TYPES.to_vec())) {
-        let event = NewEvent {
-            event_id: EventId::new("v").unwrap(),
-            event_type: ty.to_owned(),
-            timestamp: Timestamp::from_unix_micros(0).unwrap(),
-            actor_id: None,
-            payload: json!({ "x": payload }),
-            principal: None,
-        };
-        let _ = leviathan_core::catalogue::validate(&event);
+    fn valid_payloads_validate(
+        (ty, payload) in catalogue_type().prop_flat_map(|ty| (Just(ty), valid_payload(ty)))
+    ) {
+        let valid = validate(&submitted(ty, payload.clone()));
+        prop_assert!(valid.is_ok(), "{ty} {payload}: {:?}", valid.err());
+        let body = valid.unwrap().body;
+        prop_assert_ne!(&body, &EventBody::Unknown);
+        prop_assert_eq!(EventBody::parse(ty, &payload).unwrap(), body);
+    }
+
+    /// A payload broken in a required field is refused, naming its type and that field.
+    #[test]
+    fn broken_payloads_are_refused_naming_the_field(
+        (ty, (payload, field)) in catalogue_type().prop_flat_map(|ty| (Just(ty), broken_payload(ty)))
+    ) {
+        let refused = validate(&submitted(ty, payload.clone()));
+        prop_assert!(refused.is_err(), "{ty} {payload} was accepted");
+        let error = refused.unwrap_err();
+        prop_assert_eq!(&error.event_type, ty);
+        prop_assert_eq!(&error.field, field, "{}", error);
+    }
+
+    /// Validation is total: a real payload of any catalogue type with one member removed or
+    /// replaced by any JSON value is accepted or refused with an error naming its type, never a
+    /// panic.
+    #[test]
+    fn validation_is_total(
+        (ty, payload) in catalogue_type().prop_flat_map(|ty| (Just(ty), valid_payload(ty))),
+        member in any::<Index>(),
+        replacement in proptest::option::of(json_value()),
+    ) {
+        let mut payload = payload;
+        if let Value::Object(map) = &mut payload {
+            let key = map.keys().nth(member.index(map.len().max(1))).cloned().unwrap_or_else(|| "extra".into());
+            match replacement {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+        if let Err(error) = validate(&submitted(ty, payload)) {
+            prop_assert_eq!(&error.event_type, ty);
+            prop_assert!(!error.field.is_empty());
+        }
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// A ledger that persists its graph as it goes, reopened from the graph store, equals a
     /// rebuild from the log, which equals the in-memory fold.
     #[test]
-    fn rebuild_equals_incremental(events in log(), every in 1u64..40) {
+    fn rebuild_equals_incremental(events in mixed_history(catalogue_event()).prop_map(seal_all), every in 1u64..40) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let store = Arc::new(MemoryEventStore::new());
