@@ -1,11 +1,17 @@
 //! Two schedulers over one PostgreSQL store (two `PgStore`s on one database, each with its own
 //! `Ledger`) cycling at the same time never create two attempts for one task, nor record one
 //! decision twice: `attempt.created`, `retry.scheduled` and `circuit.opened` are appended under
-//! the version of the task's or target's stream the plan saw. Fifty rounds, a fresh database each.
+//! the version of the task's or target's stream the plan saw.
+//!
+//! The race is forced, not hoped for: each scheduler's clock makes the cycle that reads it wait
+//! for the other's, right before both plan, so both plan from the same state every time.
 
-use std::sync::{
-    Arc, Barrier, Mutex,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Barrier, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
 };
 
 use async_trait::async_trait;
@@ -15,11 +21,12 @@ use leviathan_core::{
     backlog::{Backlog, parse_backlog},
     memory::{MemoryBacklog, MemoryForge},
     model::{FailureClass, FailureKind},
+    plan::{PlanContext, SchedulingPolicy, plan},
     target::{TargetConfig, parse_target_config},
 };
 use leviathan_store_pg::testkit::TestDatabase;
 
-const ROUNDS: usize = 50;
+const ROUNDS: usize = 10;
 const TASKS: usize = 6;
 
 /// Records every attempt it is asked to run; each fails at once (transient), so that both
@@ -59,21 +66,32 @@ fn backlog() -> Backlog {
 }
 
 fn target() -> TargetConfig {
+    target_with_autonomy(true)
+}
+
+fn target_with_autonomy(enabled: bool) -> TargetConfig {
     parse_target_config(
         "demo.yaml",
-        "name: demo\nrepo_url: https://example.com/acme/widgets.git\nautonomy: {enabled: true}\n\
-         guardrails: {allowed_path_prefixes: [docs/], max_open_prs: 100, max_running_attempts: 100}\n",
+        &format!(
+            "name: demo\nrepo_url: https://example.com/acme/widgets.git\nautonomy: {{enabled: {enabled}}}\n\
+             guardrails: {{allowed_path_prefixes: [docs/], max_open_prs: 100, max_running_attempts: 100}}\n"
+        ),
         None,
     )
     .unwrap()
 }
 
-async fn scheduler(db: &TestDatabase, executor: Arc<Recording>) -> Scheduler {
-    scheduler_with_clock(db, executor, Arc::new(TokioClock::new())).await
-}
-
 async fn scheduler_with_clock(
     db: &TestDatabase,
+    executor: Arc<Recording>,
+    clock: Arc<dyn Clock>,
+) -> Scheduler {
+    scheduler_of(db, target(), executor, clock).await
+}
+
+async fn scheduler_of(
+    db: &TestDatabase,
+    target: TargetConfig,
     executor: Arc<Recording>,
     clock: Arc<dyn Clock>,
 ) -> Scheduler {
@@ -82,10 +100,10 @@ async fn scheduler_with_clock(
     // The same backlog every time and a forge without pull requests: the race is about
     // dispatch, not about git.
     let backlogs = MemoryBacklog::new();
-    backlogs.set(target().name, "main", backlog());
+    backlogs.set(target.name.clone(), "main", backlog());
     Scheduler::builder(ledger, executor as Arc<dyn Executor>)
         .clock(clock)
-        .target(target(), Arc::new(MemoryForge::new()))
+        .target(target, Arc::new(MemoryForge::new()))
         .backlog(backlogs)
         .options(SchedulerOptions {
             max_running_global: 100,
@@ -95,26 +113,70 @@ async fn scheduler_with_clock(
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Both schedulers plan every task from the same state, every round: each task's attempt is
+/// created by exactly one of them and started once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_schedulers_never_dispatch_one_task_twice() {
-    let mut contended = 0;
+    let mut raced = 0;
     for round in 0..ROUNDS {
         let db = TestDatabase::create().await;
+        // A scheduler with autonomy off records the target and its backlog and dispatches
+        // nothing, so the racing cycles have nothing to record before they plan: the first time
+        // they read their clocks is right before planning.
+        let syncer = scheduler_of(
+            &db,
+            target_with_autonomy(false),
+            Arc::new(Recording::default()),
+            Arc::new(TokioClock::new()),
+        )
+        .await;
+        assert!(syncer.run_once().await.unwrap().dispatched.is_empty());
+        let policy = SchedulingPolicy {
+            targets: BTreeMap::from([(target().name, target().policy)]),
+            max_running_global: 100,
+        };
+        let planned = plan(
+            &*syncer.ledger().graph().await,
+            &policy,
+            &PlanContext::at(Timestamp::now()),
+        );
+        assert_eq!(
+            planned.dispatch.len(),
+            TASKS,
+            "round {round}: from this state every task is dispatched"
+        );
+
+        let clocks = MeetingClock::pair();
         let (left_exec, right_exec) = (
             Arc::new(Recording::default()),
             Arc::new(Recording::default()),
         );
         let (left, right) = tokio::join!(
-            scheduler(&db, left_exec.clone()),
-            scheduler(&db, right_exec.clone())
+            scheduler_with_clock(&db, left_exec.clone(), clocks[0].clone()),
+            scheduler_with_clock(&db, right_exec.clone(), clocks[1].clone())
         );
-
-        for _ in 0..2 {
-            let (l, r) = tokio::join!(left.run_once(), right.run_once());
-            l.unwrap();
-            r.unwrap();
-            tokio::join!(left.wait_idle(), right.wait_idle());
+        for clock in &clocks {
+            clock.armed.store(true, Ordering::SeqCst);
         }
+        // Separate tasks: each may block its worker thread at the meeting point.
+        let run = |s: &Scheduler| {
+            let s = s.clone();
+            tokio::spawn(async move { s.run_once().await })
+        };
+        let (l, r) = tokio::join!(run(&left), run(&right));
+        let (l, r) = (l.unwrap().unwrap(), r.unwrap().unwrap());
+        tokio::join!(left.wait_idle(), right.wait_idle());
+        assert!(
+            clocks.iter().all(|c| c.met.load(Ordering::SeqCst) == 1),
+            "round {round}: both planned at the meeting point"
+        );
+        // Both planned every task; only one of them could create each task's attempt.
+        assert_eq!(
+            l.dispatched.len() + r.dispatched.len(),
+            TASKS,
+            "round {round}: {l:#?} {r:#?}"
+        );
+        raced += TASKS;
 
         let ledger = left.ledger();
         ledger.catch_up().await.unwrap();
@@ -140,42 +202,74 @@ async fn two_schedulers_never_dispatch_one_task_twice() {
             .chain(right_exec.started.lock().unwrap().iter())
             .map(|s| s.task_id.to_string())
             .collect();
-        let (l, r) = (
-            left_exec.started.lock().unwrap().len(),
-            right_exec.started.lock().unwrap().len(),
-        );
-        if l > 0 && r > 0 {
-            contended += 1;
-        }
         started.sort();
         assert_eq!(started, expected, "round {round}: each task started once");
-        assert_eq!(
-            events
-                .iter()
-                .filter(|e| e.event_type == "target.registered")
-                .count(),
-            1
-        );
-        assert_eq!(
-            events
-                .iter()
-                .filter(|e| e.event_type == "task.created")
-                .count(),
-            TASKS
-        );
         let verified = ledger.events().verify().await.unwrap();
         assert!(verified.is_ok(), "round {round}: {verified:?}");
     }
-    println!("{contended} of {ROUNDS} rounds had both schedulers dispatching");
+    assert_eq!(
+        raced,
+        ROUNDS * TASKS,
+        "every task of every round was raced for"
+    );
+}
+
+/// Two schedulers cycling at once from an empty log, without any forcing: whichever records the
+/// target and the backlog first, they are recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_syncing_at_once_record_the_backlog_once() {
+    let db = TestDatabase::create().await;
+    let (left, right) = tokio::join!(
+        scheduler_with_clock(
+            &db,
+            Arc::new(Recording::default()),
+            Arc::new(TokioClock::new())
+        ),
+        scheduler_with_clock(
+            &db,
+            Arc::new(Recording::default()),
+            Arc::new(TokioClock::new())
+        )
+    );
+    let (l, r) = tokio::join!(left.run_once(), right.run_once());
+    let (l, r) = (l.unwrap(), r.unwrap());
+    tokio::join!(left.wait_idle(), right.wait_idle());
+    assert_eq!(l.dispatched.len() + r.dispatched.len(), TASKS);
+    let ledger = left.ledger();
+    ledger.catch_up().await.unwrap();
+    let events = ledger.events().read(0, 10_000).await.unwrap();
+    let count = |ty: &str| events.iter().filter(|e| e.event_type == ty).count();
+    assert_eq!(count("target.registered"), 1);
+    assert_eq!(count("task.created"), TASKS);
+    assert_eq!(count("attempt.created"), TASKS);
 }
 
 /// A clock that, once armed, makes its first reader wait until the other scheduler's clock is
-/// read too: a cycle reads the time right before it plans, so both plans see the same state.
+/// read too: a cycle with nothing to sync reads the time right before it plans, so both plans
+/// see the same state. Counts the meetings it went through.
 #[derive(Debug)]
 struct MeetingClock {
     time: TokioClock,
     meeting: Arc<Barrier>,
     armed: AtomicBool,
+    met: AtomicUsize,
+}
+
+impl MeetingClock {
+    /// Two clocks that meet each other.
+    fn pair() -> Vec<Arc<MeetingClock>> {
+        let meeting = Arc::new(Barrier::new(2));
+        (0..2)
+            .map(|_| {
+                Arc::new(MeetingClock {
+                    time: TokioClock::new(),
+                    meeting: meeting.clone(),
+                    armed: AtomicBool::new(false),
+                    met: AtomicUsize::new(0),
+                })
+            })
+            .collect()
+    }
 }
 
 impl Clock for MeetingClock {
@@ -184,6 +278,7 @@ impl Clock for MeetingClock {
             tokio::task::block_in_place(|| {
                 self.meeting.wait();
             });
+            self.met.fetch_add(1, Ordering::SeqCst);
         }
         self.time.now()
     }
@@ -192,16 +287,7 @@ impl Clock for MeetingClock {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_schedulers_planning_from_one_state_record_each_decision_once() {
     let db = TestDatabase::create().await;
-    let meeting = Arc::new(Barrier::new(2));
-    let clocks: Vec<Arc<MeetingClock>> = (0..2)
-        .map(|_| {
-            Arc::new(MeetingClock {
-                time: TokioClock::new(),
-                meeting: meeting.clone(),
-                armed: AtomicBool::new(false),
-            })
-        })
-        .collect();
+    let clocks = MeetingClock::pair();
     let executor = Arc::new(Recording::default());
     let left = scheduler_with_clock(&db, executor.clone(), clocks[0].clone()).await;
     let right = scheduler_with_clock(&db, executor.clone(), clocks[1].clone()).await;
@@ -221,6 +307,7 @@ async fn two_schedulers_planning_from_one_state_record_each_decision_once() {
     };
     let (l, r) = tokio::join!(settle(&left), settle(&right));
     let (l, r) = (l.unwrap().unwrap(), r.unwrap().unwrap());
+    assert!(clocks.iter().all(|c| c.met.load(Ordering::SeqCst) == 1));
     assert_eq!(
         l.actions.len() + r.actions.len(),
         TASKS + 1,
