@@ -42,6 +42,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Every command may hold a credential (the control plane's keys, the forge token, a token
+    // to call the API with): processes of the same uid, such as the code a worker runs, must
+    // not read this one's memory or environment.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

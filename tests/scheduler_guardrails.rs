@@ -494,7 +494,9 @@ async fn without_autonomy_nothing_is_dispatched() {
 async fn once_twice_over_one_log_creates_nothing_twice() {
     let _frozen = freeze();
     let world = World::start(TWO_TASKS).await;
-    let config = world.target(ENABLED, "  max_running_attempts: 2\n  max_open_prs: 5\n");
+    let mut config = world.target(ENABLED, "  max_running_attempts: 2\n  max_open_prs: 5\n");
+    // A target whose tests need more than Landlock allows: its workers are told.
+    config.landlock = false;
     world.executor.script("alpha", &[Step::Succeed]);
     world.executor.script("beta", &[Step::Succeed]);
     let first = world.builder(config.clone(), 1).build().unwrap();
@@ -513,7 +515,11 @@ async fn once_twice_over_one_log_creates_nothing_twice() {
     );
     assert_eq!(world.events().await.len(), events);
     assert_eq!(world.pulls(), pulls);
-    assert_eq!(world.executor.started().len(), 2);
+    let started = world.executor.started();
+    assert_eq!(started.len(), 2);
+    for spec in started {
+        assert_eq!(spec.env["LEVIATHAN_LANDLOCK"], "false");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,7 +14,7 @@ use crate::{
     digest::Sha256Digest,
     event::NewEvent,
     id::{AttemptId, EventId, TargetId, TaskId},
-    model::{FailureClass, FailureKind, TaskSpec},
+    model::{FailureClass, FailureKind, SandboxReport, TaskSpec},
     timestamp::Timestamp,
 };
 
@@ -428,6 +428,9 @@ pub struct AttemptStarted {
     /// Where the worker runs (host or pod name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// How the attempt's untrusted children are confined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxReport>,
 }
 
 impl Payload for AttemptStarted {

@@ -378,6 +378,45 @@ pub enum PrState {
     Closed,
 }
 
+/// How an attempt's untrusted children (its tests, the `command` model) were confined, as its
+/// `attempt.started` records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxReport {
+    /// Landlock's write restriction: only the worktree and a private temp directory.
+    pub landlock: LandlockState,
+    /// The worker made itself non-dumpable before running anything untrusted, so processes of
+    /// its uid cannot read its environment or memory nor attach to it.
+    pub non_dumpable: bool,
+    /// Untrusted children ran in a session of their own, without capabilities and under
+    /// `no_new_privs`.
+    pub confined_children: bool,
+}
+
+/// Whether Landlock restricted the writes of untrusted children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockState {
+    /// Every requested restriction applied.
+    Enforced,
+    /// The kernel's Landlock lacks some of the requested rights; the others applied.
+    Partial,
+    /// The kernel has no Landlock; writes were not restricted.
+    Unsupported,
+    /// Turned off for the target (`landlock: false`).
+    Off,
+}
+
+impl fmt::Display for LandlockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Enforced => "enforced",
+            Self::Partial => "partial",
+            Self::Unsupported => "unsupported",
+            Self::Off => "off",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

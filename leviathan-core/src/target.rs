@@ -2,7 +2,7 @@
 //!
 //! Three shapes are accepted, and may be mixed:
 //! - this project's: `name`, `repo_url`, `default_branch`, `backlog_path`, `test_command`,
-//!   `autonomy: {enabled}`, `guardrails: {allowed_path_prefixes, max_open_prs,
+//!   `landlock`, `autonomy: {enabled}`, `guardrails: {allowed_path_prefixes, max_open_prs,
 //!   max_running_attempts, max_attempts_per_task, circuit_breaker: {enabled,
 //!   consecutive_failures_threshold, cooldown_minutes}, timeout: {attempt_timeout_minutes},
 //!   retry: {initial_backoff_seconds, factor, max_backoff_seconds, jitter}}`;
@@ -36,6 +36,9 @@ pub struct TargetConfig {
     pub backlog_path: String,
     /// Default test command for tasks without one.
     pub test_command: Option<String>,
+    /// Whether the worker confines its tests and `command` model with Landlock (default true;
+    /// off for targets whose tests write outside the worktree and their temp directory).
+    pub landlock: bool,
     /// The guardrails.
     pub policy: Policy,
 }
@@ -170,6 +173,7 @@ struct Raw {
     target_branch: Option<String>,
     backlog_path: Option<String>,
     test_command: Option<String>,
+    landlock: Option<bool>,
     autonomy: Option<RawAutonomy>,
     autonomy_enabled: Option<bool>,
     guardrails: Option<RawGuardrails>,
@@ -291,6 +295,7 @@ pub fn parse_target_config(
             .backlog_path
             .unwrap_or_else(|| DEFAULT_BACKLOG_PATH.to_owned()),
         test_command: raw.test_command,
+        landlock: raw.landlock.unwrap_or(true),
         policy,
     })
 }
@@ -510,6 +515,7 @@ guardrails:
         .unwrap();
         assert_eq!(c.name, "demo");
         assert_eq!(c.default_branch, "main");
+        assert!(c.landlock, "Landlock is on unless the target turns it off");
         assert!(c.policy.autonomy_enabled);
         assert_eq!(c.policy.max_open_prs, 2);
         assert_eq!(c.policy.circuit_breaker.threshold, 4);
@@ -518,6 +524,13 @@ guardrails:
         assert_eq!(c.policy.backoff(1), Duration::from_secs(10));
         assert_eq!(c.policy.backoff(2), Duration::from_secs(30));
         assert_eq!(c.policy.backoff(5), Duration::from_secs(100));
+        let off = parse_target_config(
+            "demo.yaml",
+            "name: demo\nrepo_url: https://example.com/o/demo.git\nlandlock: false\n",
+            None,
+        )
+        .unwrap();
+        assert!(!off.landlock);
     }
 
     #[test]

@@ -17,15 +17,17 @@ use leviathan_core::{
         ATTEMPT_ID, CONTROL_PLANE_TOKEN, CONTROL_PLANE_URL, GITHUB_TOKEN, LEVIATHAN_ATTEMPT_NUMBER,
         LEVIATHAN_CLAUDE_API_KEY, LEVIATHAN_CLAUDE_MODEL, LEVIATHAN_DRAFT_PRS,
         LEVIATHAN_GIT_AUTHOR_EMAIL, LEVIATHAN_GIT_AUTHOR_NAME, LEVIATHAN_GITHUB_API_URL,
-        LEVIATHAN_MAX_MODEL_CALLS, LEVIATHAN_MAX_TOKENS, LEVIATHAN_MODEL_BASE_URL,
-        LEVIATHAN_MODEL_COMMAND, LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, LEVIATHAN_MODEL_PROVIDER,
-        LEVIATHAN_MODEL_TIMEOUT_SECS, LEVIATHAN_OPENAI_API_KEY, LEVIATHAN_OPENAI_MODEL,
-        LEVIATHAN_REPAIR_ROUNDS, LEVIATHAN_TERMINATION_MESSAGE_PATH, LEVIATHAN_TEST_COMMAND,
-        LEVIATHAN_TEST_TIMEOUT_SECS, LEVIATHAN_WORKSPACE_DIR, TARGET_BRANCH, TARGET_NAME,
-        TARGET_REPO_URL, TASK_ID, VARIABLES,
+        LEVIATHAN_LANDLOCK, LEVIATHAN_MAX_MODEL_CALLS, LEVIATHAN_MAX_TOKENS,
+        LEVIATHAN_MODEL_BASE_URL, LEVIATHAN_MODEL_COMMAND, LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS,
+        LEVIATHAN_MODEL_PROVIDER, LEVIATHAN_MODEL_TIMEOUT_SECS, LEVIATHAN_OPENAI_API_KEY,
+        LEVIATHAN_OPENAI_MODEL, LEVIATHAN_REPAIR_ROUNDS, LEVIATHAN_TERMINATION_MESSAGE_PATH,
+        LEVIATHAN_TEST_COMMAND, LEVIATHAN_TEST_TIMEOUT_SECS, LEVIATHAN_WORKSPACE_DIR,
+        TARGET_BRANCH, TARGET_NAME, TARGET_REPO_URL, TASK_ID, VARIABLES,
     },
     secret::Secret,
 };
+
+use crate::sandbox::SandboxSettings;
 
 /// The default for [`LEVIATHAN_CLAUDE_MODEL`].
 pub const DEFAULT_CLAUDE_MODEL: &str = "claude-sonnet-4-5";
@@ -170,6 +172,9 @@ pub struct WorkerConfig {
     pub test_command: Option<String>,
     /// `LEVIATHAN_TEST_TIMEOUT_SECS`.
     pub test_timeout: Duration,
+    /// `LEVIATHAN_LANDLOCK`, and the helper that confines untrusted children (set by
+    /// [`run_from_env`](crate::run_from_env), which knows its own program).
+    pub sandbox: SandboxSettings,
     /// `LEVIATHAN_TERMINATION_MESSAGE_PATH`, or `/dev/termination-log` when writable.
     pub termination_message_path: Option<PathBuf>,
     /// `LEVIATHAN_GIT_AUTHOR_NAME`, `LEVIATHAN_GIT_AUTHOR_EMAIL`.
@@ -368,6 +373,7 @@ struct WorkSection {
     budget: Budget,
     test_command: Option<String>,
     test_timeout: Duration,
+    landlock: bool,
 }
 
 /// How the result leaves the worker: the commit's author, the pull request, the termination
@@ -529,6 +535,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         let max_tokens = self.number(LEVIATHAN_MAX_TOKENS, 500_000, 1);
         let test_command = self.optional(LEVIATHAN_TEST_COMMAND);
         let test_timeout = self.seconds(LEVIATHAN_TEST_TIMEOUT_SECS, 900);
+        let landlock = self.optional(LEVIATHAN_LANDLOCK).is_none() || self.flag(LEVIATHAN_LANDLOCK);
         Some(WorkSection {
             workspace_dir: workspace_dir?,
             repair_rounds,
@@ -538,6 +545,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             },
             test_command,
             test_timeout,
+            landlock,
         })
     }
 
@@ -740,6 +748,10 @@ impl WorkerConfig {
             budget: work.budget,
             test_command: work.test_command,
             test_timeout: work.test_timeout,
+            sandbox: SandboxSettings {
+                landlock: work.landlock,
+                helper: None,
+            },
             termination_message_path: delivery.termination_message_path,
             git_identity: delivery.git_identity,
             draft_pull_requests: delivery.draft_pull_requests,

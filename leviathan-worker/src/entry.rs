@@ -9,20 +9,52 @@ use leviathan_core::{
 };
 
 use crate::{
-    config::{ConfigError, WorkerConfig},
+    config::{ConfigError, ConfigProblem, WorkerConfig},
     pipeline::run_attempt,
     report::{self, EXIT_CONFIG},
+    sandbox::{self, Helper},
+    secret_env, strays,
 };
 
 /// Runs one attempt configured by the process environment ([`leviathan_core::executor::protocol::VARIABLES`]) and
 /// reports it: the result as JSON on the last line of stdout (and in the termination message
 /// file, written by [`run_attempt`]), exit code 0 (pull request delivered), 1 (failed) or 2
 /// (configuration error: every problem listed on stderr, nothing done).
+///
+/// Before anything else it hardens itself: the same program invoked as the sandbox helper runs
+/// that instead; otherwise the worker makes itself non-dumpable, takes its secrets out of its
+/// environment (executing itself again without them) and becomes the reaper of its orphans.
 pub async fn run_from_env() -> ExitCode {
-    let config = match WorkerConfig::from_process_env() {
+    if let Some(code) = sandbox::run_if_invoked() {
+        return code;
+    }
+    // Unless this fails, processes of the same uid cannot read the worker's environment or
+    // memory, nor attach to it; `attempt.started` reports it either way.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let secrets = match secret_env::take() {
+        Ok(secrets) => secrets,
+        Err(reason) => {
+            return configuration_error(&ConfigError {
+                problems: vec![ConfigProblem {
+                    variable: secret_env::HANDOVER_VARIABLE,
+                    problem: reason,
+                }],
+            });
+        }
+    };
+    let config = WorkerConfig::from_env(|name| {
+        secrets
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    });
+    let mut config = match config {
         Ok(config) => config,
         Err(error) => return configuration_error(&error),
     };
+    if strays::become_subreaper() {
+        config.sandbox.helper = Helper::this_process().ok();
+    }
     match run_attempt(config).await {
         Ok(report) => {
             print_result_line(&report.result_line());

@@ -117,6 +117,7 @@ impl Git {
             env,
             stdin: None,
             timeout: GIT_TIMEOUT,
+            confined: None,
         };
         let failed = |outcome: String, detail: String| GitError {
             operation: operation.to_owned(),

@@ -177,6 +177,7 @@ mod tests {
             task_id: None,
             target_id: None,
             worker: Some("host tok3n".into()),
+            sandbox: None,
         });
         assert_eq!(e.event_id, "attempt-7-0001");
         assert_eq!(e.actor_id.as_deref(), Some("worker-attempt-7"));

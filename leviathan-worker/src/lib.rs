@@ -15,7 +15,10 @@ mod process;
 pub mod prompt;
 mod redact;
 pub mod report;
+pub mod sandbox;
 mod scope;
+mod secret_env;
+mod strays;
 pub mod task;
 mod test_runner;
 
@@ -27,3 +30,4 @@ pub use leviathan_core::secret::Secret;
 pub use pipeline::run_attempt;
 pub use redact::{REDACTED, Redactor};
 pub use report::{AttemptReport, Delivery, EXIT_CONFIG, EXIT_FAILED, EXIT_SUCCEEDED};
+pub use sandbox::{Helper, SandboxSettings};

@@ -11,7 +11,7 @@ use leviathan_core::{
         PrCreated, TestRunReport, TestsFailed, TestsPassed,
     },
     forge::{Forge, PullRequest, PullRequestSpec, open_pull_request},
-    model::{Failure, FailureClass, FailureKind},
+    model::{Failure, FailureClass, FailureKind, SandboxReport},
 };
 
 use crate::{
@@ -26,6 +26,7 @@ use crate::{
     prompt::{self, Feedback, OutputStyle},
     redact::Redactor,
     report::{AttemptReport, Delivery, write_termination_message},
+    sandbox::Untrusted,
     scope,
     task::load_task,
     test_runner::{self, TestRun},
@@ -91,7 +92,26 @@ pub(crate) async fn run(config: &WorkerConfig, control_plane: &dyn ControlPlane)
         config.base_branch
     ));
 
-    let refused = post_started(config, control_plane, &mut journal).await;
+    let non_dumpable = matches!(
+        rustix::process::dumpable_behavior(),
+        Ok(rustix::process::DumpableBehavior::NotDumpable)
+    );
+    let sandbox = config.sandbox.probe(non_dumpable).await;
+    journal.log(format!(
+        "sandbox: landlock {}, worker {}, untrusted children {}",
+        sandbox.landlock,
+        if sandbox.non_dumpable {
+            "non-dumpable"
+        } else {
+            "DUMPABLE"
+        },
+        if sandbox.confined_children {
+            "in their own session without capabilities"
+        } else {
+            "in their own process group only"
+        }
+    ));
+    let refused = post_started(config, control_plane, &mut journal, sandbox).await;
     let outcome = match &refused {
         Some(reason) => Err(fail(
             FailureKind::Setup,
@@ -136,12 +156,14 @@ async fn post_started(
     config: &WorkerConfig,
     control_plane: &dyn ControlPlane,
     journal: &mut Journal,
+    sandbox: SandboxReport,
 ) -> Option<String> {
     let started = journal.event(&AttemptStarted {
         attempt_id: config.attempt_id.clone(),
         task_id: Some(config.task_id.clone()),
         target_id: Some(config.target.clone()),
         worker: hostname(),
+        sandbox: Some(sandbox),
     });
     let bundle = Bundle {
         target: &config.target,
@@ -295,17 +317,21 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         )
     })?;
 
-    // A fresh `<workspace>/<attempt_id>/{home,repo}`; children never see a secret variable.
+    // A fresh `<workspace>/<attempt_id>/{home,repo,tmp}`; children never see a secret
+    // variable, and untrusted ones write only to the worktree and `tmp`.
     let attempt_dir = config.attempt_dir();
     if attempt_dir.exists() {
         std::fs::remove_dir_all(&attempt_dir)
             .map_err(|e| infrastructure(format!("cannot clear {}: {e}", attempt_dir.display())))?;
     }
-    let home = attempt_dir.join("home");
-    std::fs::create_dir_all(&home)
-        .map_err(|e| infrastructure(format!("cannot create {}: {e}", home.display())))?;
+    let (home, temp_dir) = (attempt_dir.join("home"), attempt_dir.join("tmp"));
+    for dir in [&home, &temp_dir] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| infrastructure(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let repo = attempt_dir.join("repo");
     let base_env = process::scrubbed_env(&config.secrets());
+    let untrusted = Untrusted::new(base_env.clone(), config.sandbox.clone(), temp_dir);
     let git = Git::new(
         &home,
         &base_env,
@@ -341,9 +367,9 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
             .join(", ")
     ));
 
-    let model = llm::from_settings(&config.model, base_env.clone())
+    let model = llm::from_settings(&config.model, untrusted.clone())
         .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
-    generate_and_test(config, journal, model.as_ref(), &task, &repo, &base_env).await?;
+    generate_and_test(config, journal, model.as_ref(), &task, &repo, &untrusted).await?;
     check_final_tree(&git, &repo, &checkout, &task, journal).await?;
     let (branch, commit_sha) = commit_and_push(config, &git, &repo, &task, journal).await?;
     let pr = open_pr(config, &forge, &task, &branch, journal).await?;
@@ -576,7 +602,7 @@ async fn generate_and_test(
     model: &dyn CodeModel,
     task: &BacklogTask,
     repo: &Path,
-    base_env: &BTreeMap<String, String>,
+    untrusted: &Untrusted,
 ) -> Result<(), Failure> {
     let test_command = task
         .spec
@@ -596,7 +622,7 @@ async fn generate_and_test(
             journal.log("no test command (task or LEVIATHAN_TEST_COMMAND): tests skipped");
             return Ok(());
         };
-        let run = run_tests(config, journal, command, repo, base_env, progress.round).await;
+        let run = run_tests(config, journal, command, repo, untrusted, progress.round).await;
         if run.passed {
             return Ok(());
         }
@@ -791,14 +817,14 @@ async fn run_tests(
     journal: &mut Journal,
     command: &str,
     repo: &Path,
-    base_env: &BTreeMap<String, String>,
+    untrusted: &Untrusted,
     round: u32,
 ) -> TestRun {
     journal.log(format!("running tests: {command}"));
     let run = test_runner::run(
         command,
         repo,
-        base_env.clone(),
+        untrusted,
         config.test_timeout,
         journal.redactor(),
     )

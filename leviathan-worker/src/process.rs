@@ -1,6 +1,6 @@
 //! Child processes (git, the test command, the model command): a scrubbed environment, combined
 //! stdout and stderr in the order they were written, a time limit that kills the whole process
-//! group, and bounded output.
+//! group, and bounded output. Untrusted ones run confined (see [`crate::sandbox`]).
 
 use leviathan_core::{executor::protocol, output::OutputTail};
 use std::{
@@ -10,6 +10,11 @@ use std::{
     path::Path,
     process::{ExitStatus, Stdio},
     time::{Duration, Instant},
+};
+
+use crate::{
+    sandbox::{self, Confined},
+    secret_env, strays,
 };
 
 use tokio::{
@@ -39,6 +44,8 @@ pub(crate) struct Spec<'a> {
     pub stdin: Option<Vec<u8>>,
     /// Time limit; the process group is killed when it is reached.
     pub timeout: Duration,
+    /// For untrusted code: run it confined.
+    pub confined: Option<Confined<'a>>,
 }
 
 /// How a child process ended.
@@ -78,10 +85,50 @@ pub(crate) fn scrubbed_env(secrets: &[&str]) -> BTreeMap<String, String> {
     std::env::vars()
         .filter(|(name, value)| {
             !protocol::SECRET_VARIABLES.contains(&name.as_str())
+                && name != secret_env::HANDOVER_VARIABLE
+                && name != sandbox::SPEC_VARIABLE
                 && !name.starts_with("GIT_CONFIG_")
                 && !secrets.iter().any(|s| !s.is_empty() && value.contains(s))
         })
         .collect()
+}
+
+/// The command that runs `spec` with its program, arguments and environment: through the
+/// sandbox helper when it is confined and there is one (true then), else directly in a
+/// process group of its own. Either way the child's id is the group to kill (the helper
+/// starts a session of its own).
+fn command(spec: &Spec<'_>) -> io::Result<(Command, bool)> {
+    let helper = spec
+        .confined
+        .as_ref()
+        .and_then(|c| Some((c, c.settings.helper.as_ref()?)));
+    let Some((confined, helper)) = helper else {
+        let mut command = Command::new(spec.program);
+        command
+            .args(&spec.args)
+            .env_clear()
+            .envs(&spec.env)
+            .process_group(0);
+        return Ok((command, false));
+    };
+    let args: Vec<String> = spec
+        .args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let inner = confined.settings.spec(
+        spec.program,
+        &args,
+        spec.cwd,
+        spec.env.clone(),
+        confined.writable.clone(),
+    );
+    let mut command = Command::new(&helper.program);
+    command.args(&helper.args).env_clear().env(
+        sandbox::SPEC_VARIABLE,
+        serde_json::to_string(&inner).map_err(io::Error::other)?,
+    );
+    Ok((command, true))
 }
 
 /// Runs `spec` to its end or its time limit.
@@ -90,12 +137,9 @@ pub(crate) async fn run(spec: Spec<'_>) -> io::Result<Finished> {
     let (writer, mut reader) = pipe::pipe()?;
     let writer = writer.into_blocking_fd()?;
     let stderr_writer = writer.try_clone()?;
-    let mut command = Command::new(spec.program);
+    let (mut command, confined) = command(&spec)?;
     command
-        .args(&spec.args)
         .current_dir(spec.cwd)
-        .env_clear()
-        .envs(&spec.env)
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -103,7 +147,6 @@ pub(crate) async fn run(spec: Spec<'_>) -> io::Result<Finished> {
         })
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(stderr_writer))
-        .process_group(0)
         .kill_on_drop(true);
     let mut child = command
         .spawn()
@@ -144,9 +187,13 @@ pub(crate) async fn run(spec: Spec<'_>) -> io::Result<Finished> {
             }
         }
     };
-    // Whatever the outcome, nothing the command started may outlive it.
+    // Whatever the outcome, nothing the command started may outlive it: its group, and for
+    // confined code whatever left the group too.
     if let Some(group) = group {
         kill_group(group);
+    }
+    if confined {
+        strays::kill_descendants();
     }
     let status = match status {
         Some(status) => Some(status),
@@ -208,6 +255,7 @@ mod tests {
             env: BTreeMap::from([("PATH".to_owned(), std::env::var("PATH").unwrap())]),
             stdin: None,
             timeout,
+            confined: None,
         }
     }
 

@@ -1,11 +1,12 @@
 //! The task's test command: `sh -c <command>` in the worktree, with a time limit, a scrubbed
 //! environment and its combined output kept (redacted) for the model and the artifact.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use crate::{
     process::{self, Spec},
     redact::Redactor,
+    sandbox::Untrusted,
 };
 
 /// One test run.
@@ -40,11 +41,11 @@ pub(crate) fn last_line(output: &str) -> &str {
         .unwrap_or("")
 }
 
-/// Runs `command` in `repo`.
+/// Runs `command` in `repo`, confined as `untrusted` says.
 pub(crate) async fn run(
     command: &str,
     repo: &Path,
-    env: BTreeMap<String, String>,
+    untrusted: &Untrusted,
     timeout: Duration,
     redactor: &Redactor,
 ) -> TestRun {
@@ -52,9 +53,10 @@ pub(crate) async fn run(
         program: "sh",
         args: vec!["-c".into(), command.into()],
         cwd: repo,
-        env,
+        env: untrusted.env.clone(),
         stdin: None,
         timeout,
+        confined: Some(untrusted.confined(repo)),
     };
     match process::run(spec).await {
         Ok(done) => {
@@ -88,22 +90,27 @@ pub(crate) async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeMap;
 
-    fn env() -> BTreeMap<String, String> {
-        BTreeMap::from([("PATH".to_owned(), std::env::var("PATH").unwrap())])
+    use super::*;
+    use crate::sandbox::SandboxSettings;
+
+    /// No helper in a test binary: the commands run unconfined.
+    fn env() -> Untrusted {
+        let env = BTreeMap::from([("PATH".to_owned(), std::env::var("PATH").unwrap())]);
+        Untrusted::new(env, SandboxSettings::default(), std::env::temp_dir())
     }
 
     #[tokio::test]
     async fn passing_failing_and_timed_out() {
         let dir = tempfile::tempdir().unwrap();
         let r = Redactor::new(["tok3n"]);
-        let ok = run("echo fine", dir.path(), env(), Duration::from_secs(30), &r).await;
+        let ok = run("echo fine", dir.path(), &env(), Duration::from_secs(30), &r).await;
         assert!(ok.passed);
         let bad = run(
             "echo 'leak tok3n'; echo 'FAILED: 1 test'; exit 2",
             dir.path(),
-            env(),
+            &env(),
             Duration::from_secs(30),
             &r,
         )
@@ -115,7 +122,7 @@ mod tests {
         let slow = run(
             "sleep 30",
             dir.path(),
-            env(),
+            &env(),
             Duration::from_millis(300),
             &r,
         )

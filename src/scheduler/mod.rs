@@ -483,6 +483,9 @@ impl Inner {
         if let Some(command) = &target.test_command {
             env.insert(protocol::LEVIATHAN_TEST_COMMAND.to_owned(), command.clone());
         }
+        if !target.landlock {
+            env.insert(protocol::LEVIATHAN_LANDLOCK.to_owned(), "false".to_owned());
+        }
         env
     }
 

@@ -91,6 +91,8 @@ variables! {
         "The target's test command (`sh -c` in the worktree), used when the task has no `test_command`; without either, tests are skipped.");
     LEVIATHAN_TEST_TIMEOUT_SECS = ("LEVIATHAN_TEST_TIMEOUT_SECS", "no", "900", false,
         "Time limit of one test run; the whole process group is killed when it is reached.");
+    LEVIATHAN_LANDLOCK = ("LEVIATHAN_LANDLOCK", "no", "true", false,
+        "`false` turns Landlock off for the tests and the `command` model, which may then write wherever the worker's user may (for targets whose tests write outside the worktree and `TMPDIR`). They still run in a session of their own, without capabilities.");
     LEVIATHAN_TERMINATION_MESSAGE_PATH = ("LEVIATHAN_TERMINATION_MESSAGE_PATH", "no", "`/dev/termination-log` when writable", false,
         "Absolute file the result JSON is written to (its directory must exist).");
     LEVIATHAN_GIT_AUTHOR_NAME = ("LEVIATHAN_GIT_AUTHOR_NAME", "no", "Leviathan", false,

@@ -124,6 +124,7 @@ impl Scenario {
             task_id: Some(task_id(task)),
             target_id: Some(self.target.clone()),
             worker: Some(format!("leviathan-{attempt}-x7k2p")),
+            sandbox: None,
         };
         self.push(&format!("worker-{attempt}"), &started);
         self

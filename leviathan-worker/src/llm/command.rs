@@ -2,7 +2,7 @@
 //! task in `LEVIATHAN_TASK_*` variables, a time limit; it edits files in place, so any coding
 //! agent CLI can be plugged in.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -10,6 +10,7 @@ use super::code_model::{CodeModel, Completion, ModelError, ModelRequest};
 use crate::{
     process::{self, Spec},
     prompt::OutputStyle,
+    sandbox::Untrusted,
 };
 
 /// `sh`'s exit code for a command that was not found or not executable.
@@ -22,19 +23,19 @@ pub struct CommandModel {
     command: String,
     name: String,
     timeout: Duration,
-    base_env: BTreeMap<String, String>,
+    untrusted: Untrusted,
 }
 
 impl CommandModel {
-    /// Runs `command` through `sh -c` with `base_env` (already scrubbed of secrets).
-    pub fn new(command: &str, timeout: Duration, base_env: BTreeMap<String, String>) -> Self {
+    /// Runs `command` through `sh -c`, confined and with the environment `untrusted` gives.
+    pub fn new(command: &str, timeout: Duration, untrusted: Untrusted) -> Self {
         let program = command.split_whitespace().next().unwrap_or("command");
         let name = program.rsplit('/').next().unwrap_or(program).to_owned();
         Self {
             command: command.to_owned(),
             name,
             timeout,
-            base_env,
+            untrusted,
         }
     }
 }
@@ -54,7 +55,7 @@ impl CodeModel for CommandModel {
     }
 
     async fn complete(&self, request: &ModelRequest<'_>) -> Result<Completion, ModelError> {
-        let mut env = self.base_env.clone();
+        let mut env = self.untrusted.env.clone();
         env.extend(request.task_env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.insert(
             "LEVIATHAN_WORKTREE".into(),
@@ -67,6 +68,7 @@ impl CodeModel for CommandModel {
             env,
             stdin: Some(request.prompt.as_bytes().to_vec()),
             timeout: self.timeout,
+            confined: Some(self.untrusted.confined(request.worktree)),
         })
         .await
         .map_err(|e| ModelError::Command {

@@ -8,20 +8,21 @@ mod command;
 mod http;
 mod openai;
 
-use std::collections::BTreeMap;
-
 pub use self::{
     anthropic::AnthropicModel,
     code_model::{CodeModel, Completion, ModelError, ModelRequest},
     command::CommandModel,
     openai::OpenAiModel,
 };
-use crate::config::{ModelProvider, ModelSettings};
+use crate::{
+    config::{ModelProvider, ModelSettings},
+    sandbox::Untrusted,
+};
 
-/// The configured provider. `base_env` is the scrubbed environment a `command` runs with.
+/// The configured provider. `untrusted` is how a `command` runs (environment and sandbox).
 pub fn from_settings(
     settings: &ModelSettings,
-    base_env: BTreeMap<String, String>,
+    untrusted: Untrusted,
 ) -> Result<Box<dyn CodeModel>, ModelError> {
     Ok(match &settings.provider {
         ModelProvider::Anthropic {
@@ -45,7 +46,7 @@ pub fn from_settings(
             settings,
         )?),
         ModelProvider::Command { command } => {
-            Box::new(CommandModel::new(command, settings.timeout, base_env))
+            Box::new(CommandModel::new(command, settings.timeout, untrusted))
         }
     })
 }

@@ -2,7 +2,7 @@
 //! binary (so its kubelet runs the real `leviathan worker`), with the Secret the Kubernetes
 //! executor's Jobs reference, filled under the keys they reference.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{Api, Client, Config, api::PostParams};
@@ -25,8 +25,13 @@ impl Cluster {
     /// default configuration references holding the value `secrets` gives its worker variable
     /// (pairs of worker variable and value).
     pub(crate) async fn start(secrets: &[(&str, String)]) -> Self {
+        Self::start_running(secrets, Path::new(env!("CARGO_BIN_EXE_leviathan"))).await
+    }
+
+    /// [`Cluster::start`] with [`IMAGE`] standing for `executable` (a wrapper of the binary).
+    pub(crate) async fn start_running(secrets: &[(&str, String)], executable: &Path) -> Self {
         let options = FakeKubernetesOptions::new()
-            .image(IMAGE, env!("CARGO_BIN_EXE_leviathan"))
+            .image(IMAGE, executable)
             .termination_grace_period(Duration::from_secs(5));
         let fake = FakeKubernetes::start(options)
             .await

@@ -48,14 +48,19 @@ pub(crate) struct World {
 impl World {
     /// Everything up, the target registered and the task created.
     pub(crate) async fn start() -> Self {
-        let backlog = format!(
+        Self::start_with(&format!(
             "version: \"1\"\ntasks:\n  - id: {TASK}\n    title: Write the guide\n    scope: docs\n    priority: high\n    ready: true\n    allowed_paths: [\"docs/GUIDE.md\"]\n    acceptance_criteria: [\"Explains setup\"]\n    test_command: \"grep -q Setup docs/GUIDE.md\"\n"
-        );
+        ))
+        .await
+    }
+
+    /// [`World::start`] with another backlog (whose task [`TASK`] the attempts run).
+    pub(crate) async fn start_with(backlog: &str) -> Self {
         let Outside {
             github,
             llm,
             repo_url,
-        } = Outside::start(&backlog).await;
+        } = Outside::start(backlog).await;
         let ledger = Arc::new(
             Ledger::open(
                 Arc::new(MemoryEventStore::new()),
