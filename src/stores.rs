@@ -5,10 +5,11 @@
 //! | `sled:PATH` (`sled:` alone = `~/.leviathan/data`) | the embedded default ([`leviathan_store_sled`]) |
 //! | `postgres://…`, `postgresql://…` | PostgreSQL ([`leviathan_store_pg`])                    |
 //! | `memory:`                    | in memory, gone when the process ends                       |
+//!
+//! `sled:` needs the feature `store-sled`, `postgres://` the feature `store-pg` (both default);
+//! without it the URL parses and opening it says which feature is off.
 
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
-
-use leviathan_store_pg::{BuildProgress, PgOptions};
 
 use leviathan_core::{
     ArtifactStore, EventStore, EventStoreError, GraphStore,
@@ -175,57 +176,31 @@ type Handles = (
     Arc<dyn TreeStore>,
 );
 
+/// Told how far the one-time build of a PostgreSQL log's Merkle tree is (uninhabited without
+/// the feature `store-pg`: there is no such log to open).
+#[cfg(feature = "store-pg")]
+pub type TreeBuildProgress = leviathan_store_pg::BuildProgress;
+/// Told how far the one-time build of a PostgreSQL log's Merkle tree is (uninhabited without
+/// the feature `store-pg`: there is no such log to open).
+#[cfg(not(feature = "store-pg"))]
+pub type TreeBuildProgress = std::convert::Infallible;
+
 /// Opens the stores of a parsed URL, telling `tree_progress` how far the one-time build of the
 /// log's Merkle tree is when a PostgreSQL log stored before the tree existed is opened.
 pub async fn open_with(
     url: &StoreUrl,
-    tree_progress: Option<BuildProgress>,
+    tree_progress: Option<TreeBuildProgress>,
 ) -> Result<Stores, OpenError> {
     let location = url.to_string();
-    let failed = |source| OpenError::Open {
+    let (events, graphs, artifacts, tree) = match url {
+        StoreUrl::Memory => Ok(open_memory()),
+        StoreUrl::Sled(path) => open_sled(path.clone()).await,
+        StoreUrl::Postgres(raw) => open_postgres(raw, tree_progress).await,
+    }
+    .map_err(|source| OpenError::Open {
         location: location.clone(),
         source,
-    };
-    let (events, graphs, artifacts, tree): Handles = match url {
-        StoreUrl::Memory => {
-            let events = MemoryEventStore::new();
-            (
-                Arc::new(events.clone()),
-                Arc::new(MemoryGraphStore::new()),
-                Arc::new(MemoryArtifactStore::new()),
-                Arc::new(events),
-            )
-        }
-        StoreUrl::Sled(path) => {
-            let path = path.clone();
-            let store =
-                tokio::task::spawn_blocking(move || leviathan_store_sled::SledStore::open(path))
-                    .await
-                    .map_err(|e| failed(EventStoreError::backend("opening sled", e)))?
-                    .map_err(failed)?;
-            (
-                store.events(),
-                store.graphs(),
-                store.artifacts(),
-                store.tree(),
-            )
-        }
-        StoreUrl::Postgres(raw) => {
-            let options = PgOptions {
-                tree_build_progress: tree_progress,
-                ..PgOptions::default()
-            };
-            let store = leviathan_store_pg::PgStore::connect_with(raw, options)
-                .await
-                .map_err(failed)?;
-            (
-                store.events(),
-                store.graphs(),
-                store.artifacts(),
-                store.tree(),
-            )
-        }
-    };
+    })?;
     Ok(Stores {
         events,
         graphs,
@@ -233,6 +208,71 @@ pub async fn open_with(
         tree,
         location,
     })
+}
+
+fn open_memory() -> Handles {
+    let events = MemoryEventStore::new();
+    (
+        Arc::new(events.clone()),
+        Arc::new(MemoryGraphStore::new()),
+        Arc::new(MemoryArtifactStore::new()),
+        Arc::new(events),
+    )
+}
+
+#[cfg(feature = "store-sled")]
+async fn open_sled(path: PathBuf) -> Result<Handles, EventStoreError> {
+    let store = tokio::task::spawn_blocking(move || leviathan_store_sled::SledStore::open(path))
+        .await
+        .map_err(|e| EventStoreError::backend("opening sled", e))??;
+    Ok((
+        store.events(),
+        store.graphs(),
+        store.artifacts(),
+        store.tree(),
+    ))
+}
+
+#[cfg(not(feature = "store-sled"))]
+async fn open_sled(_path: PathBuf) -> Result<Handles, EventStoreError> {
+    Err(not_built_in("store-sled"))
+}
+
+#[cfg(feature = "store-pg")]
+async fn open_postgres(
+    url: &str,
+    tree_progress: Option<TreeBuildProgress>,
+) -> Result<Handles, EventStoreError> {
+    let options = leviathan_store_pg::PgOptions {
+        tree_build_progress: tree_progress,
+        ..leviathan_store_pg::PgOptions::default()
+    };
+    let store = leviathan_store_pg::PgStore::connect_with(url, options).await?;
+    Ok((
+        store.events(),
+        store.graphs(),
+        store.artifacts(),
+        store.tree(),
+    ))
+}
+
+#[cfg(not(feature = "store-pg"))]
+async fn open_postgres(
+    _url: &str,
+    _tree_progress: Option<TreeBuildProgress>,
+) -> Result<Handles, EventStoreError> {
+    Err(not_built_in("store-pg"))
+}
+
+/// The error for a backend this build leaves out.
+#[cfg(not(all(feature = "store-sled", feature = "store-pg")))]
+fn not_built_in(feature: &str) -> EventStoreError {
+    EventStoreError::Backend {
+        reason: format!(
+            "this build has no such backend (the `leviathan` feature `{feature}` is off)"
+        ),
+        source: None,
+    }
 }
 
 #[cfg(test)]

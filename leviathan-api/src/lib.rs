@@ -1,5 +1,9 @@
 //! Leviathan's control plane over HTTP.
 //!
+//! Features: `server` gives the router, [`ControlPlane`] and the metrics (axum); `client` gives
+//! the typed client (reqwest, no axum). Without either, the crate is the wire: the JSON shapes
+//! ([`wire`]), the error codes ([`ErrorCode`]), the bearer token and its file ([`token`]).
+//!
 //! - [`router`]: an axum [`Router`](axum::Router) over any backend (built from the core traits),
 //!   ready to serve or to mount into another service. Bearer authentication with constant-time
 //!   comparison, JSON errors with stable codes, limits on bodies, bundles and time.
@@ -28,22 +32,31 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
 pub mod client;
 mod code;
 mod config;
 pub mod log_key;
+#[cfg(feature = "server")]
 mod metrics;
+#[cfg(feature = "server")]
 mod routes;
+#[cfg(feature = "server")]
 mod service;
+#[cfg(feature = "server")]
 mod state;
 pub mod token;
 pub mod wire;
 
 pub use code::ErrorCode;
 pub use config::{ApiConfig, BearerToken, Limits, TokenError};
+#[cfg(feature = "server")]
 pub use metrics::Metrics;
+#[cfg(feature = "server")]
 pub use routes::{ApiError, router};
+#[cfg(feature = "server")]
 pub use service::{
     ControlPlane, ControlPlaneError, Leaf, MissingArtifact, OPERATOR_ACTOR, sign_checkpoints,
 };
+#[cfg(feature = "server")]
 pub use state::ApiState;

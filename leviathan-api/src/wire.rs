@@ -16,6 +16,9 @@ pub use leviathan_core::{
     model::AttemptStatus,
 };
 
+/// The SSE header that resumes `GET /v1/events/stream` after the last event a client saw.
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
 /// `POST /v1/events/ingest`: a bundle of events, appended atomically.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IngestRequest {

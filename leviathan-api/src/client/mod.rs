@@ -33,7 +33,7 @@ use crate::{
         AttemptDetail, AttemptsPage, AttemptsQuery, ChainVerification, ErrorBody, EventsPage,
         EventsQuery, FailuresPage, FailuresQuery, FindEventsRequest, FoundEvents, HeadResponse,
         Health, IngestRequest, IngestResponse, InvalidateRequest, InvalidateResponse,
-        StreamVersion,
+        LAST_EVENT_ID, StreamVersion,
     },
 };
 
@@ -291,7 +291,7 @@ impl ControlPlaneClient {
         }
         if let Some(seq) = call.last_event_id {
             request = request
-                .header(crate::routes::LAST_EVENT_ID, seq)
+                .header(LAST_EVENT_ID, seq)
                 .header(header::ACCEPT, "text/event-stream");
         }
         let response = request

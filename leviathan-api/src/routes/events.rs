@@ -20,14 +20,14 @@ use super::extract::{ApiJson, ApiQuery};
 use crate::{
     code::ErrorCode,
     state::ApiState,
-    wire::{EventsPage, EventsQuery, FindEventsRequest, FoundEvents, HeadResponse, StreamVersion},
+    wire::{
+        EventsPage, EventsQuery, FindEventsRequest, FoundEvents, HeadResponse, LAST_EVENT_ID,
+        StreamVersion,
+    },
 };
 
 /// Events per page when the client does not say.
 const DEFAULT_PAGE: usize = 100;
-
-/// The SSE header that resumes a stream after the last event a client saw.
-pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
 
 pub(super) async fn page(
     State(state): State<ApiState>,

@@ -22,7 +22,6 @@ use axum::{
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 pub use self::error::ApiError;
-pub(crate) use events::LAST_EVENT_ID;
 
 use self::error::JsonErrorMarker;
 use crate::{code::ErrorCode, state::ApiState};
