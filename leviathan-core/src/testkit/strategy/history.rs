@@ -448,6 +448,7 @@ impl Model {
             task_id: Some(task.id.clone()),
             target_id: Some(self.targets[task.target].id.clone()),
             worker: Some(format!("worker-{pick}")),
+            sandbox: None,
         };
         self.attempts[a].state = AttemptState::Running;
         self.push(&worker(&started.attempt_id), &started);

@@ -344,6 +344,7 @@ fn attempt_value(
             task_id: Some(task_id),
             target_id: Some(target_id),
             worker: None,
+            sandbox: None,
         }
         .to_value(),
         "attempt.heartbeat" => cat::AttemptHeartbeat { attempt_id }.to_value(),
