@@ -314,8 +314,22 @@ async fn store_commands_query_rebuild_and_invalidate_locally() {
     .expect(0)
     .json();
     assert_eq!(failures["failures"][0]["attempt_id"], "attempt-00001-a");
-    let human = run(h, &["failures", "--store", &store]).expect(0).stdout;
+    let cursor = failures["next_cursor"]
+        .as_u64()
+        .expect("a full page has a cursor");
+    let human = run(h, &["failures", "--store", &store, "--limit", "1"])
+        .expect(0)
+        .stdout;
+    assert!(
+        human.contains(&format!("more: --cursor {cursor}")),
+        "{human}"
+    );
+    let cursor = cursor.to_string();
+    let human = run(h, &["failures", "--store", &store, "--cursor", &cursor])
+        .expect(0)
+        .stdout;
     assert!(human.contains("attempt-00000-a"), "{human}");
+    assert!(!human.contains("attempt-00001-a"), "{human}");
 
     let done = run(
         h,

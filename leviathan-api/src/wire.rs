@@ -215,6 +215,9 @@ pub struct FailuresQuery {
     /// At most this many (default 50, capped by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Continue after this cursor (`next_cursor` of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
 }
 
 /// Failed and timed-out attempts, most recently ended first.
@@ -224,6 +227,9 @@ pub struct FailuresPage {
     pub failures: Vec<AttemptNode>,
     /// Number returned.
     pub count: usize,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<u64>,
 }
 
 /// `POST /v1/attempts/{id}/invalidate`.

@@ -131,7 +131,26 @@ async fn every_route_through_the_typed_client() {
     assert_eq!(unknown.status(), Some(404));
 
     let failures = client.failures(&FailuresQuery::default()).await.unwrap();
-    assert_eq!(failures.count, 2);
+    assert_eq!((failures.count, failures.next_cursor), (2, None));
+    let first = client
+        .failures(&FailuresQuery {
+            limit: Some(1),
+            ..FailuresQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.failures[0].attempt_id.as_str(), "attempt-00001-a");
+    assert!(first.next_cursor.is_some(), "a full page has a cursor");
+    let second = client
+        .failures(&FailuresQuery {
+            limit: Some(1),
+            cursor: first.next_cursor,
+            ..FailuresQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.failures[0].attempt_id.as_str(), "attempt-00000-a");
+    assert_eq!(second.next_cursor, None);
 
     let invalidated = client.invalidate(&id, "reverted by hand").await.unwrap();
     assert_eq!(invalidated.event.actor_id.as_deref(), Some("operator"));

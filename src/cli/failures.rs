@@ -21,9 +21,12 @@ pub(crate) struct Args {
     /// Only this target's failures
     #[arg(long)]
     target: Option<TargetId>,
-    /// At most this many
+    /// Page size
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// Continue after this cursor (printed at the end of the previous page)
+    #[arg(long)]
+    cursor: Option<u64>,
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -35,6 +38,7 @@ async fn failures(args: Args) -> Result<(), CliError> {
     let query = FailuresQuery {
         target: args.target,
         limit: Some(args.limit),
+        cursor: args.cursor,
     };
     let page = args
         .source
@@ -52,5 +56,8 @@ async fn failures(args: Args) -> Result<(), CliError> {
         return Ok(());
     }
     print_table(&page.failures);
+    if let Some(cursor) = page.next_cursor {
+        println!("more: --cursor {cursor}");
+    }
     Ok(())
 }

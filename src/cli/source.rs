@@ -15,7 +15,11 @@ use leviathan::{
             InvalidateResponse,
         },
     },
-    core::{EventStore, GraphSummary, Ledger, graph::AttemptQuery, id::AttemptId},
+    core::{
+        EventStore, GraphSummary, Ledger,
+        graph::{AttemptQuery, FailureQuery},
+        id::AttemptId,
+    },
     stores::{STORE_ENV, Stores, open_stores},
 };
 
@@ -187,8 +191,12 @@ impl Plane {
     pub(crate) async fn failures(&self, query: &FailuresQuery) -> Result<FailuresPage, CliError> {
         Ok(match self {
             Self::Local(plane) => {
-                let limit = query.limit.unwrap_or(DEFAULT_LIMIT).max(1);
-                plane.failures(query.target.as_ref(), limit).await?
+                let query = FailureQuery {
+                    target: query.target.clone(),
+                    limit: query.limit.unwrap_or(DEFAULT_LIMIT).max(1),
+                    cursor: query.cursor,
+                };
+                plane.failures(&query).await?
             }
             Self::Remote(client) => client.failures(query).await?,
         })

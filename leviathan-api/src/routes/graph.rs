@@ -4,7 +4,11 @@ use axum::{
     Json,
     extract::{Path, State},
 };
-use leviathan_core::{GraphSummary, graph::AttemptQuery, id::AttemptId};
+use leviathan_core::{
+    GraphSummary,
+    graph::{AttemptQuery, FailureQuery},
+    id::AttemptId,
+};
 
 use super::ApiError;
 use super::extract::{ApiJson, ApiQuery};
@@ -55,13 +59,12 @@ pub(super) async fn failures(
     ApiQuery(query): ApiQuery<FailuresQuery>,
 ) -> Result<Json<FailuresPage>, ApiError> {
     let max = state.config().limits.page_size;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, max);
-    Ok(Json(
-        state
-            .control_plane()
-            .failures(query.target.as_ref(), limit)
-            .await?,
-    ))
+    let query = FailureQuery {
+        target: query.target,
+        limit: query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, max),
+        cursor: query.cursor,
+    };
+    Ok(Json(state.control_plane().failures(&query).await?))
 }
 
 pub(super) async fn invalidate(

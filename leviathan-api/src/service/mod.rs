@@ -24,8 +24,8 @@ use leviathan_core::{
     ArtifactStore, Event, EventStore, Expectations, GraphSummary, Head, Ledger, LedgerError,
     NewEvent, Sha256Digest, StreamId, Timestamp,
     catalogue::{AttemptInvalidated, Payload},
-    graph::{AttemptQuery, Node, NodeKind},
-    id::{AttemptId, EventId, TargetId},
+    graph::{AttemptQuery, FailureQuery, Node, NodeKind},
+    id::{AttemptId, EventId},
     tlog::{TreeStore, checkpoint::LogSigner},
 };
 
@@ -235,18 +235,16 @@ impl ControlPlane {
         Ok(events)
     }
 
-    /// Failed and timed-out attempts, most recently ended first.
-    pub async fn failures(
-        &self,
-        target: Option<&TargetId>,
-        limit: usize,
-    ) -> Result<FailuresPage, ControlPlaneError> {
+    /// A page of failed and timed-out attempts, most recently ended first.
+    pub async fn failures(&self, query: &FailureQuery) -> Result<FailuresPage, ControlPlaneError> {
         self.ledger.catch_up().await?;
         let graph = self.ledger.graph().await;
-        let failures: Vec<_> = graph.failures(target).take(limit).cloned().collect();
+        let (page, next_cursor) = graph.failures_page(query);
+        let failures: Vec<_> = page.into_iter().cloned().collect();
         Ok(FailuresPage {
             count: failures.len(),
             failures,
+            next_cursor,
         })
     }
 

@@ -22,4 +22,4 @@ pub use node::{
     NodeKind, NodeMeta, PullRequestNode, TargetNode, TaskNode, TestRunNode,
 };
 pub use projection::Rejection;
-pub use query::{AttemptQuery, GraphSummary};
+pub use query::{AttemptQuery, FailureQuery, GraphSummary};

@@ -52,6 +52,17 @@ pub struct AttemptQuery {
     pub cursor: Option<u64>,
 }
 
+/// A page request over failed and timed-out attempts, most recently ended first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureQuery {
+    /// Only this target's failures.
+    pub target: Option<TargetId>,
+    /// At most this many (the caller caps it).
+    pub limit: usize,
+    /// Continue after this cursor (from a previous page).
+    pub cursor: Option<u64>,
+}
+
 impl Graph {
     /// A node by id.
     pub fn node(&self, id: &NodeId) -> Option<&Node> {
@@ -177,18 +188,33 @@ impl Graph {
         (page, next)
     }
 
-    /// Failed and timed-out attempts, most recently ended first.
-    pub fn failures<'a>(
-        &'a self,
-        target: Option<&'a TargetId>,
-    ) -> impl Iterator<Item = &'a AttemptNode> + 'a {
-        self.index
-            .ended_by_seq
-            .values()
-            .rev()
-            .filter_map(|id| self.attempt(id))
-            .filter(|a| matches!(a.status, AttemptStatus::Failed | AttemptStatus::TimedOut))
-            .filter(move |a| target.is_none_or(|t| t == &a.target_id))
+    /// A page of failed and timed-out attempts, most recently ended first, and the cursor of the
+    /// next page (the `seq` that ended the page's last attempt).
+    pub fn failures_page(&self, query: &FailureQuery) -> (Vec<&AttemptNode>, Option<u64>) {
+        let upper = query.cursor.unwrap_or(u64::MAX);
+        let mut page: Vec<&AttemptNode> = Vec::new();
+        let mut last_seq = None;
+        for (ended, id) in self.index.ended_by_seq.range(..upper).rev() {
+            let Some(attempt) = self.attempt(id) else {
+                continue;
+            };
+            if !matches!(
+                attempt.status,
+                AttemptStatus::Failed | AttemptStatus::TimedOut
+            ) || query
+                .target
+                .as_ref()
+                .is_some_and(|t| t != &attempt.target_id)
+            {
+                continue;
+            }
+            if page.len() == query.limit {
+                return (page, last_seq);
+            }
+            page.push(attempt);
+            last_seq = Some(*ended);
+        }
+        (page, None)
     }
 
     /// A pull request.

@@ -85,7 +85,15 @@ fn attempt_lifecycle_updates_task_target_and_pr() {
     );
     assert!(task.not_before.is_some());
     assert_eq!(g.target(&demo()).unwrap().consecutive_failures, 1);
-    assert_eq!(g.failures(None).count(), 1);
+    assert_eq!(
+        g.failures_page(&FailureQuery {
+            limit: 10,
+            ..FailureQuery::default()
+        })
+        .0
+        .len(),
+        1
+    );
 
     s.start_attempt("guide", "att-2", 2)
         .succeed_attempt("guide", "att-2", 7);
@@ -448,9 +456,33 @@ fn attempt_pages_and_failures() {
         ..AttemptQuery::default()
     });
     assert_eq!(failed.len(), 5);
-    assert_eq!(g.failures(Some(&demo())).count(), 5);
-    assert_eq!(
-        g.failures(Some(&TargetId::new("other").unwrap())).count(),
-        0
+    let failures = |target: Option<TargetId>, limit, cursor| {
+        g.failures_page(&FailureQuery {
+            target,
+            limit,
+            cursor,
+        })
+    };
+    let (first, next) = failures(Some(demo()), 3, None);
+    assert_eq!(first.len(), 3);
+    let (rest, end) = failures(Some(demo()), 3, next);
+    assert_eq!(rest.len(), 2);
+    assert_eq!(end, None, "the last page has no cursor");
+    let ended =
+        |page: &[&AttemptNode]| page.iter().map(|a| a.ended_at.unwrap()).collect::<Vec<_>>();
+    let all = [ended(&first), ended(&rest)].concat();
+    assert!(
+        all.windows(2).all(|w| w[0] >= w[1]),
+        "most recently ended first"
+    );
+    let ids: std::collections::BTreeSet<_> =
+        first.iter().chain(&rest).map(|a| &a.attempt_id).collect();
+    assert_eq!(ids.len(), 5, "no attempt on two pages");
+    let (exact, none) = failures(None, 5, None);
+    assert_eq!((exact.len(), none), (5, None));
+    assert!(
+        failures(Some(TargetId::new("other").unwrap()), 5, None)
+            .0
+            .is_empty()
     );
 }
