@@ -1,5 +1,6 @@
-//! `leviathan log`: proofs written through a running control plane and checked offline, and a
-//! log rewritten behind its store's back (sled and PostgreSQL), which `log check-consistency`
+//! `leviathan log`: proofs written through a running control plane and checked offline, a
+//! witness that cosigns a grown log and refuses a rewritten or rolled-back one, and a log
+//! rewritten behind its store's back (sled and PostgreSQL), which `log check-consistency`
 //! against an older checkpoint and `events verify` both report at the first bad seq.
 
 mod support {
@@ -12,7 +13,7 @@ use leviathan::{api::log_key, stores::open_stores};
 use leviathan_core::{
     Expectations, Ledger, NewEvent,
     testkit::lifecycle,
-    tlog::{self, StoredCheckpoint, checkpoint::TreeHead},
+    tlog::{self, StoredCheckpoint, checkpoint::TreeHead, cosignature::CosignatureVerifier},
 };
 use support::cli::{Served, home, run, token_file};
 
@@ -99,6 +100,122 @@ async fn a_proof_from_the_control_plane_verifies_offline_and_a_forged_one_does_n
     .unwrap();
     let wrong = run(h, &["log", "verify", path, "--key", other.verifier_key()]).expect(1);
     assert!(wrong.stderr.contains("not signed by the key"), "{wrong:#?}");
+}
+
+/// A log at `dir` under `home` holding `events`, with a checkpoint signed by the home's key,
+/// served with the witness `witness_key`; returns its size.
+async fn serve_log(
+    home: &Path,
+    dir: &str,
+    events: Vec<NewEvent>,
+    witness_key: &str,
+) -> (Served, u64) {
+    let url = format!("sled:{}", home.join(dir).display());
+    populate(&url, events).await;
+    sign(&url, home).await;
+    let size = open_stores(&url)
+        .await
+        .unwrap()
+        .tree
+        .tree_size()
+        .await
+        .unwrap();
+    let served = Served::start(
+        home,
+        &[
+            "--store",
+            &url,
+            "--checkpoint-every-ms",
+            "0",
+            "--witness-key",
+            witness_key,
+        ],
+    );
+    (served, size)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_witness_cosigns_a_grown_log_and_refuses_a_rewritten_or_rolled_back_one() {
+    let home = home();
+    let h = home.path();
+    let made = run(h, &["log", "witness-key", "witness.test/w1"]).expect(0);
+    let witness_key = made.stdout.trim().to_owned();
+    let cosigner = CosignatureVerifier::new(&witness_key).unwrap();
+    let mut history = lifecycle("witness", "demo", 6);
+    let later = history.split_off(history.len() / 2);
+    let (served, first_size) = serve_log(h, "data", history, &witness_key).await;
+    let key = public_key(h);
+    let state = h.join("witness.state");
+    let witness = |url: &str| {
+        let state = state.to_str().unwrap();
+        run(
+            h,
+            &[
+                "log", "witness", "--log", url, "--key", &key, "--state", state,
+            ],
+        )
+    };
+    let first = witness(&served.url).expect(0);
+    assert!(first.stdout.contains("(first sight)"), "{first:#?}");
+    let cosigned = fs::read_to_string(&state).unwrap();
+    assert_eq!(cosigner.verify(cosigned.as_bytes()).map(|_| ()), Ok(()));
+    served.terminate();
+
+    let url = format!("sled:{}", h.join("data").display());
+    populate(&url, later).await;
+    let grown = sign(&url, h).await;
+    let served = Served::start(
+        h,
+        &[
+            "--store",
+            &url,
+            "--checkpoint-every-ms",
+            "0",
+            "--witness-key",
+            &witness_key,
+        ],
+    );
+    let second = witness(&served.url).expect(0);
+    assert!(
+        second.stdout.contains(&format!("({first_size})")),
+        "{second:#?}"
+    );
+    let state_now = fs::read_to_string(&state).unwrap();
+    assert!(state_now.starts_with(grown.trim_end()), "{state_now}");
+    let checkpoint = client_checkpoint(h, &served.url).await;
+    assert!(
+        cosigner.verify(checkpoint.as_bytes()).is_ok(),
+        "{checkpoint}"
+    );
+    served.terminate();
+
+    // The same key signs a different history, longer than what the witness saw, then a
+    // shorter one: both refused, and the state keeps the last checkpoint it cosigned.
+    let rewritten = lifecycle("rewritten", "demo", 12);
+    let (served, size) = serve_log(h, "rewritten", rewritten, &witness_key).await;
+    assert!(size > first_size * 2, "{size}");
+    let refused = witness(&served.url).expect(1);
+    assert!(
+        refused.stderr.contains("the log was rewritten"),
+        "{refused:#?}"
+    );
+    assert_eq!(fs::read_to_string(&state).unwrap(), state_now);
+    served.terminate();
+    let (served, _) = serve_log(h, "short", lifecycle("short", "demo", 1), &witness_key).await;
+    let refused = witness(&served.url).expect(1);
+    assert!(
+        refused.stderr.contains("the log rolled back"),
+        "{refused:#?}"
+    );
+    assert_eq!(fs::read_to_string(&state).unwrap(), state_now);
+    served.terminate();
+}
+
+/// The checkpoint the control plane at `url` serves, read with the home's token.
+async fn client_checkpoint(home: &Path, url: &str) -> String {
+    let token = fs::read_to_string(token_file(home)).unwrap();
+    let client = leviathan::api::client::ControlPlaneClient::new(url, token.trim()).unwrap();
+    client.checkpoint().await.unwrap()
 }
 
 /// Writes an older checkpoint, appends more, signs again; then `tamper` rewrites the event at

@@ -3,6 +3,9 @@
 //! others can read it, like the token file. The file holds two lines: the signer key
 //! (`PRIVATE+KEY+<origin>+<id>+<key>`) and the verifier key (`<origin>+<id>+<key>`), which
 //! `leviathan log key` prints and verifiers are given.
+//!
+//! A witness's key (`leviathan log witness`) is kept the same way, in a file of one line: its
+//! C2SP cosigner key (`PRIVATE+KEY+<name>+<id>+<key>`, type 0x04), the public key derived.
 
 use std::{
     fs, io,
@@ -12,13 +15,19 @@ use std::{
 
 use leviathan_core::{
     secret::Secret,
-    tlog::checkpoint::{CheckpointError, LogSigner, generate_key},
+    tlog::{
+        checkpoint::{CheckpointError, LogSigner, generate_key},
+        cosignature::{CosignatureError, Cosigner, generate_cosigner_key},
+    },
 };
 
 use crate::token::write_private_file;
 
 /// The key file's name, in the token file's directory.
 pub const KEY_FILE_NAME: &str = "log-signing-key";
+
+/// A witness's key file's name, in the token file's directory unless given.
+pub const WITNESS_KEY_FILE_NAME: &str = "witness-key";
 
 /// What can go wrong with the key file.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +56,15 @@ pub enum LogKeyError {
         #[source]
         source: CheckpointError,
     },
+    /// The file does not hold a usable witness key.
+    #[error("witness key {}: {source}", path.display())]
+    InvalidWitnessKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: CosignatureError,
+    },
     /// Reading or writing failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -67,6 +85,22 @@ pub fn key_file_beside(token_file: &Path) -> PathBuf {
 
 /// Reads the key file.
 pub fn read_key_file(path: &Path) -> Result<LogSigner, LogKeyError> {
+    let text = read_private(path)?;
+    let invalid = |source| LogKeyError::Invalid {
+        path: path.to_owned(),
+        source,
+    };
+    let mut lines = text.lines();
+    let (Some(signer), Some(verifier)) = (lines.next(), lines.next()) else {
+        return Err(invalid(CheckpointError::Key {
+            reason: "expected two lines: the signer key, then the verifier key".into(),
+        }));
+    };
+    LogSigner::new(&Secret::new(signer.trim()), verifier.trim()).map_err(invalid)
+}
+
+/// The text of the private file `path`, refused when group or others may read it.
+fn read_private(path: &Path) -> Result<String, LogKeyError> {
     let meta = match fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(LogKeyError::NotFound {
@@ -86,22 +120,46 @@ pub fn read_key_file(path: &Path) -> Result<LogSigner, LogKeyError> {
             mode,
         });
     }
-    let text = fs::read_to_string(path).map_err(|source| LogKeyError::Io {
+    fs::read_to_string(path).map_err(|source| LogKeyError::Io {
         action: "read",
         path: path.to_owned(),
         source,
-    })?;
-    let invalid = |source| LogKeyError::Invalid {
+    })
+}
+
+/// Reads a witness's key file.
+pub fn read_witness_key_file(path: &Path) -> Result<Cosigner, LogKeyError> {
+    let text = read_private(path)?;
+    let first = text.lines().next().unwrap_or_default();
+    Cosigner::new(&Secret::new(first.trim())).map_err(|source| LogKeyError::InvalidWitnessKey {
         path: path.to_owned(),
         source,
-    };
-    let mut lines = text.lines();
-    let (Some(signer), Some(verifier)) = (lines.next(), lines.next()) else {
-        return Err(invalid(CheckpointError::Key {
-            reason: "expected two lines: the signer key, then the verifier key".into(),
-        }));
-    };
-    LogSigner::new(&Secret::new(signer.trim()), verifier.trim()).map_err(invalid)
+    })
+}
+
+/// Reads a witness's key file, generating a key named `name` when there is none; true when it
+/// was generated now.
+pub fn load_or_create_witness_key(
+    path: &Path,
+    name: &str,
+) -> Result<(Cosigner, bool), LogKeyError> {
+    match read_witness_key_file(path) {
+        Err(LogKeyError::NotFound { .. }) => {
+            let invalid = |source| LogKeyError::InvalidWitnessKey {
+                path: path.to_owned(),
+                source,
+            };
+            let (signer, _) = generate_cosigner_key(name).map_err(invalid)?;
+            let text = format!("{}\n", signer.expose());
+            write_private_file(path, text.as_bytes()).map_err(|source| LogKeyError::Io {
+                action: "write",
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok((Cosigner::new(&signer).map_err(invalid)?, true))
+        }
+        other => other.map(|cosigner| (cosigner, false)),
+    }
 }
 
 /// Reads the key file, generating a key for the log named `origin` when there is none; true
@@ -154,6 +212,33 @@ mod tests {
         assert!(matches!(
             read_key_file(&path),
             Err(LogKeyError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn a_witness_key_is_generated_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("witness-key");
+        let (first, generated) = load_or_create_witness_key(&path, "w.example/1").unwrap();
+        assert!(generated);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (again, generated) = load_or_create_witness_key(&path, "other").unwrap();
+        assert!(!generated);
+        assert_eq!(again.verifier_key(), first.verifier_key());
+        assert!(first.verifier_key().starts_with("w.example/1+"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            read_witness_key_file(&path),
+            Err(LogKeyError::TooPermissive { mode: 0o640, .. })
+        ));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, "PRIVATE+KEY+x\n").unwrap();
+        assert!(matches!(
+            read_witness_key_file(&path),
+            Err(LogKeyError::InvalidWitnessKey { .. })
         ));
     }
 }

@@ -1,5 +1,6 @@
 //! The verifiable log over HTTP: checkpoints signed on demand and while the log grows, proofs
-//! that verify offline against the public key, and the errors of requests outside the tree.
+//! that verify offline against the public key, the errors of requests outside the tree, and
+//! witnesses' cosignatures (a forged one is refused).
 
 mod support;
 
@@ -17,6 +18,7 @@ use leviathan_core::{
     tlog::{
         self, ProofBundle, TreeStore,
         checkpoint::{LogSigner, LogVerifier, generate_key},
+        cosignature::{CosignatureVerifier, Cosigner, generate_cosigner_key},
     },
 };
 use leviathan_testkit::TestServer;
@@ -29,6 +31,8 @@ struct Log {
     plane: ControlPlane,
     events: MemoryEventStore,
     key: LogVerifier,
+    /// The one witness the control plane accepts.
+    witness: Cosigner,
 }
 
 async fn start(signing: bool) -> Log {
@@ -38,8 +42,10 @@ async fn start(signing: bool) -> Log {
         .unwrap();
     let (secret, public) = generate_key("test.example/leviathan").unwrap();
     let signer = LogSigner::new(&Secret::new(secret.expose()), &public).unwrap();
+    let (witness, witness_public) = generate_cosigner_key("witness.example/w1").unwrap();
     let plane = ControlPlane::new(Arc::new(ledger), Arc::new(MemoryArtifactStore::new()))
-        .with_log(Arc::new(events.clone()), signing.then(|| Arc::new(signer)));
+        .with_log(Arc::new(events.clone()), signing.then(|| Arc::new(signer)))
+        .with_witnesses(vec![CosignatureVerifier::new(&witness_public).unwrap()]);
     let config = ApiConfig::new(BearerToken::new(TOKEN).unwrap());
     let state = ApiState::from_control_plane(plane.clone(), config);
     let server = TestServer::spawn(router(state)).await.unwrap();
@@ -48,6 +54,7 @@ async fn start(signing: bool) -> Log {
         plane,
         events,
         key: LogVerifier::new(&public).unwrap(),
+        witness: Cosigner::new(&witness).unwrap(),
     }
 }
 
@@ -125,10 +132,10 @@ async fn log_routes_need_the_token_and_bad_queries_change_nothing() {
         let (status, _) = harness.request(Method::GET, path, Auth::None).await;
         assert_eq!(status, 401, "{path}");
     }
-    let (status, body) = harness
-        .request(Method::POST, "/v1/log/checkpoint", Auth::Wrong)
-        .await;
-    assert_eq!(status, 401, "{body}");
+    for path in ["/v1/log/checkpoint", "/v1/log/cosignature"] {
+        let (status, body) = harness.request(Method::POST, path, Auth::Wrong).await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
     assert_eq!(log.events.latest_checkpoint().await.unwrap(), None);
     for path in [
         "/v1/log/proof/inclusion?seq=1&event_id=x",
@@ -199,4 +206,68 @@ async fn the_signer_signs_while_the_log_grows() {
     assert_eq!(log.events.latest_checkpoint().await.unwrap(), Some(latest));
     stop.cancel();
     task.await.unwrap();
+}
+
+/// `note` with the witness's cosignature of another checkpoint text: a valid signature on the
+/// wrong message.
+fn forged_cosignature(witness: &Cosigner, note: &str) -> String {
+    let other = note.replacen("\n", "\n1", 1);
+    let cosigned = witness.cosign(other.as_bytes(), 1_700_000_000).unwrap();
+    let line = cosigned.lines().last().unwrap();
+    format!("{note}{line}\n")
+}
+
+#[tokio::test]
+async fn a_known_witness_cosigns_and_a_forged_cosignature_changes_nothing() {
+    let log = start(true).await;
+    let api = client(&log);
+    let mut history = lifecycle("witness", "demo", 4);
+    let later = history.split_off(history.len() / 2);
+    let ingest = async |events| {
+        log.plane
+            .ledger()
+            .ingest(events, Default::default())
+            .await
+            .unwrap()
+    };
+    ingest(history).await;
+    let note = api.sign_checkpoint().await.unwrap();
+    let refused = async |posted: &str, expected: ErrorCode, says: &str| {
+        let error = api.post_cosignature(posted).await.unwrap_err();
+        assert!(error.to_string().contains(says), "{error}");
+        assert_eq!(code(error), expected);
+        assert_eq!(api.checkpoint().await.unwrap(), note, "nothing changed");
+    };
+
+    let cosigned = log.witness.cosign(note.as_bytes(), 1_700_000_000).unwrap();
+    let forged = forged_cosignature(&log.witness, &note);
+    refused(&forged, ErrorCode::InvalidRequest, "does not verify").await;
+    let (stranger, _) = generate_cosigner_key("witness.example/w1").unwrap();
+    let by_stranger = Cosigner::new(&stranger).unwrap().cosign(note.as_bytes(), 1);
+    refused(
+        &by_stranger.unwrap(),
+        ErrorCode::InvalidRequest,
+        "no cosignature",
+    )
+    .await;
+    let altered = cosigned.replacen("\n", "\n1", 1);
+    refused(&altered, ErrorCode::InvalidRequest, "not the log's latest").await;
+    refused("junk", ErrorCode::InvalidRequest, "not a signed note").await;
+
+    let served = api.post_cosignature(&cosigned).await.unwrap();
+    assert_eq!(api.checkpoint().await.unwrap(), served);
+    log.key.verify(served.as_bytes()).unwrap();
+    let verifier = CosignatureVerifier::new(&log.witness.verifier_key()).unwrap();
+    assert_eq!(verifier.verify(served.as_bytes()), Ok(1_700_000_000));
+
+    // Once the log has grown and a newer checkpoint is signed, the old one is stale.
+    ingest(later).await;
+    let newer = api.sign_checkpoint().await.unwrap();
+    let stale = api.post_cosignature(&cosigned).await.unwrap_err();
+    assert!(
+        stale.to_string().contains("no longer the latest"),
+        "{stale}"
+    );
+    assert_eq!(code(stale), ErrorCode::InvalidState);
+    assert_eq!(api.checkpoint().await.unwrap(), newer);
 }

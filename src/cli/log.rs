@@ -1,4 +1,4 @@
-//! `leviathan log key|prove|verify|check-consistency`: the verifiable log (see
+//! `leviathan log key|prove|verify|check-consistency|witness|witness-key`: the verifiable log (see
 //! `leviathan_core::tlog`).
 
 use std::{
@@ -21,8 +21,10 @@ use leviathan::{
 
 use super::{
     error::{CliError, finish},
+    keys::verifier,
     output::{init_logging, print_json, progress},
     source::{Source, SourceArgs},
+    witness::{self, WitnessArgs},
 };
 
 /// Events read per page while auditing.
@@ -77,6 +79,19 @@ enum Command {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// Be a witness of a log: check that its latest checkpoint extends the one in the state
+    /// file (refusing, exit 1, when the log was rewritten or rolled back), cosign it (C2SP
+    /// tlog-cosignature), post the cosignature and keep the checkpoint as the new state
+    Witness(WitnessArgs),
+    /// Print a witness's public key (the control plane's `serve --witness-key`), generating the
+    /// key file (mode 0600) when there is none
+    WitnessKey {
+        /// The witness's name, used only when the key is generated (e.g. witness.example/w1)
+        name: String,
+        /// The witness's key file [default: ~/.leviathan/witness-key]
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -94,6 +109,8 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             key,
             source,
         } => check_consistency(&old, new.as_deref(), &key, source).await,
+        Command::Witness(args) => witness::witness(&args).await,
+        Command::WitnessKey { name, file } => witness::witness_key(&name, file),
     })
 }
 
@@ -108,15 +125,6 @@ fn key(key_file: Option<PathBuf>, token_file: Option<PathBuf>) -> Result<(), Cli
     let signer = log_key::read_key_file(&path).map_err(|e| CliError::usage(e.to_string()))?;
     println!("{}", signer.verifier_key());
     Ok(())
-}
-
-/// The verifier of `--key`: the key text, or a file whose first line is it.
-fn verifier(key: &str) -> Result<LogVerifier, CliError> {
-    let text = match std::fs::read_to_string(key) {
-        Ok(content) => content.lines().next().unwrap_or_default().to_owned(),
-        Err(_) => key.to_owned(),
-    };
-    LogVerifier::new(&text).map_err(|e| CliError::usage(format!("--key: {e}")))
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {

@@ -11,6 +11,7 @@ pub(crate) mod failures;
 pub(crate) mod graph;
 pub(crate) mod invalidate;
 pub(crate) mod k8s;
+mod keys;
 pub(crate) mod log;
 mod output;
 pub(crate) mod schedule;
@@ -18,6 +19,7 @@ pub(crate) mod serve;
 mod signal;
 mod source;
 pub(crate) mod token;
+mod witness;
 pub(crate) mod worker;
 
 /// Every environment variable the binary reads, shown by `leviathan --help`.

@@ -7,7 +7,7 @@ use leviathan::{
         ApiConfig, ApiState, ControlPlane, Limits, log_key, router, sign_checkpoints,
         token::{self, TOKEN_ENV},
     },
-    core::Ledger,
+    core::{Ledger, tlog::cosignature::CosignatureVerifier},
     stores::{StoreUrl, open_with},
 };
 use leviathan_store_pg::BuildProgress;
@@ -85,6 +85,19 @@ pub(crate) struct Args {
         default_value_t = 1000
     )]
     checkpoint_every_ms: u64,
+    /// A witness whose cosignatures of the latest checkpoint POST /v1/log/cosignature accepts
+    /// and GET /v1/log/checkpoint then serves (its public key, `leviathan log witness-key`
+    /// prints it); repeatable
+    #[arg(long = "witness-key", value_name = "PUB")]
+    witness_keys: Vec<String>,
+}
+
+/// The verifiers of `--witness-key`s.
+fn witness_verifiers(keys: &[String]) -> Result<Vec<CosignatureVerifier>, CliError> {
+    keys.iter()
+        .map(|key| CosignatureVerifier::new(key))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError::usage(format!("--witness-key: {e}")))
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -145,7 +158,8 @@ async fn serve(args: Args) -> Result<(), CliError> {
         .with_limits(limits)
         .with_metrics_auth(args.metrics_require_auth);
     let plane = ControlPlane::new(ledger.clone(), stores.artifacts.clone())
-        .with_log(stores.tree.clone(), Some(Arc::new(signer)));
+        .with_log(stores.tree.clone(), Some(Arc::new(signer)))
+        .with_witnesses(witness_verifiers(&args.witness_keys)?);
     let state = ApiState::from_control_plane(plane.clone(), config);
     let (stop_signing, signing_stopped) = tokio::sync::oneshot::channel::<()>();
     if args.checkpoint_every_ms > 0 {

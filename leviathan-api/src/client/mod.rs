@@ -539,6 +539,17 @@ impl ControlPlaneClient {
             .await
     }
 
+    /// `POST /v1/log/cosignature`: adds the cosignature(s) `cosigned` carries (the latest
+    /// checkpoint with a witness's cosignature); answers the checkpoint with all of them.
+    pub async fn post_cosignature(&self, cosigned: &str) -> Result<String, ClientError> {
+        let mut call = self.call(Method::POST, "v1/log/cosignature", &[]);
+        call.body = Some(Body {
+            bytes: Bytes::copy_from_slice(cosigned.as_bytes()),
+            content_type: "text/plain; charset=utf-8",
+        });
+        self.text(&call).await
+    }
+
     /// `GET /v1/log/proof/inclusion`: the proof that the event at `seq` is in the tree of
     /// `size` leaves (default: the latest checkpoint's).
     pub async fn inclusion_proof(

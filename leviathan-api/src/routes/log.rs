@@ -1,13 +1,15 @@
-//! The verifiable log: the latest signed checkpoint (C2SP signed note, `text/plain`), signing on
-//! demand, inclusion and consistency proofs (JSON, hashes in base64).
+//! The verifiable log: the latest signed checkpoint (C2SP signed note, `text/plain`, with any
+//! witnesses' cosignatures), signing on demand, witnesses posting cosignatures, inclusion and
+//! consistency proofs (JSON, hashes in base64).
 
 use axum::{
     Json, Router,
     extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
+use bytes::Bytes;
 use leviathan_core::{
     id::EventId,
     tlog::{ConsistencyProof, InclusionProof, StoredCheckpoint},
@@ -22,6 +24,7 @@ use crate::{code::ErrorCode, service::Leaf, state::ApiState};
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/log/checkpoint", get(checkpoint).post(sign))
+        .route("/v1/log/cosignature", post(cosign))
         .route("/v1/log/proof/inclusion", get(inclusion))
         .route("/v1/log/proof/consistency", get(consistency))
 }
@@ -41,6 +44,12 @@ async fn checkpoint(State(state): State<ApiState>) -> Result<Response, ApiError>
 
 async fn sign(State(state): State<ApiState>) -> Result<Response, ApiError> {
     Ok(note(state.control_plane().sign_checkpoint().await?))
+}
+
+/// The body is the latest checkpoint as a signed note carrying the witness's cosignature (C2SP
+/// `tlog-cosignature`); the answer is the checkpoint with every cosignature it now has.
+async fn cosign(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    Ok(note(state.control_plane().add_cosignature(&body).await?))
 }
 
 /// `seq` or `event_id` (one of them), and `size` (default: the latest checkpoint's).

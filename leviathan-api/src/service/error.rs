@@ -6,6 +6,7 @@ use leviathan_core::{
     ArtifactError, EventStoreError, GraphStoreError, LedgerError, Sha256Digest,
     id::{AttemptId, EventId},
     store::BoxError,
+    tlog::cosignature::CosignatureError,
 };
 
 use crate::code::ErrorCode;
@@ -65,6 +66,9 @@ pub enum ControlPlaneError {
         /// Why (no log, no key, nothing signed yet).
         reason: &'static str,
     },
+    /// A witness's cosignature was refused; nothing was recorded.
+    #[error("cosignature refused: {0}")]
+    CosignatureRefused(CosignatureError),
     /// A proof was asked for a leaf or size outside the log's tree.
     #[error("{0}")]
     OutsideTree(String),
@@ -99,6 +103,8 @@ impl ControlPlaneError {
             Self::EventIdTaken { .. } => ErrorCode::EventConflict,
             Self::CannotInvalidate { .. } => ErrorCode::InvalidState,
             Self::NoCheckpoint { .. } => ErrorCode::NoCheckpoint,
+            Self::CosignatureRefused(CosignatureError::Stale { .. }) => ErrorCode::InvalidState,
+            Self::CosignatureRefused(_) => ErrorCode::InvalidRequest,
             Self::OutsideTree(_) => ErrorCode::OutsideTree,
             Self::Ledger(error) => ledger_code(error),
             Self::EventStore(error) => event_store_code(error),

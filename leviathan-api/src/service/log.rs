@@ -1,5 +1,6 @@
-//! The verifiable log's operations: signed checkpoints and proofs (see
-//! [`leviathan_core::tlog`]), and the task that signs a checkpoint while the log grows.
+//! The verifiable log's operations: signed checkpoints, witnesses' cosignatures on them and
+//! proofs (see [`leviathan_core::tlog`]), and the task that signs a checkpoint while the log
+//! grows.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,16 +9,34 @@ use leviathan_core::{
     tlog::{
         self, ConsistencyProof, InclusionProof, StoredCheckpoint, TreeError, TreeStore,
         checkpoint::{LogSigner, TreeHead},
+        cosignature::{CosignatureVerifier, merge_cosignatures},
     },
 };
+use tokio::sync::Mutex;
 
 use super::{ControlPlane, ControlPlaneError};
 
-/// The log's tree and the key that signs its checkpoints.
+/// The log's tree, the key that signs its checkpoints and the witnesses whose cosignatures
+/// it accepts.
 #[derive(Clone, Debug)]
 pub(crate) struct VerifiableLog {
-    pub(crate) tree: Arc<dyn TreeStore>,
-    pub(crate) signer: Option<Arc<LogSigner>>,
+    tree: Arc<dyn TreeStore>,
+    signer: Option<Arc<LogSigner>>,
+    witnesses: Arc<[CosignatureVerifier]>,
+    /// Held while a cosignature is merged into the latest checkpoint, so that two witnesses
+    /// posting at once both keep theirs.
+    cosigning: Arc<Mutex<()>>,
+}
+
+impl VerifiableLog {
+    pub(crate) fn new(tree: Arc<dyn TreeStore>, signer: Option<Arc<LogSigner>>) -> Self {
+        Self {
+            tree,
+            signer,
+            witnesses: Arc::new([]),
+            cosigning: Arc::default(),
+        }
+    }
 }
 
 /// Which leaf an inclusion proof is for.
@@ -34,6 +53,39 @@ impl ControlPlane {
         self.log.as_ref().ok_or(ControlPlaneError::NoCheckpoint {
             reason: "this control plane keeps no verifiable log",
         })
+    }
+
+    /// Accepts cosignatures of the latest checkpoint by these witnesses (after
+    /// [`ControlPlane::with_log`]).
+    pub fn with_witnesses(mut self, witnesses: Vec<CosignatureVerifier>) -> Self {
+        if let Some(log) = &mut self.log {
+            log.witnesses = witnesses.into();
+        }
+        self
+    }
+
+    /// Adds the known witnesses' cosignatures in `posted` (the latest checkpoint, cosigned) to
+    /// the recorded checkpoint, which is then served with them; refused, changing nothing,
+    /// when a cosignature does not verify, none is by a known witness, or `posted` is not the
+    /// latest checkpoint.
+    pub async fn add_cosignature(
+        &self,
+        posted: &[u8],
+    ) -> Result<StoredCheckpoint, ControlPlaneError> {
+        let log = self.log()?;
+        let _merging = log.cosigning.lock().await;
+        let latest = self.latest_checkpoint().await?;
+        let note = merge_cosignatures(&latest.note, posted, &log.witnesses)
+            .map_err(ControlPlaneError::CosignatureRefused)?;
+        let checkpoint = StoredCheckpoint {
+            size: latest.size,
+            note,
+        };
+        log.tree
+            .record_checkpoint(&checkpoint)
+            .await
+            .map_err(tree_error)?;
+        Ok(checkpoint)
     }
 
     /// The log's public verifier key, when it signs checkpoints.

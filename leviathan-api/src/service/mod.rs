@@ -55,7 +55,7 @@ impl ControlPlane {
     /// Serves the log's Merkle tree (`tree`, the event store's) and, with `signer`, signs its
     /// checkpoints.
     pub fn with_log(mut self, tree: Arc<dyn TreeStore>, signer: Option<Arc<LogSigner>>) -> Self {
-        self.log = Some(VerifiableLog { tree, signer });
+        self.log = Some(VerifiableLog::new(tree, signer));
         self
     }
 

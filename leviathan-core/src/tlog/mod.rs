@@ -15,6 +15,7 @@
 
 mod bundle;
 pub mod checkpoint;
+pub mod cosignature;
 mod frontier;
 mod hash;
 mod proof;
