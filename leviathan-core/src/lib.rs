@@ -33,6 +33,7 @@ pub mod model;
 pub mod output;
 pub mod paths;
 pub mod plan;
+pub mod redact;
 pub mod secret;
 pub mod store;
 pub mod target;

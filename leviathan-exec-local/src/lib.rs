@@ -45,6 +45,7 @@ use leviathan_core::{
     AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError,
     executor::{ArtifactRef, protocol},
     model::{Failure, FailureClass, FailureKind},
+    redact::Redactor,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -60,8 +61,6 @@ use crate::{
     reattach::WorkerRecord,
 };
 
-/// Replaces secret values in logs.
-const REDACTED: &str = "[redacted]";
 /// The file, in the attempt's directory, the worker writes its result to.
 const TERMINATION_FILE: &str = "termination-log";
 
@@ -150,14 +149,10 @@ impl LocalExecutor {
         env
     }
 
-    /// Replaces every configured secret value in `text`.
-    fn redact(&self, text: &str) -> String {
-        self.config
-            .secrets
-            .values()
-            .map(Secret::expose)
-            .filter(|value| !value.is_empty())
-            .fold(text.to_owned(), |text, value| text.replace(value, REDACTED))
+    /// Replaces every configured secret value (and the forms the worker derives from them) in
+    /// `output`, with the worker's own redactor.
+    fn redact(&self, output: &[u8]) -> String {
+        Redactor::new(self.config.secrets.values().map(Secret::expose)).redact_bytes(output)
     }
 
     /// Stores the worker's log; a store failure costs the log, never the outcome.
@@ -360,7 +355,7 @@ impl Executor for LocalExecutor {
                 ))(err));
             }
         };
-        let mut log = self.redact(&String::from_utf8_lossy(&finished.output));
+        let mut log = self.redact(&finished.output);
         let result = self.result_of(spec, &finished, &log, &dir);
         if finished.truncated {
             log.insert_str(0, "[the start of the log was dropped]\n");

@@ -147,6 +147,7 @@ async fn success_reports_the_workers_result_and_keeps_its_log() {
         [ -f "$LEVIATHAN_TERMINATION_MESSAGE_PATH" ] || fail termination-file
         echo "cloning with $GITHUB_TOKEN"
         echo progress >&2
+        echo "basic $(printf 'x-access-token:%s' "$GITHUB_TOKEN" | base64 -w0)"
         printf '%s\n' '{SUCCEEDED}' > "$LEVIATHAN_TERMINATION_MESSAGE_PATH"
         printf '%s\n' '{SUCCEEDED}'
         "#
@@ -167,7 +168,7 @@ async fn success_reports_the_workers_result_and_keeps_its_log() {
     assert_eq!(log.len() as u64, log_ref.size);
     let log = String::from_utf8(log.to_vec()).unwrap();
     assert!(
-        log.starts_with("cloning with [redacted]\nprogress\n"),
+        log.starts_with("cloning with [REDACTED]\nprogress\nbasic [REDACTED]\n"),
         "{log}"
     );
     assert!(!log.contains(GITHUB_TOKEN), "the token is redacted: {log}");

@@ -3,6 +3,7 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use leviathan_core::EventStoreError;
+use percent_encoding::percent_decode_str;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::error::{ErrorClass, StoreFailure, classify, classify_migrate};
@@ -38,9 +39,10 @@ impl Location {
         let mut secrets = Vec::new();
         if let Some(password) = parsed.password().filter(|p| !p.is_empty()) {
             secrets.push(password.to_owned());
-            let decoded = percent_decode(password);
+            // Decoded as the driver decodes it; invalid escapes stay as they are.
+            let decoded = percent_decode_str(password).decode_utf8_lossy();
             if decoded != password {
-                secrets.push(decoded);
+                secrets.push(decoded.into_owned());
             }
         }
         let mut location = Self {
@@ -123,30 +125,6 @@ impl Location {
         let reason = format!("{doing} at {self}: {cause}");
         StoreFailure::rendered(reason, class, Some(Arc::new(ScrubbedError(cause))))
     }
-}
-
-/// Decodes `%XX` escapes (as the driver does with the password); invalid escapes stay as they are.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The URL with its password masked.

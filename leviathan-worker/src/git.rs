@@ -5,12 +5,14 @@
 
 use std::{collections::BTreeMap, ffi::OsString, path::Path, time::Duration};
 
-use leviathan_core::secret::Secret;
+use leviathan_core::{
+    redact::{Redactor, basic_credential},
+    secret::Secret,
+};
 
 use crate::{
     config::GitIdentity,
     process::{self, Spec},
-    redact::{Redactor, basic_credential},
 };
 
 /// Time limit of one git command (clones of large repositories take a while).

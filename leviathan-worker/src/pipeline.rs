@@ -15,6 +15,7 @@ use leviathan_core::{
 };
 
 use crate::{
+    Redactor,
     config::{Budget, ConfigError, WorkerConfig},
     control_plane::{self, Bundle, ControlPlane},
     envelope, files,
@@ -24,7 +25,6 @@ use crate::{
     llm::{self, CodeModel, Completion, ModelRequest},
     process,
     prompt::{self, Feedback, OutputStyle},
-    redact::Redactor,
     report::{AttemptReport, Delivery, write_termination_message},
     sandbox::Untrusted,
     scope,

@@ -4,8 +4,8 @@
 use std::{path::Path, time::Duration};
 
 use crate::{
+    Redactor,
     process::{self, Spec},
-    redact::Redactor,
     sandbox::Untrusted,
 };
 

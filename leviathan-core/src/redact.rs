@@ -1,13 +1,22 @@
 //! The one redaction helper: everything the worker writes out (log lines, artifacts, event
-//! payloads, failure summaries, stdout and stderr) passes through a [`Redactor`] first.
+//! payloads, failure summaries, stdout and stderr) and the worker logs the local executor keeps
+//! pass through a [`Redactor`] first. It lives in core so both use the same one.
 
 use std::fmt;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 /// What a secret is replaced with.
-pub use leviathan_core::secret::REDACTED;
+pub use crate::secret::REDACTED;
+
+/// RFC 3986's reserved and other non-unreserved characters: everything but `A-Z a-z 0-9 - . _ ~`.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Replaces every known secret, and the encodings the worker itself derives from them (the HTTP
 /// Basic credential given to git, percent-encoding), with [`REDACTED`].
@@ -32,7 +41,7 @@ impl Redactor {
             }
             needles.push(secret.to_owned());
             needles.push(basic_credential(secret));
-            let encoded = percent_encode(secret);
+            let encoded = utf8_percent_encode(secret, NOT_UNRESERVED).to_string();
             if encoded != secret {
                 needles.push(encoded);
             }
@@ -93,21 +102,8 @@ impl fmt::Debug for Redactor {
 }
 
 /// The `Authorization: Basic` credential the worker hands git for `token`.
-pub(crate) fn basic_credential(token: &str) -> String {
+pub fn basic_credential(token: &str) -> String {
     STANDARD.encode(format!("x-access-token:{token}"))
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -126,6 +122,8 @@ mod tests {
             "Authorization: Basic [REDACTED]"
         );
         assert_eq!(r.redact("k=sk%2Fwith%2Bchars"), "k=[REDACTED]");
+        let unicode = Redactor::new(["p\u{e4}ss~w.rd"]);
+        assert_eq!(unicode.redact("u=p%C3%A4ss~w.rd"), "u=[REDACTED]");
         assert_eq!(r.redact("nothing here"), "nothing here");
     }
 
