@@ -20,7 +20,7 @@ use axum::{
 use bytes::Bytes;
 use leviathan_api::{
     ErrorCode,
-    client::{ClientError, ControlPlaneClient, RetryConfig},
+    client::{ClientError, ControlPlaneClient, RetryPolicy},
     wire::{AttemptsQuery, BundleArtifact, ChainVerification, FailuresQuery, IngestRequest},
 };
 use leviathan_core::{
@@ -300,12 +300,50 @@ async fn transient_answers_are_retried_until_they_succeed() {
     }
 }
 
+/// A real server asks for 30 s with `Retry-After`; the policy's own sleeps are at most 50 ms, so
+/// the second try coming 30 s (of tokio's paused clock) after the first is the header's doing.
+#[tokio::test(start_paused = true)]
+async fn retry_after_from_a_real_server_is_honoured() {
+    let tries = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = tries.clone();
+    let router = Router::new().route(
+        "/v1/events/ingest",
+        post(move || {
+            let seen = seen.clone();
+            async move {
+                let mut tries = seen.lock().unwrap();
+                tries.push(tokio::time::Instant::now());
+                if tries.len() == 1 {
+                    let busy = json!({"error": {"code": "store_unavailable", "message": "busy"}});
+                    let mut response =
+                        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(busy)).into_response();
+                    response.headers_mut().insert("retry-after", "30".parse().unwrap());
+                    return response;
+                }
+                axum::Json(json!({"status": "ok", "bundle_id": "b", "ingested": 1, "duplicates": 0, "head": null}))
+                    .into_response()
+            }
+        }),
+    );
+    let server = TestServer::spawn(router).await.unwrap();
+    let client = ControlPlaneClient::new(&server.url(), support::TOKEN)
+        .unwrap()
+        .with_retry(support::fast_retry());
+    let answer = client.ingest(&request("b", vec![note("n", 1)])).await;
+    assert_eq!(answer.unwrap().ingested, 1);
+    let tries = tries.lock().unwrap().clone();
+    assert_eq!(tries.len(), 2);
+    let waited = tries[1] - tries[0];
+    assert!(waited >= Duration::from_secs(30), "waited {waited:?}");
+    assert!(waited < Duration::from_secs(31), "waited {waited:?}");
+}
+
 #[tokio::test]
 async fn retries_stop_at_max_attempts_and_permanent_errors_are_not_retried() {
     let (server, calls) = flaky(StatusCode::SERVICE_UNAVAILABLE, 100).await;
     let client = ControlPlaneClient::new(&server.url(), support::TOKEN)
         .unwrap()
-        .with_retry(RetryConfig {
+        .with_retry(RetryPolicy {
             max_attempts: 3,
             ..support::fast_retry()
         });
@@ -339,7 +377,7 @@ async fn connection_failures_are_transient_and_name_the_endpoint() {
     };
     let client = ControlPlaneClient::new(&format!("http://{addr}"), support::TOKEN)
         .unwrap()
-        .with_retry(RetryConfig {
+        .with_retry(RetryPolicy {
             max_attempts: 2,
             ..support::fast_retry()
         });

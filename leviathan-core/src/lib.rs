@@ -34,6 +34,7 @@ pub mod output;
 pub mod paths;
 pub mod plan;
 pub mod redact;
+pub mod retry;
 pub mod secret;
 pub mod store;
 pub mod target;

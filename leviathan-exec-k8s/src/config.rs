@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 use k8s_openapi::{
     api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity,
 };
+pub use leviathan_core::retry::RetryPolicy;
 use leviathan_core::{ArtifactStore, executor::protocol};
 
 use crate::names::is_dns_label;
@@ -94,36 +95,9 @@ pub fn default_resources() -> ResourceRequirements {
     }
 }
 
-/// Bounded retries with exponential backoff, for transient API errors on create.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retry {
-    /// Tries in total (1 = no retry).
-    pub max_attempts: u32,
-    /// Wait before the first retry.
-    pub initial: Duration,
-    /// Upper bound of one wait.
-    pub max: Duration,
-}
-
-impl Retry {
-    /// The wait before retry number `retry` (1-based): `initial * 2^(retry-1)`, at most `max`.
-    pub fn delay(&self, retry: u32) -> Duration {
-        self.initial
-            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
-            .min(self.max)
-    }
-}
-
-impl Default for Retry {
-    /// 5 tries, 500 ms doubling to at most 8 s.
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(8),
-        }
-    }
-}
+/// Job creation's retries: 5 tries, sleeps capped at 500 ms doubling up to 8 s.
+const DEFAULT_CREATE_RETRY: RetryPolicy =
+    RetryPolicy::new(5, Duration::from_millis(500), Duration::from_secs(8));
 
 /// A variable [`K8sConfig::from_env`] cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,7 +142,7 @@ pub struct K8sConfig {
     /// before it deletes the Job itself.
     pub deadline_slack: Duration,
     /// Retries of transient errors when creating the Job.
-    pub create_retry: Retry,
+    pub create_retry: RetryPolicy,
     /// Where pod logs are stored as artifacts; without one, logs are not kept. The scheduler may
     /// run away from the control plane: pass the store that reaches it.
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
@@ -215,7 +189,7 @@ impl Default for K8sConfig {
             keep_finished_jobs: false,
             unschedulable_grace: Duration::from_secs(300),
             deadline_slack: Duration::from_secs(120),
-            create_retry: Retry::default(),
+            create_retry: DEFAULT_CREATE_RETRY,
             artifacts: None,
         }
     }
@@ -364,7 +338,7 @@ impl K8sConfig {
     }
 
     /// Sets the retries of transient create errors.
-    pub fn create_retry(mut self, retry: Retry) -> Self {
+    pub fn create_retry(mut self, retry: RetryPolicy) -> Self {
         self.create_retry = retry;
         self
     }
@@ -483,8 +457,8 @@ mod tests {
 
     #[test]
     fn retry_delays_double_up_to_the_bound() {
-        let retry = Retry::default();
-        let delays: Vec<u128> = (1..=6).map(|n| retry.delay(n).as_millis()).collect();
+        let retry = DEFAULT_CREATE_RETRY;
+        let delays: Vec<u128> = (1..=6).map(|n| retry.backoff_cap(n).as_millis()).collect();
         assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 8000]);
     }
 }

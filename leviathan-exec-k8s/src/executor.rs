@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use leviathan_core::{
     AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError,
     executor::{ArtifactRef, protocol},
     model::{Failure, FailureClass, FailureKind},
+    retry::Verdict,
 };
 use tokio::{sync::watch, time::Sleep};
 
@@ -121,9 +123,9 @@ impl K8sExecutor {
         })
     }
 
-    /// Creates the Job, retrying transient errors; a Job of the same attempt that exists
-    /// already (an earlier try whose answer was lost, another scheduler) is adopted. `false`
-    /// when the attempt was cancelled before a Job was submitted.
+    /// Creates the Job, retrying transient errors with the configured policy; a Job of the same
+    /// attempt that exists already (an earlier try whose answer was lost, another scheduler) is
+    /// adopted. `false` when the attempt was cancelled before a Job was submitted.
     async fn submit(
         &self,
         job: &Job,
@@ -131,49 +133,60 @@ impl K8sExecutor {
         following: &Following<'_>,
     ) -> Result<bool, ExecutorError> {
         let name = job.metadata.name.clone().unwrap_or_default();
-        let retry = self.config.create_retry;
-        let mut tries = 0;
-        loop {
-            if following.cancelled() {
-                return Ok(false);
-            }
-            tries += 1;
-            let err = match self.cluster.create_job(job).await {
-                Ok(Some(_)) => {
-                    tracing::info!(job = %name, attempt = %spec.attempt_id, "job submitted");
-                    return Ok(true);
+        let cancelled = following.cancelled.clone();
+        // A cancel ends the wait between tries; the next try then sees it.
+        let sleep = move |wait: Duration| {
+            let mut cancelled = cancelled.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = cancelled.wait_for(|cancelled| *cancelled) => {}
                 }
-                Ok(None) => match self.cluster.get_job(&name).await {
-                    Ok(Some(existing)) => {
-                        self.check_owner(&existing, spec)?;
-                        tracing::info!(job = %name, attempt = %spec.attempt_id, "existing job adopted");
-                        return Ok(true);
-                    }
-                    // Deleted between the create and the get: create it again.
-                    Ok(None) if tries < retry.max_attempts => continue,
-                    Ok(None) => {
-                        return Err(ExecutorError::Unavailable {
-                            reason: format!(
-                                "Job {name} kept disappearing while being created ({tries} tries)"
-                            ),
-                            source: None,
-                        });
-                    }
-                    Err(err) => err,
-                },
-                Err(err) => err,
-            };
-            if !err.is_transient() || tries >= retry.max_attempts {
-                return Err(err.into());
             }
-            let delay = retry.delay(tries);
-            tracing::warn!(job = %name, error = %err, retry_in = ?delay, "transient API error; retrying");
-            let mut cancelled = following.cancelled.clone();
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = cancelled.wait_for(|cancelled| *cancelled) => return Ok(false),
-            }
+        };
+        let retry = self.config.create_retry;
+        let create = || self.try_submit(job, &name, spec, following);
+        let what = format!("creating Job {name}");
+        match retry
+            .retry_with_sleep(&what, create, SubmitError::verdict, sleep)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(SubmitError::Cancelled) => Ok(false),
+            Err(SubmitError::Vanished) => Err(ExecutorError::Unavailable {
+                reason: format!(
+                    "Job {name} kept disappearing while being created ({} tries)",
+                    retry.max_attempts
+                ),
+                source: None,
+            }),
+            Err(SubmitError::Api(err)) => Err(err.into()),
+            Err(SubmitError::Refused(err)) => Err(err),
         }
+    }
+
+    /// One try of [`Self::submit`].
+    async fn try_submit(
+        &self,
+        job: &Job,
+        name: &str,
+        spec: &AttemptSpec,
+        following: &Following<'_>,
+    ) -> Result<(), SubmitError> {
+        if following.cancelled() {
+            return Err(SubmitError::Cancelled);
+        }
+        if self.cluster.create_job(job).await?.is_some() {
+            tracing::info!(job = %name, attempt = %spec.attempt_id, "job submitted");
+            return Ok(());
+        }
+        let existing = self.cluster.get_job(name).await?;
+        // Deleted between the create and the get: create it again.
+        let existing = existing.ok_or(SubmitError::Vanished)?;
+        self.check_owner(&existing, spec)
+            .map_err(SubmitError::Refused)?;
+        tracing::info!(job = %name, attempt = %spec.attempt_id, "existing job adopted");
+        Ok(())
     }
 
     /// Refuses to follow a Job that belongs to another attempt (a name collision).
@@ -545,6 +558,34 @@ impl Executor for K8sExecutor {
                 tracing::info!(job = %name, attempt = %spec.attempt_id, "following job of an earlier process");
                 self.follow(spec, &following).await.map(Some)
             }
+        }
+    }
+}
+
+/// Why one try of submitting a Job did not submit it.
+#[derive(Debug, thiserror::Error)]
+enum SubmitError {
+    /// The attempt was cancelled first.
+    #[error("cancelled")]
+    Cancelled,
+    /// A Job of that name existed at create and was gone at get.
+    #[error("the Job disappeared while being created")]
+    Vanished,
+    /// The API failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The Job of that name belongs to another attempt.
+    #[error(transparent)]
+    Refused(ExecutorError),
+}
+
+impl SubmitError {
+    /// Transient API errors wait for the backoff; a vanished Job is created again at once.
+    fn verdict(&self) -> Verdict {
+        match self {
+            Self::Api(err) if err.is_transient() => Verdict::Transient,
+            Self::Vanished => Verdict::RetryAfter(Duration::ZERO),
+            _ => Verdict::Permanent,
         }
     }
 }

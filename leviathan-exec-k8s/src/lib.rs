@@ -46,9 +46,9 @@ mod status;
 pub use api::{API_CALLS, ApiCall, ApiError};
 pub use config::{
     ConfigError, DEFAULT_CONTROL_PLANE_URL, DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_RUN_AS_USER,
-    DEFAULT_SECRET_NAME, DEFAULT_SERVICE_ACCOUNT, EXECUTOR_IMAGE, K8S_NAMESPACE, K8sConfig, Retry,
-    SECRET_NAME, SecretEnv, VARIABLES, WORKER_CONTROL_PLANE_URL, WORKER_SERVICE_ACCOUNT,
-    default_resources, default_secret_env,
+    DEFAULT_SECRET_NAME, DEFAULT_SERVICE_ACCOUNT, EXECUTOR_IMAGE, K8S_NAMESPACE, K8sConfig,
+    RetryPolicy, SECRET_NAME, SecretEnv, VARIABLES, WORKER_CONTROL_PLANE_URL,
+    WORKER_SERVICE_ACCOUNT, default_resources, default_secret_env,
 };
 pub use executor::K8sExecutor;
 pub use job::{

@@ -22,7 +22,9 @@ use leviathan_core::{
     memory::MemoryArtifactStore,
     model::{Failure, FailureClass, FailureKind},
 };
-use leviathan_exec_k8s::{API_CALLS, K8sConfig, K8sExecutor, Retry, job_spec, names::job_name};
+use leviathan_exec_k8s::{
+    API_CALLS, K8sConfig, K8sExecutor, RetryPolicy, job_spec, names::job_name,
+};
 use leviathan_testkit::kubernetes::{FakeKubernetes, FakeKubernetesOptions, InjectedFailure};
 
 const NS: &str = "leviathan";
@@ -153,7 +155,7 @@ impl Harness {
             .control_plane_url("http://127.0.0.1:9")
             .claude_model("claude-test")
             .unschedulable_grace(Duration::from_millis(500))
-            .create_retry(Retry {
+            .create_retry(RetryPolicy {
                 max_attempts: 3,
                 initial: Duration::from_millis(20),
                 max: Duration::from_millis(100),
@@ -717,7 +719,7 @@ async fn cancel_during_create_retries_submits_nothing() {
     // A long backoff after a 500: the cancel arrives while the executor waits to retry.
     let executor = Arc::new(K8sExecutor::new(
         harness.client.clone(),
-        harness.config().create_retry(Retry {
+        harness.config().create_retry(RetryPolicy {
             max_attempts: 3,
             initial: Duration::from_secs(600),
             max: Duration::from_secs(600),

@@ -27,6 +27,8 @@ use leviathan_core::{
     secret::Secret,
 };
 
+pub use leviathan_core::retry::RetryPolicy;
+
 use crate::sandbox::SandboxSettings;
 
 /// The default for [`LEVIATHAN_CLAUDE_MODEL`].
@@ -91,29 +93,7 @@ pub struct ModelSettings {
     /// `max_tokens` of each API call.
     pub max_output_tokens: u32,
     /// Retries of API calls answered 429, 529 or 5xx, or failing in transport.
-    pub retry: Backoff,
-}
-
-/// Bounded retries with exponential backoff; a server's `retry-after` is honoured up to `max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// Tries in total (1 = no retry).
-    pub max_attempts: u32,
-    /// Wait before the first retry.
-    pub initial: Duration,
-    /// Upper bound of one wait.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The wait before retry number `retry` (1-based): the server's `retry_after` when given,
-    /// else `initial * 2^(retry-1)`, never more than `max`.
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        let exponential = self
-            .initial
-            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)));
-        retry_after.unwrap_or(exponential).min(self.max)
-    }
+    pub retry: RetryPolicy,
 }
 
 /// The attempt's budget.
@@ -155,7 +135,7 @@ pub struct WorkerConfig {
     /// `CONTROL_PLANE_TOKEN`.
     pub control_plane_token: Secret,
     /// Retries of every post to the control plane.
-    pub control_plane_retry: Backoff,
+    pub control_plane_retry: RetryPolicy,
     /// `GITHUB_TOKEN`.
     pub github_token: Secret,
     /// `LEVIATHAN_GITHUB_API_URL`, without a trailing slash.
@@ -449,11 +429,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                 provider: provider?,
                 timeout,
                 max_output_tokens,
-                retry: Backoff {
-                    max_attempts: 5,
-                    initial: Duration::from_secs(2),
-                    max: Duration::from_secs(60),
-                },
+                retry: RetryPolicy::new(5, Duration::from_secs(2), Duration::from_secs(60)),
             },
             unused_secrets: unused_secrets.into_iter().map(Secret::new).collect(),
         })
@@ -735,11 +711,11 @@ impl WorkerConfig {
             attempt_number: attempt.attempt_number,
             control_plane_url: control_plane.url,
             control_plane_token: control_plane.token,
-            control_plane_retry: Backoff {
-                max_attempts: 8,
-                initial: Duration::from_millis(500),
-                max: Duration::from_secs(30),
-            },
+            control_plane_retry: RetryPolicy::new(
+                8,
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            ),
             github_token: github.token,
             github_api_url: github.api_url,
             model: model.settings,
@@ -989,28 +965,6 @@ mod tests {
         assert_eq!(parse(&env).unwrap().termination_message_path, Some(path));
     }
 
-    #[test]
-    fn backoff_honours_retry_after_within_bounds() {
-        let b = Backoff {
-            max_attempts: 5,
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(60),
-        };
-        assert_eq!(b.delay(1, None), Duration::from_secs(2));
-        assert_eq!(b.delay(3, None), Duration::from_secs(8));
-        assert_eq!(b.delay(30, None), Duration::from_secs(60));
-        assert_eq!(
-            b.delay(1, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            b.delay(1, Some(Duration::from_secs(3600))),
-            Duration::from_secs(60)
-        );
-    }
-
-    /// The parser reads exactly the documented variables: every name it asks for is in
-    /// [`VARIABLES`], and every variable is asked for by some provider's parse.
     #[test]
     fn parser_reads_exactly_the_documented_variables() {
         let read = RefCell::new(BTreeSet::new());

@@ -7,7 +7,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 use leviathan_api::{
-    client::{ClientError, ControlPlaneClient, RetryConfig},
+    client::{ClientError, ControlPlaneClient},
     wire::{BundleArtifact, IngestRequest},
 };
 use leviathan_core::{
@@ -80,16 +80,11 @@ pub(crate) async fn deliver(
 /// The API client for `config`, retrying as `config.control_plane_retry` says. A URL or token
 /// the client cannot use is a configuration problem.
 pub(crate) fn client(config: &WorkerConfig) -> Result<ControlPlaneClient, ConfigError> {
-    let retry = RetryConfig {
-        max_attempts: config.control_plane_retry.max_attempts,
-        initial_backoff: config.control_plane_retry.initial,
-        max_backoff: config.control_plane_retry.max,
-    };
     ControlPlaneClient::new(
         &config.control_plane_url,
         config.control_plane_token.expose(),
     )
-    .map(|client| client.with_retry(retry))
+    .map(|client| client.with_retry(config.control_plane_retry))
     .map_err(|e| {
         let variable = match e {
             ClientError::InvalidToken(_) => CONTROL_PLANE_TOKEN,

@@ -33,7 +33,7 @@ use leviathan_testkit::{
     github::{FakeGitHub, PrState, RestFailure},
     llm::{LlmReply, Provider, ScriptedLlm, files_envelope},
 };
-use leviathan_worker::{AttemptReport, Delivery, WorkerConfig, config, config::Backoff};
+use leviathan_worker::{AttemptReport, Delivery, WorkerConfig, config, config::RetryPolicy};
 use tempfile::TempDir;
 
 const TARGET: &str = "demo";
@@ -223,12 +223,12 @@ impl Harness {
     fn config(&self, env: &BTreeMap<&'static str, String>) -> WorkerConfig {
         let mut config = WorkerConfig::from_env(|name| env.get(name).cloned()).unwrap();
         config.echo_log = false;
-        config.control_plane_retry = Backoff {
+        config.control_plane_retry = RetryPolicy {
             max_attempts: 5,
             initial: Duration::from_millis(10),
             max: Duration::from_millis(50),
         };
-        config.model.retry = Backoff {
+        config.model.retry = RetryPolicy {
             max_attempts: 3,
             initial: Duration::from_millis(10),
             max: Duration::from_secs(2),

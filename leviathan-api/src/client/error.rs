@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leviathan_core::Sha256Digest;
+use leviathan_core::{Sha256Digest, retry::Verdict};
 use serde_json::Value;
 
 use crate::{code::ErrorCode, config::TokenError};
@@ -97,6 +97,16 @@ impl ClientError {
         match self {
             Self::Status { code, .. } => *code,
             _ => None,
+        }
+    }
+
+    /// What the one retry policy makes of this error: transient ones are retried, after the
+    /// server's `Retry-After` when it gave one.
+    pub fn verdict(&self) -> Verdict {
+        match (self.is_transient(), self.retry_after()) {
+            (false, _) => Verdict::Permanent,
+            (true, Some(wait)) => Verdict::RetryAfter(wait),
+            (true, None) => Verdict::Transient,
         }
     }
 

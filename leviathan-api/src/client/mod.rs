@@ -1,6 +1,6 @@
 //! The typed client of the control-plane API (reqwest, rustls), used by the worker, the
-//! scheduler and the CLI. Transient failures are retried with exponential backoff and full
-//! jitter; [`RemoteEventStore`] turns a control plane into an [`leviathan_core::EventStore`].
+//! scheduler and the CLI. Transient failures are retried with the one [`RetryPolicy`]
+//! (exponential backoff, full jitter, `Retry-After` honoured); [`RemoteEventStore`] turns a control plane into an [`leviathan_core::EventStore`].
 
 mod error;
 mod sse;
@@ -14,7 +14,6 @@ use leviathan_core::{
     id::{AttemptId, EventId},
     tlog::{ConsistencyProof, InclusionProof},
 };
-use rand::Rng;
 use reqwest::{
     Method, StatusCode,
     header::{self, HeaderValue},
@@ -23,6 +22,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use url::Url;
 
 pub use error::ClientError;
+pub use leviathan_core::retry::RetryPolicy;
 pub use sse::ClientEventStream;
 pub use store::RemoteEventStore;
 
@@ -37,61 +37,11 @@ use crate::{
     },
 };
 
-/// The longest `Retry-After` honoured; a server asking for more is waited on this long.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// 5 tries, with sleeps capped at 200 ms doubling up to 10 s.
+const DEFAULT_RETRY: RetryPolicy =
+    RetryPolicy::new(5, Duration::from_millis(200), Duration::from_secs(10));
 /// How much of an unexpected error body is kept in an error message.
 const ERROR_BODY_EXCERPT: usize = 300;
-
-/// How transient failures are retried: up to `max_attempts` tries in all, sleeping a random
-/// time between zero and `initial_backoff × 2^(retry − 1)` (capped at `max_backoff`) between
-/// them, or what the server's `Retry-After` asks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryConfig {
-    /// Tries in all, the first included (1 = never retry).
-    pub max_attempts: u32,
-    /// Backoff cap before the first retry.
-    pub initial_backoff: Duration,
-    /// Largest backoff cap.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryConfig {
-    /// Never retry.
-    pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
-        }
-    }
-
-    /// The upper bound of the sleep before retry number `retry` (1-based).
-    pub fn backoff_cap(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-
-    /// The sleep before retry number `retry`: the server's `Retry-After` when it gave one,
-    /// else a uniformly random duration up to [`RetryConfig::backoff_cap`] (full jitter).
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(wait) = retry_after {
-            return wait.min(MAX_RETRY_AFTER);
-        }
-        let cap = self.backoff_cap(retry).as_micros() as u64;
-        Duration::from_micros(rand::rng().random_range(0..=cap))
-    }
-}
 
 /// A request body.
 #[derive(Clone)]
@@ -116,7 +66,7 @@ pub struct ControlPlaneClient {
     http: reqwest::Client,
     base: Url,
     authorization: HeaderValue,
-    retry: RetryConfig,
+    retry: RetryPolicy,
     timeout: Duration,
     transfer_timeout: Duration,
     stream_idle_timeout: Duration,
@@ -169,7 +119,7 @@ impl ControlPlaneClient {
             http,
             base,
             authorization,
-            retry: RetryConfig::default(),
+            retry: DEFAULT_RETRY,
             timeout: Duration::from_secs(60),
             transfer_timeout: Duration::from_secs(600),
             stream_idle_timeout: Duration::from_secs(60),
@@ -177,7 +127,7 @@ impl ControlPlaneClient {
     }
 
     /// Replaces the retry policy.
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
     }
@@ -207,7 +157,7 @@ impl ControlPlaneClient {
     }
 
     /// The retry policy.
-    pub fn retry_config(&self) -> RetryConfig {
+    pub fn retry_policy(&self) -> RetryPolicy {
         self.retry
     }
 
@@ -255,25 +205,13 @@ impl ControlPlaneClient {
 
     /// Sends `call`, retrying transient failures; returns a successful response.
     async fn send(&self, call: &Call) -> Result<reqwest::Response, ClientError> {
-        let mut attempt = 1;
-        loop {
-            match self.send_once(call).await {
-                Ok(response) => return Ok(response),
-                Err(error) if error.is_transient() && attempt < self.retry.max_attempts => {
-                    let delay = self.retry.delay(attempt, error.retry_after());
-                    tracing::debug!(
-                        endpoint = %call.endpoint,
-                        attempt,
-                        %error,
-                        delay_ms = delay.as_millis() as u64,
-                        "transient failure; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        self.retry
+            .retry(
+                &call.endpoint,
+                || self.send_once(call),
+                ClientError::verdict,
+            )
+            .await
     }
 
     async fn send_once(&self, call: &Call) -> Result<reqwest::Response, ClientError> {
@@ -694,32 +632,5 @@ mod tests {
     fn debug_never_shows_the_token() {
         let client = ControlPlaneClient::new("http://h/", "very-secret-token-123").unwrap();
         assert!(!format!("{client:?}").contains("very-secret"));
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_with_full_jitter() {
-        let retry = RetryConfig {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-        };
-        assert_eq!(retry.backoff_cap(1), Duration::from_millis(100));
-        assert_eq!(retry.backoff_cap(3), Duration::from_millis(400));
-        assert_eq!(retry.backoff_cap(5), Duration::from_secs(1));
-        assert_eq!(retry.backoff_cap(60), Duration::from_secs(1));
-        for n in 1..8 {
-            assert!(retry.delay(n, None) <= retry.backoff_cap(n));
-        }
-        let spread: std::collections::BTreeSet<_> = (0..50).map(|_| retry.delay(4, None)).collect();
-        assert!(spread.len() > 1, "jitter varies the delay");
-        assert_eq!(
-            retry.delay(1, Some(Duration::from_secs(7))),
-            Duration::from_secs(7),
-            "Retry-After is honoured over the backoff"
-        );
-        assert_eq!(
-            retry.delay(1, Some(Duration::from_secs(86_400))),
-            MAX_RETRY_AFTER
-        );
     }
 }

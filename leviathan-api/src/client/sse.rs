@@ -4,7 +4,10 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use futures::{StreamExt, stream::BoxStream};
-use leviathan_core::Event;
+use leviathan_core::{
+    Event,
+    retry::{FullJitter, RetryPolicy, retry_with},
+};
 
 use super::{ClientError, ControlPlaneClient};
 use crate::{code::ErrorCode, wire::ErrorBody};
@@ -93,7 +96,8 @@ struct Follow {
     body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
     decoder: SseDecoder,
     pending: VecDeque<SseMessage>,
-    failures: u32,
+    /// The sleeps of the reconnections since the last delivered event (`None`: none yet).
+    backoff: Option<FullJitter>,
     done: bool,
 }
 
@@ -116,7 +120,7 @@ pub(super) fn follow(
         body: Some(response.bytes_stream().boxed()),
         decoder: SseDecoder::default(),
         pending: VecDeque::new(),
-        failures: 0,
+        backoff: None,
         done: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -200,7 +204,7 @@ impl Follow {
             })));
         }
         self.last_seq = event.seq;
-        self.failures = 0;
+        self.backoff = None;
         Step::Yield(Box::new(Ok(event)))
     }
 
@@ -220,39 +224,46 @@ impl Follow {
         }
     }
 
-    /// Reopens the stream after the last delivered event, with the client's backoff.
+    /// Reopens the stream after the last delivered event, with the client's retry policy; its
+    /// tries count from the last delivered event, so a server that keeps dropping the stream
+    /// before sending anything is given up on.
     async fn reconnect(&mut self, why: &str) -> Result<(), ClientError> {
         self.body = None;
         self.decoder = SseDecoder::default();
         self.pending.clear();
-        let retry = self.client.retry;
-        loop {
-            self.failures += 1;
-            if self.failures >= retry.max_attempts.max(2) {
-                return Err(ClientError::Stream {
-                    reason: format!(
-                        "gave up reconnecting after seq {} ({} attempts): {why}",
-                        self.last_seq, self.failures
-                    ),
-                });
+        let policy = self.client.retry;
+        // At least one reconnection, whatever the policy says about ordinary calls.
+        let backoff = self.backoff.get_or_insert_with(|| {
+            RetryPolicy {
+                max_attempts: policy.max_attempts.max(2),
+                ..policy
             }
-            let delay = retry.delay(self.failures, None);
-            tracing::debug!(
-                last_seq = self.last_seq,
-                why,
-                delay_ms = delay.as_millis() as u64,
-                "event stream reconnecting"
-            );
-            tokio::time::sleep(delay).await;
-            let call = self.client.stream_call(self.last_seq);
-            match self.client.send_once(&call).await {
-                Ok(response) => {
-                    self.body = Some(response.bytes_stream().boxed());
-                    return Ok(());
-                }
-                Err(error) if error.is_transient() => continue,
-                Err(error) => return Err(error),
+            .backoff()
+        });
+        let gave_up = |last_seq: u64, error: &dyn std::fmt::Display| ClientError::Stream {
+            reason: format!("gave up reconnecting after seq {last_seq}: {error}"),
+        };
+        // The dropped stream was a failed try: sleep before the first reconnection too.
+        let Some(pause) = backoff.next() else {
+            return Err(gave_up(self.last_seq, &why));
+        };
+        tracing::debug!(
+            last_seq = self.last_seq,
+            why,
+            delay_ms = pause.as_millis() as u64,
+            "event stream reconnecting"
+        );
+        tokio::time::sleep(pause).await;
+        let call = self.client.stream_call(self.last_seq);
+        let client = &self.client;
+        let connect = || client.send_once(&call);
+        match retry_with(backoff, "event stream", connect, ClientError::verdict).await {
+            Ok(response) => {
+                self.body = Some(response.bytes_stream().boxed());
+                Ok(())
             }
+            Err(error) if error.is_transient() => Err(gave_up(self.last_seq, &error)),
+            Err(error) => Err(error),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use leviathan_api::{
     ApiConfig, ApiState, BearerToken,
-    client::{ControlPlaneClient, RetryConfig},
+    client::{ControlPlaneClient, RetryPolicy},
     router,
 };
 use leviathan_core::{
@@ -147,12 +147,8 @@ impl Harness {
     }
 }
 
-pub(crate) fn fast_retry() -> RetryConfig {
-    RetryConfig {
-        max_attempts: 5,
-        initial_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(50),
-    }
+pub(crate) fn fast_retry() -> RetryPolicy {
+    RetryPolicy::new(5, Duration::from_millis(5), Duration::from_millis(50))
 }
 
 /// A bundle in the wire shape.

@@ -11,7 +11,7 @@ use super::{
 use leviathan_core::secret::Secret;
 
 use crate::{
-    config::{Backoff, ModelSettings},
+    config::{ModelSettings, RetryPolicy},
     prompt::OutputStyle,
 };
 
@@ -26,7 +26,7 @@ pub struct AnthropicModel {
     api_key: Secret,
     model: String,
     max_tokens: u32,
-    retry: Backoff,
+    retry: RetryPolicy,
 }
 
 impl AnthropicModel {

@@ -1,13 +1,13 @@
 //! JSON over HTTP for the API providers: bounded retries on 429, 529, 5xx and transport
 //! failures, honouring `retry-after`.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
+use leviathan_core::retry::{RetryPolicy, Verdict};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::code_model::ModelError;
-use crate::config::Backoff;
 
 /// Statuses worth retrying: rate limits, Anthropic's 529 "overloaded", and transient server errors.
 fn retryable(status: StatusCode) -> bool {
@@ -33,45 +33,75 @@ pub(super) fn client(timeout: Duration) -> Result<reqwest::Client, ModelError> {
 /// first successful answer.
 pub(super) async fn send_json(
     what: &str,
-    backoff: &Backoff,
+    retry: &RetryPolicy,
     build: impl Fn() -> RequestBuilder,
 ) -> Result<Value, ModelError> {
-    let attempts = backoff.max_attempts.max(1);
-    let mut attempt = 1;
-    loop {
-        let last = attempt >= attempts;
-        let (reason, wait) = match build().send().await {
-            Ok(response) if response.status().is_success() => {
-                let status = response.status();
-                return response.json::<Value>().await.map_err(|e| {
-                    ModelError::BadResponse(format!(
-                        "{what}: {status} with an unreadable body: {e}"
-                    ))
-                });
-            }
-            Ok(response) => {
-                let status = response.status();
-                let wait = retry_after(&response);
-                let body = response.text().await.unwrap_or_default();
-                let reason = format!("{what}: HTTP {status}: {}", excerpt(&body));
-                if !retryable(status) {
-                    return Err(if status.is_client_error() {
-                        ModelError::Rejected(reason)
-                    } else {
-                        ModelError::Unavailable(reason)
-                    });
-                }
-                (reason, wait)
-            }
-            Err(e) => (format!("{what}: {}", describe(&e)), None),
-        };
-        if last {
-            return Err(ModelError::Unavailable(format!(
-                "{reason} (gave up after {attempts} tries)"
-            )));
+    let attempts = retry.max_attempts.max(1);
+    let once = || send_once(what, build());
+    match retry.retry(what, once, Failure::verdict).await {
+        Ok(value) => Ok(value),
+        Err(Failure::Final(error)) => Err(error),
+        Err(Failure::Retryable { reason, .. }) => Err(ModelError::Unavailable(format!(
+            "{reason} (gave up after {attempts} tries)"
+        ))),
+    }
+}
+
+/// One try's failure.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another try, after the server's `retry-after` when it gave one.
+    Retryable {
+        reason: String,
+        wait: Option<Duration>,
+    },
+    /// Not worth another try.
+    Final(ModelError),
+}
+
+impl Failure {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Self::Final(_) => Verdict::Permanent,
+            Self::Retryable {
+                wait: Some(wait), ..
+            } => Verdict::RetryAfter(*wait),
+            Self::Retryable { wait: None, .. } => Verdict::Transient,
         }
-        tokio::time::sleep(backoff.delay(attempt, wait)).await;
-        attempt += 1;
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Retryable { reason, .. } => f.write_str(reason),
+            Self::Final(error) => error.fmt(f),
+        }
+    }
+}
+
+async fn send_once(what: &str, request: RequestBuilder) -> Result<Value, Failure> {
+    let response = request.send().await.map_err(|e| Failure::Retryable {
+        reason: format!("{what}: {}", describe(&e)),
+        wait: None,
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return response.json::<Value>().await.map_err(|e| {
+            Failure::Final(ModelError::BadResponse(format!(
+                "{what}: {status} with an unreadable body: {e}"
+            )))
+        });
+    }
+    let wait = retry_after(&response);
+    let body = response.text().await.unwrap_or_default();
+    let reason = format!("{what}: HTTP {status}: {}", excerpt(&body));
+    if retryable(status) {
+        Err(Failure::Retryable { reason, wait })
+    } else if status.is_client_error() {
+        Err(Failure::Final(ModelError::Rejected(reason)))
+    } else {
+        Err(Failure::Final(ModelError::Unavailable(reason)))
     }
 }
 

@@ -11,7 +11,7 @@ use super::{
 use leviathan_core::secret::Secret;
 
 use crate::{
-    config::{Backoff, ModelSettings},
+    config::{ModelSettings, RetryPolicy},
     prompt::OutputStyle,
 };
 
@@ -23,7 +23,7 @@ pub struct OpenAiModel {
     api_key: Option<Secret>,
     model: String,
     max_tokens: u32,
-    retry: Backoff,
+    retry: RetryPolicy,
 }
 
 impl OpenAiModel {
