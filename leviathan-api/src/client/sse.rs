@@ -1,8 +1,6 @@
-//! Server-sent events: a decoder for the wire format and the reconnecting event stream.
+//! The reconnecting event stream over server-sent events (decoded by `eventsource-stream`).
 
-use std::collections::VecDeque;
-
-use bytes::Bytes;
+use eventsource_stream::{Event as SseMessage, EventStreamError, Eventsource as _};
 use futures::{StreamExt, stream::BoxStream};
 use leviathan_core::{
     Event,
@@ -15,87 +13,18 @@ use crate::{code::ErrorCode, wire::ErrorBody};
 /// Events from a control plane, in `seq` order.
 pub type ClientEventStream = BoxStream<'static, Result<Event, ClientError>>;
 
-/// One dispatched SSE message.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SseMessage {
-    /// The `id` field, when the message had one.
-    pub(crate) id: Option<String>,
-    /// The `event` field (`message` when absent).
-    pub(crate) event: String,
-    /// The `data` lines, joined by `\n`.
-    pub(crate) data: String,
-}
+/// The messages of one open response.
+type Messages = BoxStream<'static, Result<SseMessage, EventStreamError<reqwest::Error>>>;
 
-/// Decodes the `text/event-stream` format incrementally (lines end with `\n` or `\r\n`;
-/// comments, used for keep-alives, are skipped).
-#[derive(Debug, Default)]
-pub(crate) struct SseDecoder {
-    line: Vec<u8>,
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
-}
-
-impl SseDecoder {
-    /// Feeds bytes; returns the messages completed by them.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
-        let mut out = Vec::new();
-        for &b in bytes {
-            if b == b'\n' {
-                let mut line = std::mem::take(&mut self.line);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if let Some(message) = self.line_done(&String::from_utf8_lossy(&line)) {
-                    out.push(message);
-                }
-            } else {
-                self.line.push(b);
-            }
-        }
-        out
-    }
-
-    fn line_done(&mut self, line: &str) -> Option<SseMessage> {
-        if line.is_empty() {
-            let data = self.data.take();
-            let event = self.event.take();
-            let id = self.id.take();
-            return data.map(|data| SseMessage {
-                id,
-                event: event.unwrap_or_else(|| "message".to_owned()),
-                data,
-            });
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_owned()),
-            },
-            "event" => self.event = Some(value.to_owned()),
-            "id" => self.id = Some(value.to_owned()),
-            _ => {}
-        }
-        None
-    }
+/// The decoded messages of `response`'s body.
+fn messages(response: reqwest::Response) -> Messages {
+    response.bytes_stream().eventsource().boxed()
 }
 
 struct Follow {
     client: ControlPlaneClient,
     last_seq: u64,
-    body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
-    decoder: SseDecoder,
-    pending: VecDeque<SseMessage>,
+    body: Option<Messages>,
     /// The sleeps of the reconnections since the last delivered event (`None`: none yet).
     backoff: Option<FullJitter>,
     done: bool,
@@ -105,7 +34,6 @@ enum Step {
     /// Boxed: an event is large next to the other steps.
     Yield(Box<Result<Event, ClientError>>),
     Reconnect(String),
-    Continue,
 }
 
 /// The reconnecting stream over a first, already open response.
@@ -117,9 +45,7 @@ pub(super) fn follow(
     let state = Follow {
         client,
         last_seq: after,
-        body: Some(response.bytes_stream().boxed()),
-        decoder: SseDecoder::default(),
-        pending: VecDeque::new(),
+        body: Some(messages(response)),
         backoff: None,
         done: false,
     };
@@ -128,11 +54,7 @@ pub(super) fn follow(
             if st.done {
                 return None;
             }
-            let step = match st.pending.pop_front() {
-                Some(message) => st.handle(message),
-                None => st.read().await,
-            };
-            match step {
+            match st.read().await {
                 Step::Yield(item) => {
                     let item = *item;
                     if item.is_err() {
@@ -140,7 +62,6 @@ pub(super) fn follow(
                     }
                     return Some((item, st));
                 }
-                Step::Continue => {}
                 Step::Reconnect(why) => {
                     if let Err(error) = st.reconnect(&why).await {
                         st.done = true;
@@ -182,11 +103,7 @@ impl Follow {
                 })));
             }
         };
-        if message
-            .id
-            .as_deref()
-            .is_some_and(|id| id != event.seq.to_string())
-        {
+        if !message.id.is_empty() && message.id != event.seq.to_string() {
             return Step::Yield(Box::new(Err(ClientError::Stream {
                 reason: format!(
                     "event seq {} arrived with SSE id {:?}",
@@ -214,10 +131,7 @@ impl Follow {
         };
         let idle = self.client.stream_idle_timeout;
         match tokio::time::timeout(idle, body.next()).await {
-            Ok(Some(Ok(bytes))) => {
-                self.pending.extend(self.decoder.push(&bytes));
-                Step::Continue
-            }
+            Ok(Some(Ok(message))) => self.handle(message),
             Ok(Some(Err(error))) => Step::Reconnect(format!("the connection broke: {error}")),
             Ok(None) => Step::Reconnect("the server closed the stream".into()),
             Err(_) => Step::Reconnect(format!("nothing received for {} s", idle.as_secs())),
@@ -229,8 +143,6 @@ impl Follow {
     /// before sending anything is given up on.
     async fn reconnect(&mut self, why: &str) -> Result<(), ClientError> {
         self.body = None;
-        self.decoder = SseDecoder::default();
-        self.pending.clear();
         let policy = self.client.retry;
         // At least one reconnection, whatever the policy says about ordinary calls.
         let backoff = self.backoff.get_or_insert_with(|| {
@@ -259,43 +171,11 @@ impl Follow {
         let connect = || client.send_once(&call);
         match retry_with(backoff, "event stream", connect, ClientError::verdict).await {
             Ok(response) => {
-                self.body = Some(response.bytes_stream().boxed());
+                self.body = Some(messages(response));
                 Ok(())
             }
             Err(error) if error.is_transient() => Err(gave_up(self.last_seq, &error)),
             Err(error) => Err(error),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_messages_across_chunk_boundaries() {
-        let mut decoder = SseDecoder::default();
-        let wire = b": keep-alive\n\nid: 1\ndata: {\"a\":\ndata: 1}\n\nevent: error\r\ndata: x\r\n\r\nid: 3\n";
-        let mut messages = Vec::new();
-        for chunk in wire.chunks(3) {
-            messages.extend(decoder.push(chunk));
-        }
-        assert_eq!(
-            messages,
-            vec![
-                SseMessage {
-                    id: Some("1".into()),
-                    event: "message".into(),
-                    data: "{\"a\":\n1}".into(),
-                },
-                SseMessage {
-                    id: None,
-                    event: "error".into(),
-                    data: "x".into(),
-                },
-            ]
-        );
-        // The last message is incomplete until its blank line arrives.
-        assert_eq!(decoder.push(b"data: y\n\n").len(), 1);
     }
 }
