@@ -5,6 +5,7 @@
 
 pub mod conformance;
 mod fixtures;
+pub mod fuzz;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 

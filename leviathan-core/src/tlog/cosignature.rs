@@ -7,7 +7,7 @@ use std::fmt;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use ed25519_dalek::{Signature as Ed25519Signature, SigningKey, VerifyingKey};
-use rand_core::{OsRng, RngCore};
+use rand_core::{CryptoRngCore, OsRng};
 use signed_note::{Note, NoteError, Signature, VerifierList};
 use tlog_tiles::Checkpoint;
 
@@ -61,13 +61,21 @@ pub enum CosignatureError {
 /// A new cosigner key named `name` (e.g. `witness.example.com/w1`): the signer key text
 /// (`PRIVATE+KEY+<name>+<id>+<key>`, secret) and the verifier key text (`<name>+<id>+<key>`).
 pub fn generate_cosigner_key(name: &str) -> Result<(Secret, String), CosignatureError> {
+    generate_cosigner_key_with(&mut OsRng, name)
+}
+
+/// [`generate_cosigner_key`] with the random source given (fixed keys for tests and fuzzing).
+pub fn generate_cosigner_key_with(
+    rng: &mut impl CryptoRngCore,
+    name: &str,
+) -> Result<(Secret, String), CosignatureError> {
     if !signed_note::is_key_name_valid(name) {
         return Err(key_error(format!(
             "`{name}` cannot name a key: it must be non-empty, without spaces or `+`"
         )));
     }
     let mut seed = [0u8; 32];
-    OsRng.fill_bytes(&mut seed);
+    rng.fill_bytes(&mut seed);
     let key = SigningKey::from_bytes(&seed);
     let public = encode(name, &key.verifying_key().to_bytes());
     let secret = encode(name, &seed);
