@@ -11,14 +11,19 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
-    /// Missing or wrong bearer token.
+    /// Missing, wrong, expired or revoked bearer token.
     Unauthorized,
+    /// The token is genuine but its role or scope does not allow the request (the message names
+    /// both).
+    Forbidden,
     /// No such route.
     NotFound,
     /// No attempt with this id.
     AttemptNotFound,
     /// No event with this id.
     EventNotFound,
+    /// No token with this id or name.
+    TokenNotFound,
     /// No artifact with this digest.
     ArtifactNotFound,
     /// The route exists, the method does not.
@@ -69,11 +74,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server may send, in documentation order.
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 27] = [
         Self::Unauthorized,
+        Self::Forbidden,
         Self::NotFound,
         Self::AttemptNotFound,
         Self::EventNotFound,
+        Self::TokenNotFound,
         Self::ArtifactNotFound,
         Self::MethodNotAllowed,
         Self::MalformedJson,
@@ -101,9 +108,11 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::AttemptNotFound => "attempt_not_found",
             Self::EventNotFound => "event_not_found",
+            Self::TokenNotFound => "token_not_found",
             Self::ArtifactNotFound => "artifact_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::MalformedJson => "malformed_json",

@@ -1,8 +1,8 @@
 //! What a control plane is configured with: its bearer token and its limits.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
-use leviathan_core::Sha256Digest;
+use leviathan_core::{Sha256Digest, auth::token::Keyring};
 use rand::TryRngCore;
 use subtle::ConstantTimeEq;
 
@@ -144,8 +144,13 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ApiConfig {
-    /// The bearer token every protected route requires.
+    /// The static token: an admin token (the token file or `LEVIATHAN_CONTROL_PLANE_TOKEN`).
     pub token: BearerToken,
+    /// The keys that sign and verify `lvt1.` tokens; without one, the server makes a keyring
+    /// of its own that lives as long as it does.
+    pub keyring: Option<Keyring>,
+    /// Where key rotations are saved (the keyring file), if anywhere.
+    pub keyring_file: Option<PathBuf>,
     /// Request limits.
     pub limits: Limits,
     /// Put `GET /metrics` behind the token too (it is open by default, like `/healthz`).
@@ -157,9 +162,18 @@ impl ApiConfig {
     pub fn new(token: BearerToken) -> Self {
         Self {
             token,
+            keyring: None,
+            keyring_file: None,
             limits: Limits::default(),
             metrics_require_auth: false,
         }
+    }
+
+    /// Verifies and signs tokens with `keyring`, saving rotations to `file` when given.
+    pub fn with_keyring(mut self, keyring: Keyring, file: Option<PathBuf>) -> Self {
+        self.keyring = Some(keyring);
+        self.keyring_file = file;
+        self
     }
 
     /// Replaces the limits.

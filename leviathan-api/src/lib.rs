@@ -5,8 +5,10 @@
 //! ([`wire`]), the error codes ([`ErrorCode`]), the bearer token and its file ([`token`]).
 //!
 //! - [`router`]: an axum [`Router`](axum::Router) over any backend (built from the core traits),
-//!   ready to serve or to mount into another service. Bearer authentication with constant-time
-//!   comparison, JSON errors with stable codes, limits on bodies, bundles and time.
+//!   ready to serve or to mount into another service. Bearer authentication (the static admin
+//!   token, compared in constant time, or signed role tokens, see [`authority`]), every route
+//!   authorised by `leviathan_core::auth::authorize`, JSON errors with stable codes, limits on
+//!   bodies, bundles and time.
 //! - [`ControlPlane`]: the same operations without HTTP, for the CLI and for in-process use.
 //! - [`client::ControlPlaneClient`]: a typed client for every route, with retries, and
 //!   [`client::RemoteEventStore`], the control plane as an [`leviathan_core::EventStore`].
@@ -32,10 +34,13 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "server")]
+pub mod authority;
 #[cfg(feature = "client")]
 pub mod client;
 mod code;
 mod config;
+pub mod keyring_file;
 pub mod log_key;
 #[cfg(feature = "server")]
 mod metrics;

@@ -2,10 +2,12 @@
 
 use std::{fmt, sync::Arc};
 
-use leviathan_core::{ArtifactStore, Ledger};
+use leviathan_core::{ArtifactStore, Ledger, Timestamp, auth::token::Keyring};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::ApiConfig, metrics::Metrics, service::ControlPlane};
+use crate::{
+    authority::Authority, config::ApiConfig, keyring_file, metrics::Metrics, service::ControlPlane,
+};
 
 /// What the router serves: the control plane, its configuration and a switch that ends open
 /// event streams (so that a graceful shutdown does not wait for them forever). Cloning is cheap.
@@ -17,6 +19,7 @@ pub struct ApiState {
 struct Shared {
     plane: ControlPlane,
     config: ApiConfig,
+    authority: Authority,
     streams_closed: CancellationToken,
 }
 
@@ -27,11 +30,25 @@ impl ApiState {
     }
 
     /// State over an existing control plane.
+    ///
+    /// # Panics
+    ///
+    /// Without a keyring in `config`, when the operating system cannot give the random bytes
+    /// of a fresh signing key.
     pub fn from_control_plane(plane: ControlPlane, config: ApiConfig) -> Self {
+        let keyring = config.keyring.clone().unwrap_or_else(|| {
+            // Nothing can be authenticated without randomness; there is no serving on.
+            #[allow(clippy::expect_used)]
+            let key = keyring_file::generate_key(Timestamp::now())
+                .expect("random bytes for a signing key");
+            Keyring::new(key)
+        });
+        let authority = Authority::new(config.token.clone(), keyring, config.keyring_file.clone());
         Self {
             inner: Arc::new(Shared {
                 plane,
                 config,
+                authority,
                 streams_closed: CancellationToken::new(),
             }),
         }
@@ -45,6 +62,11 @@ impl ApiState {
     /// The configuration.
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
+    }
+
+    /// The credentials requests are authenticated with, and tokens signed with.
+    pub fn authority(&self) -> &Authority {
+        &self.inner.authority
     }
 
     /// The counters.

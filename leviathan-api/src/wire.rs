@@ -9,10 +9,12 @@ use serde_json::Value;
 use crate::code::ErrorCode;
 
 pub use leviathan_core::{
-    Event, ExpectedVersion, GraphSummary, Head, NewEvent, Sha256Digest, StreamId,
+    Event, ExpectedVersion, GraphSummary, Head, NewEvent, Sha256Digest, StreamId, Timestamp,
+    auth::Role,
+    catalogue::TokenIssued,
     chain::{ChainBreak, ChainReport},
     graph::{ArtifactNode, AttemptNode, PullRequestNode},
-    id::{AttemptId, EventId, TargetId},
+    id::{AttemptId, EventId, KeyId, TargetId, TokenId},
     model::AttemptStatus,
 };
 
@@ -389,4 +391,95 @@ mod tests {
         let back = serde_json::to_value(&request).unwrap();
         assert!(back.get("expectations").is_none());
     }
+}
+
+/// `POST /v1/tokens` (admin): a token for a person or a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// `reader`, `operator`, `scheduler` or `admin` (worker tokens are minted per attempt).
+    pub role: Role,
+    /// Lifetime in seconds (default 30 days, at most 365).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// A name to list and revoke it by; unique among live tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/attempts/{id}/token` (scheduler, admin): the worker token of one attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintWorkerTokenRequest {
+    /// When it expires: the attempt's deadline plus a grace period (at most 7 days ahead).
+    pub expires: Timestamp,
+}
+
+/// A token as listed: what `token.issued` said, when, and its state. Never its secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// The issuance.
+    #[serde(flatten)]
+    pub issued: TokenIssued,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Timestamp>,
+    /// When this control plane last accepted it (since it started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Timestamp>,
+}
+
+/// A token just issued: its secret, shown this once, and what it is.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    /// The bearer string. Store it now: the control plane keeps only its id.
+    pub token: String,
+    /// What it is.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &leviathan_core::secret::REDACTED)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// `GET /v1/tokens` (admin).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenList {
+    /// Every token issued, oldest first.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `POST /v1/tokens/{id_or_name}/revoke` (admin).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokenRequest {
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer to a revocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    /// The token.
+    pub token_id: TokenId,
+    /// When it was revoked.
+    pub revoked_at: Timestamp,
+    /// True when it was revoked already (nothing appended).
+    pub duplicate: bool,
+}
+
+/// `POST /v1/tokens/rotate-key` (admin): the new signing key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotatedKey {
+    /// The key that signs from now on; the previous keys keep verifying.
+    pub key_id: KeyId,
 }

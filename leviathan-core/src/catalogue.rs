@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
+    auth::principal::Role,
     digest::Sha256Digest,
     event::NewEvent,
-    id::{AttemptId, EventId, TargetId, TaskId},
+    id::{AttemptId, EventId, KeyId, TargetId, TaskId, TokenId},
     model::{FailureClass, FailureKind, SandboxReport, TaskSpec},
     timestamp::Timestamp,
 };
@@ -824,6 +825,56 @@ impl Payload for CircuitClosed {
     const EVENT_TYPE: &'static str = "circuit.closed";
 }
 
+/// `token.issued`: the control plane signed a token. Its id, role and expiry, never its secret.
+/// Recorded by the control plane only (no ingest may carry it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    /// The token's public id.
+    pub token_id: TokenId,
+    /// Its role.
+    pub role: Role,
+    /// The name an operator gave it, for `token list` and `token revoke NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For a worker token, its attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<AttemptId>,
+    /// The key that signed it.
+    pub key_id: KeyId,
+    /// When it stops being accepted.
+    pub expires: Timestamp,
+}
+
+impl Payload for TokenIssued {
+    const EVENT_TYPE: &'static str = "token.issued";
+    fn check(&self) -> Result<(), FieldError> {
+        if let Some(name) = &self.name {
+            non_empty("name", name)?;
+        }
+        if (self.role == Role::Worker) != self.attempt_id.is_some() {
+            return Err(FieldError::new(
+                "attempt_id",
+                "a worker token names its attempt, and only a worker token does",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `token.revoked`: the token is refused from now on, whatever its expiry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    /// The token's public id.
+    pub token_id: TokenId,
+    /// Why, if the operator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Payload for TokenRevoked {
+    const EVENT_TYPE: &'static str = "token.revoked";
+}
+
 macro_rules! catalogue {
     ($($variant:ident($ty:ty)),* $(,)?) => {
         /// The typed view of an event's payload.
@@ -882,6 +933,8 @@ catalogue! {
     PrClosed(PrClosed),
     CircuitOpened(CircuitOpened),
     CircuitClosed(CircuitClosed),
+    TokenIssued(TokenIssued),
+    TokenRevoked(TokenRevoked),
 }
 
 impl EventBody {
@@ -918,7 +971,7 @@ impl EventBody {
             B::PrMerged(PrMerged(c)) | B::PrClosed(PrClosed(c)) => {
                 StreamId::pull_request(&c.target_id, c.pr_number.unsigned_abs())
             }
-            B::Unknown => return None,
+            B::TokenIssued(_) | B::TokenRevoked(_) | B::Unknown => return None,
         })
     }
 }

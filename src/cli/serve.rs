@@ -1,13 +1,23 @@
 //! `leviathan serve`: the control plane's HTTP API on a store.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
 use leviathan::{
     api::{
-        ApiConfig, ApiState, ControlPlane, Limits, log_key, router, sign_checkpoints,
+        ApiConfig, ApiState, ControlPlane, Limits, keyring_file, log_key, router, sign_checkpoints,
         token::{self, TOKEN_ENV},
     },
-    core::{Ledger, tlog::cosignature::CosignatureVerifier},
+    core::{
+        Ledger,
+        auth::token::Keyring,
+        tlog::{checkpoint::LogSigner, cosignature::CosignatureVerifier},
+    },
     stores::{StoreUrl, open_with},
 };
 use leviathan_store_pg::BuildProgress;
@@ -139,12 +149,7 @@ async fn serve(args: Args) -> Result<(), CliError> {
     };
     let stores = open_with(&url, Some(progress)).await?;
     bar.finish_and_clear();
-    let key_file = log_key::key_file_beside(&token_file);
-    let (signer, generated) = log_key::load_or_create(&key_file, &args.log_origin)
-        .map_err(|e| CliError::usage(e.to_string()))?;
-    if generated {
-        tracing::info!(file = %key_file.display(), "generated the log's signing key (mode 0600); `leviathan log key` prints its public key");
-    }
+    let (signer, keyring) = private_keys(&token_file, &args.log_origin)?;
     tracing::info!(store = %stores.location, "opening the ledger (catching up the graph)");
     let ledger = Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
 
@@ -155,6 +160,10 @@ async fn serve(args: Args) -> Result<(), CliError> {
     limits.request_timeout = Duration::from_secs(args.request_timeout);
     let worker_token = (!targets.is_empty()).then(|| resolved.token.expose().to_owned());
     let config = ApiConfig::new(resolved.token)
+        .with_keyring(
+            keyring,
+            Some(keyring_file::keyring_file_beside(&token_file)),
+        )
         .with_limits(limits)
         .with_metrics_auth(args.metrics_require_auth);
     let plane = ControlPlane::new(ledger.clone(), stores.artifacts.clone())
@@ -249,6 +258,24 @@ async fn serve(args: Args) -> Result<(), CliError> {
         "stopped; graph flushed"
     );
     Ok(())
+}
+
+/// The log's signing key and the token keyring, beside the token file; each generated (mode
+/// 0600) on first start.
+fn private_keys(token_file: &Path, log_origin: &str) -> Result<(LogSigner, Keyring), CliError> {
+    let key_file = log_key::key_file_beside(token_file);
+    let (signer, generated) = log_key::load_or_create(&key_file, log_origin)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    if generated {
+        tracing::info!(file = %key_file.display(), "generated the log's signing key (mode 0600); `leviathan log key` prints its public key");
+    }
+    let keyring_path = keyring_file::keyring_file_beside(token_file);
+    let (keyring, generated) =
+        keyring_file::load_or_create(&keyring_path).map_err(|e| CliError::usage(e.to_string()))?;
+    if generated {
+        tracing::info!(file = %keyring_path.display(), "generated the token signing keyring (mode 0600)");
+    }
+    Ok((signer, keyring))
 }
 
 /// Where a process on this host reaches a server bound to `addr` (the loopback address when it

@@ -209,7 +209,7 @@ impl Plane {
     ) -> Result<InvalidateResponse, CliError> {
         match self {
             Self::Local(plane) => {
-                let answer = plane.invalidate(id, reason, None).await?;
+                let answer = plane.invalidate(id, reason, None, None).await?;
                 plane.ledger().flush().await?;
                 Ok(answer)
             }

@@ -5,6 +5,7 @@
 mod error;
 mod sse;
 mod store;
+mod tokens;
 
 use std::{fmt, time::Duration};
 

@@ -7,10 +7,10 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use leviathan_core::Sha256Digest;
+use leviathan_core::{Sha256Digest, auth::Action};
 
 use super::ApiError;
-use super::extract::read_limited;
+use super::extract::{Caller, read_limited};
 use crate::state::ApiState;
 
 fn digest(raw: &str) -> Result<Sha256Digest, ApiError> {
@@ -21,11 +21,13 @@ fn digest(raw: &str) -> Result<Sha256Digest, ApiError> {
 /// `digest_mismatch` otherwise, nothing kept) and stores it; 201 when new, 200 when it was
 /// already stored.
 pub(super) async fn put(
+    caller: Caller,
     State(state): State<ApiState>,
     Path(sha256): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.may(Action::UploadArtifact)?;
     let expected = digest(&sha256)?;
     let limit = state.config().limits.artifact_bytes;
     let content = read_limited(&headers, body, limit).await?;
@@ -42,9 +44,11 @@ pub(super) async fn put(
 }
 
 pub(super) async fn get(
+    caller: Caller,
     State(state): State<ApiState>,
     Path(sha256): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.may(Action::ReadArtifact)?;
     let sha256 = digest(&sha256)?;
     let content = state.control_plane().get_artifact(&sha256).await?;
     let mut response = content.into_response();

@@ -10,11 +10,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use leviathan_core::{
-    ArtifactError, EventStoreError, ExpectedVersion, LedgerError, StreamId, store::EventRejection,
+    ArtifactError, EventStoreError, ExpectedVersion, LedgerError, StreamId, auth::Forbidden,
+    store::EventRejection,
 };
 use serde_json::{Value, json};
 
 use crate::{
+    authority::Unauthenticated,
     code::ErrorCode,
     service::ControlPlaneError,
     wire::{ErrorBody, ErrorDetail},
@@ -25,9 +27,11 @@ use crate::{
 pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound
         | ErrorCode::AttemptNotFound
         | ErrorCode::EventNotFound
+        | ErrorCode::TokenNotFound
         | ErrorCode::ArtifactNotFound
         | ErrorCode::NoCheckpoint => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -119,6 +123,32 @@ impl ApiError {
     /// 401, saying nothing else about the server.
     pub fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "missing or invalid bearer token")
+    }
+
+    /// 401 for a token that is not accepted, saying why (never quoting it).
+    pub fn unauthenticated(why: &Unauthenticated) -> Self {
+        match why {
+            Unauthenticated::Unverifiable(error) => {
+                tracing::warn!(%error, "cannot read the log to check a token's revocation");
+                Self::new(
+                    ErrorCode::StoreUnavailable,
+                    "cannot check the token now; retry later",
+                )
+                .retry_after(1)
+            }
+            Unauthenticated::Missing | Unauthenticated::Invalid => Self::unauthorized(),
+            other => Self::new(ErrorCode::Unauthorized, other.to_string()),
+        }
+    }
+
+    /// 403 naming the principal's scope and what it may not do.
+    pub fn forbidden(refusal: &Forbidden) -> Self {
+        let mut error = Self::new(ErrorCode::Forbidden, refusal.to_string());
+        if let Some(index) = refusal.index {
+            error.message.push_str("; nothing was appended");
+            error.details = vec![json!({ "index": index, "scope": refusal.scope })];
+        }
+        error
     }
 
     /// 400 for a malformed query, path or header.
@@ -227,6 +257,7 @@ impl From<ControlPlaneError> for ApiError {
             ControlPlaneError::EventStore(error) => event_store_error(code, error),
             ControlPlaneError::Artifacts(error) => artifact_error(code, error),
             ControlPlaneError::Internal { context, source } => Self::internal(context, &source),
+            ControlPlaneError::Forbidden(refusal) => Self::forbidden(&refusal),
             ControlPlaneError::ArtifactsMissing(missing) => {
                 let message = ControlPlaneError::ArtifactsMissing(missing.clone()).to_string();
                 let details = missing

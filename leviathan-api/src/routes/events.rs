@@ -12,11 +12,11 @@ use axum::{
     },
 };
 use futures::{StreamExt, future::ready};
-use leviathan_core::{Event, StreamId, id::EventId};
+use leviathan_core::{Event, StreamId, auth::Action, id::EventId};
 use serde::Deserialize;
 
 use super::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::{
     code::ErrorCode,
     state::ApiState,
@@ -30,9 +30,11 @@ use crate::{
 const DEFAULT_PAGE: usize = 100;
 
 pub(super) async fn page(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
+    caller.may(Action::Read)?;
     let max = state.config().limits.page_size;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, max);
     let page = state
@@ -43,9 +45,11 @@ pub(super) async fn page(
 }
 
 pub(super) async fn find(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiJson(request): ApiJson<FindEventsRequest>,
 ) -> Result<Json<FoundEvents>, ApiError> {
+    caller.may(Action::Read)?;
     let max = state.config().limits.events_per_bundle;
     if request.ids.len() > max {
         return Err(ApiError::new(
@@ -60,23 +64,31 @@ pub(super) async fn find(
 }
 
 pub(super) async fn get(
+    caller: Caller,
     State(state): State<ApiState>,
     Path(event_id): Path<String>,
 ) -> Result<Json<Event>, ApiError> {
+    caller.may(Action::Read)?;
     let id = EventId::new(event_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(state.control_plane().event(&id).await?))
 }
 
-pub(super) async fn head(State(state): State<ApiState>) -> Result<Json<HeadResponse>, ApiError> {
+pub(super) async fn head(
+    caller: Caller,
+    State(state): State<ApiState>,
+) -> Result<Json<HeadResponse>, ApiError> {
+    caller.may(Action::Read)?;
     Ok(Json(HeadResponse {
         head: state.control_plane().head().await?,
     }))
 }
 
 pub(super) async fn stream_version(
+    caller: Caller,
     State(state): State<ApiState>,
     Path(stream): Path<String>,
 ) -> Result<Json<StreamVersion>, ApiError> {
+    caller.may(Action::Read)?;
     if stream.is_empty() || stream.len() > 512 || stream.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "the stream name must be 1 to 512 bytes without control characters",
@@ -96,10 +108,12 @@ pub(super) struct StreamQuery {
 /// which wins), then each new one as it is appended. The SSE id of each event is its `seq`.
 /// A store error is sent as an `error` event and ends the stream.
 pub(super) async fn stream(
+    caller: Caller,
     State(state): State<ApiState>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
+    caller.may(Action::Read)?;
     let after = match headers.get(LAST_EVENT_ID) {
         Some(value) => value
             .to_str()

@@ -9,7 +9,10 @@ use axum::{
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use leviathan_core::canonical::check_exact_integers;
+use leviathan_core::{
+    auth::{Action, Principal, authorize},
+    canonical::check_exact_integers,
+};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
@@ -157,6 +160,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|Query(v)| Self(v))
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
+}
+
+/// The principal a request authenticated as (put there by the bearer middleware): every
+/// protected handler takes it and asks [`Caller::may`] before it acts.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller(pub Principal);
+
+impl Caller {
+    /// 403 unless the rule book lets this principal do `action`.
+    pub(crate) fn may(&self, action: Action<'_>) -> Result<(), ApiError> {
+        authorize(&self.0, action).map_err(|refusal| ApiError::forbidden(&refusal))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 

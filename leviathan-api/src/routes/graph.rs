@@ -6,12 +6,13 @@ use axum::{
 };
 use leviathan_core::{
     GraphSummary,
+    auth::Action,
     graph::{AttemptQuery, FailureQuery},
     id::AttemptId,
 };
 
 use super::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::{
     state::ApiState,
     wire::{
@@ -23,14 +24,20 @@ use crate::{
 /// Attempts or failures per page when the client does not say.
 const DEFAULT_PAGE: usize = 50;
 
-pub(super) async fn summary(State(state): State<ApiState>) -> Result<Json<GraphSummary>, ApiError> {
+pub(super) async fn summary(
+    caller: Caller,
+    State(state): State<ApiState>,
+) -> Result<Json<GraphSummary>, ApiError> {
+    caller.may(Action::Read)?;
     Ok(Json(state.control_plane().summary().await?))
 }
 
 pub(super) async fn attempts(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<AttemptsQuery>,
 ) -> Result<Json<AttemptsPage>, ApiError> {
+    caller.may(Action::Read)?;
     let max = state.config().limits.page_size;
     let query = AttemptQuery {
         target: query.target,
@@ -46,18 +53,22 @@ fn attempt_id(raw: String) -> Result<AttemptId, ApiError> {
 }
 
 pub(super) async fn attempt(
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptDetail>, ApiError> {
     let id = attempt_id(id)?;
+    caller.may(Action::ReadAttempt(&id))?;
     let max_events = state.config().limits.page_size;
     Ok(Json(state.control_plane().attempt(&id, max_events).await?))
 }
 
 pub(super) async fn failures(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<FailuresQuery>,
 ) -> Result<Json<FailuresPage>, ApiError> {
+    caller.may(Action::Read)?;
     let max = state.config().limits.page_size;
     let query = FailureQuery {
         target: query.target,
@@ -68,14 +79,16 @@ pub(super) async fn failures(
 }
 
 pub(super) async fn invalidate(
+    caller: Caller,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<InvalidateRequest>,
 ) -> Result<Json<InvalidateResponse>, ApiError> {
     let id = attempt_id(id)?;
+    caller.may(Action::Invalidate(&id))?;
     let response = state
         .control_plane()
-        .invalidate(&id, &request.reason, request.event_id)
+        .invalidate(&id, &request.reason, request.event_id, Some(caller.0))
         .await?;
     if !response.duplicate {
         tracing::info!(attempt_id = %id, seq = response.event.seq, "attempt invalidated by an operator");

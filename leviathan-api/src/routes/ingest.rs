@@ -9,12 +9,12 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use leviathan_core::{NewEvent, catalogue, store::EventRejection};
+use leviathan_core::{NewEvent, auth::Principal, catalogue, store::EventRejection};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::ApiError;
-use super::extract::{missing_field, parse_json, read_limited};
+use super::extract::{Caller, missing_field, parse_json, read_limited};
 use crate::{
     code::ErrorCode,
     metrics::IngestOutcome,
@@ -36,12 +36,13 @@ struct RawBundle {
 }
 
 pub(super) async fn ingest(
+    Caller(principal): Caller,
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = ingest_bundle(&state, &headers, body).await;
+    let result = ingest_bundle(&state, &principal, &headers, body).await;
     let outcome = match &result {
         Ok(r) if r.status == IngestResponse::DUPLICATE => IngestOutcome::Duplicate,
         Ok(_) => IngestOutcome::Ok,
@@ -57,6 +58,7 @@ pub(super) async fn ingest(
 
 async fn ingest_bundle(
     state: &ApiState,
+    principal: &Principal,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, ApiError> {
@@ -83,7 +85,7 @@ async fn ingest_bundle(
     check_label("target", &request.target)?;
     check_label("bundle_id", &request.bundle_id)?;
     let target = request.target.clone();
-    let response = state.control_plane().ingest(request).await?;
+    let response = state.control_plane().ingest(principal, request).await?;
     tracing::debug!(
         %target,
         bundle_id = %response.bundle_id,

@@ -8,6 +8,7 @@ mod graph;
 mod ingest;
 mod log;
 mod ops;
+mod tokens;
 
 use std::{any::Any, time::Duration};
 
@@ -19,12 +20,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
+use headers::{Authorization, HeaderMapExt, authorization::Bearer};
+use leviathan_core::Timestamp;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 pub use self::error::ApiError;
 
-use self::error::JsonErrorMarker;
-use crate::{code::ErrorCode, state::ApiState};
+use self::{error::JsonErrorMarker, extract::Caller};
+use crate::{authority::Unauthenticated, code::ErrorCode, state::ApiState};
 
 /// The control plane's routes, ready to serve or to `nest`/`merge` into another service.
 ///
@@ -51,6 +54,13 @@ pub fn router(state: ApiState) -> Router {
             post(graph::invalidate),
         )
         .route("/v1/failures", get(graph::failures))
+        .route(
+            "/v1/attempts/{attempt_id}/token",
+            post(tokens::mint_worker_token),
+        )
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/rotate-key", post(tokens::rotate_key))
+        .route("/v1/tokens/{token}/revoke", post(tokens::revoke))
         .merge(log::routes())
         .route_layer(middleware::from_fn_with_state(
             limits.request_timeout,
@@ -73,7 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     if state.config().metrics_require_auth {
-        protected = protected.route("/metrics", get(ops::metrics));
+        protected = protected.route("/metrics", get(ops::metrics_protected));
     } else {
         open = open.route("/metrics", get(ops::metrics));
     }
@@ -90,26 +100,30 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Lets a request through only with `Authorization: Bearer <token>` (constant-time comparison).
-async fn require_bearer(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| bearer(value.as_bytes()));
-    match presented {
-        Some(token) if state.config().token.matches(token) => next.run(request).await,
-        _ => ApiError::unauthorized().into_response(),
+/// Lets a request through only with `Authorization: Bearer <token>` that authenticates (the
+/// static admin token, compared in constant time, or a genuine, unexpired, unrevoked signed
+/// token); the handlers find its [`Principal`](leviathan_core::auth::Principal) as a
+/// [`extract::Caller`].
+async fn require_bearer(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(bearer) = request.headers().typed_get::<Authorization<Bearer>>() else {
+        return ApiError::unauthenticated(&Unauthenticated::Missing).into_response();
+    };
+    let events = state.control_plane().events();
+    let authenticated = state
+        .authority()
+        .authenticate(bearer.token(), events.as_ref(), Timestamp::now())
+        .await;
+    match authenticated {
+        Ok(principal) => {
+            request.extensions_mut().insert(Caller(principal));
+            next.run(request).await
+        }
+        Err(why) => ApiError::unauthenticated(&why).into_response(),
     }
-}
-
-/// The credentials of a `Bearer` authorization value (the scheme is case-insensitive).
-fn bearer(value: &[u8]) -> Option<&[u8]> {
-    let space = value.iter().position(|b| *b == b' ')?;
-    let (scheme, rest) = value.split_at(space);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| rest.trim_ascii())
-        .filter(|token| !token.is_empty())
 }
 
 /// Ends a request that runs past `limit` with a retryable 503.
@@ -165,19 +179,4 @@ async fn json_errors(response: Response) -> Response {
 
 fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::internal("request handler", &"the handler panicked").into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bearer;
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive_and_strict() {
-        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"bearer   abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"Basic abc"), None);
-        assert_eq!(bearer(b"Bearer"), None);
-        assert_eq!(bearer(b"Bearer "), None);
-        assert_eq!(bearer(b"Bearerabc"), None);
-    }
 }

@@ -9,7 +9,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::ApiError;
+use leviathan_core::auth::Action;
+
+use super::{ApiError, extract::Caller};
 use crate::{
     code::ErrorCode,
     state::ApiState,
@@ -47,6 +49,15 @@ pub(super) async fn readyz(State(state): State<ApiState>) -> Result<Json<Health>
     }
 }
 
+/// `/metrics` when it is behind the token: readers and up.
+pub(super) async fn metrics_protected(
+    caller: Caller,
+    state: State<ApiState>,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Read)?;
+    Ok(metrics(state).await)
+}
+
 pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     let plane = state.control_plane();
     let head = plane.events().head().await.map_err(|error| {
@@ -63,8 +74,10 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
 }
 
 pub(super) async fn verify(
+    caller: Caller,
     State(state): State<ApiState>,
 ) -> Result<Json<ChainVerification>, ApiError> {
+    caller.may(Action::Read)?;
     let verification = state.control_plane().verify().await?;
     if let ChainVerification::Broken(broken) = &verification {
         tracing::error!(seq = broken.seq, fault = %broken.fault, "the event chain does not verify");

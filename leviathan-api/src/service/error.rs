@@ -4,6 +4,7 @@
 
 use leviathan_core::{
     ArtifactError, EventStoreError, GraphStoreError, LedgerError, Sha256Digest,
+    auth::Forbidden,
     id::{AttemptId, EventId},
     store::BoxError,
     tlog::cosignature::CosignatureError,
@@ -69,6 +70,25 @@ pub enum ControlPlaneError {
     /// A witness's cosignature was refused; nothing was recorded.
     #[error("cosignature refused: {0}")]
     CosignatureRefused(CosignatureError),
+    /// No token has this id, nor is a live token of this name.
+    #[error(
+        "no token with id or name `{0}` (the static admin token is changed with `leviathan token rotate`)"
+    )]
+    TokenNotFound(String),
+    /// A live token already has this name.
+    #[error("a live token is already named `{0}`; revoke it or choose another name")]
+    TokenNameTaken(String),
+    /// The attempt has ended: it needs no worker token.
+    #[error("attempt `{attempt_id}` has ended ({status}); it gets no worker token")]
+    AttemptEnded {
+        /// The attempt.
+        attempt_id: AttemptId,
+        /// Its status.
+        status: String,
+    },
+    /// The principal's role or scope does not allow it; nothing was changed.
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
     /// A proof was asked for a leaf or size outside the log's tree.
     #[error("{0}")]
     OutsideTree(String),
@@ -106,6 +126,9 @@ impl ControlPlaneError {
             Self::CosignatureRefused(CosignatureError::Stale { .. }) => ErrorCode::InvalidState,
             Self::CosignatureRefused(_) => ErrorCode::InvalidRequest,
             Self::OutsideTree(_) => ErrorCode::OutsideTree,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::TokenNotFound(_) => ErrorCode::TokenNotFound,
+            Self::TokenNameTaken(_) | Self::AttemptEnded { .. } => ErrorCode::InvalidState,
             Self::Ledger(error) => ledger_code(error),
             Self::EventStore(error) => event_store_code(error),
             Self::Artifacts(error) => artifact_code(error),

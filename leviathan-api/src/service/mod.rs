@@ -23,6 +23,7 @@ use bytes::Bytes;
 use leviathan_core::{
     ArtifactStore, Event, EventStore, Expectations, GraphSummary, Head, Ledger, LedgerError,
     NewEvent, Sha256Digest, StreamId, Timestamp,
+    auth::{Principal, authorize_append},
     catalogue::{AttemptInvalidated, Payload},
     graph::{AttemptQuery, FailureQuery, Node, NodeKind},
     id::{AttemptId, EventId},
@@ -79,15 +80,21 @@ impl ControlPlane {
         &self.metrics
     }
 
-    /// Validates a bundle (artifacts stored, every event accepted by the catalogue and the
-    /// graph) and appends it atomically. Events already in the log are reported as duplicates.
+    /// Validates a bundle (`principal` may append every event, artifacts stored, every event
+    /// accepted by the catalogue and the graph) and appends it atomically, each event recording
+    /// `principal` as its writer. Events already in the log are reported as duplicates.
     ///
     /// The append runs in its own task, so a client that disconnects cannot cut it short; its
     /// retry then finds the events in the log.
     pub async fn ingest(
         &self,
-        request: IngestRequest,
+        principal: &Principal,
+        mut request: IngestRequest,
     ) -> Result<IngestResponse, ControlPlaneError> {
+        authorize_append(principal, &request.events)?;
+        for event in &mut request.events {
+            event.principal = Some(principal.clone());
+        }
         self.check_artifacts(&request).await?;
         let expectations = if request.expectations.is_empty() {
             Expectations::Derived
@@ -248,7 +255,8 @@ impl ControlPlane {
         })
     }
 
-    /// Declares an attempt void by appending `attempt.invalidated` (actor `operator`).
+    /// Declares an attempt void by appending `attempt.invalidated` (actor `operator`, written by
+    /// `principal` when the request came through the API).
     ///
     /// With `event_id`, a repeated request (a client retry) answers with the event already in
     /// the log instead of invalidating twice.
@@ -257,6 +265,7 @@ impl ControlPlane {
         attempt_id: &AttemptId,
         reason: &str,
         event_id: Option<EventId>,
+        principal: Option<Principal>,
     ) -> Result<InvalidateResponse, ControlPlaneError> {
         let reason = reason.trim();
         if reason.is_empty() {
@@ -298,12 +307,13 @@ impl ControlPlane {
             attempt_id: attempt_id.clone(),
             reason: reason.to_owned(),
         };
-        let event = NewEvent::new(
+        let mut event = NewEvent::new(
             event_id.clone(),
             Timestamp::now(),
             Some(OPERATOR_ACTOR.to_owned()),
             &payload,
         );
+        event.principal = principal;
         let receipt = match self.ledger.ingest(vec![event], Expectations::Derived).await {
             Ok(receipt) => receipt,
             Err(LedgerError::Rejected(rejections)) => {

@@ -5,9 +5,10 @@ use proptest::{collection::vec, option, prelude::*, sample::select};
 use serde_json::{Value, json};
 
 use crate::{
+    auth::Role,
     catalogue::{self as cat, KNOWN_EVENT_TYPES, Payload, TaskDefinition, TaskTransition},
     digest::Sha256Digest,
-    id::{AttemptId, TargetId, TaskId},
+    id::{AttemptId, KeyId, TargetId, TaskId, TokenId},
     model::{FailureClass, FailureKind, Priority, TaskSpec},
     paths::AllowedPaths,
     timestamp::Timestamp,
@@ -46,6 +47,7 @@ pub fn valid_payload(event_type: &str) -> BoxedStrategy<Value> {
                 cat::PrMerged(change).to_value()
             })
             .boxed(),
+        "token.issued" | "token.revoked" => token_payload(event_type),
         ty => attempt_payload(ty),
     }
 }
@@ -110,6 +112,8 @@ fn required_fields(event_type: &str) -> Vec<&'static str> {
         "pr.created" => vec!["attempt_id", "pr_number", "pr_url"],
         "pr.merged" | "pr.closed" => vec!["target_id", "pr_number"],
         "circuit.opened" => vec!["target_id", "consecutive_failures", "open_until"],
+        "token.issued" => vec!["token_id", "role", "key_id", "expires"],
+        "token.revoked" => vec!["token_id"],
         other => panic!("`{other}` is not a catalogue type"),
     }
 }
@@ -147,6 +151,7 @@ fn refused_values(event_type: &str) -> Vec<Refused> {
         "artifact.created" => vec![("kind", || json!(""))],
         "model.call_completed" => vec![("model", || json!(""))],
         "commit.created" => vec![("commit_sha", || json!("ABCDEF"))],
+        "token.issued" => vec![("name", || json!("")), ("role", || json!("root"))],
         _ => Vec::new(),
     }
 }
@@ -176,6 +181,38 @@ fn timestamp() -> impl Strategy<Value = Timestamp> {
 /// Printable text that is not blank, sometimes beyond ASCII.
 fn text() -> impl Strategy<Value = String> {
     prop_oneof!["[a-z][a-z ]{0,11}", "[a-z]\\PC{0,8}"]
+}
+
+fn token_payload(event_type: &str) -> BoxedStrategy<Value> {
+    let issued = event_type == "token.issued";
+    let token_id = (0u8..4).prop_map(|n| TokenId::new(format!("tok-{n}")).expect("valid token id"));
+    let role = select(Role::ALL.to_vec());
+    (
+        token_id,
+        role,
+        attempt_id(),
+        option::of(text()),
+        timestamp(),
+    )
+        .prop_map(move |(token_id, role, attempt, name, expires)| {
+            if !issued {
+                return cat::TokenRevoked {
+                    token_id,
+                    reason: name,
+                }
+                .to_value();
+            }
+            cat::TokenIssued {
+                token_id,
+                role,
+                name,
+                attempt_id: (role == Role::Worker).then_some(attempt),
+                key_id: KeyId::new("k-1").expect("valid key id"),
+                expires,
+            }
+            .to_value()
+        })
+        .boxed()
 }
 
 fn target_payload(event_type: &str) -> BoxedStrategy<Value> {

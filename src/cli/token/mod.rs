@@ -1,4 +1,5 @@
-//! `leviathan token show|rotate`.
+//! `leviathan token show|rotate` (the static admin token's file) and `leviathan token
+//! create|list|revoke|rotate-key` (signed tokens, through a running control plane).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -13,7 +14,9 @@ use super::{
     source::OutputArgs,
 };
 
-/// The control plane's bearer token.
+mod signed;
+
+/// The control plane's tokens.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -22,7 +25,15 @@ pub(crate) struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Print the token (from LEVIATHAN_CONTROL_PLANE_TOKEN, else the token file) on stdout
+    /// Create a signed token (admin): its secret is printed once, the log records its id only
+    Create(signed::CreateArgs),
+    /// List the signed tokens: ids, names, roles, expiry, last use (never a secret)
+    List(signed::ListArgs),
+    /// Revoke a signed token by id or name; it is refused from now on
+    Revoke(signed::RevokeArgs),
+    /// Make a new key sign new tokens; tokens signed before stay valid until they expire
+    RotateKey(signed::ApiArgs),
+    /// Print the static admin token (from LEVIATHAN_CONTROL_PLANE_TOKEN, else the token file)
     Show {
         /// The token file [default: ~/.leviathan/control-plane-token]
         #[arg(long, value_name = "PATH", env = "LEVIATHAN_TOKEN_FILE")]
@@ -30,8 +41,8 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Write a new random token to the token file (mode 0600); restart `leviathan serve` and
-    /// update the workers' secret afterwards
+    /// Write a new random static admin token to the token file (mode 0600); restart
+    /// `leviathan serve` afterwards
     Rotate {
         /// The token file [default: ~/.leviathan/control-plane-token]
         #[arg(long, value_name = "PATH", env = "LEVIATHAN_TOKEN_FILE")]
@@ -46,6 +57,10 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     finish(match args.command {
         Command::Show { token_file, output } => show(token_file, output),
         Command::Rotate { token_file, output } => rotate(token_file, output),
+        Command::Create(args) => signed::create(args).await,
+        Command::List(args) => signed::list(args).await,
+        Command::Revoke(args) => signed::revoke(args).await,
+        Command::RotateKey(args) => signed::rotate_key(args).await,
     })
 }
 
@@ -85,7 +100,7 @@ fn rotate(file: Option<PathBuf>, output: OutputArgs) -> Result<(), CliError> {
         return print_json(&serde_json::json!({"token_file": file, "rotated": true}));
     }
     println!(
-        "a new token was written to {}; restart `leviathan serve` and give workers the new token (`leviathan token show`)",
+        "a new static admin token was written to {}; restart `leviathan serve` (workers hold tokens of their own, minted per attempt)",
         file.display()
     );
     Ok(())

@@ -1,0 +1,214 @@
+//! Who a request is: the bearer token turned into a [`Principal`]. A signed `lvt1.` token is
+//! checked by the keyring (genuine, unexpired) and the registry of the log's `token.revoked`
+//! events; the static token of the token file or `LEVIATHAN_CONTROL_PLANE_TOKEN` is the legacy
+//! admin. Issuing and revoking tokens lives in [`issue`].
+
+pub mod issue;
+mod registry;
+
+use std::{path::PathBuf, sync::RwLock};
+
+use leviathan_core::{
+    EventStore, EventStoreError, Timestamp,
+    auth::{
+        Principal, Role,
+        token::{Grant, Keyring, KeyringError, PREFIX, Rejected, SignedToken},
+    },
+    id::{KeyId, TokenId},
+};
+use tokio::sync::Mutex;
+
+use self::registry::Registry;
+
+use crate::{
+    config::BearerToken,
+    keyring_file::{self, KEEP_RETIRED, KeyringFileError},
+};
+
+/// The token id events record for writes made with the static admin token.
+pub const STATIC_ADMIN_TOKEN_ID: &str = "static-admin";
+
+/// Why a bearer token is not accepted (401). Never quotes the token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unauthenticated {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token (send `Authorization: Bearer <token>`)")]
+    Missing,
+    /// Neither the static admin token nor a genuine signed token.
+    #[error("invalid bearer token")]
+    Invalid,
+    /// A signed token the keyring refuses (expired, unknown key, bad signature).
+    #[error("{0}")]
+    Rejected(Rejected),
+    /// A genuine token that an admin revoked.
+    #[error("the token `{0}` was revoked")]
+    Revoked(TokenId),
+    /// The log, which says whether the token was revoked, cannot be read now.
+    #[error("cannot check the token's revocation: {0}")]
+    Unverifiable(EventStoreError),
+}
+
+/// Why the keyring could not be changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyringChangeError {
+    /// Generating or saving the key failed.
+    #[error(transparent)]
+    File(#[from] KeyringFileError),
+    /// The keyring refused the change.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+/// The control plane's credentials: the static admin token, the signing keyring and the
+/// registry of issued and revoked tokens.
+pub struct Authority {
+    admin: BearerToken,
+    keyring: RwLock<Keyring>,
+    keyring_file: Option<PathBuf>,
+    registry: Mutex<Registry>,
+}
+
+impl Authority {
+    /// An authority accepting `admin` as the static admin token and the tokens `keyring` signed;
+    /// rotations are saved to `keyring_file` when there is one.
+    pub fn new(admin: BearerToken, keyring: Keyring, keyring_file: Option<PathBuf>) -> Self {
+        Self {
+            admin,
+            keyring: RwLock::new(keyring),
+            keyring_file,
+            registry: Mutex::new(Registry::default()),
+        }
+    }
+
+    /// The principal `presented` authenticates, as of `now`. A signed token's revocation is
+    /// checked against `events` (the log), read past what was read before.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        events: &dyn EventStore,
+        now: Timestamp,
+    ) -> Result<Principal, Unauthenticated> {
+        if !presented.starts_with(PREFIX) {
+            return match self.admin.matches(presented.as_bytes()) {
+                true => Ok(static_admin()),
+                false => Err(Unauthenticated::Invalid),
+            };
+        }
+        let claims = self
+            .read_keyring()
+            .verify(presented, now)
+            .map_err(Unauthenticated::Rejected)?;
+        let mut registry = self.registry.lock().await;
+        registry
+            .catch_up(events)
+            .await
+            .map_err(Unauthenticated::Unverifiable)?;
+        if registry.is_revoked(&claims.token_id) {
+            return Err(Unauthenticated::Revoked(claims.token_id));
+        }
+        registry.used(&claims.token_id, now);
+        Ok(claims.principal())
+    }
+
+    /// Signs `grant` with the current signing key.
+    pub fn sign(&self, grant: Grant) -> Result<SignedToken, KeyringError> {
+        self.read_keyring().sign(grant)
+    }
+
+    /// Makes a new key the signing key; the previous ones keep verifying until every token they
+    /// signed has expired. Saved to the keyring file first, so a restart keeps it.
+    pub fn rotate_key(&self) -> Result<KeyId, KeyringChangeError> {
+        let now = Timestamp::now();
+        let next = keyring_file::generate_key(now)?;
+        let id = next.id().clone();
+        let mut keyring = self.keyring.write().unwrap_or_else(|p| p.into_inner());
+        let mut rotated = keyring.clone();
+        rotated.rotate(next, now, KEEP_RETIRED)?;
+        if let Some(file) = &self.keyring_file {
+            keyring_file::write_keyring(file, &rotated)?;
+        }
+        *keyring = rotated;
+        Ok(id)
+    }
+
+    fn read_keyring(&self) -> std::sync::RwLockReadGuard<'_, Keyring> {
+        // A panic while holding the lock leaves a whole keyring behind (rotation swaps it in
+        // one assignment), so a poisoned lock is still good to read.
+        self.keyring.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("keyring_file", &self.keyring_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The principal of the static admin token.
+pub fn static_admin() -> Principal {
+    // A constant that satisfies the id rules.
+    #[allow(clippy::expect_used)]
+    let id = TokenId::new(STATIC_ADMIN_TOKEN_ID).expect("a valid token id");
+    Principal::new(id, Role::Admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use leviathan_core::memory::MemoryEventStore;
+
+    use super::*;
+
+    fn authority() -> Authority {
+        let key = keyring_file::generate_key(Timestamp::now()).unwrap();
+        Authority::new(
+            BearerToken::new("static-admin-token-0123").unwrap(),
+            Keyring::new(key),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_static_token_is_admin_and_signed_tokens_carry_their_claims() {
+        let authority = authority();
+        let log = MemoryEventStore::new();
+        let now = Timestamp::now();
+        let admin = authority
+            .authenticate("static-admin-token-0123", &log, now)
+            .await
+            .unwrap();
+        assert_eq!(admin, static_admin());
+        let signed = authority
+            .sign(Grant {
+                token_id: TokenId::new("tok-r").unwrap(),
+                role: Role::Reader,
+                attempt: None,
+                expires: now.saturating_add(Duration::from_secs(60)),
+            })
+            .unwrap();
+        authority.rotate_key().unwrap();
+        let reader = authority
+            .authenticate(signed.token.expose(), &log, now)
+            .await
+            .unwrap();
+        assert_eq!(reader.role, Role::Reader);
+        assert!(matches!(
+            authority
+                .authenticate("static-admin-token-0124", &log, now)
+                .await,
+            Err(Unauthenticated::Invalid)
+        ));
+        let later = now.saturating_add(Duration::from_secs(61));
+        assert!(matches!(
+            authority
+                .authenticate(signed.token.expose(), &log, later)
+                .await,
+            Err(Unauthenticated::Rejected(Rejected::Expired(_)))
+        ));
+    }
+}
