@@ -1,23 +1,26 @@
-//! Prometheus metrics, kept in atomics and written by hand in the text exposition format.
+//! Prometheus metrics, kept and encoded by `prometheus-client`.
 //!
 //! Event types are counted per catalogue type plus one `other` series for types outside the
 //! catalogue, so that clients cannot grow the number of series without bound.
 
-use std::{
-    collections::HashMap,
-    fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
 use leviathan_core::{
     Event, GraphSummary, Head, catalogue::KNOWN_EVENT_TYPES, model::AttemptStatus,
+};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
 };
 
 /// Upper bounds of the ingest latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// One label: its name and value.
+type Label = [(&'static str, &'static str); 1];
 
 /// How an ingest request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,13 +51,10 @@ impl IngestOutcome {
 /// The control plane's counters.
 #[derive(Debug)]
 pub struct Metrics {
-    /// One counter per catalogue type, then `other`.
-    events_by_type: Vec<AtomicU64>,
-    type_index: HashMap<&'static str, usize>,
-    ingests: [AtomicU64; 4],
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
+    /// One series per catalogue type, then `other`.
+    events_by_type: Family<Label, Counter>,
+    ingests: Family<Label, Counter>,
+    latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -64,166 +64,116 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// All counters at zero.
+    /// All counters at zero, every series present.
     pub fn new() -> Self {
-        Self {
-            events_by_type: (0..=KNOWN_EVENT_TYPES.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            type_index: KNOWN_EVENT_TYPES
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (*t, i))
-                .collect(),
-            ingests: Default::default(),
-            latency_buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
-            latency_sum_micros: AtomicU64::new(0),
+        let metrics = Self {
+            events_by_type: Family::default(),
+            ingests: Family::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        };
+        // Every series exists from the start, at zero.
+        for ty in KNOWN_EVENT_TYPES.iter().copied().chain(["other"]) {
+            metrics
+                .events_by_type
+                .get_or_create(&[("event_type", ty)])
+                .inc_by(0);
         }
+        for outcome in IngestOutcome::ALL {
+            metrics
+                .ingests
+                .get_or_create(&[("outcome", outcome.label())])
+                .inc_by(0);
+        }
+        metrics
     }
 
     /// Counts appended events by type.
     pub(crate) fn record_appended(&self, events: &[Event]) {
         for event in events {
-            let i = self
-                .type_index
-                .get(event.event_type.as_str())
+            let ty = KNOWN_EVENT_TYPES
+                .iter()
                 .copied()
-                .unwrap_or(KNOWN_EVENT_TYPES.len());
-            self.events_by_type[i].fetch_add(1, Ordering::Relaxed);
+                .find(|ty| *ty == event.event_type.as_str())
+                .unwrap_or("other");
+            self.events_by_type
+                .get_or_create(&[("event_type", ty)])
+                .inc();
         }
     }
 
     /// Records one ingest request.
     pub(crate) fn record_ingest(&self, outcome: IngestOutcome, elapsed: Duration) {
-        let index = IngestOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
-        self.ingests[index].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
-            self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.ingests
+            .get_or_create(&[("outcome", outcome.label())])
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
     }
 
     /// The exposition text. `head` is `None` when the store could not be read (the
     /// `leviathan_event_store_up` gauge then reads 0).
     pub(crate) fn render(&self, head: Result<Option<Head>, ()>, summary: &GraphSummary) -> String {
-        let mut out = String::with_capacity(4096);
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-
-        header(
-            &mut out,
-            "leviathan_events_ingested_total",
-            "counter",
-            "Events appended through this control plane since it started, by event type (`other` for types outside the catalogue).",
+        let mut registry = Registry::default();
+        registry.register(
+            "leviathan_events_ingested",
+            "Events appended through this control plane since it started, by event type (`other` for types outside the catalogue)",
+            self.events_by_type.clone(),
         );
-        let types = KNOWN_EVENT_TYPES.iter().copied().chain(["other"]);
-        for (ty, counter) in types.zip(&self.events_by_type) {
-            let _ = writeln!(
-                out,
-                "leviathan_events_ingested_total{{event_type=\"{ty}\"}} {}",
-                load(counter)
-            );
-        }
-
-        header(
-            &mut out,
-            "leviathan_ingest_requests_total",
-            "counter",
-            "Ingest requests by outcome.",
+        registry.register(
+            "leviathan_ingest_requests",
+            "Ingest requests by outcome",
+            self.ingests.clone(),
         );
-        for (outcome, counter) in IngestOutcome::ALL.iter().zip(&self.ingests) {
-            let _ = writeln!(
-                out,
-                "leviathan_ingest_requests_total{{outcome=\"{}\"}} {}",
-                outcome.label(),
-                load(counter)
-            );
-        }
-
-        header(
-            &mut out,
+        registry.register(
             "leviathan_ingest_duration_seconds",
-            "histogram",
-            "Time to validate and append an ingested bundle.",
+            "Time to validate and append an ingested bundle",
+            self.latency.clone(),
         );
-        let mut cumulative = 0;
-        for (le, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            cumulative += load(bucket);
-            let _ = writeln!(
-                out,
-                "leviathan_ingest_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = load(&self.latency_count);
-        let _ = writeln!(
-            out,
-            "leviathan_ingest_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "leviathan_ingest_duration_seconds_sum {}",
-            load(&self.latency_sum_micros) as f64 / 1e6
-        );
-        let _ = writeln!(out, "leviathan_ingest_duration_seconds_count {count}");
-
-        header(
-            &mut out,
+        register_gauge(
+            &mut registry,
             "leviathan_event_store_up",
-            "gauge",
-            "1 when the event store answered this scrape.",
+            "1 when the event store answered this scrape",
+            i64::from(head.is_ok()),
         );
-        let _ = writeln!(out, "leviathan_event_store_up {}", u8::from(head.is_ok()));
         if let Ok(head) = head {
-            header(
-                &mut out,
+            register_gauge(
+                &mut registry,
                 "leviathan_event_log_head_seq",
-                "gauge",
-                "Sequence number of the last event in the log (0 when empty).",
-            );
-            let _ = writeln!(
-                out,
-                "leviathan_event_log_head_seq {}",
-                head.map_or(0, |h| h.seq)
+                "Sequence number of the last event in the log (0 when empty)",
+                head.map_or(0, |h| i64::try_from(h.seq).unwrap_or(i64::MAX)),
             );
         }
-
-        header(
-            &mut out,
-            "leviathan_attempts",
-            "gauge",
-            "Attempts in the graph, by status.",
-        );
+        let attempts = Family::<Label, Gauge>::default();
         for status in AttemptStatus::ALL {
-            let n = summary
-                .attempts_by_status
-                .get(status.as_str())
-                .copied()
-                .unwrap_or(0);
-            let _ = writeln!(out, "leviathan_attempts{{status=\"{status}\"}} {n}");
+            let n = summary.attempts_by_status.get(status.as_str()).copied();
+            let n = n.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            attempts
+                .get_or_create(&[("status", status.as_str())])
+                .set(n);
         }
-
-        header(
-            &mut out,
-            "leviathan_graph_anomalies",
-            "gauge",
-            "Logged events the projection could not accept.",
+        registry.register(
+            "leviathan_attempts",
+            "Attempts in the graph, by status",
+            attempts,
         );
-        let _ = writeln!(out, "leviathan_graph_anomalies {}", summary.anomalies);
+        register_gauge(
+            &mut registry,
+            "leviathan_graph_anomalies",
+            "Logged events the projection could not accept",
+            i64::try_from(summary.anomalies).unwrap_or(i64::MAX),
+        );
+        let mut out = String::with_capacity(4096);
+        if let Err(error) = encode(&mut out, &registry) {
+            tracing::warn!(%error, "metrics: cannot encode the exposition");
+        }
         out
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// Registers a gauge reading `value`.
+fn register_gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
 }
 
 #[cfg(test)]
@@ -258,7 +208,7 @@ mod tests {
             "leviathan_events_ingested_total{{event_type=\"other\"}} {unknown}"
         )));
         assert!(text.contains("leviathan_ingest_duration_seconds_bucket{le=\"0.005\"} 1\n"));
-        assert!(text.contains("leviathan_ingest_duration_seconds_bucket{le=\"10\"} 1\n"));
+        assert!(text.contains("leviathan_ingest_duration_seconds_bucket{le=\"10.0\"} 1\n"));
         assert!(text.contains("leviathan_ingest_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("leviathan_ingest_duration_seconds_count 2\n"));
         assert!(text.contains("leviathan_ingest_requests_total{outcome=\"rejected\"} 1\n"));
