@@ -196,6 +196,7 @@ fn attempt() -> AttemptSpec {
         base_branch: "main".to_owned(),
         deadline: Duration::from_secs(900),
         env: BTreeMap::new(),
+        worker_token: None,
     }
 }
 

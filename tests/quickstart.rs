@@ -41,6 +41,12 @@ async fn the_quickstart_delivers_every_ready_task_as_a_pull_request() {
         );
     }
 
+    // Per-attempt worker tokens throughout: one minted per attempt, and the workers' events
+    // (started, tests, commit, pull request, success) written with them.
+    assert_eq!(outcome.worker_tokens, 3, "{outcome:#?}");
+    assert!(outcome.worker_events >= 3 * 4, "{outcome:#?}");
+    assert_eq!(outcome.outside_scope, 0);
+
     // The dependant's attempt was created after its dependency completed.
     let guide = outcome.task("docs-guide").unwrap();
     let faq = outcome.task("docs-faq").unwrap();

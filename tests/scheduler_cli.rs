@@ -372,6 +372,19 @@ async fn once_delivers_pull_requests_and_runs_again_without_duplicates() {
     assert_eq!(summary.tasks_by_status.get("pending"), Some(&1));
     assert_eq!(summary.open_prs, 3);
     world.assert_chain_verifies().await;
+    // Each worker reported with a token of its own attempt, minted at dispatch.
+    let events = world.events().await;
+    let issued = events.iter().filter(|e| e.event_type == "token.issued");
+    assert_eq!(issued.count(), 3, "one worker token per attempt");
+    for event in events
+        .iter()
+        .filter(|e| e.event_type == "attempt.succeeded")
+    {
+        let principal = event.principal.as_ref().expect("a principal");
+        assert_eq!(principal.role, leviathan_core::Role::Worker, "{event:?}");
+        let attempt = event.payload["attempt_id"].as_str();
+        assert_eq!(principal.attempt.as_ref().map(|a| a.as_str()), attempt);
+    }
     let log = format!("{}{}{}", first.stderr, second.stderr, third.stderr);
     assert!(
         !log.contains(world.github.token()),

@@ -25,7 +25,7 @@ use leviathan::{
         wire::ChainVerification,
     },
     core::{
-        ArtifactStore, Executor, Forge, GraphSummary, Ledger, TaskId,
+        ArtifactStore, Executor, Forge, GraphSummary, Ledger, Role, TaskId,
         backlog::{Backlog, parse_backlog},
         graph::Node,
         model::{AttemptStatus, TaskStatus},
@@ -154,6 +154,8 @@ pub(crate) struct Demo {
     artifacts: Arc<dyn ArtifactStore>,
     api_url: String,
     token: String,
+    /// The control plane's state: the scheduler mints each attempt's worker token through it.
+    state: ApiState,
     server: JoinHandle<std::io::Result<()>>,
     stop_server: oneshot::Sender<()>,
     target: TargetConfig,
@@ -212,8 +214,9 @@ impl Demo {
             .map_err(|e| format!("binding the control plane to 127.0.0.1: {e}"))?;
         let api_url = format!("http://{}", listener.local_addr()?);
         let (stop_server, stopped) = oneshot::channel::<()>();
+        let served = state.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router(state))
+            axum::serve(listener, router(served))
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
@@ -228,6 +231,7 @@ impl Demo {
             artifacts: stores.artifacts,
             api_url,
             token: secret,
+            state,
             server,
             stop_server,
             target,
@@ -289,6 +293,7 @@ impl Demo {
             .target(self.target.clone(), Arc::new(forge) as Arc<dyn Forge>)
             .backlog(GitBacklog::new(Some(Secret::new(self.github.token()))))
             .options(options)
+            .worker_tokens(Arc::new(self.state.clone()))
             .build()?;
         let reports = scheduler.run_until_idle().await?;
         Ok(reports.len())
@@ -350,6 +355,20 @@ impl Demo {
             })
             .collect();
         pull_requests.sort_by_key(|pr| pr.number);
+        let worker_tokens = events
+            .iter()
+            .filter(|e| e.event_type == "token.issued" && e.payload["role"] == "worker")
+            .count();
+        let by_workers = events.iter().filter_map(|e| {
+            let principal = e.principal.as_ref()?;
+            (principal.role == Role::Worker).then_some((e, principal))
+        });
+        let worker_events = by_workers.clone().count();
+        let outside_scope = by_workers
+            .filter(|(e, p)| {
+                e.payload["attempt_id"].as_str() != p.attempt.as_ref().map(|a| a.as_str())
+            })
+            .count();
         let executor_logs = tasks
             .iter()
             .flat_map(|t| &t.attempts)
@@ -375,6 +394,9 @@ impl Demo {
             chain,
             events: events.len() as u64,
             executor_logs,
+            worker_tokens,
+            worker_events,
+            outside_scope,
         })
     }
 }
@@ -438,6 +460,12 @@ pub(crate) struct Outcome {
     pub(crate) events: u64,
     /// Attempts whose executor stored the worker's log (`worker log of <attempt>`).
     pub(crate) executor_logs: usize,
+    /// Worker tokens minted (`token.issued` of role worker): one per attempt.
+    pub(crate) worker_tokens: usize,
+    /// Events written with a worker token.
+    pub(crate) worker_events: usize,
+    /// Of those, events about another attempt than their token's (the API refuses them).
+    pub(crate) outside_scope: usize,
 }
 
 /// A task of the backlog and its attempts.
@@ -559,6 +587,18 @@ impl Outcome {
         if self.summary.anomalies != 0 {
             problems.push(format!("{} graph anomalies", self.summary.anomalies));
         }
+        if self.worker_tokens != attempts {
+            problems.push(format!(
+                "{} worker tokens were minted for {attempts} attempts",
+                self.worker_tokens
+            ));
+        }
+        if self.outside_scope != 0 {
+            problems.push(format!(
+                "{} events were written by a worker token outside its attempt",
+                self.outside_scope
+            ));
+        }
         problems
     }
 
@@ -601,6 +641,10 @@ impl Outcome {
         println!("  nodes:    {}", counts(&s.nodes_by_type));
         println!("  tasks:    {}", counts(&s.tasks_by_status));
         println!("  attempts: {}", counts(&s.attempts_by_status));
+        println!(
+            "tokens:   {} worker tokens, one per attempt, minted at dispatch; {} events written with them, each about its own attempt",
+            self.worker_tokens, self.worker_events
+        );
         match &self.chain {
             ChainVerification::Verified(report) => {
                 println!("chain verified: {} events", report.events);

@@ -2,7 +2,14 @@
 
 use std::{fmt, sync::Arc};
 
-use leviathan_core::{ArtifactStore, Ledger, Timestamp, auth::token::Keyring};
+use async_trait::async_trait;
+use leviathan_core::{
+    ArtifactStore, Ledger, Timestamp, WorkerTokens,
+    auth::{Principal, Role, token::Keyring},
+    id::{AttemptId, TokenId},
+    secret::Secret,
+    store::BoxError,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -82,6 +89,24 @@ impl ApiState {
 
     pub(crate) fn streams_closed(&self) -> CancellationToken {
         self.inner.streams_closed.clone()
+    }
+}
+
+/// The token id that in-process minting records (a scheduler embedded in `serve`).
+const IN_PROCESS_SCHEDULER: &str = "in-process-scheduler";
+
+/// A scheduler embedded in the control plane mints its workers' tokens in process, as a
+/// scheduler, with the same keyring and records as `POST /v1/attempts/{id}/token`.
+#[async_trait]
+impl WorkerTokens for ApiState {
+    async fn mint(&self, attempt: &AttemptId, expires: Timestamp) -> Result<Secret, BoxError> {
+        let principal = Principal::new(TokenId::new(IN_PROCESS_SCHEDULER)?, Role::Scheduler);
+        let request = crate::wire::MintWorkerTokenRequest { expires };
+        let issued = self
+            .authority()
+            .mint_worker_token(self.control_plane().ledger(), &principal, attempt, request)
+            .await?;
+        Ok(Secret::new(issued.token))
     }
 }
 

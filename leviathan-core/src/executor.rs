@@ -12,11 +12,14 @@ use crate::{
     digest::Sha256Digest,
     id::{AttemptId, TargetId, TaskId},
     model::{Failure, FailureClass, FailureKind},
+    secret::Secret,
     store::BoxError,
+    timestamp::Timestamp,
 };
 
-/// Everything an executor needs to start the worker for one attempt. Secrets are not here: each
-/// executor injects them from its own configuration (environment, Kubernetes Secrets).
+/// Everything an executor needs to start the worker for one attempt. Secrets are not here (but
+/// the attempt's own token): each executor injects them from its own configuration
+/// (environment, Kubernetes Secrets).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptSpec {
     /// The attempt.
@@ -36,6 +39,10 @@ pub struct AttemptSpec {
     pub deadline: Duration,
     /// Extra, non-secret worker settings (model provider, base URLs…), passed as environment.
     pub env: BTreeMap<String, String>,
+    /// The attempt's own control-plane token (a worker token scoped to this attempt, minted at
+    /// dispatch). When set, executors give the worker this token instead of one of their own.
+    #[serde(skip)]
+    pub worker_token: Option<Secret>,
 }
 
 mod seconds {
@@ -156,6 +163,14 @@ impl ExecutorError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
     }
+}
+
+/// Mints the worker token of an attempt at dispatch (the control plane's `MintWorkerToken`,
+/// over HTTP or in process), so that each worker holds a token for its own attempt only.
+#[async_trait]
+pub trait WorkerTokens: Send + Sync + fmt::Debug + 'static {
+    /// A worker token for `attempt` only, expiring at `expires`.
+    async fn mint(&self, attempt: &AttemptId, expires: Timestamp) -> Result<Secret, BoxError>;
 }
 
 /// Runs attempts. Implementations must be safe to call concurrently for different attempts.

@@ -51,7 +51,9 @@ pub use catalogue::{EventBody, Payload, PayloadError, StreamId};
 pub use chain::{ChainBreak, ChainFault, ChainReport, ChainVerifier};
 pub use digest::Sha256Digest;
 pub use event::{Event, Head, NewEvent};
-pub use executor::{AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError};
+pub use executor::{
+    AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError, WorkerTokens,
+};
 pub use forge::{Forge, ForgeError};
 pub use graph::{Graph, GraphSummary};
 pub use id::{AttemptId, EventId, TargetId, TaskId, TokenId};

@@ -238,6 +238,7 @@ fn spec(attempt: &str, mode: &str) -> AttemptSpec {
         base_branch: "main".to_owned(),
         deadline: Duration::from_secs(120),
         env: BTreeMap::from([("FAKE_MODE".to_owned(), mode.to_owned())]),
+        worker_token: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn spec(attempt: &str) -> AttemptSpec {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         ),
+        worker_token: None,
     }
 }
 

@@ -130,6 +130,10 @@ impl LocalExecutor {
         for (name, secret) in &self.config.secrets {
             set(name, secret.expose().to_owned());
         }
+        // The attempt's own token replaces the executor's: the worker can act for its attempt only.
+        if let Some(token) = &spec.worker_token {
+            set(protocol::CONTROL_PLANE_TOKEN, token.expose().to_owned());
+        }
         if let Some(model) = &self.config.claude_model {
             set(protocol::LEVIATHAN_CLAUDE_MODEL, model.clone());
         }
@@ -149,10 +153,11 @@ impl LocalExecutor {
         env
     }
 
-    /// Replaces every configured secret value (and the forms the worker derives from them) in
-    /// `output`, with the worker's own redactor.
-    fn redact(&self, output: &[u8]) -> String {
-        Redactor::new(self.config.secrets.values().map(Secret::expose)).redact_bytes(output)
+    /// Replaces every configured secret value and the attempt's token (and the forms the worker
+    /// derives from them) in `output`, with the worker's own redactor.
+    fn redact(&self, spec: &AttemptSpec, output: &[u8]) -> String {
+        let secrets = self.config.secrets.values().chain(&spec.worker_token);
+        Redactor::new(secrets.map(Secret::expose)).redact_bytes(output)
     }
 
     /// Stores the worker's log; a store failure costs the log, never the outcome.
@@ -355,7 +360,7 @@ impl Executor for LocalExecutor {
                 ))(err));
             }
         };
-        let mut log = self.redact(&finished.output);
+        let mut log = self.redact(spec, &finished.output);
         let result = self.result_of(spec, &finished, &log, &dir);
         if finished.truncated {
             log.insert_str(0, "[the start of the log was dropped]\n");

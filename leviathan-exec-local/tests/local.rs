@@ -68,6 +68,7 @@ fn spec(attempt: &str) -> AttemptSpec {
         base_branch: "main".to_owned(),
         deadline: Duration::from_secs(60),
         env: BTreeMap::from([("LEVIATHAN_MODEL_PROVIDER".to_owned(), "command".to_owned())]),
+        worker_token: None,
     }
 }
 

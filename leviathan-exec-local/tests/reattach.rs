@@ -72,6 +72,7 @@ impl Setup {
             base_branch: "main".to_owned(),
             deadline,
             env: BTreeMap::from([("GO".to_owned(), self.go().display().to_string())]),
+            worker_token: None,
         }
     }
 

@@ -117,6 +117,7 @@ fn print_job_spec(args: JobSpecArgs) -> Result<(), CliError> {
         base_branch: args.branch,
         deadline: Duration::from_secs(args.deadline_secs),
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
+        worker_token: None,
     };
     let job = job_spec(&spec, &config);
     let text = match args.output {

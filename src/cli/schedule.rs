@@ -16,7 +16,7 @@ use leviathan::{
         token::{self, TOKEN_ENV},
     },
     core::{
-        ArtifactStore, Executor, Forge, Ledger, Sha256Digest,
+        ArtifactStore, Executor, Forge, Ledger, Sha256Digest, WorkerTokens,
         executor::protocol::{self, LEVIATHAN_GITHUB_API_URL},
         memory::MemoryGraphStore,
         secret::Secret,
@@ -93,6 +93,9 @@ pub(crate) struct WorkerDefaults {
     pub(crate) control_plane_url: Option<String>,
     /// The control plane's token.
     pub(crate) token: Option<String>,
+    /// Mints each attempt's own worker token (the control plane's API, or the control plane
+    /// itself when the scheduler runs inside `serve`).
+    pub(crate) minter: Option<Arc<dyn WorkerTokens>>,
 }
 
 /// `GITHUB_TOKEN`: the forge and backlog credential (the same name as the worker's).
@@ -189,6 +192,7 @@ async fn schedule(args: Args) -> Result<(), CliError> {
                         client.base_url().as_str().trim_end_matches('/').to_owned(),
                     ),
                     token: api_token(args.source.token_file.as_deref())?,
+                    minter: Some(Arc::new(client.clone())),
                 };
                 (
                     Arc::new(ledger),
@@ -290,6 +294,7 @@ pub(crate) async fn build(
         .ok()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_owned());
+    let minter = workers.minter.clone();
     let executor = executor(run.executor, artifacts, workers).await?;
     let mut builder = Scheduler::builder(ledger, executor)
         .backlog(GitBacklog::new(Some(token.clone())))
@@ -300,6 +305,9 @@ pub(crate) async fn build(
             worker_env: forwarded_worker_env(),
             ..SchedulerOptions::default()
         });
+    if let Some(minter) = minter {
+        builder = builder.worker_tokens(minter);
+    }
     for target in targets {
         let forge = GitHubForge::new(&api_url, &token, &target.repo_url)
             .map_err(|e| CliError::usage(format!("target `{}`: {e}", target.name)))?;

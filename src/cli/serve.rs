@@ -201,6 +201,7 @@ async fn serve(args: Args) -> Result<(), CliError> {
         let workers = WorkerDefaults {
             control_plane_url: Some(format!("http://{}", reachable(addr))),
             token: worker_token,
+            minter: Some(Arc::new(state.clone())),
         };
         let scheduler = schedule::build(
             ledger.clone(),

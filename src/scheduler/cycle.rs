@@ -366,6 +366,7 @@ impl Inner {
             base_branch: served.config.default_branch.clone(),
             deadline,
             env: self.worker_env(&served.config),
+            worker_token: None,
         };
         self.spawn_run(spec, Start::Run);
         Ok(Some(Dispatched {
@@ -390,6 +391,7 @@ impl Inner {
                 .deadline_seconds
                 .map_or(served.config.policy.attempt_timeout, Duration::from_secs),
             env: self.worker_env(&served.config),
+            worker_token: None,
         }
     }
 }

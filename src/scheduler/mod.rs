@@ -59,7 +59,7 @@ use std::{
 use leviathan_core::{
     AttemptId, BacklogSource, EventId, Expectations, Forge, Ledger, LedgerError, NewEvent, Payload,
     TargetId, TaskId,
-    executor::{Executor, protocol},
+    executor::{Executor, WorkerTokens, protocol},
     plan::{Action, SchedulingPolicy, Skip},
     store::EventStoreError,
     target::TargetConfig,
@@ -181,6 +181,7 @@ struct Served {
 struct Inner {
     ledger: Arc<Ledger>,
     executor: Arc<dyn Executor>,
+    worker_tokens: Option<Arc<dyn WorkerTokens>>,
     targets: BTreeMap<TargetId, Served>,
     backlog: Arc<dyn BacklogSource>,
     clock: Arc<dyn Clock>,
@@ -202,6 +203,7 @@ struct Inner {
 pub struct SchedulerBuilder {
     ledger: Arc<Ledger>,
     executor: Arc<dyn Executor>,
+    worker_tokens: Option<Arc<dyn WorkerTokens>>,
     targets: Vec<(TargetConfig, Arc<dyn Forge>)>,
     backlog: Option<Arc<dyn BacklogSource>>,
     clock: Option<Arc<dyn Clock>>,
@@ -225,6 +227,13 @@ impl SchedulerBuilder {
     /// [`SchedulerBuilder::backlog`] with a shared source.
     pub fn backlog_arc(mut self, source: Arc<dyn BacklogSource>) -> Self {
         self.backlog = Some(source);
+        self
+    }
+
+    /// Mints each attempt's own worker token at dispatch (the executors then give the worker
+    /// that token only). Without it, workers get the executor's configured token.
+    pub fn worker_tokens(mut self, minter: Arc<dyn WorkerTokens>) -> Self {
+        self.worker_tokens = Some(minter);
         self
     }
 
@@ -311,6 +320,7 @@ impl SchedulerBuilder {
             inner: Arc::new(Inner {
                 ledger: self.ledger,
                 executor: self.executor,
+                worker_tokens: self.worker_tokens,
                 targets,
                 backlog,
                 clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
@@ -332,6 +342,7 @@ impl Scheduler {
         SchedulerBuilder {
             ledger,
             executor,
+            worker_tokens: None,
             targets: Vec::new(),
             backlog: None,
             clock: None,

@@ -2,16 +2,21 @@
 //! not report (a crash, a lost attempt, an executor failure), the executor's artifacts, and the
 //! task's completion. Also the re-attachment of orphaned attempts after a restart.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use leviathan_core::{
-    AttemptOutcome, AttemptResult, AttemptSpec, ExecutorError, Expectations, NewEvent,
+    AttemptOutcome, AttemptResult, AttemptSpec, ExecutorError, Expectations, NewEvent, Timestamp,
     catalogue::{ArtifactCreated, AttemptFailed, AttemptSucceeded, TaskCompleted, TaskTransition},
     executor::ArtifactRef,
     model::{AttemptStatus, FailureClass, FailureKind},
 };
 
 use super::{Inner, Recorded, SchedulerError, runs::Run};
+
+/// How long a worker token outlives its attempt's deadline (the worker's last report).
+const TOKEN_GRACE: Duration = Duration::from_secs(15 * 60);
+/// The longest a worker token may live (the control plane refuses more than 7 days).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400 - 60);
 
 /// How a run task gets its outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +48,10 @@ impl Inner {
     async fn follow_run(&self, spec: AttemptSpec, start: Start) {
         let label = label(&spec);
         let result = match start {
-            Start::Run => self.executor.run(&spec).await,
+            Start::Run => match self.with_token(spec.clone()).await {
+                Ok(with_token) => self.executor.run(&with_token).await,
+                Err(error) => Err(error),
+            },
             Start::Reattach => match self.executor.reattach(&spec).await {
                 Ok(Some(outcome)) => Ok(outcome),
                 Ok(None) => {
@@ -65,6 +73,28 @@ impl Inner {
         if let Err(error) = self.record_outcome(&spec, result).await {
             tracing::error!("cannot record how {label} ended: {error}");
         }
+    }
+
+    /// `spec` with the attempt's own worker token, when this scheduler mints them. A token that
+    /// cannot be minted fails the attempt (transiently) rather than hand the worker another.
+    async fn with_token(&self, mut spec: AttemptSpec) -> Result<AttemptSpec, ExecutorError> {
+        let Some(minter) = &self.worker_tokens else {
+            return Ok(spec);
+        };
+        let ttl = (spec.deadline + TOKEN_GRACE).min(MAX_TOKEN_TTL);
+        let expires = Timestamp::now().saturating_add(ttl);
+        let token = minter
+            .mint(&spec.attempt_id, expires)
+            .await
+            .map_err(|source| ExecutorError::Unavailable {
+                reason: format!(
+                    "cannot mint the worker token of attempt {}",
+                    spec.attempt_id
+                ),
+                source: Some(source),
+            })?;
+        spec.worker_token = Some(token);
+        Ok(spec)
     }
 
     /// Records what the worker could not: the outcome while the attempt is still live, the

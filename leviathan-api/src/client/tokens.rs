@@ -1,6 +1,8 @@
 //! The token routes: create, list, revoke, rotate the signing key (admin), mint a worker token
 //! (scheduler, admin).
 
+use async_trait::async_trait;
+use leviathan_core::{WorkerTokens, secret::Secret, store::BoxError};
 use reqwest::Method;
 
 use super::{ClientError, ControlPlaneClient};
@@ -57,5 +59,15 @@ impl ControlPlaneClient {
         let mut call = self.call(Method::POST, "v1/attempts", &[attempt.as_str(), "token"]);
         Self::json_body(&mut call, &MintWorkerTokenRequest { expires })?;
         self.json(&call).await
+    }
+}
+
+/// A scheduler that reports over HTTP mints its workers' tokens through the API (its token must
+/// be a scheduler's or an admin's).
+#[async_trait]
+impl WorkerTokens for ControlPlaneClient {
+    async fn mint(&self, attempt: &AttemptId, expires: Timestamp) -> Result<Secret, BoxError> {
+        let issued = self.mint_worker_token(attempt, expires).await?;
+        Ok(Secret::new(issued.token))
     }
 }

@@ -235,6 +235,7 @@ mod tests {
             base_branch: "main".to_owned(),
             deadline: Duration::from_secs(60),
             env: BTreeMap::new(),
+            worker_token: None,
         }
     }
 

@@ -139,6 +139,7 @@ impl World {
                 ]
                 .map(|(k, v)| (k.to_owned(), v)),
             ),
+            worker_token: None,
         }
     }
 
