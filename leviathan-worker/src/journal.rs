@@ -10,7 +10,7 @@ use leviathan_core::{
     catalogue::{ArtifactCreated, Payload},
 };
 
-use crate::Redactor;
+use leviathan_core::redact::Redactor;
 
 /// An artifact the attempt produced, uploaded before the bundle that references it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,8 +14,9 @@ use leviathan_core::{
     model::{Failure, FailureClass, FailureKind, SandboxReport},
 };
 
+use leviathan_core::redact::Redactor;
+
 use crate::{
-    Redactor,
     config::{Budget, ConfigError, WorkerConfig},
     control_plane::{self, Bundle, ControlPlane},
     envelope, files,

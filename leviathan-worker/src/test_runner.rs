@@ -3,8 +3,9 @@
 
 use std::{path::Path, time::Duration};
 
+use leviathan_core::redact::Redactor;
+
 use crate::{
-    Redactor,
     process::{self, Spec},
     sandbox::Untrusted,
 };
