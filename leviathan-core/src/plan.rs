@@ -181,6 +181,25 @@ pub enum SkipReason {
     },
 }
 
+impl SkipReason {
+    /// The reason's kind, as its serde tag spells it (a metrics label: one value per variant).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AutonomyDisabled => "autonomy_disabled",
+            Self::NotReady => "not_ready",
+            Self::Status { .. } => "status",
+            Self::Dependencies { .. } => "dependencies",
+            Self::Scope { .. } => "scope",
+            Self::InFlight { .. } => "in_flight",
+            Self::Backoff { .. } => "backoff",
+            Self::MaxAttempts { .. } => "max_attempts",
+            Self::OpenPrLatch { .. } => "open_pr_latch",
+            Self::MaxRunning { .. } => "max_running",
+            Self::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+}
+
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -24,7 +24,7 @@ use leviathan::{
         target::{TargetConfig, parse_target_config},
     },
     git::GitBacklog,
-    scheduler::{Scheduler, SchedulerOptions},
+    scheduler::{Scheduler, SchedulerOptions, serve_metrics},
 };
 use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
 use leviathan_exec_local::{LocalConfig, LocalExecutor};
@@ -56,6 +56,10 @@ pub(crate) struct Args {
     /// Log format (logs go to stderr; one line per decision)
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve the scheduler's Prometheus metrics (cycles, dispatches, skips by reason, attempts
+    /// running, breakers) on http://ADDR/metrics, e.g. 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<std::net::SocketAddr>,
 }
 
 /// How the scheduler runs (shared with `serve --schedule`).
@@ -202,6 +206,25 @@ async fn schedule(args: Args) -> Result<(), CliError> {
             }
         };
     let scheduler = build(ledger.clone(), artifacts, targets, &args.run, workers).await?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = args.metrics_bind {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError::failure(format!("--metrics-bind {addr}: cannot listen: {e}")))?;
+        tracing::info!(%addr, "serving the scheduler's metrics on /metrics");
+        let render = {
+            let scheduler = scheduler.clone();
+            move || scheduler.metrics()
+        };
+        let stopped = async move {
+            let _ = metrics_stopped.await;
+        };
+        tokio::spawn(async move {
+            if let Err(error) = serve_metrics(listener, render, stopped).await {
+                tracing::warn!(%error, "the metrics server stopped");
+            }
+        });
+    }
     let result = if args.once {
         scheduler.once().await.map(|report| {
             tracing::info!(
@@ -214,6 +237,7 @@ async fn schedule(args: Args) -> Result<(), CliError> {
     } else {
         scheduler.run(shutdown_signal_logged()).await
     };
+    let _ = stop_metrics.send(());
     let flushed = ledger.flush().await;
     result.map_err(|e| CliError::failure(e.to_string()))?;
     Ok(flushed?)

@@ -12,7 +12,7 @@ use leviathan_core::{
         AttemptCreated, AttemptTimedOut, CircuitClosed, CircuitOpened, JobSubmitted,
         RetryScheduled, TaskBlocked, TaskFailed, TaskTransition,
     },
-    graph::{AttemptNode, Graph},
+    graph::{AttemptNode, Circuit, Graph},
     plan::{Action, Dispatch, PlanContext, Skip, plan, retry_delay},
 };
 
@@ -130,8 +130,28 @@ impl Inner {
                 }
             }
         }
+        self.record_metrics(&report).await;
         self.cycles.send_modify(|n| *n += 1);
         Ok(report)
+    }
+
+    /// Counts the cycle in the scheduler's metrics, with the served targets' breakers after it.
+    async fn record_metrics(&self, report: &CycleReport) {
+        let breakers: Vec<(&str, bool)> = {
+            let graph = self.ledger.graph().await;
+            self.targets
+                .keys()
+                .map(|target| {
+                    let open = graph
+                        .target(target)
+                        .is_some_and(|node| matches!(node.circuit, Circuit::Open { .. }));
+                    (target.as_str(), open)
+                })
+                .collect()
+        };
+        let skips = report.skipped.iter().map(|skip| skip.reason.kind());
+        self.metrics
+            .record_cycle(report.dispatched.len(), skips, breakers);
     }
 
     /// Syncs every target with its backlog and reconciles it with its forge.

@@ -44,6 +44,7 @@
 mod clock;
 mod cycle;
 mod daemon;
+mod metrics;
 mod outcome;
 mod reconcile;
 mod runs;
@@ -69,6 +70,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use self::clock::{Clock, TokioClock};
+pub use self::metrics::serve_metrics;
 use self::runs::Runs;
 
 /// Head branches of the agent's pull requests start with this.
@@ -195,6 +197,7 @@ struct Inner {
     /// failed, and those whose `attempt.created` may have landed although recording it failed.
     unrecovered: Mutex<BTreeSet<AttemptId>>,
     cycles: watch::Sender<u64>,
+    metrics: metrics::SchedulerMetrics,
 }
 
 /// Builds a [`Scheduler`]; see [`Scheduler::builder`].
@@ -330,6 +333,7 @@ impl SchedulerBuilder {
                 logged_skips: Mutex::default(),
                 unrecovered: Mutex::default(),
                 cycles: watch::Sender::new(0),
+                metrics: metrics::SchedulerMetrics::new(),
             }),
         })
     }
@@ -425,6 +429,12 @@ impl Scheduler {
     /// The attempts this process runs or follows now.
     pub fn running(&self) -> Vec<AttemptId> {
         self.inner.runs.snapshot().into_keys().collect()
+    }
+
+    /// The Prometheus exposition of this scheduler's metrics: cycles, dispatches, skips by
+    /// reason, attempts running, each served target's breaker (see [`serve_metrics`]).
+    pub fn metrics(&self) -> String {
+        self.inner.metrics.render(self.inner.runs.snapshot().len())
     }
 
     /// Counts completed cycles; watch it to follow the daemon's progress.

@@ -525,3 +525,22 @@ fn retry_delay_grows_caps_and_jitters_within_bounds() {
         assert_eq!(d, Duration::from_secs_f64(240.0 * unit));
     }
 }
+
+#[test]
+fn skip_kinds_are_the_serde_tags() {
+    let reasons = [
+        SkipReason::AutonomyDisabled,
+        SkipReason::NotReady,
+        SkipReason::Backoff { until: None },
+        SkipReason::MaxRunning {
+            scope: "global",
+            running: 4,
+            max: 4,
+        },
+        SkipReason::OpenPrLatch { open: 1, max: 1 },
+    ];
+    for reason in reasons {
+        let value = serde_json::to_value(&reason).unwrap();
+        assert_eq!(value["reason"], reason.kind(), "{reason:?}");
+    }
+}
