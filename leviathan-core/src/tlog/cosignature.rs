@@ -388,7 +388,9 @@ mod tests {
         assert_eq!(witness.verify(cosigned.as_bytes()), Ok(1_679_315_147));
         // The key id is the one C2SP defines: SHA-256(name ‖ \n ‖ 0x04 ‖ key)[:4].
         let id = &STANDARD.decode(encoded).unwrap()[..4];
-        let bytes = STANDARD.decode(public.splitn(3, '+').nth(2).unwrap()).unwrap();
+        let bytes = STANDARD
+            .decode(public.splitn(3, '+').nth(2).unwrap())
+            .unwrap();
         let digest = Sha256Digest::of(&[b"witness.example/w1\n".as_slice(), &bytes].concat());
         assert_eq!(id, &digest.as_bytes()[..4]);
     }
@@ -451,7 +453,10 @@ mod tests {
         let (secret, public) = generate_cosigner_key("w.example").unwrap();
         assert!(generate_cosigner_key("has space").is_err());
         assert!(CosignatureVerifier::new("w.example+00000000+AAAA").is_err());
-        let wrong_id = format!("w.example+00000000+{}", public.splitn(3, '+').nth(2).unwrap());
+        let wrong_id = format!(
+            "w.example+00000000+{}",
+            public.splitn(3, '+').nth(2).unwrap()
+        );
         assert!(CosignatureVerifier::new(&wrong_id).is_err());
         // A signed-note (type 0x01) key is not a cosigner key.
         let (_, log_key) = generate_key("w.example").unwrap();
