@@ -12,8 +12,8 @@
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 
 use leviathan_core::{
-    ArtifactStore, EventStore, EventStoreError, GraphStore,
-    memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+    ArtifactStore, BundleIndex, EventStore, EventStoreError, GraphStore,
+    memory::{MemoryArtifactStore, MemoryBundleIndex, MemoryEventStore, MemoryGraphStore},
     tlog::TreeStore,
 };
 
@@ -154,6 +154,8 @@ pub struct Stores {
     pub artifacts: Arc<dyn ArtifactStore>,
     /// The log's Merkle tree and its signed checkpoints.
     pub tree: Arc<dyn TreeStore>,
+    /// Bundle ids bound to their content.
+    pub bundles: Arc<dyn BundleIndex>,
     /// Where they are (password masked), for messages and logs.
     pub location: String,
 }
@@ -168,12 +170,13 @@ pub async fn open(url: &StoreUrl) -> Result<Stores, OpenError> {
     open_with(url, None).await
 }
 
-/// The four stores of one backend.
+/// The five stores of one backend.
 type Handles = (
     Arc<dyn EventStore>,
     Arc<dyn GraphStore>,
     Arc<dyn ArtifactStore>,
     Arc<dyn TreeStore>,
+    Arc<dyn BundleIndex>,
 );
 
 /// Told how far the one-time build of a PostgreSQL log's Merkle tree is (uninhabited without
@@ -192,7 +195,7 @@ pub async fn open_with(
     tree_progress: Option<TreeBuildProgress>,
 ) -> Result<Stores, OpenError> {
     let location = url.to_string();
-    let (events, graphs, artifacts, tree) = match url {
+    let (events, graphs, artifacts, tree, bundles) = match url {
         StoreUrl::Memory => Ok(open_memory()),
         StoreUrl::Sled(path) => open_sled(path.clone()).await,
         StoreUrl::Postgres(raw) => open_postgres(raw, tree_progress).await,
@@ -206,6 +209,7 @@ pub async fn open_with(
         graphs,
         artifacts,
         tree,
+        bundles,
         location,
     })
 }
@@ -217,6 +221,7 @@ fn open_memory() -> Handles {
         Arc::new(MemoryGraphStore::new()),
         Arc::new(MemoryArtifactStore::new()),
         Arc::new(events),
+        Arc::new(MemoryBundleIndex::new()),
     )
 }
 
@@ -230,6 +235,7 @@ async fn open_sled(path: PathBuf) -> Result<Handles, EventStoreError> {
         store.graphs(),
         store.artifacts(),
         store.tree(),
+        store.bundles(),
     ))
 }
 
@@ -253,6 +259,7 @@ async fn open_postgres(
         store.graphs(),
         store.artifacts(),
         store.tree(),
+        store.bundles(),
     ))
 }
 

@@ -55,8 +55,12 @@ pub enum ErrorCode {
     OutsideTree,
     /// An event id is already used with different content.
     EventConflict,
+    /// A bundle id was already ingested with other content; nothing was appended.
+    BundleConflict,
     /// The request conflicts with the current state (e.g. invalidating an invalidated attempt).
     InvalidState,
+    /// Too many requests are in progress; retry after `Retry-After` seconds.
+    TooManyRequests,
     /// The request did not finish in time.
     Timeout,
     /// A store is unreachable or overloaded; retry later.
@@ -74,7 +78,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server may send, in documentation order.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 29] = [
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
@@ -96,7 +100,9 @@ impl ErrorCode {
         Self::NoCheckpoint,
         Self::OutsideTree,
         Self::EventConflict,
+        Self::BundleConflict,
         Self::InvalidState,
+        Self::TooManyRequests,
         Self::Timeout,
         Self::StoreUnavailable,
         Self::NotReady,
@@ -128,7 +134,9 @@ impl ErrorCode {
             Self::NoCheckpoint => "no_checkpoint",
             Self::OutsideTree => "outside_tree",
             Self::EventConflict => "event_conflict",
+            Self::BundleConflict => "bundle_conflict",
             Self::InvalidState => "invalid_state",
+            Self::TooManyRequests => "too_many_requests",
             Self::Timeout => "timeout",
             Self::StoreUnavailable => "store_unavailable",
             Self::NotReady => "not_ready",

@@ -124,6 +124,10 @@ pub struct Limits {
     pub long_request_timeout: Duration,
     /// Interval of keep-alive comments on event streams.
     pub stream_keep_alive: Duration,
+    /// Most protected requests handled at once; more are answered 429 at once. With the body
+    /// limits it bounds the memory that request bodies take (about this many times
+    /// [`Limits::artifact_bytes`] at worst).
+    pub concurrent_requests: usize,
 }
 
 impl Default for Limits {
@@ -136,6 +140,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             long_request_timeout: Duration::from_secs(600),
             stream_keep_alive: Duration::from_secs(15),
+            concurrent_requests: 64,
         }
     }
 }

@@ -164,6 +164,51 @@ async fn a_repeated_bundle_is_a_duplicate_and_appends_nothing() {
 }
 
 #[tokio::test]
+async fn a_bundle_id_names_one_content() {
+    let h = Harness::start().await;
+    let first = [note("b1-a", 1), note("b1-b", 2)];
+    let (status, body) = h.ingest(&bundle("bundle-one", &first)).await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ok")));
+    let (status, again) = h.ingest(&bundle("bundle-one", &first)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["status"], "duplicate");
+
+    // Other events, other target, the same events in another order: other content.
+    let others = [
+        bundle("bundle-one", &[note("b1-a", 1), note("b1-c", 3)]),
+        json!({"target": "elsewhere", "bundle_id": "bundle-one", "events": first}),
+        bundle("bundle-one", &[note("b1-b", 2), note("b1-a", 1)]),
+    ];
+    for other in &others {
+        let (status, answer) = h.ingest(other).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(error_code(&answer), "bundle_conflict");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`bundle-one`"), "{message}");
+    }
+    assert_eq!(h.head_seq().await, 2, "nothing appended");
+    assert!(
+        h.events
+            .get(&note("b1-c", 3).event_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A refused bundle binds nothing: its id carries other content next.
+    let stray = json!({
+        "event_id": "stray", "event_type": "attempt.started", "timestamp": "2026-01-28T12:00:00Z",
+        "payload": {"attempt_id": "attempt-unknown"}
+    });
+    let refused = json!({"target": "demo", "bundle_id": "bundle-two", "events": [stray]});
+    let (status, _) = h.ingest(&refused).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = h.ingest(&bundle("bundle-two", &[note("b2", 4)])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(h.head_seq().await, 3);
+}
+
+#[tokio::test]
 async fn malformed_json_is_a_400_that_says_where() {
     let h = Harness::start().await;
     let (status, _, body) = h
@@ -471,6 +516,90 @@ async fn a_reused_event_id_with_other_content_is_a_conflict() {
     assert_eq!(error_code(&answer), "event_conflict");
     assert_eq!(answer["error"]["details"][0]["index"], 1);
     assert_eq!(h.head_seq().await, 1);
+}
+
+#[tokio::test]
+async fn a_streamed_upload_past_the_limit_is_413_and_keeps_nothing() {
+    let h = Harness::start_with(|c| c.limits.artifact_bytes = 4096).await;
+    let content = vec![b'x'; 10_000];
+    let sha = Sha256Digest::of(&content);
+    // Chunked, without Content-Length: refused as the bytes pass the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        content.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let response = h
+        .http
+        .put(h.url(&format!("/v1/artifacts/{sha}")))
+        .bearer_auth(support::TOKEN)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&answer), "body_too_large");
+    assert!(
+        !h.state
+            .control_plane()
+            .artifacts()
+            .exists(&sha)
+            .await
+            .unwrap()
+    );
+    // Declared too large: refused before a byte is read.
+    let (status, _, _) = h
+        .raw(
+            Method::PUT,
+            &format!("/v1/artifacts/{sha}"),
+            Some(content),
+            Auth::Token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        !h.state
+            .control_plane()
+            .artifacts()
+            .exists(&sha)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn requests_past_the_concurrency_limit_are_429_with_retry_after() {
+    let h = Harness::start_with(|c| c.limits.concurrent_requests = 1).await;
+    let content = b"held open".to_vec();
+    let sha = Sha256Digest::of(&content);
+    // An upload whose body arrives only when told: it holds the one permit until then.
+    let (send, wait) = tokio::sync::oneshot::channel::<()>();
+    let body = futures::stream::once(async move {
+        let _ = wait.await;
+        Ok::<_, std::io::Error>(content)
+    });
+    let held = h
+        .http
+        .put(h.url(&format!("/v1/artifacts/{sha}")))
+        .bearer_auth(support::TOKEN)
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let held = tokio::spawn(held);
+    let refused = loop {
+        let (status, headers, body) = h
+            .raw(Method::GET, "/v1/graph/summary", None, Auth::Token)
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break (headers, body);
+        }
+        assert_eq!(status, StatusCode::OK, "before the upload holds the permit");
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(refused.0["retry-after"], "1");
+    let answer: Value = serde_json::from_slice(&refused.1).unwrap();
+    assert_eq!(error_code(&answer), "too_many_requests");
+    send.send(()).unwrap();
+    assert_eq!(held.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    let (status, _) = h.get("/v1/graph/summary").await;
+    assert_eq!(status, StatusCode::OK, "the permit is back");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use leviathan_core::{
     AppendRequest, EventStore, EventStoreError, ExpectedVersion, Sha256Digest, StreamId,
-    memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+    memory::{MemoryArtifactStore, MemoryBundleIndex, MemoryEventStore, MemoryGraphStore},
     model::Priority,
     testkit::Scenario,
     testkit::conformance::{self, Stores},
@@ -29,6 +29,8 @@ impl conformance::Harness for Remote {
             artifacts: Arc::new(MemoryArtifactStore::new()),
             // The tree tests do not run against the remote event store.
             tree: Arc::new(MemoryEventStore::new()),
+            // Nor do the bundle tests: bundles are bound by the control plane, not through it.
+            bundles: Arc::new(MemoryBundleIndex::new()),
             guard: Some(Box::new(harness.server)),
         }
     }

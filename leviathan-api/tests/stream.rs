@@ -59,7 +59,7 @@ async fn sse_delivers_in_order_then_follows_and_resumes_from_last_event_id() {
                 let response = http
                     .post(&url)
                     .bearer_auth(support::TOKEN)
-                    .json(&bundle("live", &[note(&format!("s{i}"), i)]))
+                    .json(&bundle(&format!("live-{i}"), &[note(&format!("s{i}"), i)]))
                     .send()
                     .await
                     .unwrap();

@@ -43,6 +43,19 @@ impl NewEvent {
     }
 }
 
+/// The SHA-256 of a batch of events as JSON: the same batch always gives the same digest, so
+/// a client can name a bundle by its content.
+pub fn batch_digest(events: &[NewEvent]) -> Sha256Digest {
+    let mut hasher = crate::digest::Sha256Hasher::new();
+    for event in events {
+        // Serialising an event (string keys, JSON values) cannot fail.
+        if let Ok(bytes) = serde_json::to_vec(event) {
+            hasher.update(&bytes);
+        }
+    }
+    hasher.finish()
+}
+
 /// An event in the log: a submitted event plus its place in the hash chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {

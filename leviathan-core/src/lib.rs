@@ -59,7 +59,7 @@ pub use graph::{Graph, GraphSummary};
 pub use id::{AttemptId, EventId, TargetId, TaskId, TokenId};
 pub use ledger::{Expectations, Ledger, LedgerError};
 pub use store::{
-    AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError,
-    ExpectedVersion, GraphStore, GraphStoreError,
+    AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, BundleBinding, BundleIndex,
+    EventStore, EventStoreError, ExpectedVersion, GraphStore, GraphStoreError,
 };
 pub use timestamp::Timestamp;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use leviathan_core::{
     Sha256Digest,
-    memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
+    memory::{MemoryArtifactStore, MemoryBundleIndex, MemoryEventStore, MemoryGraphStore},
     testkit::conformance::{Harness, Stores},
 };
 
@@ -18,6 +18,7 @@ impl Harness for Memory {
         let events = MemoryEventStore::new();
         Stores {
             tree: Arc::new(events.clone()),
+            bundles: Arc::new(MemoryBundleIndex::new()),
             events: Arc::new(events),
             graphs: Arc::new(MemoryGraphStore::new()),
             artifacts: Arc::new(artifacts.clone()),

@@ -32,6 +32,8 @@
 //!   log that held events before the tree existed: the next connect builds its tree from the
 //!   stored hashes under the writer lock (appends wait), checks it, and reports progress through
 //!   [`PgOptions::tree_build_progress`].
+//! - `bundles` (`bundle`, `content`: SHA-256 digests): each bundle id the control plane ingested,
+//!   bound to its content by one insert-or-return statement.
 //!
 //! # One writer per database
 //!
@@ -115,6 +117,7 @@
 #![warn(missing_docs)]
 
 mod artifacts;
+mod bundles;
 mod error;
 mod events;
 mod graph;
@@ -127,13 +130,16 @@ mod tree;
 
 use std::{fmt, sync::Arc};
 
-use leviathan_core::{ArtifactStore, EventStore, EventStoreError, GraphStore, tlog::TreeStore};
+use leviathan_core::{
+    ArtifactStore, BundleIndex, EventStore, EventStoreError, GraphStore, tlog::TreeStore,
+};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use crate::{log::WRITER_LOCK_KEY, options::PgOptions, tree::BuildProgress};
 
 use crate::{
     artifacts::PgArtifactStore,
+    bundles::PgBundleIndex,
     events::PgEventStore,
     graph::PgGraphStore,
     location::Location,
@@ -213,6 +219,11 @@ impl PgStore {
     /// The log's Merkle tree and its recorded checkpoints.
     pub fn tree(&self) -> Arc<dyn TreeStore> {
         Arc::new(self.events.clone())
+    }
+
+    /// Bundle ids bound to their content.
+    pub fn bundles(&self) -> Arc<dyn BundleIndex> {
+        Arc::new(PgBundleIndex::new(self.pool.clone()))
     }
 
     /// The artifact store.

@@ -15,6 +15,7 @@ fn stores(store: PgStore, database: TestDatabase) -> Stores {
         graphs: store.graphs(),
         artifacts: store.artifacts(),
         tree: store.tree(),
+        bundles: store.bundles(),
         guard: Some(Box::new(Guard {
             store,
             _database: database,
@@ -51,6 +52,7 @@ impl Harness for Pg {
             stores.graphs,
             stores.artifacts,
             stores.tree,
+            stores.bundles,
             store,
         ));
         let store = database.store().await;

@@ -52,6 +52,8 @@ pub(crate) struct Trees {
     pub(crate) tree_tiles: sled::Tree,
     /// Tree size → signed checkpoint note.
     pub(crate) tree_checkpoints: sled::Tree,
+    /// Bundle id digest → content digest.
+    pub(crate) bundles: sled::Tree,
 }
 
 impl Trees {
@@ -66,6 +68,7 @@ impl Trees {
             graph_meta: db.open_tree("graph.meta")?,
             tree_tiles: db.open_tree("tree.tiles")?,
             tree_checkpoints: db.open_tree("tree.checkpoints")?,
+            bundles: db.open_tree("bundles")?,
         })
     }
 }

@@ -36,6 +36,7 @@
 //! | `graph.meta`      | `checkpoint`, `deltas`   | the checkpoint `seq` ‖ hash; which deltas count (first, last sealed) and their sizes |
 //! | `tree.tiles`      | tile level (u8) ‖ index (u64 BE) | a full tile of the log's Merkle tree: 16 hashes, 512 bytes |
 //! | `tree.checkpoints`| tree size (u64 BE)       | a signed checkpoint (C2SP signed note)        |
+//! | `bundles`         | SHA-256 of the bundle id | SHA-256 of the bundle's target and events (the control plane's bundle ids) |
 //!
 //! Events are kept as their canonical bytes (the exact bytes their hash covers) plus the stored
 //! hash, so reads decode them with [`Event::from_canonical`](leviathan_core::Event::from_canonical)
@@ -117,6 +118,7 @@
 #![warn(missing_docs)]
 
 mod artifacts;
+mod bundles;
 mod error;
 mod events;
 mod graph;

@@ -9,12 +9,14 @@ use std::{
 };
 
 use leviathan_core::{
-    ArtifactStore, EventStore, EventStoreError, GraphStore, Head, Sha256Digest, tlog::TreeStore,
+    ArtifactStore, BundleIndex, EventStore, EventStoreError, GraphStore, Head, Sha256Digest,
+    tlog::TreeStore,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::{
     artifacts::{self, SledArtifactStore},
+    bundles::SledBundleIndex,
     error,
     events::SledEventStore,
     graph::SledGraphStore,
@@ -150,6 +152,11 @@ impl SledStore {
     /// The log's Merkle tree and its recorded checkpoints.
     pub fn tree(&self) -> Arc<dyn TreeStore> {
         Arc::new(SledEventStore::new(self.shared.clone()))
+    }
+
+    /// Bundle ids bound to their content.
+    pub fn bundles(&self) -> Arc<dyn BundleIndex> {
+        Arc::new(SledBundleIndex::new(self.shared.clone()))
     }
 
     /// The artifact store.

@@ -24,6 +24,7 @@ fn stores(store: SledStore, dir: TempDir) -> Stores {
         graphs: store.graphs(),
         artifacts: store.artifacts(),
         tree: store.tree(),
+        bundles: store.bundles(),
         guard: Some(Box::new(Guard { store, _dir: dir })),
     }
 }
@@ -48,6 +49,7 @@ impl Harness for Sled {
             stores.graphs,
             stores.artifacts,
             stores.tree,
+            stores.bundles,
             store,
         ));
         let store = SledStore::open(dir.path()).expect("reopen the sled store");

@@ -25,7 +25,7 @@ use crate::{
 pub(crate) struct Bundle<'a> {
     /// The target.
     pub target: &'a TargetId,
-    /// `bundle-<attempt_id>`.
+    /// `bundle-<attempt_id>-<step>-<digest of the events>`.
     pub bundle_id: String,
     /// The events, in order.
     pub events: &'a [NewEvent],

@@ -4,12 +4,13 @@
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use leviathan_core::{
-    AttemptResult,
+    AttemptResult, NewEvent,
     backlog::BacklogTask,
     catalogue::{
         AttemptFailed, AttemptStarted, AttemptSucceeded, CommitCreated, ModelCallCompleted,
         PrCreated, TestRunReport, TestsFailed, TestsPassed,
     },
+    event::batch_digest,
     forge::{Forge, PullRequest, PullRequestSpec, open_pull_request},
     model::{Failure, FailureClass, FailureKind, SandboxReport},
 };
@@ -166,10 +167,11 @@ async fn post_started(
         worker: hostname(),
         sandbox: Some(sandbox),
     });
+    let events = std::slice::from_ref(&started);
     let bundle = Bundle {
         target: &config.target,
-        bundle_id: bundle_id(config),
-        events: std::slice::from_ref(&started),
+        bundle_id: bundle_id(config, "started", events),
+        events,
         artifacts: &[],
     };
     match control_plane::deliver(control_plane, &bundle).await {
@@ -187,8 +189,12 @@ async fn post_started(
     }
 }
 
-fn bundle_id(config: &WorkerConfig) -> String {
-    format!("bundle-{}", config.attempt_id)
+/// `bundle-<attempt_id>-<step>-<digest>`: the digest of the events makes the id name this one
+/// content, so the worker never sends other content under an id it used (the control plane
+/// refuses that with 409 `bundle_conflict`), while a retry of the same bundle keeps its id.
+fn bundle_id(config: &WorkerConfig, step: &str, events: &[NewEvent]) -> String {
+    let digest = batch_digest(events).to_string();
+    format!("bundle-{}-{step}-{}", config.attempt_id, &digest[..16])
 }
 
 /// The attempt's result, logged; failure summaries redacted and cut to one line.
@@ -256,16 +262,16 @@ async fn deliver_record(
     };
     let bundle = Bundle {
         target: &config.target,
-        bundle_id: bundle_id(config),
+        bundle_id: bundle_id(config, "final", journal.events()),
         events: journal.events(),
         artifacts: journal.artifacts(),
     };
+    let delivered_id = bundle.bundle_id.clone();
     match control_plane::deliver(control_plane, &bundle).await {
         Ok(()) => {
             let (events, artifacts) = (journal.events().len(), journal.artifacts().len());
             journal.log(format!(
-                "{} delivered ({events} events, {artifacts} artifacts)",
-                bundle_id(config)
+                "{delivered_id} delivered ({events} events, {artifacts} artifacts)"
             ));
             Delivery::Delivered
         }

@@ -63,6 +63,9 @@ pub(crate) struct Args {
     /// Most events in one ingest bundle
     #[arg(long, value_name = "N", default_value_t = Limits::default().events_per_bundle)]
     max_events_per_bundle: usize,
+    /// Most requests handled at once; more are answered 429 with Retry-After
+    #[arg(long, value_name = "N", default_value_t = Limits::default().concurrent_requests)]
+    max_concurrent_requests: usize,
     /// Deadline of an ordinary request, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().request_timeout.as_secs())]
     request_timeout: u64,
@@ -115,10 +118,25 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     finish(serve(args).await)
 }
 
+/// The request limits the flags set.
+fn limits(args: &Args) -> Limits {
+    let mut limits = Limits::default();
+    limits.json_body_bytes = args.max_body_bytes;
+    limits.artifact_bytes = args.max_artifact_bytes;
+    limits.events_per_bundle = args.max_events_per_bundle;
+    limits.concurrent_requests = args.max_concurrent_requests;
+    limits.request_timeout = Duration::from_secs(args.request_timeout);
+    limits
+}
+
 async fn serve(args: Args) -> Result<(), CliError> {
-    if args.max_body_bytes == 0 || args.max_events_per_bundle == 0 || args.request_timeout == 0 {
+    if args.max_body_bytes == 0
+        || args.max_events_per_bundle == 0
+        || args.request_timeout == 0
+        || args.max_concurrent_requests == 0
+    {
         return Err(CliError::usage(
-            "--max-body-bytes, --max-events-per-bundle and --request-timeout must be positive",
+            "--max-body-bytes, --max-events-per-bundle, --max-concurrent-requests and --request-timeout must be positive",
         ));
     }
     let targets = schedule::load_targets(&args.schedule)?;
@@ -153,11 +171,7 @@ async fn serve(args: Args) -> Result<(), CliError> {
     tracing::info!(store = %stores.location, "opening the ledger (catching up the graph)");
     let ledger = Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
 
-    let mut limits = Limits::default();
-    limits.json_body_bytes = args.max_body_bytes;
-    limits.artifact_bytes = args.max_artifact_bytes;
-    limits.events_per_bundle = args.max_events_per_bundle;
-    limits.request_timeout = Duration::from_secs(args.request_timeout);
+    let limits = limits(&args);
     let worker_token = (!targets.is_empty()).then(|| resolved.token.expose().to_owned());
     let config = ApiConfig::new(resolved.token)
         .with_keyring(
@@ -168,7 +182,8 @@ async fn serve(args: Args) -> Result<(), CliError> {
         .with_metrics_auth(args.metrics_require_auth);
     let plane = ControlPlane::new(ledger.clone(), stores.artifacts.clone())
         .with_log(stores.tree.clone(), Some(Arc::new(signer)))
-        .with_witnesses(witness_verifiers(&args.witness_keys)?);
+        .with_witnesses(witness_verifiers(&args.witness_keys)?)
+        .with_bundles(stores.bundles.clone());
     let state = ApiState::from_control_plane(plane.clone(), config);
     let (stop_signing, signing_stopped) = tokio::sync::oneshot::channel::<()>();
     if args.checkpoint_every_ms > 0 {

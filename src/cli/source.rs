@@ -140,10 +140,10 @@ impl Source {
         match self {
             Self::Store(stores) => {
                 let ledger = Ledger::open(stores.events.clone(), stores.graphs.clone()).await?;
-                Ok(Plane::Local(ControlPlane::new(
-                    Arc::new(ledger),
-                    stores.artifacts.clone(),
-                )))
+                Ok(Plane::Local(
+                    ControlPlane::new(Arc::new(ledger), stores.artifacts.clone())
+                        .with_bundles(stores.bundles.clone()),
+                ))
             }
             Self::Api(client) => Ok(Plane::Remote(client)),
         }

@@ -55,7 +55,9 @@ impl EventStore for RemoteEventStore {
             .find_map(|e| e.payload.get("target_id").and_then(Value::as_str))
             .unwrap_or("leviathan")
             .to_owned();
-        let bundle_id = format!("append-{}", first.event_id);
+        // Named by its content, so that no other batch is ever sent under this id.
+        let digest = leviathan_core::event::batch_digest(&request.events).to_string();
+        let bundle_id = format!("append-{}-{}", first.event_id, &digest[..16]);
         let ids: Vec<EventId> = request.events.iter().map(|e| e.event_id.clone()).collect();
         let bundle = IngestRequest {
             target,

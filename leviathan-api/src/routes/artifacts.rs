@@ -7,19 +7,19 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use leviathan_core::{Sha256Digest, auth::Action};
+use leviathan_core::{ArtifactError, Sha256Digest, auth::Action};
 
 use super::ApiError;
-use super::extract::{Caller, read_limited};
-use crate::state::ApiState;
+use super::extract::{Caller, read_hashed};
+use crate::{service::ControlPlaneError, state::ApiState};
 
 fn digest(raw: &str) -> Result<Sha256Digest, ApiError> {
     Sha256Digest::parse_hex(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// Receives the body up to the artifact limit, checks that it hashes to the address (422
-/// `digest_mismatch` otherwise, nothing kept) and stores it; 201 when new, 200 when it was
-/// already stored.
+/// Receives the body as it arrives, hashing each chunk, refused (413) as soon as it passes the
+/// artifact limit and (422 `digest_mismatch`) unless it hashes to the address; only then is it
+/// stored, so a refused upload keeps nothing. 201 when new, 200 when it was already stored.
 pub(super) async fn put(
     caller: Caller,
     State(state): State<ApiState>,
@@ -30,11 +30,13 @@ pub(super) async fn put(
     caller.may(Action::UploadArtifact)?;
     let expected = digest(&sha256)?;
     let limit = state.config().limits.artifact_bytes;
-    let content = read_limited(&headers, body, limit).await?;
-    let stored = state
-        .control_plane()
-        .put_artifact(expected, content)
-        .await?;
+    let (content, actual) = read_hashed(&headers, body, limit).await?;
+    if actual != expected {
+        return Err(
+            ControlPlaneError::from(ArtifactError::DigestMismatch { expected, actual }).into(),
+        );
+    }
+    let stored = state.control_plane().put_verified_artifact(content).await?;
     let status = if stored.created {
         StatusCode::CREATED
     } else {

@@ -44,9 +44,11 @@ pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::ArtifactsMissing
         | ErrorCode::DigestMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::BodyTooLarge | ErrorCode::TooManyEvents => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::WrongExpectedVersion | ErrorCode::EventConflict | ErrorCode::InvalidState => {
-            StatusCode::CONFLICT
-        }
+        ErrorCode::WrongExpectedVersion
+        | ErrorCode::EventConflict
+        | ErrorCode::BundleConflict
+        | ErrorCode::InvalidState => StatusCode::CONFLICT,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Timeout | ErrorCode::StoreUnavailable | ErrorCode::NotReady => {
             StatusCode::SERVICE_UNAVAILABLE
         }

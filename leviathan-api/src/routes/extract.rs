@@ -10,8 +10,10 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use leviathan_core::{
+    Sha256Digest,
     auth::{Action, Principal, authorize},
     canonical::check_exact_integers,
+    digest::Sha256Hasher,
 };
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -28,11 +30,33 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 /// Reads a whole body, refusing one over `limit` bytes: at once when `Content-Length` says so,
-/// else as soon as the bytes received pass the limit.
+/// else as soon as the bytes received pass the limit. The buffer grows with the bytes that
+/// arrived, never with what `Content-Length` claims.
 pub(crate) async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
+) -> Result<Bytes, ApiError> {
+    read_each(headers, body, limit, |_| {}).await
+}
+
+/// [`read_limited`], hashing the body chunk by chunk as it arrives.
+pub(crate) async fn read_hashed(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<(Bytes, Sha256Digest), ApiError> {
+    let mut hasher = Sha256Hasher::new();
+    let content = read_each(headers, body, limit, |chunk| hasher.update(chunk)).await?;
+    Ok((content, hasher.finish()))
+}
+
+/// Reads a body under `limit`, showing each chunk to `each` as it arrives.
+async fn read_each(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    mut each: impl FnMut(&[u8]),
 ) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -41,8 +65,7 @@ pub(crate) async fn read_limited(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let capacity = declared.map_or(0, |n| n as usize);
-    let mut buf = BytesMut::with_capacity(capacity);
+    let mut buf = BytesMut::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -51,6 +74,7 @@ pub(crate) async fn read_limited(
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(too_large(limit));
         }
+        each(&chunk);
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())

@@ -10,7 +10,7 @@ mod log;
 mod ops;
 mod tokens;
 
-use std::{any::Any, time::Duration};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -22,6 +22,7 @@ use axum::{
 };
 use headers::{Authorization, HeaderMapExt, authorization::Bearer};
 use leviathan_core::Timestamp;
+use tokio::sync::Semaphore;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 pub use self::error::ApiError;
@@ -87,12 +88,14 @@ pub fn router(state: ApiState) -> Router {
     } else {
         open = open.route("/metrics", get(ops::metrics));
     }
+    let permits = Arc::new(Semaphore::new(limits.concurrent_requests.max(1)));
     let protected = protected
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_bearer,
-        ));
+        ))
+        .layer(middleware::from_fn_with_state(permits, admit));
     open.merge(protected)
         .layer(middleware::map_response(json_errors))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -124,6 +127,23 @@ async fn require_bearer(
         }
         Err(why) => ApiError::unauthenticated(&why).into_response(),
     }
+}
+
+/// Admits a request only while fewer than the configured number are in progress (bodies are
+/// read inside, so this bounds their memory); the others get 429 with `Retry-After` at once,
+/// rather than a queue that would hold their connections and grow without bound.
+async fn admit(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(permit) = permits.try_acquire() else {
+        return ApiError::new(
+            ErrorCode::TooManyRequests,
+            "too many requests in progress; retry later",
+        )
+        .retry_after(1)
+        .into_response();
+    };
+    let response = next.run(request).await;
+    drop(permit);
+    response
 }
 
 /// Ends a request that runs past `limit` with a retryable 503.

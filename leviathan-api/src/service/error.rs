@@ -53,6 +53,14 @@ pub enum ControlPlaneError {
         /// The event that uses it.
         seq: u64,
     },
+    /// The bundle id was already ingested with other content; nothing was appended.
+    #[error(
+        "bundle `{bundle_id}` was already ingested with other content (a bundle id names one content; send new content under a new id); nothing was appended"
+    )]
+    BundleConflict {
+        /// The bundle id.
+        bundle_id: String,
+    },
     /// The attempt's state does not allow invalidating it (e.g. it is invalidated already).
     #[error("attempt `{attempt_id}` cannot be invalidated: {reason}")]
     CannotInvalidate {
@@ -113,6 +121,19 @@ pub enum ControlPlaneError {
 }
 
 impl ControlPlaneError {
+    /// True when the request was refused as it is (retrying it unchanged cannot succeed), so
+    /// nothing it asked for happened.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::ValidationFailed
+                | ErrorCode::EventConflict
+                | ErrorCode::WrongExpectedVersion
+                | ErrorCode::ArtifactsMissing
+                | ErrorCode::InvalidRequest
+        )
+    }
+
     /// The stable code of this error, as the API answers it.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -121,6 +142,7 @@ impl ControlPlaneError {
             Self::ArtifactsMissing(_) => ErrorCode::ArtifactsMissing,
             Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             Self::EventIdTaken { .. } => ErrorCode::EventConflict,
+            Self::BundleConflict { .. } => ErrorCode::BundleConflict,
             Self::CannotInvalidate { .. } => ErrorCode::InvalidState,
             Self::NoCheckpoint { .. } => ErrorCode::NoCheckpoint,
             Self::CosignatureRefused(CosignatureError::Stale { .. }) => ErrorCode::InvalidState,

@@ -21,14 +21,18 @@ use crate::{
 };
 use bytes::Bytes;
 use leviathan_core::{
-    ArtifactStore, Event, EventStore, Expectations, GraphSummary, Head, Ledger, LedgerError,
-    NewEvent, Sha256Digest, StreamId, Timestamp,
+    ArtifactStore, BundleBinding, BundleIndex, Event, EventStore, Expectations, GraphSummary, Head,
+    Ledger, LedgerError, NewEvent, Sha256Digest, StreamId, Timestamp,
     auth::{Principal, authorize_append},
+    canonical,
     catalogue::{AttemptInvalidated, Payload},
     graph::{AttemptQuery, FailureQuery, Node, NodeKind},
     id::{AttemptId, EventId},
+    memory::MemoryBundleIndex,
+    store::StoredArtifact,
     tlog::{TreeStore, checkpoint::LogSigner},
 };
+use serde_json::{Value, json};
 
 /// The actor of events an operator causes through the API or the CLI.
 pub const OPERATOR_ACTOR: &str = "operator";
@@ -40,6 +44,7 @@ pub struct ControlPlane {
     artifacts: Arc<dyn ArtifactStore>,
     metrics: Arc<Metrics>,
     log: Option<VerifiableLog>,
+    bundles: Arc<dyn BundleIndex>,
 }
 
 impl ControlPlane {
@@ -50,7 +55,15 @@ impl ControlPlane {
             artifacts,
             metrics: Arc::new(Metrics::new()),
             log: None,
+            bundles: Arc::new(MemoryBundleIndex::new()),
         }
+    }
+
+    /// Binds bundle ids in `bundles` (the backend's, so that they hold across restarts)
+    /// instead of in memory.
+    pub fn with_bundles(mut self, bundles: Arc<dyn BundleIndex>) -> Self {
+        self.bundles = bundles;
+        self
     }
 
     /// Serves the log's Merkle tree (`tree`, the event store's) and, with `signer`, signs its
@@ -84,6 +97,10 @@ impl ControlPlane {
     /// accepted by the catalogue and the graph) and appends it atomically, each event recording
     /// `principal` as its writer. Events already in the log are reported as duplicates.
     ///
+    /// A bundle id names one content: it is bound to the digest of the bundle's target and
+    /// events before they are appended, so the same id with other content is refused
+    /// ([`ControlPlaneError::BundleConflict`]) and a refused bundle frees its id again.
+    ///
     /// The append runs in its own task, so a client that disconnects cannot cut it short; its
     /// retry then finds the events in the log.
     pub async fn ingest(
@@ -96,6 +113,28 @@ impl ControlPlane {
             event.principal = Some(principal.clone());
         }
         self.check_artifacts(&request).await?;
+        let key = bundle_key(&request.bundle_id);
+        let content = bundle_content(&request);
+        if let BundleBinding::Other(_) = self.bundles.bind(&key, &content).await? {
+            return Err(ControlPlaneError::BundleConflict {
+                bundle_id: request.bundle_id,
+            });
+        }
+        let result = self.append_bundle(request).await;
+        if let Err(error) = &result
+            && error.is_refusal()
+            && let Err(unreleased) = self.bundles.release(&key, &content).await
+        {
+            // The refusal is the answer; the id stays bound to the refused content.
+            tracing::warn!(error = %unreleased, "cannot free the id of a refused bundle");
+        }
+        result
+    }
+
+    async fn append_bundle(
+        &self,
+        request: IngestRequest,
+    ) -> Result<IngestResponse, ControlPlaneError> {
         let expectations = if request.expectations.is_empty() {
             Expectations::Derived
         } else {
@@ -395,18 +434,56 @@ impl ControlPlane {
         expected: Sha256Digest,
         content: Bytes,
     ) -> Result<StoredArtifactResponse, ControlPlaneError> {
-        let stored = self.artifacts.put_expecting(expected, content).await?;
-        Ok(StoredArtifactResponse {
-            sha256: stored.sha256,
-            size: stored.size,
-            created: stored.created,
-        })
+        Ok(stored_response(
+            self.artifacts.put_expecting(expected, content).await?,
+        ))
+    }
+
+    /// Stores content whose digest the caller checked already (as it arrived).
+    pub(crate) async fn put_verified_artifact(
+        &self,
+        content: Bytes,
+    ) -> Result<StoredArtifactResponse, ControlPlaneError> {
+        Ok(stored_response(self.artifacts.put(content).await?))
     }
 
     /// Stored content, verified against its address.
     pub async fn get_artifact(&self, sha256: &Sha256Digest) -> Result<Bytes, ControlPlaneError> {
         Ok(self.artifacts.get(sha256).await?)
     }
+}
+
+fn stored_response(stored: StoredArtifact) -> StoredArtifactResponse {
+    StoredArtifactResponse {
+        sha256: stored.sha256,
+        size: stored.size,
+        created: stored.created,
+    }
+}
+
+/// The key a bundle id is bound under: its digest, so every id takes 32 bytes in the index.
+fn bundle_key(bundle_id: &str) -> Sha256Digest {
+    Sha256Digest::of(bundle_id.as_bytes())
+}
+
+/// What a bundle's content is: the SHA-256 of its target and its events in canonical JSON. The
+/// principal is left out (the server sets it); artifacts and expectations are not content.
+fn bundle_content(request: &IngestRequest) -> Sha256Digest {
+    let events: Vec<Value> = request
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "timestamp": e.timestamp,
+                "actor_id": e.actor_id,
+                "payload": e.payload,
+            })
+        })
+        .collect();
+    let bundle = json!({ "target": request.target, "events": events });
+    Sha256Digest::of(&canonical::to_vec(&bundle))
 }
 
 fn invalidated(attempt_id: &AttemptId, event: Event, duplicate: bool) -> InvalidateResponse {

@@ -1,4 +1,4 @@
-//! In-memory backends: the reference implementations of the three store traits, for tests,
+//! In-memory backends: the reference implementations of the store traits, for tests,
 //! examples and ephemeral control planes (`memory:` store URL), and of the ports [`Forge`] and
 //! [`BacklogSource`], for tests. Nothing survives the process.
 //!
@@ -24,8 +24,9 @@ use crate::{
     graph::{GraphDelta, GraphSnapshot, StoredGraph},
     id::EventId,
     store::{
-        AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError,
-        EventStream, GraphStore, GraphStoreError, StoredArtifact, delta_fits, follow,
+        AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, BundleBinding, BundleIndex,
+        EventStore, EventStoreError, EventStream, GraphStore, GraphStoreError, StoredArtifact,
+        delta_fits, follow,
         sequencer::{Prefetched, Sequencer},
         verify_content,
     },
@@ -155,6 +156,47 @@ impl EventStore for MemoryEventStore {
 
     async fn subscribe(&self, after: u64) -> Result<EventStream, EventStoreError> {
         Ok(follow(Arc::new(self.clone()), after, self.head.subscribe()))
+    }
+}
+
+/// A [`BundleIndex`] in memory. Cloning shares the bindings.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryBundleIndex {
+    bound: Arc<Mutex<HashMap<Sha256Digest, Sha256Digest>>>,
+}
+
+impl MemoryBundleIndex {
+    /// No bundle id bound.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl BundleIndex for MemoryBundleIndex {
+    async fn bind(
+        &self,
+        bundle: &Sha256Digest,
+        content: &Sha256Digest,
+    ) -> Result<BundleBinding, EventStoreError> {
+        let mut bound = lock(&self.bound);
+        let binding = BundleBinding::of(bound.get(bundle).copied(), content);
+        if binding == BundleBinding::New {
+            bound.insert(*bundle, *content);
+        }
+        Ok(binding)
+    }
+
+    async fn release(
+        &self,
+        bundle: &Sha256Digest,
+        content: &Sha256Digest,
+    ) -> Result<(), EventStoreError> {
+        let mut bound = lock(&self.bound);
+        if bound.get(bundle) == Some(content) {
+            bound.remove(bundle);
+        }
+        Ok(())
     }
 }
 

@@ -23,8 +23,8 @@ use crate::{
     id::{AttemptId, EventId, TokenId},
     ledger::{Expectations, Ledger, LedgerError, PersistPolicy},
     store::{
-        AppendRequest, ArtifactError, ArtifactStore, EventStore, EventStoreError, ExpectedVersion,
-        GraphStore, GraphStoreError,
+        AppendRequest, ArtifactError, ArtifactStore, BundleBinding, BundleIndex, EventStore,
+        EventStoreError, ExpectedVersion, GraphStore, GraphStoreError,
     },
     testkit::{lifecycle, seal_all},
     timestamp::Timestamp,
@@ -42,6 +42,8 @@ pub struct Stores {
     pub artifacts: Arc<dyn ArtifactStore>,
     /// The log's Merkle tree and checkpoints.
     pub tree: Arc<dyn TreeStore>,
+    /// Bundle ids bound to their content.
+    pub bundles: Arc<dyn BundleIndex>,
     /// Backend resources to release after the test.
     pub guard: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -88,6 +90,7 @@ macro_rules! conformance_tests {
             artifacts_empty_and_one_mebibyte,
             artifacts_digest_mismatch_keeps_nothing,
             corrupted_artifact_is_reported_not_returned,
+            bundle_ids_bind_once_and_survive_a_restart,
         );
         $crate::conformance_tests!(@each_in tree $harness;
             tree_roots_after_every_batch_size,
@@ -868,4 +871,58 @@ pub async fn corrupted_artifact_is_reported_not_returned(h: &dyn Harness) {
         Err(ArtifactError::Corrupt { sha256, .. }) => assert_eq!(sha256, stored.sha256),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+}
+
+/// A bundle id binds to its first content, once among concurrent binders, can be released only
+/// by that content, and stays bound across a restart.
+pub async fn bundle_ids_bind_once_and_survive_a_restart(h: &dyn Harness) {
+    let s = h.open().await;
+    let bundle = Sha256Digest::of(b"demo\nbundle-1");
+    let contents: Vec<Sha256Digest> = (0..8u8).map(|i| Sha256Digest::of(&[i])).collect();
+    let binds = contents
+        .iter()
+        .map(|content| s.bundles.bind(&bundle, content));
+    let bindings = futures::future::try_join_all(binds).await.expect("bind");
+    let winners: Vec<_> = contents
+        .iter()
+        .zip(&bindings)
+        .filter(|(_, b)| **b == BundleBinding::New)
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one concurrent bind wins: {bindings:?}"
+    );
+    let winner = winners[0];
+    for (content, binding) in contents.iter().zip(&bindings) {
+        if *content != winner {
+            assert_eq!(*binding, BundleBinding::Other(winner));
+        }
+    }
+    let loser = contents.iter().find(|c| **c != winner).expect("a loser");
+    s.bundles.release(&bundle, loser).await.expect("release");
+    assert_eq!(
+        s.bundles.bind(&bundle, &winner).await.expect("bind"),
+        BundleBinding::Same,
+        "other content cannot release a binding"
+    );
+    let other = Sha256Digest::of(b"demo\nbundle-2");
+    s.bundles.bind(&other, loser).await.expect("bind");
+    s.bundles.release(&other, loser).await.expect("release");
+    assert_eq!(
+        s.bundles.bind(&other, &winner).await.expect("bind"),
+        BundleBinding::New,
+        "a released id is free"
+    );
+    let s = h.reopen(s).await;
+    assert_eq!(
+        s.bundles.bind(&bundle, loser).await.expect("bind"),
+        BundleBinding::Other(winner),
+        "the binding survives a restart"
+    );
+    assert_eq!(
+        s.bundles.bind(&other, &winner).await.expect("bind"),
+        BundleBinding::Same
+    );
 }
