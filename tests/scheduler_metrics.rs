@@ -20,7 +20,7 @@ async fn scrape(url: &str) -> String {
         .unwrap()
         .to_owned();
     assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
         "{content_type}"
     );
     response.text().await.unwrap()

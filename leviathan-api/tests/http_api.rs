@@ -955,7 +955,7 @@ async fn metrics_count_ingests_and_show_the_graph() {
         headers["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text = String::from_utf8(body).unwrap();
     for line in [

@@ -11,7 +11,7 @@ use prometheus_client::{
 };
 
 /// The content type of the exposition (what the control plane's `/metrics` serves too).
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The scheduler's counters and gauges.
 #[derive(Debug)]
