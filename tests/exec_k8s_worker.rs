@@ -155,6 +155,9 @@ async fn the_printed_job_spec_runs_when_created_with_kubectl() {
         .env("LEVIATHAN_WORKER_CONTROL_PLANE_URL", &world.api_url)
         .env_remove("LEVIATHAN_K8S_NAMESPACE")
         .env_remove("LEVIATHAN_EXECUTOR_IMAGE")
+        // Credentials in the printing process's environment must not reach the output.
+        .env("GITHUB_TOKEN", "forge-secret-in-env")
+        .env("CONTROL_PLANE_TOKEN", "admin-secret-in-env")
         .output()
         .expect("run leviathan k8s job-spec");
     assert!(
@@ -162,6 +165,10 @@ async fn the_printed_job_spec_runs_when_created_with_kubectl() {
         "{}",
         String::from_utf8_lossy(&printed.stderr)
     );
+    let text = String::from_utf8_lossy(&printed.stdout);
+    for secret in ["forge-secret-in-env", "admin-secret-in-env"] {
+        assert!(!text.contains(secret), "job-spec printed {secret}: {text}");
+    }
     let home = tempfile::tempdir().unwrap();
     let manifest = home.path().join("job.yaml");
     std::fs::write(&manifest, &printed.stdout).unwrap();

@@ -6,7 +6,10 @@
 use std::fmt;
 
 use futures::{Stream, StreamExt as _};
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, Secret},
+};
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy},
@@ -38,11 +41,17 @@ pub enum ApiCall {
     WatchPods,
     /// Read the pod's log (the log artifact, the fallback result).
     GetPodLog,
+    /// Create the attempt's token Secret (owned by its Job).
+    CreateSecret,
+    /// Read the token Secret of an adopted Job (is it owned by that Job?).
+    GetSecret,
+    /// Delete the token Secret with its Job (and a stale one before creating it again).
+    DeleteSecret,
 }
 
 impl ApiCall {
     /// Every call.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
         Self::CreateJob,
         Self::GetJob,
         Self::ListJobs,
@@ -52,6 +61,9 @@ impl ApiCall {
         Self::ListPods,
         Self::WatchPods,
         Self::GetPodLog,
+        Self::CreateSecret,
+        Self::GetSecret,
+        Self::DeleteSecret,
     ];
 
     /// The RBAC rule it needs: `(apiGroup, resource, verb)`.
@@ -66,6 +78,9 @@ impl ApiCall {
             Self::ListPods => ("", "pods", "list"),
             Self::WatchPods => ("", "pods", "watch"),
             Self::GetPodLog => ("", "pods/log", "get"),
+            Self::CreateSecret => ("", "secrets", "create"),
+            Self::GetSecret => ("", "secrets", "get"),
+            Self::DeleteSecret => ("", "secrets", "delete"),
         }
     }
 }
@@ -92,6 +107,9 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     ApiCall::ListPods.rule(),
     ApiCall::WatchPods.rule(),
     ApiCall::GetPodLog.rule(),
+    ApiCall::CreateSecret.rule(),
+    ApiCall::GetSecret.rule(),
+    ApiCall::DeleteSecret.rule(),
 ];
 
 /// A failed API call: which call, on what, and the client's error.
@@ -174,6 +192,7 @@ pub(crate) fn is_transient(err: &kube::Error) -> bool {
 pub(crate) struct Cluster {
     jobs: Api<Job>,
     pods: Api<Pod>,
+    secrets: Api<Secret>,
     namespace: String,
 }
 
@@ -181,7 +200,8 @@ impl Cluster {
     pub(crate) fn new(client: Client, namespace: &str) -> Self {
         Self {
             jobs: Api::namespaced(client.clone(), namespace),
-            pods: Api::namespaced(client, namespace),
+            pods: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
         }
     }
@@ -235,6 +255,37 @@ impl Cluster {
             Ok(_) => Ok(true),
             Err(source) => {
                 let err = self.error(ApiCall::DeleteJob, name)(source);
+                if err.is(404) { Ok(false) } else { Err(err) }
+            }
+        }
+    }
+
+    /// [`ApiCall::CreateSecret`]; `Ok(false)` when a Secret of that name exists already.
+    pub(crate) async fn create_secret(&self, secret: &Secret) -> Result<bool, ApiError> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        match self.secrets.create(&PostParams::default(), secret).await {
+            Ok(_) => Ok(true),
+            Err(source) => {
+                let err = self.error(ApiCall::CreateSecret, &name)(source);
+                if err.is(409) { Ok(false) } else { Err(err) }
+            }
+        }
+    }
+
+    /// [`ApiCall::GetSecret`]; `Ok(None)` when there is none.
+    pub(crate) async fn get_secret(&self, name: &str) -> Result<Option<Secret>, ApiError> {
+        self.secrets
+            .get_opt(name)
+            .await
+            .map_err(self.error(ApiCall::GetSecret, name))
+    }
+
+    /// [`ApiCall::DeleteSecret`]; `Ok(false)` when it was gone.
+    pub(crate) async fn delete_secret(&self, name: &str) -> Result<bool, ApiError> {
+        match self.secrets.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(source) => {
+                let err = self.error(ApiCall::DeleteSecret, name)(source);
                 if err.is(404) { Ok(false) } else { Err(err) }
             }
         }

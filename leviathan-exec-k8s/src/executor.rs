@@ -11,7 +11,10 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, Secret},
+};
 use kube::{api::PropagationPolicy, runtime::watcher};
 use leviathan_core::{
     AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError,
@@ -24,8 +27,8 @@ use tokio::{sync::watch, time::Sleep};
 use crate::{
     api::{ApiError, Cluster, describe, watch_error_is_permanent},
     config::K8sConfig,
-    job::{ATTEMPT_KEY, job_spec},
-    names::job_name,
+    job::{ATTEMPT_KEY, job_spec, token_secret},
+    names::{job_name, token_secret_name},
     status::{JobState, PodProblem, finished_result, job_state, pod_problem, terminated},
 };
 
@@ -125,13 +128,13 @@ impl K8sExecutor {
 
     /// Creates the Job, retrying transient errors with the configured policy; a Job of the same
     /// attempt that exists already (an earlier try whose answer was lost, another scheduler) is
-    /// adopted. `false` when the attempt was cancelled before a Job was submitted.
+    /// adopted. `None` when the attempt was cancelled before a Job was submitted.
     async fn submit(
         &self,
         job: &Job,
         spec: &AttemptSpec,
         following: &Following<'_>,
-    ) -> Result<bool, ExecutorError> {
+    ) -> Result<Option<Job>, ExecutorError> {
         let name = job.metadata.name.clone().unwrap_or_default();
         let cancelled = following.cancelled.clone();
         // A cancel ends the wait between tries; the next try then sees it.
@@ -151,8 +154,8 @@ impl K8sExecutor {
             .retry_with_sleep(&what, create, SubmitError::verdict, sleep)
             .await
         {
-            Ok(()) => Ok(true),
-            Err(SubmitError::Cancelled) => Ok(false),
+            Ok(job) => Ok(Some(job)),
+            Err(SubmitError::Cancelled) => Ok(None),
             Err(SubmitError::Vanished) => Err(ExecutorError::Unavailable {
                 reason: format!(
                     "Job {name} kept disappearing while being created ({} tries)",
@@ -172,13 +175,13 @@ impl K8sExecutor {
         name: &str,
         spec: &AttemptSpec,
         following: &Following<'_>,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Job, SubmitError> {
         if following.cancelled() {
             return Err(SubmitError::Cancelled);
         }
-        if self.cluster.create_job(job).await?.is_some() {
+        if let Some(created) = self.cluster.create_job(job).await? {
             tracing::info!(job = %name, attempt = %spec.attempt_id, "job submitted");
-            return Ok(());
+            return Ok(created);
         }
         let existing = self.cluster.get_job(name).await?;
         // Deleted between the create and the get: create it again.
@@ -186,7 +189,45 @@ impl K8sExecutor {
         self.check_owner(&existing, spec)
             .map_err(SubmitError::Refused)?;
         tracing::info!(job = %name, attempt = %spec.attempt_id, "existing job adopted");
-        Ok(())
+        Ok(existing)
+    }
+
+    /// Creates the attempt's token Secret owned by `job` (see [`token_secret`] for the order); a
+    /// Secret of that name that `job` does not own (left by an earlier Job of the attempt) is
+    /// replaced. Nothing to do without a worker token.
+    async fn provide_token(&self, spec: &AttemptSpec, job: &Job) -> Result<(), ExecutorError> {
+        let Some(secret) = token_secret(spec, job) else {
+            return Ok(());
+        };
+        let name = token_secret_name(&spec.attempt_id);
+        if self.cluster.create_secret(&secret).await? {
+            return Ok(());
+        }
+        let uid = job.metadata.uid.as_deref();
+        let owned = |existing: &Secret| {
+            let owners = existing.metadata.owner_references.iter().flatten();
+            owners.into_iter().any(|o| Some(o.uid.as_str()) == uid)
+        };
+        if self
+            .cluster
+            .get_secret(&name)
+            .await?
+            .is_some_and(|s| owned(&s))
+        {
+            return Ok(());
+        }
+        self.cluster.delete_secret(&name).await?;
+        if self.cluster.create_secret(&secret).await? {
+            Ok(())
+        } else {
+            Err(ExecutorError::Unavailable {
+                reason: format!(
+                    "Secret {name} in namespace {} reappeared while being replaced",
+                    self.cluster.namespace()
+                ),
+                source: None,
+            })
+        }
     }
 
     /// Refuses to follow a Job that belongs to another attempt (a name collision).
@@ -253,6 +294,9 @@ impl K8sExecutor {
                                     unschedulable = Some((timer, problem));
                                 }
                             }
+                            // The token Secret is created just after the Job; the kubelet retries.
+                            Some(PodProblem::ContainerConfig { message })
+                                if awaits_token(spec, &message) => {}
                             Some(problem) => {
                                 return Ok(Ending::Stuck(
                                     problem.failure(&self.config.image, self.config.unschedulable_grace),
@@ -326,7 +370,7 @@ impl K8sExecutor {
                     artifacts.extend(self.store_log(pod, log).await);
                 }
                 if !self.config.keep_finished_jobs {
-                    self.delete_quietly(&name).await;
+                    self.delete_quietly(spec).await;
                 }
                 result
             }
@@ -341,11 +385,11 @@ impl K8sExecutor {
                 format!("Job {name} was deleted before it finished"),
             ),
             Ending::Stuck(failure) => {
-                self.delete_quietly(&name).await;
+                self.delete_quietly(spec).await;
                 AttemptResult::Failed(failure)
             }
             Ending::Overdue => {
-                self.delete_quietly(&name).await;
+                self.delete_quietly(spec).await;
                 failed(
                     FailureKind::Timeout,
                     FailureClass::Transient,
@@ -413,14 +457,30 @@ impl K8sExecutor {
         }
     }
 
-    /// Deletes a Job that is of no further use; failing leaves it to `ttlSecondsAfterFinished`.
-    async fn delete_quietly(&self, name: &str) {
+    /// Deletes a Job that is of no further use, and its token Secret (which the garbage
+    /// collector would delete with the Job anyway); failing leaves them to
+    /// `ttlSecondsAfterFinished`.
+    async fn delete_quietly(&self, spec: &AttemptSpec) {
+        let name = job_name(&spec.attempt_id);
         if let Err(err) = self
             .cluster
-            .delete_job(name, PropagationPolicy::Background)
+            .delete_job(&name, PropagationPolicy::Background)
             .await
         {
             tracing::warn!(error = %err, "cannot delete the finished job");
+        }
+        self.delete_token(spec).await;
+    }
+
+    /// Deletes the attempt's token Secret, if it has one, at once rather than leaving it to the
+    /// garbage collector. ([`Executor::cancel`], which has no spec, leaves it to the collector.)
+    async fn delete_token(&self, spec: &AttemptSpec) {
+        if spec.worker_token.is_none() {
+            return;
+        }
+        let name = token_secret_name(&spec.attempt_id);
+        if let Err(err) = self.cluster.delete_secret(&name).await {
+            tracing::warn!(error = %err, "cannot delete the worker token secret");
         }
     }
 }
@@ -431,6 +491,13 @@ fn failed(kind: FailureKind, class: FailureClass, summary: String) -> AttemptRes
         class,
         summary,
     })
+}
+
+/// Whether a `CreateContainerConfigError` is the pod waiting for the attempt's own token Secret
+/// (`secret "<name>" not found`), which the executor creates right after the Job.
+fn awaits_token(spec: &AttemptSpec, message: &str) -> bool {
+    spec.worker_token.is_some()
+        && message.contains(&format!("\"{}\"", token_secret_name(&spec.attempt_id)))
 }
 
 fn watch_ended(name: &str) -> ExecutorError {
@@ -510,15 +577,22 @@ impl Executor for K8sExecutor {
             result: failed(FailureKind::Cancelled, FailureClass::Permanent, summary),
             artifacts: Vec::new(),
         };
-        if !self.submit(&self.job_spec(spec), spec, &following).await? {
+        let Some(job) = self.submit(&self.job_spec(spec), spec, &following).await? else {
             return Ok(cancelled(format!(
                 "attempt cancelled before Job {name} was submitted"
             )));
+        };
+        if !following.cancelled()
+            && let Err(err) = self.provide_token(spec, &job).await
+        {
+            self.delete_quietly(spec).await;
+            return Err(err);
         }
         if following.cancelled() {
             // Cancelled while the create was in flight: the Job exists now and must go, unless
             // the cancel found and deleted it already.
             following.deletion.delete(&self.cluster, &name).await?;
+            self.delete_token(spec).await;
             return Ok(cancelled(format!("attempt cancelled; Job {name} deleted")));
         }
         self.follow(spec, &following).await

@@ -8,17 +8,17 @@ use k8s_openapi::{
         batch::v1::{Job, JobSpec},
         core::v1::{
             Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
-            SecurityContext, Volume, VolumeMount,
+            PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Secret,
+            SecretKeySelector, SecurityContext, Volume, VolumeMount,
         },
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use leviathan_core::{AttemptSpec, executor::protocol};
 
 use crate::{
     config::K8sConfig,
-    names::{job_name, label_value},
+    names::{job_name, label_value, token_secret_name},
 };
 
 /// Name of the worker container.
@@ -47,6 +47,8 @@ pub const TASK_KEY: &str = "leviathan.dev/task";
 pub const ATTEMPT_KEY: &str = "leviathan.dev/attempt";
 /// Annotation holding the attempt number.
 pub const ATTEMPT_NUMBER_KEY: &str = "leviathan.dev/attempt-number";
+/// The key of the attempt's token Secret ([`token_secret_name`]) holding its worker token.
+pub const TOKEN_SECRET_KEY: &str = "control-plane-token";
 
 /// The Job that runs `spec`'s attempt.
 ///
@@ -186,18 +188,36 @@ fn worker_env(spec: &AttemptSpec, config: &K8sConfig) -> Vec<EnvVar> {
         protocol::CONTROL_PLANE_URL,
         config.control_plane_url.clone(),
     ));
-    env.extend(config.secret_env.iter().map(|secret| EnvVar {
-        name: secret.variable.clone(),
+    let from_secret = |variable: &str, secret: String, key: &str, optional: bool| EnvVar {
+        name: variable.to_owned(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: config.secret_name.clone(),
-                key: secret.key.clone(),
-                optional: secret.optional.then_some(true),
+                name: secret,
+                key: key.to_owned(),
+                optional: optional.then_some(true),
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
-    }));
+    };
+    // With a worker token the control-plane token comes from the attempt's own Secret only.
+    let own_token = spec.worker_token.is_some();
+    env.extend(
+        config
+            .secret_env
+            .iter()
+            .filter(|s| !(own_token && s.variable == protocol::CONTROL_PLANE_TOKEN))
+            .map(|s| from_secret(&s.variable, config.secret_name.clone(), &s.key, s.optional)),
+    );
+    if own_token {
+        let secret = token_secret_name(&spec.attempt_id);
+        env.push(from_secret(
+            protocol::CONTROL_PLANE_TOKEN,
+            secret,
+            TOKEN_SECRET_KEY,
+            false,
+        ));
+    }
     if let Some(model) = &config.claude_model
         && !spec.env.contains_key(protocol::LEVIATHAN_CLAUDE_MODEL)
     {
@@ -222,4 +242,39 @@ fn worker_env(spec: &AttemptSpec, config: &K8sConfig) -> Vec<EnvVar> {
             .map(|(name, v)| value(name, v.clone())),
     );
     env
+}
+
+/// The Secret holding `spec`'s worker token, owned by its created `job` so that the garbage
+/// collector deletes it with the Job; `None` without a worker token or a Job uid.
+///
+/// The Job is created first and this Secret after it: a Secret created first would hold a live
+/// token without an owner until patched, and would leak if the executor died in between. The
+/// cost is a pod that may wait briefly in `CreateContainerConfigError` for this Secret, which
+/// the kubelet retries and the executor does not count as fatal.
+pub fn token_secret(spec: &AttemptSpec, job: &Job) -> Option<Secret> {
+    let token = spec.worker_token.as_ref()?;
+    let owner = OwnerReference {
+        api_version: "batch/v1".to_owned(),
+        kind: "Job".to_owned(),
+        name: job.metadata.name.clone()?,
+        uid: job.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(&spec.attempt_id)),
+            namespace: job.metadata.namespace.clone(),
+            labels: job.metadata.labels.clone(),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            TOKEN_SECRET_KEY.to_owned(),
+            token.expose().to_owned(),
+        )])),
+        type_: Some("Opaque".to_owned()),
+        immutable: Some(true),
+        ..Secret::default()
+    })
 }

@@ -6,7 +6,9 @@
 //! (non-root, read-only root filesystem with `emptyDir`s for `/workspace` and `/tmp`, no
 //! service account token, all capabilities dropped, seccomp `RuntimeDefault`), the worker
 //! environment of the guide with credentials from `secretKeyRef`s, and the worker's result
-//! read from the termination message (`FallbackToLogsOnError`).
+//! read from the termination message (`FallbackToLogsOnError`). When the attempt carries a
+//! worker token, `CONTROL_PLANE_TOKEN` comes from the attempt's own Secret ([`token_secret`],
+//! owned by the Job) instead of the shared one, so the worker holds its attempt's token only.
 //!
 //! [`K8sExecutor::run`] creates the Job (retrying transient API errors with bounded backoff,
 //! adopting a Job of the same attempt that exists already), then watches the Job and its pods
@@ -53,5 +55,6 @@ pub use config::{
 pub use executor::K8sExecutor;
 pub use job::{
     APP_LABEL, ATTEMPT_KEY, ATTEMPT_NUMBER_KEY, COMMAND, CONTAINER_NAME, NAME_LABEL, PART_OF_LABEL,
-    TARGET_KEY, TASK_KEY, TERMINATION_MESSAGE_PATH, TMP_DIR, WORKSPACE_DIR, job_spec,
+    TARGET_KEY, TASK_KEY, TERMINATION_MESSAGE_PATH, TMP_DIR, TOKEN_SECRET_KEY, WORKSPACE_DIR,
+    job_spec, token_secret,
 };

@@ -34,6 +34,16 @@ pub fn job_name(attempt: &AttemptId) -> String {
     with_hash(&cleaned, attempt.as_str(), |c| c.is_ascii_alphanumeric())
 }
 
+/// The Secret holding an attempt's worker token: its Job's name with `-token` (hashed like the
+/// Job's name when that would pass 63 characters).
+pub fn token_secret_name(attempt: &AttemptId) -> String {
+    let name = format!("{}-token", job_name(attempt));
+    if name.len() <= MAX_LENGTH {
+        return name;
+    }
+    with_hash(&job_name(attempt), &name, |c| c.is_ascii_alphanumeric())
+}
+
 /// `value` as a valid label value (at most 63 characters of `[A-Za-z0-9_.-]`, alphanumeric at
 /// both ends).
 pub fn label_value(value: &str) -> String {

@@ -21,9 +21,11 @@ use leviathan_core::{
     ArtifactStore, AttemptOutcome, AttemptResult, AttemptSpec, Executor, ExecutorError,
     memory::MemoryArtifactStore,
     model::{Failure, FailureClass, FailureKind},
+    secret::Secret as WorkerToken,
 };
 use leviathan_exec_k8s::{
-    API_CALLS, K8sConfig, K8sExecutor, RetryPolicy, job_spec, names::job_name,
+    API_CALLS, K8sConfig, K8sExecutor, RetryPolicy, TOKEN_SECRET_KEY, job_spec,
+    names::{job_name, token_secret_name},
 };
 use leviathan_testkit::kubernetes::{FakeKubernetes, FakeKubernetesOptions, InjectedFailure};
 
@@ -42,7 +44,9 @@ for var in TARGET_NAME TARGET_REPO_URL TARGET_BRANCH TASK_ID ATTEMPT_ID CONTROL_
   eval "value=\${$var:-}"
   [ -n "$value" ] || complain "$var is not set"
 done
-[ "$CONTROL_PLANE_TOKEN" = cp-secret ] || complain "CONTROL_PLANE_TOKEN is not the secret's"
+# With OWN_TOKEN the attempt's worker token (`wt-<attempt>`, see `with_token`) is expected.
+if [ -n "${OWN_TOKEN:-}" ]; then token="wt-$ATTEMPT_ID"; else token=cp-secret; fi
+[ "$CONTROL_PLANE_TOKEN" = "$token" ] || complain "CONTROL_PLANE_TOKEN is not $token"
 [ "$GITHUB_TOKEN" = gh-secret ] || complain "GITHUB_TOKEN is not the secret's"
 [ "$LEVIATHAN_CLAUDE_API_KEY" = claude-secret ] || complain "LEVIATHAN_CLAUDE_API_KEY is not the secret's"
 [ -d "$LEVIATHAN_WORKSPACE_DIR" ] && [ -w "$LEVIATHAN_WORKSPACE_DIR" ] || complain "no workspace"
@@ -215,6 +219,7 @@ fn rule_of(
         ("batch", "jobs") => "jobs",
         ("", "pods") if parts.get(3) == Some(&"log") => "pods/log",
         ("", "pods") => "pods",
+        ("", "secrets") => "secrets",
         _ => return None,
     };
     let verb = match (method, parts.len(), watch) {
@@ -240,6 +245,13 @@ fn spec(attempt: &str, mode: &str) -> AttemptSpec {
         env: BTreeMap::from([("FAKE_MODE".to_owned(), mode.to_owned())]),
         worker_token: None,
     }
+}
+
+/// `spec` carrying the worker token `wt-<attempt>`, which the stand-in worker then expects.
+fn with_token(mut spec: AttemptSpec) -> AttemptSpec {
+    spec.worker_token = Some(WorkerToken::new(format!("wt-{}", spec.attempt_id)));
+    spec.env.insert("OWN_TOKEN".to_owned(), "1".to_owned());
+    spec
 }
 
 fn gated(attempt: &str, gate: &Path) -> AttemptSpec {
@@ -888,4 +900,110 @@ async fn reserved_variables_in_the_spec_are_rejected() {
         "{err}"
     );
     assert_eq!(harness.posts(), 0);
+}
+
+/// The attempt's token Secret in the fake cluster, if any.
+async fn token_secret(harness: &Harness, attempt: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(harness.client.clone(), NS)
+        .get_opt(&token_secret_name(&attempt.parse().unwrap()))
+        .await
+        .expect("get secret")
+}
+
+#[tokio::test]
+async fn the_worker_gets_its_attempt_token_from_its_own_secret_only() {
+    let harness = Harness::with_secret().await;
+    let executor = Arc::new(harness.executor());
+    let gate = harness.gate();
+    let spec = with_token(gated("attempt-tok", &gate));
+    let run = tokio::spawn({
+        let (executor, spec) = (executor.clone(), spec.clone());
+        async move { executor.run(&spec).await }
+    });
+    eventually("the worker to run", || {
+        !harness.fake.container_processes().is_empty()
+    })
+    .await;
+    let job = harness.fake.jobs().pop().expect("the Job");
+    let secret = token_secret(&harness, "attempt-tok")
+        .await
+        .expect("token Secret");
+    let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (owners[0].kind.as_str(), Some(&owners[0].uid)),
+        ("Job", job.metadata.uid.as_ref())
+    );
+    let data = secret.data.unwrap_or_default();
+    assert_eq!(data.keys().collect::<Vec<_>>(), [TOKEN_SECRET_KEY]);
+    assert_eq!(data[TOKEN_SECRET_KEY].0, b"wt-attempt-tok");
+
+    let pod = harness.fake.pods().pop().expect("the pod");
+    let env = pod.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let token_ref = env
+        .iter()
+        .find(|var| var.name == "CONTROL_PLANE_TOKEN")
+        .and_then(|var| var.value_from.as_ref()?.secret_key_ref.clone())
+        .expect("CONTROL_PLANE_TOKEN from a secretKeyRef");
+    assert_eq!(token_ref.name, token_secret_name(&spec.attempt_id));
+    assert!(
+        env.iter().all(|var| var
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .is_none_or(|r| r.key != "control-plane-token" || r.name != "leviathan-secrets")),
+        "the shared control-plane token is not referenced: {env:#?}"
+    );
+
+    std::fs::write(&gate, "").unwrap();
+    let outcome = within("the run", run).await.unwrap().expect("run");
+    // The stand-in worker exits 2 unless CONTROL_PLANE_TOKEN is `wt-attempt-tok`.
+    assert_eq!(outcome.result, succeeded("attempt-tok"));
+    assert!(
+        harness.fake.jobs().is_empty(),
+        "the finished Job is deleted"
+    );
+    assert!(
+        token_secret(&harness, "attempt-tok").await.is_none(),
+        "the token Secret is deleted"
+    );
+    harness.assert_only_granted_calls();
+}
+
+#[tokio::test]
+async fn the_token_secret_is_collected_with_its_job() {
+    let harness = Harness::with_secret().await;
+    let executor = Arc::new(harness.executor());
+    let spec = with_token(spec("attempt-gc", "sleep"));
+    let run = tokio::spawn({
+        let (executor, spec) = (executor.clone(), spec.clone());
+        async move { executor.run(&spec).await }
+    });
+    eventually("the worker to run", || {
+        !harness.fake.container_processes().is_empty()
+    })
+    .await;
+    assert!(token_secret(&harness, "attempt-gc").await.is_some());
+    // Deleted by someone else: the executor deletes no Secret, the garbage collector does.
+    harness
+        .jobs()
+        .delete(&job_name(&spec.attempt_id), &DeleteParams::background())
+        .await
+        .expect("delete the Job");
+    let outcome = within("the run", run).await.unwrap().expect("run");
+    assert_eq!(failure(&outcome).kind, FailureKind::Lost);
+    assert!(
+        token_secret(&harness, "attempt-gc").await.is_none(),
+        "collected with the Job"
+    );
+    let secret_deletes = harness
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/secrets/"))
+        .count();
+    assert_eq!(secret_deletes, 0);
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use k8s_openapi::{
     api::{
         batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods},
-        core::v1::{Pod, PodSecurityContext, PodSpec, PodStatus, ResourceRequirements},
+        core::v1::{Pod, PodSecurityContext, PodSpec, PodStatus, ResourceRequirements, Secret},
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
 };
@@ -395,21 +395,50 @@ fn create_pod(cluster: &Cluster, job: &Job) -> Option<Pod> {
     None
 }
 
+fn owned_by(metadata: &ObjectMeta, uid: &str) -> bool {
+    metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid)
+}
+
 fn owned_pods(cluster: &Cluster, namespace: &str, uid: &str) -> Vec<Key> {
     cluster
         .store
         .list::<Pod>(Some(namespace))
         .0
         .into_iter()
-        .filter(|pod| {
-            pod.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|owner| owner.uid == uid)
-        })
+        .filter(|pod| owned_by(&pod.metadata, uid))
         .map(|pod| key_of(&pod.metadata))
         .collect()
+}
+
+/// Drops the owner reference to `uid` (an orphaned dependent).
+fn disown(metadata: &mut ObjectMeta, uid: &str) {
+    let owners = metadata.owner_references.take().unwrap_or_default();
+    let kept: Vec<_> = owners
+        .into_iter()
+        .filter(|owner| owner.uid != uid)
+        .collect();
+    metadata.owner_references = Some(kept).filter(|kept| !kept.is_empty());
+}
+
+/// The garbage collector's part for the Secrets Job `uid` owned once the Job is gone: each is
+/// deleted unless another owner remains, or disowned with `Orphan` propagation.
+fn collect_secrets(cluster: &Cluster, namespace: &str, uid: &str, orphan: bool) {
+    let (secrets, _) = cluster.store.list::<Secret>(Some(namespace));
+    for secret in secrets.iter().filter(|s| owned_by(&s.metadata, uid)) {
+        let key = key_of(&secret.metadata);
+        let mut others = secret.metadata.owner_references.iter().flatten();
+        if orphan || others.any(|owner| owner.uid != uid) {
+            cluster
+                .store
+                .update::<Secret>(&key, |s| disown(&mut s.metadata, uid));
+        } else {
+            cluster.store.remove::<Secret>(&key);
+        }
+    }
 }
 
 /// Deletes a Job with the given propagation (batch/v1 defaults to `Orphan`). `Ok((true, job))`
@@ -437,6 +466,7 @@ pub(crate) fn delete(
         for pod in owned_pods(cluster, &key.0, &uid) {
             let _ = kubelet::delete(cluster, &pod, grace);
         }
+        collect_secrets(cluster, &key.0, &uid, false);
         return Ok((true, removed));
     }
     let finalizer = if propagation == Propagation::Foreground {
@@ -471,14 +501,9 @@ pub(crate) fn delete(
             }
         } else {
             for pod in owned_pods(&cluster, &key.0, &uid) {
-                cluster.store.update::<Pod>(&pod, |pod| {
-                    let owners = pod.metadata.owner_references.take().unwrap_or_default();
-                    let kept: Vec<_> = owners
-                        .into_iter()
-                        .filter(|owner| owner.uid != uid)
-                        .collect();
-                    pod.metadata.owner_references = Some(kept).filter(|kept| !kept.is_empty());
-                });
+                cluster
+                    .store
+                    .update::<Pod>(&pod, |pod| disown(&mut pod.metadata, &uid));
             }
         }
         cluster.store.update::<Job>(&key, |job| {
@@ -487,6 +512,7 @@ pub(crate) fn delete(
             job.metadata.finalizers = Some(kept).filter(|kept| !kept.is_empty());
         });
         cluster.store.remove::<Job>(&key);
+        collect_secrets(&cluster, &key.0, &uid, propagation == Propagation::Orphan);
     });
     Ok((false, marked))
 }

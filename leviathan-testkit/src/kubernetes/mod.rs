@@ -110,7 +110,10 @@
 //! `Orphan`, as batch/v1 does on a real server: pass `Background` or `Foreground` to stop the
 //! processes. `Foreground` sets `deletionTimestamp` and the `foregroundDeletion` finalizer,
 //! deletes the pods (killing their processes), then removes the finalizer and the Job, each step
-//! visible to watches. `Background` removes the Job at once, then its pods.
+//! visible to watches. `Background` removes the Job at once, then its pods. Once the Job is
+//! gone, the Secrets it owned (an `ownerReference` with its uid) are deleted as the garbage
+//! collector would, unless another owner remains; with `Orphan` they lose that reference and
+//! stay. Other dependents (and owners that never existed) are not collected.
 
 mod api;
 mod controller;
