@@ -18,10 +18,15 @@ use leviathan::{
         auth::token::Keyring,
         tlog::{checkpoint::LogSigner, cosignature::CosignatureVerifier},
     },
-    stores::{StoreUrl, open_with},
+    scheduler::{Scheduler, SchedulerError},
+    stores::{StoreUrl, Stores, open_with},
 };
 use leviathan_store_pg::BuildProgress;
-use tokio::net::TcpListener;
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 
 use super::{
     error::{CliError, finish},
@@ -118,18 +123,8 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     finish(serve(args).await)
 }
 
-/// The request limits the flags set.
-fn limits(args: &Args) -> Limits {
-    let mut limits = Limits::default();
-    limits.json_body_bytes = args.max_body_bytes;
-    limits.artifact_bytes = args.max_artifact_bytes;
-    limits.events_per_bundle = args.max_events_per_bundle;
-    limits.concurrent_requests = args.max_concurrent_requests;
-    limits.request_timeout = Duration::from_secs(args.request_timeout);
-    limits
-}
-
-async fn serve(args: Args) -> Result<(), CliError> {
+/// The request limits the flags set; each must be positive.
+fn limits(args: &Args) -> Result<Limits, CliError> {
     if args.max_body_bytes == 0
         || args.max_events_per_bundle == 0
         || args.request_timeout == 0
@@ -139,39 +134,31 @@ async fn serve(args: Args) -> Result<(), CliError> {
             "--max-body-bytes, --max-events-per-bundle, --max-concurrent-requests and --request-timeout must be positive",
         ));
     }
+    let mut limits = Limits::default();
+    limits.json_body_bytes = args.max_body_bytes;
+    limits.artifact_bytes = args.max_artifact_bytes;
+    limits.events_per_bundle = args.max_events_per_bundle;
+    limits.concurrent_requests = args.max_concurrent_requests;
+    limits.request_timeout = Duration::from_secs(args.request_timeout);
+    Ok(limits)
+}
+
+/// The scheduler `serve --schedule` runs beside the API: how to stop it, and its task.
+type SchedulerRun = (oneshot::Sender<()>, JoinHandle<Result<(), SchedulerError>>);
+
+async fn serve(args: Args) -> Result<(), CliError> {
+    let limits = limits(&args)?;
     let targets = schedule::load_targets(&args.schedule)?;
-    let token_file = args
-        .token_file
-        .clone()
-        .or_else(token::default_token_file)
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "no token: set {TOKEN_ENV} or --token-file (HOME is unset, so there is no default token file)"
-            ))
-        })?;
+    let token_file = token_file(&args)?;
     let resolved = token::resolve(std::env::var(TOKEN_ENV).ok(), &token_file, true)?;
     if resolved.generated {
         tracing::info!(file = %token_file.display(), "generated a new control-plane token (mode 0600); `leviathan token show` prints it");
     }
-    let url: StoreUrl = match &args.store {
-        Some(raw) => raw.parse().map_err(|e| CliError::usage(format!("{e}")))?,
-        None => StoreUrl::default_sled().map_err(|e| CliError::usage(format!("{e}")))?,
-    };
-    let bar = progress(None, "building the log's Merkle tree");
-    let progress = {
-        let bar = bar.clone();
-        BuildProgress(Arc::new(move |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        }))
-    };
-    let stores = open_with(&url, Some(progress)).await?;
-    bar.finish_and_clear();
+    let stores = open_stores(&args).await?;
     let (signer, keyring) = private_keys(&token_file, &args.log_origin)?;
     tracing::info!(store = %stores.location, "opening the ledger (catching up the graph)");
     let ledger = Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
 
-    let limits = limits(&args);
     let worker_token = (!targets.is_empty()).then(|| resolved.token.expose().to_owned());
     let config = ApiConfig::new(resolved.token)
         .with_keyring(
@@ -185,16 +172,8 @@ async fn serve(args: Args) -> Result<(), CliError> {
         .with_witnesses(witness_verifiers(&args.witness_keys)?)
         .with_bundles(stores.bundles.clone());
     let state = ApiState::from_control_plane(plane.clone(), config);
-    let (stop_signing, signing_stopped) = tokio::sync::oneshot::channel::<()>();
-    if args.checkpoint_every_ms > 0 {
-        let every = Duration::from_millis(args.checkpoint_every_ms);
-        let stopped = async move {
-            let _ = signing_stopped.await;
-        };
-        tokio::spawn(sign_checkpoints(plane, every, stopped));
-    }
     // Dropped when serving ends: the signer stops.
-    let _stop_signing = stop_signing;
+    let _stop_signing = spawn_signer(plane, args.checkpoint_every_ms);
 
     let listener = TcpListener::bind(args.bind)
         .await
@@ -226,33 +205,93 @@ async fn serve(args: Args) -> Result<(), CliError> {
             workers,
         )
         .await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            scheduler
-                .run(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
         tracing::info!(targets = ?args.schedule, "scheduler running");
-        Some((stop, task))
+        Some(spawn_scheduler(scheduler))
     };
+    serve_until_signal(listener, state, scheduler).await?;
+    ledger.flush().await?;
+    tracing::info!(
+        head = ledger.checkpoint().await.map_or(0, |h| h.seq),
+        "stopped; graph flushed"
+    );
+    Ok(())
+}
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+/// `--token-file`, or the default beside the home directory.
+fn token_file(args: &Args) -> Result<PathBuf, CliError> {
+    args.token_file
+        .clone()
+        .or_else(token::default_token_file)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "no token: set {TOKEN_ENV} or --token-file (HOME is unset, so there is no default token file)"
+            ))
+        })
+}
+
+/// Opens `--store` (sled by default), showing progress while an older log's tree is built.
+async fn open_stores(args: &Args) -> Result<Stores, CliError> {
+    let url: StoreUrl = match &args.store {
+        Some(raw) => raw.parse().map_err(|e| CliError::usage(format!("{e}")))?,
+        None => StoreUrl::default_sled().map_err(|e| CliError::usage(format!("{e}")))?,
+    };
+    let bar = progress(None, "building the log's Merkle tree");
+    let progress = {
+        let bar = bar.clone();
+        BuildProgress(Arc::new(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }))
+    };
+    let stores = open_with(&url, Some(progress)).await?;
+    bar.finish_and_clear();
+    Ok(stores)
+}
+
+/// Signs checkpoints every `every_ms` (none when 0) until the returned sender is dropped.
+fn spawn_signer(plane: ControlPlane, every_ms: u64) -> oneshot::Sender<()> {
+    let (stop_signing, signing_stopped) = oneshot::channel::<()>();
+    if every_ms > 0 {
+        let stopped = async move {
+            let _ = signing_stopped.await;
+        };
+        tokio::spawn(sign_checkpoints(
+            plane,
+            Duration::from_millis(every_ms),
+            stopped,
+        ));
+    }
+    stop_signing
+}
+
+/// Runs the scheduler until the returned sender fires.
+fn spawn_scheduler(scheduler: Scheduler) -> SchedulerRun {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        scheduler
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
+}
+
+/// Serves until SIGTERM or SIGINT, then stops the scheduler first, the event streams next, and
+/// gives in-flight requests [`SHUTDOWN_GRACE`] to finish.
+async fn serve_until_signal(
+    listener: TcpListener,
+    state: ApiState,
+    scheduler: Option<SchedulerRun>,
+) -> Result<(), CliError> {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     let shutdown = {
         let state = state.clone();
         async move {
             let signal = shutdown_signal().await;
-            if let Some((stop, task)) = scheduler {
+            if let Some(run) = scheduler {
                 tracing::info!(signal, "shutting down: stopping the scheduler first");
-                let _ = stop.send(());
-                match task.await {
-                    Ok(Ok(())) => tracing::info!("scheduler stopped"),
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "the scheduler stopped with an error")
-                    }
-                    Err(error) => tracing::error!(%error, "the scheduler task failed"),
-                }
+                stop_scheduler(run).await;
             }
             tracing::info!(signal, "shutting down: finishing in-flight requests");
             state.close_streams();
@@ -268,12 +307,17 @@ async fn serve(args: Args) -> Result<(), CliError> {
         served = server => served.map_err(|e| CliError::failure(format!("the server failed: {e}")))?,
         () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "requests still running after the grace period; stopping anyway"),
     }
-    ledger.flush().await?;
-    tracing::info!(
-        head = ledger.checkpoint().await.map_or(0, |h| h.seq),
-        "stopped; graph flushed"
-    );
     Ok(())
+}
+
+/// Stops the scheduler and waits for its cycle to end.
+async fn stop_scheduler((stop, task): SchedulerRun) {
+    let _ = stop.send(());
+    match task.await {
+        Ok(Ok(())) => tracing::info!("scheduler stopped"),
+        Ok(Err(error)) => tracing::error!(%error, "the scheduler stopped with an error"),
+        Err(error) => tracing::error!(%error, "the scheduler task failed"),
+    }
 }
 
 /// The log's signing key and the token keyring, beside the token file; each generated (mode
