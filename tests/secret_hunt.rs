@@ -28,11 +28,13 @@ use std::{
     time::Duration,
 };
 
+use leviathan::api::client::ControlPlaneClient;
 use leviathan_core::{
     AttemptOutcome, AttemptResult, Executor,
     model::{LandlockState, SandboxReport},
     store::ArtifactStore,
 };
+use leviathan_core::{Role, Timestamp};
 use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
 use leviathan_exec_local::{LocalConfig, LocalExecutor, Secret};
 use leviathan_testkit::llm::files_envelope;
@@ -358,13 +360,21 @@ async fn kubernetes_executor_model_code_finds_no_secret() {
         .namespace(support::worker::cluster::NAMESPACE)
         .control_plane_url(world.api_url.clone())
         .artifacts(Arc::clone(&world.artifacts) as Arc<dyn ArtifactStore>);
-    let spec = world.create_attempt("attempt-hunt-k8s", 1, "k8s").await;
+    let mut spec = world.create_attempt("attempt-hunt-k8s", 1, "k8s").await;
+    // As the scheduler does at dispatch: the worker gets this token (from its own Secret) only.
+    let client = ControlPlaneClient::new(&world.api_url, support::worker::CP_TOKEN).unwrap();
+    let expires = Timestamp::now().saturating_add(Duration::from_secs(900));
+    let minted = client
+        .mint_worker_token(&spec.attempt_id, expires)
+        .await
+        .expect("mint the attempt's worker token");
+    spec.worker_token = Some(Secret::new(minted.token.clone()));
     let executor = K8sExecutor::new(cluster.client.clone(), config);
     let outcome = tokio::time::timeout(PATIENCE, executor.run(&spec))
         .await
         .expect("the attempt ends in time")
         .expect("run");
-    let pods = cluster
+    let pods: Vec<(String, Vec<u8>)> = cluster
         .fake
         .pods()
         .into_iter()
@@ -375,6 +385,22 @@ async fn kubernetes_executor_model_code_finds_no_secret() {
             )
         })
         .collect();
+    let pod_text: String = pods
+        .iter()
+        .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+        .collect();
+    assert!(
+        !pod_text.contains(&minted.token),
+        "the worker token is in a pod"
+    );
+    // Every event the worker sent was written with the attempt's worker token.
+    let events = world.ledger.events().read(0, 10_000).await.unwrap();
+    let by_worker: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "attempt.started" || e.event_type == "attempt.succeeded")
+        .map(|e| e.principal.as_ref().map(|p| p.role))
+        .collect();
+    assert_eq!(by_worker, [Some(Role::Worker); 2], "{events:#?}");
     assert_nothing_leaked(&world, &decoy, "attempt-hunt-k8s", &outcome, pods).await;
     assert_ne!(sandbox_of(&world).await.landlock, LandlockState::Off);
 }
