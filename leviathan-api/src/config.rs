@@ -128,6 +128,14 @@ pub struct Limits {
     /// limits it bounds the memory that request bodies take (about this many times
     /// [`Limits::artifact_bytes`] at worst).
     pub concurrent_requests: usize,
+    /// Requests a second one worker, reader or operator token may make on average (admin and
+    /// scheduler tokens are not paced); 0 turns the rate limit off. More are answered 429 with
+    /// `Retry-After`.
+    pub requests_per_second_per_principal: u32,
+    /// Requests one principal may make in a burst above its rate.
+    pub request_burst_per_principal: u32,
+    /// Event streams one principal may hold open at once; more are answered 429.
+    pub streams_per_principal: usize,
 }
 
 impl Default for Limits {
@@ -141,6 +149,9 @@ impl Default for Limits {
             long_request_timeout: Duration::from_secs(600),
             stream_keep_alive: Duration::from_secs(15),
             concurrent_requests: 64,
+            requests_per_second_per_principal: 100,
+            request_burst_per_principal: 200,
+            streams_per_principal: 8,
         }
     }
 }

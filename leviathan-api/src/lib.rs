@@ -50,6 +50,8 @@ mod routes;
 mod service;
 #[cfg(feature = "server")]
 mod state;
+#[cfg(feature = "server")]
+mod throttle;
 pub mod token;
 pub mod wire;
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     authority::Authority, config::ApiConfig, keyring_file, metrics::Metrics, service::ControlPlane,
+    throttle::Throttle,
 };
 
 /// What the router serves: the control plane, its configuration and a switch that ends open
@@ -27,6 +28,7 @@ struct Shared {
     plane: ControlPlane,
     config: ApiConfig,
     authority: Authority,
+    throttle: Throttle,
     streams_closed: CancellationToken,
 }
 
@@ -51,11 +53,18 @@ impl ApiState {
             Keyring::new(key)
         });
         let authority = Authority::new(config.token.clone(), keyring, config.keyring_file.clone());
+        let limits = &config.limits;
+        let throttle = Throttle::new(
+            limits.requests_per_second_per_principal,
+            limits.request_burst_per_principal,
+            limits.streams_per_principal,
+        );
         Self {
             inner: Arc::new(Shared {
                 plane,
                 config,
                 authority,
+                throttle,
                 streams_closed: CancellationToken::new(),
             }),
         }
@@ -74,6 +83,11 @@ impl ApiState {
     /// The credentials requests are authenticated with, and tokens signed with.
     pub fn authority(&self) -> &Authority {
         &self.inner.authority
+    }
+
+    /// The per-principal limits.
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
     }
 
     /// The counters.

@@ -6,6 +6,7 @@ mod support;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use leviathan_api::wire::{CreateTokenRequest, Role};
 use leviathan_core::{
     AppendReceipt, AppendRequest, Event, EventStore, EventStoreError, Head, Sha256Digest, StreamId,
     id::EventId,
@@ -1090,4 +1091,101 @@ async fn an_unreachable_store_is_not_ready_and_leaks_nothing() {
             .unwrap()
             .contains("leviathan_event_store_up 0\n")
     );
+}
+
+/// A GET of the summary with `token`: its status, `Retry-After` and error code, if any.
+async fn summary_as(h: &Harness, token: &str) -> (StatusCode, Option<String>, Option<String>) {
+    let response = h
+        .http
+        .get(h.url("/v1/graph/summary"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = response.json().await.unwrap();
+    let code = body["error"]["code"].as_str().map(str::to_owned);
+    (status, retry_after, code)
+}
+
+async fn reader(h: &Harness, name: &str) -> leviathan_api::wire::IssuedToken {
+    let request = CreateTokenRequest {
+        role: Role::Reader,
+        ttl_seconds: None,
+        name: Some(name.into()),
+    };
+    h.client().create_token(&request).await.unwrap()
+}
+
+#[tokio::test]
+async fn each_token_is_held_to_its_own_request_rate() {
+    let h = Harness::start_with(|c| {
+        c.limits.requests_per_second_per_principal = 1;
+        c.limits.request_burst_per_principal = 3;
+    })
+    .await;
+    let (first, second) = (reader(&h, "r1").await, reader(&h, "r2").await);
+    // A burst of three refilled at one a second: a run of requests soon finds it empty.
+    let mut admitted = 0;
+    let refusal = loop {
+        let (status, retry_after, code) = summary_as(&h, &first.token).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break (retry_after, code);
+        }
+        assert_eq!(status, StatusCode::OK);
+        admitted += 1;
+        assert!(admitted < 100, "the rate limit never refused a request");
+    };
+    assert!(admitted >= 3, "the burst is admitted ({admitted})");
+    assert_eq!(refusal.0.as_deref(), Some("1"));
+    assert_eq!(refusal.1.as_deref(), Some("too_many_requests"));
+    let (status, _, _) = summary_as(&h, &second.token).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another token has a budget of its own"
+    );
+    for _ in 0..10 {
+        let (status, _, _) = summary_as(&h, support::TOKEN).await;
+        assert_eq!(status, StatusCode::OK, "the admin token is not paced");
+    }
+}
+
+#[tokio::test]
+async fn each_token_may_hold_only_so_many_event_streams() {
+    let h = Harness::start_with(|c| {
+        c.limits.streams_per_principal = 1;
+        c.limits.stream_keep_alive = Duration::from_millis(20);
+    })
+    .await;
+    let open = |token: &str| {
+        h.http
+            .get(h.url("/v1/events/stream"))
+            .bearer_auth(token)
+            .send()
+    };
+    let first = open(support::TOKEN).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open(support::TOKEN).await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(error_code(&body), "too_many_requests");
+    // Gone, the first stream frees its slot once the server notices (at its next keep-alive).
+    drop(first);
+    let mut tries = 0;
+    let reopened = loop {
+        let response = open(support::TOKEN).await.unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        tries += 1;
+        assert!(tries < 500, "the closed stream never gave its slot back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    drop(reopened);
 }

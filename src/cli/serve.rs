@@ -71,6 +71,16 @@ pub(crate) struct Args {
     /// Most requests handled at once; more are answered 429 with Retry-After
     #[arg(long, value_name = "N", default_value_t = Limits::default().concurrent_requests)]
     max_concurrent_requests: usize,
+    /// Requests a second each worker, reader or operator token may make on average (0: no rate
+    /// limit); more get 429
+    #[arg(long, value_name = "N", default_value_t = Limits::default().requests_per_second_per_principal)]
+    rate_per_token: u32,
+    /// Requests each token may make in a burst above its rate
+    #[arg(long, value_name = "N", default_value_t = Limits::default().request_burst_per_principal)]
+    burst_per_token: u32,
+    /// Event streams each token may hold open at once
+    #[arg(long, value_name = "N", default_value_t = Limits::default().streams_per_principal)]
+    streams_per_token: usize,
     /// Deadline of an ordinary request, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().request_timeout.as_secs())]
     request_timeout: u64,
@@ -139,6 +149,9 @@ fn limits(args: &Args) -> Result<Limits, CliError> {
     limits.artifact_bytes = args.max_artifact_bytes;
     limits.events_per_bundle = args.max_events_per_bundle;
     limits.concurrent_requests = args.max_concurrent_requests;
+    limits.requests_per_second_per_principal = args.rate_per_token;
+    limits.request_burst_per_principal = args.burst_per_token;
+    limits.streams_per_principal = args.streams_per_token;
     limits.request_timeout = Duration::from_secs(args.request_timeout);
     Ok(limits)
 }

@@ -114,6 +114,20 @@ pub(super) async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
     caller.may(Action::Read)?;
+    let slot = state
+        .throttle()
+        .open_stream(&caller.0.token_id)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "token `{}` has {} event streams open already; close one first",
+                    caller.0.token_id,
+                    state.config().limits.streams_per_principal
+                ),
+            )
+            .retry_after(1)
+        })?;
     let after = match headers.get(LAST_EVENT_ID) {
         Some(value) => value
             .to_str()
@@ -142,7 +156,12 @@ pub(super) async fn stream(
             };
             ready(Some(Ok::<_, Infallible>(message)))
         })
-        .take_until(closed.cancelled_owned());
+        .take_until(closed.cancelled_owned())
+        // The stream holds its principal's slot until it ends or its client goes away.
+        .map(move |message| {
+            let _held = &slot;
+            message
+        });
     let keep_alive = KeepAlive::new().interval(state.config().limits.stream_keep_alive);
     let mut response = Sse::new(stream).keep_alive(keep_alive).into_response();
     // Reverse proxies must pass events through as they come.

@@ -21,7 +21,7 @@ use axum::{
     routing::{get, post, put},
 };
 use headers::{Authorization, HeaderMapExt, authorization::Bearer};
-use leviathan_core::Timestamp;
+use leviathan_core::{Timestamp, auth::Role};
 use tokio::sync::Semaphore;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
@@ -91,6 +91,7 @@ pub fn router(state: ApiState) -> Router {
     let permits = Arc::new(Semaphore::new(limits.concurrent_requests.max(1)));
     let protected = protected
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), pace))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_bearer,
@@ -127,6 +128,31 @@ async fn require_bearer(
         }
         Err(why) => ApiError::unauthenticated(&why).into_response(),
     }
+}
+
+/// Holds each principal that could be in an attacker's hands (a worker, a reader, an operator)
+/// to its request rate: over it, 429 with the seconds until it may retry. Admin and scheduler
+/// tokens are the control plane's own machinery (a scheduler replays and dispatches in bursts),
+/// bounded by the global concurrency limit only.
+async fn pace(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(Caller(principal)) = request.extensions().get::<Caller>() else {
+        return next.run(request).await;
+    };
+    if matches!(principal.role, Role::Admin | Role::Scheduler) {
+        return next.run(request).await;
+    }
+    if let Err(wait) = state.throttle().admit(&principal.token_id) {
+        return ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "token `{}` is over its request rate; retry later",
+                principal.token_id
+            ),
+        )
+        .retry_after(wait.as_secs().max(1))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Admits a request only while fewer than the configured number are in progress (bodies are
