@@ -3,8 +3,7 @@
 //! when group or others can read it (like the token file and the log's key).
 
 use std::{
-    fs, io,
-    os::unix::fs::PermissionsExt,
+    io,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -16,7 +15,7 @@ use leviathan_core::{
 };
 use rand::TryRngCore;
 
-use crate::token::write_private_file;
+use crate::private_file::{self, refused_as, write_private_file};
 
 /// The keyring file's name, in the token file's directory.
 pub const KEYRING_FILE_NAME: &str = "signing-keys.json";
@@ -89,29 +88,7 @@ pub fn generate_key(now: Timestamp) -> Result<SigningKey, KeyringFileError> {
 
 /// Reads the keyring file.
 pub fn read_keyring(path: &Path) -> Result<Keyring, KeyringFileError> {
-    let io = |action| {
-        move |source| KeyringFileError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    let meta = match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(KeyringFileError::NotFound {
-                path: path.to_owned(),
-            });
-        }
-        other => other.map_err(io("inspect"))?,
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyringFileError::TooPermissive {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let text = fs::read_to_string(path).map_err(io("read"))?;
+    let text = private_file::read(path)?;
     Keyring::from_json(&text).map_err(|source| KeyringFileError::Invalid {
         path: path.to_owned(),
         source,
@@ -157,12 +134,16 @@ pub fn rotate(path: &Path) -> Result<KeyId, KeyringFileError> {
     Ok(id)
 }
 
+refused_as!(KeyringFileError);
+
 #[cfg(test)]
 mod tests {
     use leviathan_core::{
         auth::{Role, token::Grant},
         id::TokenId,
     };
+
+    use std::{fs, os::unix::fs::PermissionsExt};
 
     use super::*;
 

@@ -44,6 +44,7 @@ pub mod keyring_file;
 pub mod log_key;
 #[cfg(feature = "server")]
 mod metrics;
+mod private_file;
 #[cfg(feature = "server")]
 mod routes;
 #[cfg(feature = "server")]

@@ -8,8 +8,7 @@
 //! C2SP cosigner key (`PRIVATE+KEY+<name>+<id>+<key>`, type 0x04), the public key derived.
 
 use std::{
-    fs, io,
-    os::unix::fs::PermissionsExt,
+    io,
     path::{Path, PathBuf},
 };
 
@@ -21,7 +20,7 @@ use leviathan_core::{
     },
 };
 
-use crate::token::write_private_file;
+use crate::private_file::{self, refused_as, write_private_file};
 
 /// The key file's name, in the token file's directory.
 pub const KEY_FILE_NAME: &str = "log-signing-key";
@@ -85,7 +84,7 @@ pub fn key_file_beside(token_file: &Path) -> PathBuf {
 
 /// Reads the key file.
 pub fn read_key_file(path: &Path) -> Result<LogSigner, LogKeyError> {
-    let text = read_private(path)?;
+    let text = private_file::read(path)?;
     let invalid = |source| LogKeyError::Invalid {
         path: path.to_owned(),
         source,
@@ -99,37 +98,9 @@ pub fn read_key_file(path: &Path) -> Result<LogSigner, LogKeyError> {
     LogSigner::new(&Secret::new(signer.trim()), verifier.trim()).map_err(invalid)
 }
 
-/// The text of the private file `path`, refused when group or others may read it.
-fn read_private(path: &Path) -> Result<String, LogKeyError> {
-    let meta = match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(LogKeyError::NotFound {
-                path: path.to_owned(),
-            });
-        }
-        other => other.map_err(|source| LogKeyError::Io {
-            action: "inspect",
-            path: path.to_owned(),
-            source,
-        })?,
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(LogKeyError::TooPermissive {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    fs::read_to_string(path).map_err(|source| LogKeyError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })
-}
-
 /// Reads a witness's key file.
 pub fn read_witness_key_file(path: &Path) -> Result<Cosigner, LogKeyError> {
-    let text = read_private(path)?;
+    let text = private_file::read(path)?;
     let first = text.lines().next().unwrap_or_default();
     Cosigner::new(&Secret::new(first.trim())).map_err(|source| LogKeyError::InvalidWitnessKey {
         path: path.to_owned(),
@@ -184,8 +155,12 @@ pub fn load_or_create(path: &Path, origin: &str) -> Result<(LogSigner, bool), Lo
     }
 }
 
+refused_as!(LogKeyError);
+
 #[cfg(test)]
 mod tests {
+    use std::{fs, os::unix::fs::PermissionsExt};
+
     use super::*;
 
     #[test]

@@ -8,13 +8,14 @@
 //! fix the mode (or rotate the token) knowingly.
 
 use std::{
-    fs::{self, DirBuilder, OpenOptions},
-    io::{self, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    io,
     path::{Path, PathBuf},
 };
 
-use crate::config::{BearerToken, TokenError};
+use crate::{
+    config::{BearerToken, TokenError},
+    private_file::{self, refused_as, write_private_file},
+};
 
 /// The environment variable that carries the token (it takes precedence over the file).
 pub const TOKEN_ENV: &str = "LEVIATHAN_CONTROL_PLANE_TOKEN";
@@ -113,29 +114,7 @@ pub struct ResolvedToken {
 
 /// Reads a token file, refusing one that group or others can read.
 pub fn read_token_file(path: &Path) -> Result<BearerToken, TokenFileError> {
-    let io = |action| {
-        move |source: io::Error| TokenFileError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    let meta = match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(TokenFileError::NotFound {
-                path: path.to_owned(),
-            });
-        }
-        other => other.map_err(io("inspect"))?,
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TokenFileError::TooPermissive {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let text = fs::read_to_string(path).map_err(io("read"))?;
+    let text = private_file::read(path)?;
     BearerToken::new(text.trim()).map_err(|source| TokenFileError::Invalid {
         path: path.to_owned(),
         source,
@@ -150,40 +129,6 @@ pub fn write_token_file(path: &Path, token: &BearerToken) -> Result<(), TokenFil
         path: path.to_owned(),
         source,
     })
-}
-
-/// Writes `contents` to `path` atomically (a temporary file in the same directory, then a
-/// rename) with mode 0600, creating missing directories with mode 0700.
-pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "secret".to_owned());
-    let temp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        // Make the rename durable; a directory that cannot be synced is not worth failing for.
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
 }
 
 /// Reads the token file, generating and writing a new token when there is none.
@@ -226,8 +171,12 @@ pub fn resolve(
     })
 }
 
+refused_as!(TokenFileError);
+
 #[cfg(test)]
 mod tests {
+    use std::{fs, os::unix::fs::PermissionsExt};
+
     use super::*;
 
     #[test]
