@@ -112,8 +112,13 @@ impl fmt::Debug for BearerToken {
 pub struct Limits {
     /// Largest JSON request body, in bytes.
     pub json_body_bytes: usize,
-    /// Largest artifact upload, in bytes (uploads are streamed and hashed as they arrive).
+    /// Largest artifact upload, in bytes (uploads are hashed and spooled to a temporary file as
+    /// they arrive).
     pub artifact_bytes: u64,
+    /// Verified uploads written into the artifact store at once: each holds its content in
+    /// memory while it is written (the stores take a value whole), so this, not the number of
+    /// uploads, bounds their memory (about this many times [`Limits::artifact_bytes`]).
+    pub artifact_writes: usize,
     /// Most events in one ingest bundle (and ids in one lookup).
     pub events_per_bundle: usize,
     /// Most items in one page of events or attempts.
@@ -124,9 +129,8 @@ pub struct Limits {
     pub long_request_timeout: Duration,
     /// Interval of keep-alive comments on event streams.
     pub stream_keep_alive: Duration,
-    /// Most protected requests handled at once; more are answered 429 at once. With the body
-    /// limits it bounds the memory that request bodies take (about this many times
-    /// [`Limits::artifact_bytes`] at worst).
+    /// Most protected requests handled at once; more are answered 429 at once. With
+    /// [`Limits::json_body_bytes`] it bounds the memory that JSON bodies take.
     pub concurrent_requests: usize,
     /// Requests a second one worker, reader or operator token may make on average (admin and
     /// scheduler tokens are not paced); 0 turns the rate limit off. More are answered 429 with
@@ -143,6 +147,7 @@ impl Default for Limits {
         Self {
             json_body_bytes: 8 * 1024 * 1024,
             artifact_bytes: 256 * 1024 * 1024,
+            artifact_writes: 2,
             events_per_bundle: 10_000,
             page_size: 5_000,
             request_timeout: Duration::from_secs(30),

@@ -10,6 +10,7 @@ use leviathan_core::{
     secret::Secret,
     store::BoxError,
 };
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -29,6 +30,7 @@ struct Shared {
     config: ApiConfig,
     authority: Authority,
     throttle: Throttle,
+    artifact_writes: Semaphore,
     streams_closed: CancellationToken,
 }
 
@@ -54,6 +56,7 @@ impl ApiState {
         });
         let authority = Authority::new(config.token.clone(), keyring, config.keyring_file.clone());
         let limits = &config.limits;
+        let artifact_writes = Semaphore::new(limits.artifact_writes.max(1));
         let throttle = Throttle::new(
             limits.requests_per_second_per_principal,
             limits.request_burst_per_principal,
@@ -65,6 +68,7 @@ impl ApiState {
                 config,
                 authority,
                 throttle,
+                artifact_writes,
                 streams_closed: CancellationToken::new(),
             }),
         }
@@ -83,6 +87,11 @@ impl ApiState {
     /// The credentials requests are authenticated with, and tokens signed with.
     pub fn authority(&self) -> &Authority {
         &self.inner.authority
+    }
+
+    /// Permits to write an uploaded artifact into the store (each holds it in memory meanwhile).
+    pub(crate) fn artifact_writes(&self) -> &Semaphore {
+        &self.inner.artifact_writes
     }
 
     /// The per-principal limits.

@@ -71,6 +71,9 @@ pub(crate) struct Args {
     /// Most requests handled at once; more are answered 429 with Retry-After
     #[arg(long, value_name = "N", default_value_t = Limits::default().concurrent_requests)]
     max_concurrent_requests: usize,
+    /// Verified uploads written into the store at once (each is in memory while it is written)
+    #[arg(long, value_name = "N", default_value_t = Limits::default().artifact_writes)]
+    artifact_writes: usize,
     /// Requests a second each worker, reader or operator token may make on average (0: no rate
     /// limit); more get 429
     #[arg(long, value_name = "N", default_value_t = Limits::default().requests_per_second_per_principal)]
@@ -139,9 +142,10 @@ fn limits(args: &Args) -> Result<Limits, CliError> {
         || args.max_events_per_bundle == 0
         || args.request_timeout == 0
         || args.max_concurrent_requests == 0
+        || args.artifact_writes == 0
     {
         return Err(CliError::usage(
-            "--max-body-bytes, --max-events-per-bundle, --max-concurrent-requests and --request-timeout must be positive",
+            "--max-body-bytes, --max-events-per-bundle, --max-concurrent-requests, --artifact-writes and --request-timeout must be positive",
         ));
     }
     let mut limits = Limits::default();
@@ -149,6 +153,7 @@ fn limits(args: &Args) -> Result<Limits, CliError> {
     limits.artifact_bytes = args.max_artifact_bytes;
     limits.events_per_bundle = args.max_events_per_bundle;
     limits.concurrent_requests = args.max_concurrent_requests;
+    limits.artifact_writes = args.artifact_writes;
     limits.requests_per_second_per_principal = args.rate_per_token;
     limits.request_burst_per_principal = args.burst_per_token;
     limits.streams_per_principal = args.streams_per_token;

@@ -10,16 +10,18 @@ use axum::{
 use leviathan_core::{ArtifactError, Sha256Digest, auth::Action};
 
 use super::ApiError;
-use super::extract::{Caller, read_hashed};
+use super::extract::{Caller, spool_hashed};
 use crate::{service::ControlPlaneError, state::ApiState};
 
 fn digest(raw: &str) -> Result<Sha256Digest, ApiError> {
     Sha256Digest::parse_hex(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// Receives the body as it arrives, hashing each chunk, refused (413) as soon as it passes the
-/// artifact limit and (422 `digest_mismatch`) unless it hashes to the address; only then is it
-/// stored, so a refused upload keeps nothing. 201 when new, 200 when it was already stored.
+/// Receives the body as it arrives, hashing each chunk and spooling it to a temporary file,
+/// refused (413) as soon as it passes the artifact limit and (422 `digest_mismatch`) unless it
+/// hashes to the address; only then is it stored, so a refused upload keeps nothing. Content
+/// is in memory only while it is written into the store, a few uploads at a time (the
+/// `artifact_writes` limit). 201 when new, 200 when it was already stored.
 pub(super) async fn put(
     caller: Caller,
     State(state): State<ApiState>,
@@ -30,13 +32,22 @@ pub(super) async fn put(
     caller.may(Action::UploadArtifact)?;
     let expected = digest(&sha256)?;
     let limit = state.config().limits.artifact_bytes;
-    let (content, actual) = read_hashed(&headers, body, limit).await?;
+    let spooled = spool_hashed(&headers, body, limit).await?;
+    let actual = spooled.sha256;
     if actual != expected {
         return Err(
             ControlPlaneError::from(ArtifactError::DigestMismatch { expected, actual }).into(),
         );
     }
-    let stored = state.control_plane().put_verified_artifact(content).await?;
+    let _writing = state
+        .artifact_writes()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal("the artifact writers are closed", &e))?;
+    let stored = state
+        .control_plane()
+        .put_verified_artifact(spooled.into_bytes().await?)
+        .await?;
     let status = if stored.created {
         StatusCode::CREATED
     } else {

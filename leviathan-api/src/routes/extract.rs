@@ -3,7 +3,7 @@
 //! refused with a 400 that says which parameter is wrong.
 
 use axum::{
-    body::Body,
+    body::{Body, BodyDataStream},
     extract::{FromRequest, FromRequestParts, Query, Request},
     http::{HeaderMap, header, request::Parts},
 };
@@ -17,6 +17,7 @@ use leviathan_core::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::ApiError;
 use crate::{code::ErrorCode, state::ApiState};
@@ -37,47 +38,100 @@ pub(crate) async fn read_limited(
     body: Body,
     limit: u64,
 ) -> Result<Bytes, ApiError> {
-    read_each(headers, body, limit, |_| {}).await
-}
-
-/// [`read_limited`], hashing the body chunk by chunk as it arrives.
-pub(crate) async fn read_hashed(
-    headers: &HeaderMap,
-    body: Body,
-    limit: u64,
-) -> Result<(Bytes, Sha256Digest), ApiError> {
-    let mut hasher = Sha256Hasher::new();
-    let content = read_each(headers, body, limit, |chunk| hasher.update(chunk)).await?;
-    Ok((content, hasher.finish()))
-}
-
-/// Reads a body under `limit`, showing each chunk to `each` as it arrives.
-async fn read_each(
-    headers: &HeaderMap,
-    body: Body,
-    limit: u64,
-    mut each: impl FnMut(&[u8]),
-) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
-    }
+    let mut chunks = LimitedChunks::new(headers, body, limit)?;
     let mut buf = BytesMut::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(format!("the request body could not be read: {e}"))
-        })?;
-        if (buf.len() + chunk.len()) as u64 > limit {
-            return Err(too_large(limit));
-        }
-        each(&chunk);
+    while let Some(chunk) = chunks.next().await? {
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// A body spooled to an unnamed temporary file (removed when dropped), with its SHA-256.
+pub(crate) struct Spooled {
+    file: tokio::fs::File,
+    len: u64,
+    /// The digest of the content, computed as it arrived.
+    pub(crate) sha256: Sha256Digest,
+}
+
+impl Spooled {
+    /// The content, read back into memory.
+    pub(crate) async fn into_bytes(mut self) -> Result<Bytes, ApiError> {
+        let mut content = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        self.file.rewind().await.map_err(spool_error)?;
+        self.file
+            .read_to_end(&mut content)
+            .await
+            .map_err(spool_error)?;
+        Ok(Bytes::from(content))
+    }
+}
+
+fn spool_error(error: std::io::Error) -> ApiError {
+    ApiError::internal("cannot spool the upload", &error)
+}
+
+/// Writes a body to a temporary file as it arrives, hashing each chunk, and refuses it as
+/// [`read_limited`] does: memory holds one chunk at a time, whatever the body's size.
+pub(crate) async fn spool_hashed(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Spooled, ApiError> {
+    let mut chunks = LimitedChunks::new(headers, body, limit)?;
+    let spool = tempfile::tempfile().map_err(spool_error)?;
+    let mut file = tokio::fs::File::from_std(spool);
+    let mut hasher = Sha256Hasher::new();
+    while let Some(chunk) = chunks.next().await? {
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(spool_error)?;
+    }
+    file.flush().await.map_err(spool_error)?;
+    Ok(Spooled {
+        file,
+        len: chunks.received,
+        sha256: hasher.finish(),
+    })
+}
+
+/// The chunks of a body, refused once they pass a limit.
+struct LimitedChunks {
+    stream: BodyDataStream,
+    limit: u64,
+    received: u64,
+}
+
+impl LimitedChunks {
+    /// Refuses at once a body whose `Content-Length` is over `limit`.
+    fn new(headers: &HeaderMap, body: Body, limit: u64) -> Result<Self, ApiError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        Ok(Self {
+            stream: body.into_data_stream(),
+            limit,
+            received: 0,
+        })
+    }
+
+    /// The next chunk; 413 as soon as the bytes received pass the limit.
+    async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        let Some(chunk) = self.stream.next().await else {
+            return Ok(None);
+        };
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
+        })?;
+        self.received += chunk.len() as u64;
+        if self.received > self.limit {
+            return Err(too_large(self.limit));
+        }
+        Ok(Some(chunk))
+    }
 }
 
 /// Line and column (both 1-based) of a byte offset.
