@@ -9,20 +9,23 @@ mod support {
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::{batch::v1::Job, core::v1::Secret as K8sSecret};
 use kube::{
     Api,
+    api::PostParams,
     runtime::{conditions, wait::await_condition},
 };
+use leviathan_api::client::ControlPlaneClient;
 use leviathan_core::{
-    AttemptResult, Executor,
+    AttemptResult, AttemptSpec, Executor, Timestamp,
     model::{AttemptStatus, FailureKind},
+    secret::Secret,
     store::ArtifactStore,
 };
-use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
+use leviathan_exec_k8s::{K8sConfig, K8sExecutor, token_secret};
 use leviathan_testkit::{kubernetes::FakeKubernetes, llm::files_envelope};
 use support::worker::{
-    BAD_GUIDE, GOOD_GUIDE, World,
+    BAD_GUIDE, CP_TOKEN, GOOD_GUIDE, World,
     cluster::{Cluster, IMAGE, NAMESPACE as NS},
 };
 
@@ -169,6 +172,10 @@ async fn the_printed_job_spec_runs_when_created_with_kubectl() {
     for secret in ["forge-secret-in-env", "admin-secret-in-env"] {
         assert!(!text.contains(secret), "job-spec printed {secret}: {text}");
     }
+    assert!(
+        text.contains("name: leviathan-attempt-kubectl-token"),
+        "the worker's token comes from the attempt's own Secret: {text}"
+    );
     let home = tempfile::tempdir().unwrap();
     let manifest = home.path().join("job.yaml");
     std::fs::write(&manifest, &printed.stdout).unwrap();
@@ -184,7 +191,28 @@ async fn the_printed_job_spec_runs_when_created_with_kubectl() {
     )
     .await;
 
+    // As the scheduler does: the attempt's own token, in a Secret the Job owns.
     let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), NS);
+    let job = jobs
+        .get("leviathan-attempt-kubectl")
+        .await
+        .expect("the Job");
+    let admin = ControlPlaneClient::new(&world.api_url, CP_TOKEN).unwrap();
+    let expires = Timestamp::now().saturating_add(Duration::from_secs(600));
+    let issued = admin
+        .mint_worker_token(&spec.attempt_id, expires)
+        .await
+        .expect("a worker token");
+    let minted = AttemptSpec {
+        worker_token: Some(Secret::new(issued.token)),
+        ..spec.clone()
+    };
+    let secret = token_secret(&minted, &job).expect("the attempt's Secret");
+    Api::<K8sSecret>::namespaced(cluster.client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the attempt's Secret");
+
     let finished = tokio::time::timeout(
         PATIENCE,
         await_condition(

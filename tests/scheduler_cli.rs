@@ -489,6 +489,67 @@ async fn serve_schedule_runs_the_scheduler_inside_the_control_plane() {
     assert_eq!(world.count("attempt.created").await, 0);
 }
 
+/// A scheduler on a store (here PostgreSQL, shared with `serve` on one host) signs each worker's
+/// token with the keyring beside the token file; the worker reports with it, never with the
+/// scheduler's own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_on_a_store_gives_each_worker_a_token_of_its_own() {
+    let backlog = "tasks:\n  - id: docs-b\n    title: Write B\n    ready: true\n    allowed_paths: [\"docs/b.md\"]\n";
+    let world = World::start(backlog, "  max_open_prs: 5\n").await;
+    let db = leviathan_store_pg::testkit::TestDatabase::create().await;
+    let served = support::cli::Served::start_with_env(
+        world.home.path(),
+        &["--store", db.url()],
+        &[("LEVIATHAN_CONTROL_PLANE_TOKEN", CP_TOKEN)],
+    );
+    let target = world.target_file.display().to_string();
+    let mut command = world.command(&[
+        "schedule",
+        "--once",
+        "--target",
+        &target,
+        "--store",
+        db.url(),
+    ]);
+    command.env("LEVIATHAN_WORKER_CONTROL_PLANE_URL", &served.url);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("the binary runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+
+    let events = db.store().await.events().read(0, 10_000).await.unwrap();
+    let issued: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "token.issued")
+        .collect();
+    assert_eq!(issued.len(), 1, "one attempt, one minted token: {log}");
+    let minted = issued[0].payload["token_id"].as_str().unwrap().to_owned();
+    assert_eq!(issued[0].payload["role"], "worker");
+    let succeeded = events
+        .iter()
+        .find(|e| e.event_type == "attempt.succeeded")
+        .unwrap_or_else(|| panic!("the worker reported its success: {log}"));
+    let principal = succeeded
+        .principal
+        .as_ref()
+        .expect("ingest records who wrote it");
+    assert_eq!(
+        principal.token_id.as_str(),
+        minted,
+        "written with the attempt's own token"
+    );
+    assert!(
+        events
+            .iter()
+            .filter_map(|e| e.principal.as_ref())
+            .all(|p| p.token_id.as_str() != "static-admin"),
+        "no event came in with the shared admin token"
+    );
+    assert_eq!(world.pull_heads().len(), 1, "{log}");
+}
+
 #[test]
 fn configuration_errors_exit_2_and_say_what_is_wrong() {
     let home = tempfile::tempdir().unwrap();

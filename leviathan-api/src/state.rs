@@ -4,17 +4,18 @@ use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 use leviathan_core::{
-    ArtifactStore, Ledger, Timestamp, WorkerTokens,
-    auth::{Principal, Role, token::Keyring},
-    id::{AttemptId, TokenId},
-    secret::Secret,
-    store::BoxError,
+    ArtifactStore, Ledger, Timestamp, WorkerTokens, auth::token::Keyring, id::AttemptId,
+    secret::Secret, store::BoxError,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    authority::Authority, config::ApiConfig, keyring_file, metrics::Metrics, service::ControlPlane,
+    authority::{Authority, minter::mint_in_process},
+    config::ApiConfig,
+    keyring_file,
+    metrics::Metrics,
+    service::ControlPlane,
     throttle::Throttle,
 };
 
@@ -115,21 +116,18 @@ impl ApiState {
     }
 }
 
-/// The token id that in-process minting records (a scheduler embedded in `serve`).
-const IN_PROCESS_SCHEDULER: &str = "in-process-scheduler";
-
 /// A scheduler embedded in the control plane mints its workers' tokens in process, as a
 /// scheduler, with the same keyring and records as `POST /v1/attempts/{id}/token`.
 #[async_trait]
 impl WorkerTokens for ApiState {
     async fn mint(&self, attempt: &AttemptId, expires: Timestamp) -> Result<Secret, BoxError> {
-        let principal = Principal::new(TokenId::new(IN_PROCESS_SCHEDULER)?, Role::Scheduler);
-        let request = crate::wire::MintWorkerTokenRequest { expires };
-        let issued = self
-            .authority()
-            .mint_worker_token(self.control_plane().ledger(), &principal, attempt, request)
-            .await?;
-        Ok(Secret::new(issued.token))
+        mint_in_process(
+            self.authority(),
+            self.control_plane().ledger(),
+            attempt,
+            expires,
+        )
+        .await
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
-use leviathan::core::{AttemptId, AttemptSpec, TargetId, TaskId, executor::protocol};
+use leviathan::core::{
+    AttemptId, AttemptSpec, TargetId, TaskId, executor::protocol, secret::Secret,
+};
 use leviathan_exec_k8s::{EXECUTOR_IMAGE, K8S_NAMESPACE, K8sConfig, job_spec};
 
 use super::{
@@ -23,7 +25,10 @@ enum Command {
     /// Print the Job of one attempt (YAML, or JSON with --output json); defaults come from the
     /// scheduler's variables (LEVIATHAN_EXECUTOR_IMAGE, LEVIATHAN_K8S_NAMESPACE,
     /// LEVIATHAN_WORKER_CONTROL_PLANE_URL, LEVIATHAN_WORKER_SERVICE_ACCOUNT,
-    /// LEVIATHAN_SECRET_NAME, LEVIATHAN_CLAUDE_MODEL). Secrets appear only as references.
+    /// LEVIATHAN_SECRET_NAME, LEVIATHAN_CLAUDE_MODEL). Secrets appear only as references. As the
+    /// scheduler's Jobs do, the worker takes its token from the attempt's own Secret
+    /// (`<job>-token`, key `control-plane-token`): mint one with
+    /// `POST /v1/attempts/{id}/token` and create that Secret beside the Job.
     JobSpec(JobSpecArgs),
 }
 
@@ -117,7 +122,8 @@ fn print_job_spec(args: JobSpecArgs) -> Result<(), CliError> {
         base_branch: args.branch,
         deadline: Duration::from_secs(args.deadline_secs),
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
-        worker_token: None,
+        // Only its presence shapes the Job (a reference to the attempt's Secret), never its value.
+        worker_token: Some(Secret::new(String::new())),
     };
     let job = job_spec(&spec, &config);
     let text = match args.output {

@@ -12,11 +12,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use leviathan::{
     api::{
+        authority::minter::LedgerMinter,
         client::{ClientError, ControlPlaneClient},
-        token::{self, TOKEN_ENV},
+        keyring_file, token,
     },
     core::{
         ArtifactStore, Executor, Forge, Ledger, Sha256Digest, WorkerTokens,
+        auth::token::Keyring,
         executor::protocol::{self, LEVIATHAN_GITHUB_API_URL},
         memory::MemoryGraphStore,
         secret::Secret,
@@ -91,15 +93,13 @@ pub(crate) enum ExecutorKind {
 
 /// What workers need to report to the control plane, when their executor's configuration does
 /// not say otherwise.
-#[derive(Debug, Default)]
 pub(crate) struct WorkerDefaults {
     /// The control plane's URL as workers reach it.
     pub(crate) control_plane_url: Option<String>,
-    /// The control plane's token.
-    pub(crate) token: Option<String>,
-    /// Mints each attempt's own worker token (the control plane's API, or the control plane
-    /// itself when the scheduler runs inside `serve`).
-    pub(crate) minter: Option<Arc<dyn WorkerTokens>>,
+    /// Mints each attempt's own worker token (the control plane's API, the control plane
+    /// itself when the scheduler runs inside `serve`, or the keyring beside the token file when
+    /// it runs on a store): no worker is given the scheduler's own token.
+    pub(crate) minter: Arc<dyn WorkerTokens>,
 }
 
 /// `GITHUB_TOKEN`: the forge and backlog credential (the same name as the worker's).
@@ -178,12 +178,14 @@ async fn schedule(args: Args) -> Result<(), CliError> {
         match source {
             Source::Store(stores) => {
                 tracing::info!(store = %stores.location, "opening the ledger");
-                let ledger = Ledger::open(stores.events.clone(), stores.graphs.clone()).await?;
-                (
-                    Arc::new(ledger),
-                    stores.artifacts.clone(),
-                    WorkerDefaults::default(),
-                )
+                let ledger =
+                    Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
+                let keyring = keyring_beside(args.source.token_file.as_deref())?;
+                let workers = WorkerDefaults {
+                    control_plane_url: None,
+                    minter: Arc::new(LedgerMinter::new(keyring, ledger.clone())),
+                };
+                (ledger, stores.artifacts.clone(), workers)
             }
             Source::Api(client) => {
                 let ledger = Ledger::open(
@@ -195,8 +197,7 @@ async fn schedule(args: Args) -> Result<(), CliError> {
                     control_plane_url: Some(
                         client.base_url().as_str().trim_end_matches('/').to_owned(),
                     ),
-                    token: api_token(args.source.token_file.as_deref())?,
-                    minter: Some(Arc::new(client.clone())),
+                    minter: Arc::new(client.clone()),
                 };
                 (
                     Arc::new(ledger),
@@ -249,18 +250,27 @@ async fn shutdown_signal_logged() {
 }
 
 /// The token `--api` uses, for workers that have none configured.
-fn api_token(token_file: Option<&Path>) -> Result<Option<String>, CliError> {
-    let Some(file) = token_file
-        .map(Path::to_owned)
+/// The control plane's token keyring, beside the token file (`--token-file`, else the default),
+/// made on first use like `serve` makes it: a scheduler on a store signs its workers' tokens
+/// with it, so the control plane they report to (one host, one home) accepts them.
+fn keyring_beside(token_file: Option<&Path>) -> Result<Keyring, CliError> {
+    let file = token_file
+        .map(Path::to_path_buf)
         .or_else(token::default_token_file)
-    else {
-        return Ok(std::env::var(TOKEN_ENV).ok());
-    };
-    let resolved = token::resolve(std::env::var(TOKEN_ENV).ok(), &file, false)?;
-    Ok(Some(resolved.token.expose().to_owned()))
+        .ok_or_else(|| {
+            CliError::usage(
+                "HOME is unset and no --token-file is given: the scheduler signs its workers' tokens with the keyring beside the token file",
+            )
+        })?;
+    let path = keyring_file::keyring_file_beside(&file);
+    let (keyring, generated) =
+        keyring_file::load_or_create(&path).map_err(|e| CliError::usage(e.to_string()))?;
+    if generated {
+        tracing::info!(file = %path.display(), "generated the token signing keyring (mode 0600)");
+    }
+    Ok(keyring)
 }
 
-/// Reads each `--target`: an existing file, else `~/.leviathan/targets/<name>.yaml`.
 pub(crate) fn load_targets(names: &[String]) -> Result<Vec<TargetConfig>, CliError> {
     names.iter().map(|name| load_target(name)).collect()
 }
@@ -319,7 +329,7 @@ pub(crate) async fn build(
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_owned());
     let minter = workers.minter.clone();
-    let executor = executor(run.executor, artifacts, workers).await?;
+    let executor = executor(run.executor, artifacts, workers.control_plane_url).await?;
     let mut builder = Scheduler::builder(ledger, executor)
         .backlog(GitBacklog::new(Some(token.clone())))
         .options(SchedulerOptions {
@@ -328,10 +338,8 @@ pub(crate) async fn build(
             shutdown_grace: Duration::from_secs(run.shutdown_grace),
             worker_env: forwarded_worker_env(),
             ..SchedulerOptions::default()
-        });
-    if let Some(minter) = minter {
-        builder = builder.worker_tokens(minter);
-    }
+        })
+        .worker_tokens(minter);
     for target in targets {
         let forge = GitHubForge::new(&api_url, &token, &target.repo_url)
             .map_err(|e| CliError::usage(format!("target `{}`: {e}", target.name)))?;
@@ -343,22 +351,18 @@ pub(crate) async fn build(
 async fn executor(
     kind: ExecutorKind,
     artifacts: Arc<dyn ArtifactStore>,
-    workers: WorkerDefaults,
+    control_plane_url: Option<String>,
 ) -> Result<Arc<dyn Executor>, CliError> {
     match kind {
         ExecutorKind::Local => {
             let mut config = LocalConfig::from_env().map_err(|e| CliError::usage(e.to_string()))?;
             let configured_url = std::env::var(leviathan_exec_local::WORKER_CONTROL_PLANE_URL)
                 .is_ok_and(|v| !v.trim().is_empty());
-            if let (false, Some(url)) = (configured_url, workers.control_plane_url) {
+            if let (false, Some(url)) = (configured_url, control_plane_url) {
                 config = config.control_plane_url(url);
             }
-            if let (false, Some(token)) = (
-                config.secrets.contains_key(protocol::CONTROL_PLANE_TOKEN),
-                workers.token,
-            ) {
-                config = config.secret(protocol::CONTROL_PLANE_TOKEN, Secret::new(token));
-            }
+            // Every attempt gets a token of its own: the executor holds no shared one to leak.
+            config.secrets.remove(protocol::CONTROL_PLANE_TOKEN);
             Ok(Arc::new(LocalExecutor::new(config.artifacts(artifacts))))
         }
         ExecutorKind::K8s => {

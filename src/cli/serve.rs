@@ -177,7 +177,6 @@ async fn serve(args: Args) -> Result<(), CliError> {
     tracing::info!(store = %stores.location, "opening the ledger (catching up the graph)");
     let ledger = Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
 
-    let worker_token = (!targets.is_empty()).then(|| resolved.token.expose().to_owned());
     let config = ApiConfig::new(resolved.token)
         .with_keyring(
             keyring,
@@ -212,8 +211,7 @@ async fn serve(args: Args) -> Result<(), CliError> {
     } else {
         let workers = WorkerDefaults {
             control_plane_url: Some(format!("http://{}", reachable(addr))),
-            token: worker_token,
-            minter: Some(Arc::new(state.clone())),
+            minter: Arc::new(state.clone()),
         };
         let scheduler = schedule::build(
             ledger.clone(),

@@ -43,7 +43,8 @@ pub(crate) struct SourceArgs {
     /// [default: $LEVIATHAN_API_URL when set and --store is not given]
     #[arg(long, value_name = "URL")]
     pub(crate) api: Option<String>,
-    /// Token file used with --api when LEVIATHAN_CONTROL_PLANE_TOKEN is not set
+    /// Token file used with --api when LEVIATHAN_CONTROL_PLANE_TOKEN is not set; `schedule
+    /// --store` signs its workers' tokens with the keyring beside it
     /// [default: ~/.leviathan/control-plane-token]
     #[arg(long, value_name = "PATH", env = "LEVIATHAN_TOKEN_FILE")]
     pub(crate) token_file: Option<PathBuf>,

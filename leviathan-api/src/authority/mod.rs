@@ -4,6 +4,7 @@
 //! admin. Issuing and revoking tokens lives in [`issue`].
 
 pub mod issue;
+pub mod minter;
 mod registry;
 
 use std::{path::PathBuf, sync::RwLock};
@@ -64,7 +65,8 @@ pub enum KeyringChangeError {
 /// The control plane's credentials: the static admin token, the signing keyring and the
 /// registry of issued and revoked tokens.
 pub struct Authority {
-    admin: BearerToken,
+    /// `None` for an authority that only mints (it accepts no static token).
+    admin: Option<BearerToken>,
     keyring: RwLock<Keyring>,
     keyring_file: Option<PathBuf>,
     registry: Mutex<Registry>,
@@ -75,9 +77,20 @@ impl Authority {
     /// rotations are saved to `keyring_file` when there is one.
     pub fn new(admin: BearerToken, keyring: Keyring, keyring_file: Option<PathBuf>) -> Self {
         Self {
-            admin,
+            admin: Some(admin),
             keyring: RwLock::new(keyring),
             keyring_file,
+            registry: Mutex::new(Registry::default()),
+        }
+    }
+
+    /// An authority that signs with `keyring` and accepts no static token: for a process that
+    /// mints tokens but serves no requests.
+    fn minting_only(keyring: Keyring) -> Self {
+        Self {
+            admin: None,
+            keyring: RwLock::new(keyring),
+            keyring_file: None,
             registry: Mutex::new(Registry::default()),
         }
     }
@@ -91,7 +104,8 @@ impl Authority {
         now: Timestamp,
     ) -> Result<Principal, Unauthenticated> {
         if !presented.starts_with(PREFIX) {
-            return match self.admin.matches(presented.as_bytes()) {
+            let admin = self.admin.as_ref();
+            return match admin.is_some_and(|a| a.matches(presented.as_bytes())) {
                 true => Ok(static_admin()),
                 false => Err(Unauthenticated::Invalid),
             };
