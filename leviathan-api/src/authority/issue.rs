@@ -61,7 +61,7 @@ impl Authority {
         let now = Timestamp::now();
         if let Some(name) = &request.name {
             check_name(name)?;
-            let mut registry = self.registry.lock().await;
+            let mut registry = self.registry.write().await;
             registry.catch_up(ledger.events().as_ref()).await?;
             if registry.name_taken(name, now) {
                 return Err(ControlPlaneError::TokenNameTaken(name.clone()));
@@ -148,9 +148,10 @@ impl Authority {
 
     /// Every token issued, oldest first (never a secret).
     pub async fn list(&self, ledger: &Ledger) -> Result<Vec<TokenInfo>, ControlPlaneError> {
-        let mut registry = self.registry.lock().await;
+        let mut registry = self.registry.write().await;
         registry.catch_up(ledger.events().as_ref()).await?;
-        Ok(registry.list())
+        let last_used = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(registry.list(&last_used))
     }
 
     /// Revokes the token `id_or_name` (its id, or the name of a live token) by recording
@@ -162,7 +163,7 @@ impl Authority {
         id_or_name: &str,
         request: RevokeTokenRequest,
     ) -> Result<RevokedToken, ControlPlaneError> {
-        let mut registry = self.registry.lock().await;
+        let mut registry = self.registry.write().await;
         registry.catch_up(ledger.events().as_ref()).await?;
         let Some(found) = registry.find(id_or_name) else {
             return Err(ControlPlaneError::TokenNotFound(id_or_name.to_owned()));

@@ -7,7 +7,11 @@ pub mod issue;
 pub mod minter;
 mod registry;
 
-use std::{path::PathBuf, sync::RwLock};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Mutex, RwLock},
+};
 
 use leviathan_core::{
     EventStore, EventStoreError, Timestamp,
@@ -17,7 +21,6 @@ use leviathan_core::{
     },
     id::{KeyId, TokenId},
 };
-use tokio::sync::Mutex;
 
 use self::registry::Registry;
 
@@ -69,7 +72,9 @@ pub struct Authority {
     admin: Option<BearerToken>,
     keyring: RwLock<Keyring>,
     keyring_file: Option<PathBuf>,
-    registry: Mutex<Registry>,
+    registry: tokio::sync::RwLock<Registry>,
+    /// When each token was last accepted by this process (kept in memory only).
+    last_used: Mutex<HashMap<TokenId, Timestamp>>,
 }
 
 impl Authority {
@@ -80,7 +85,8 @@ impl Authority {
             admin: Some(admin),
             keyring: RwLock::new(keyring),
             keyring_file,
-            registry: Mutex::new(Registry::default()),
+            registry: tokio::sync::RwLock::default(),
+            last_used: Mutex::default(),
         }
     }
 
@@ -91,16 +97,19 @@ impl Authority {
             admin: None,
             keyring: RwLock::new(keyring),
             keyring_file: None,
-            registry: Mutex::new(Registry::default()),
+            registry: tokio::sync::RwLock::default(),
+            last_used: Mutex::default(),
         }
     }
 
     /// The principal `presented` authenticates, as of `now`. A signed token's revocation is
-    /// checked against `events` (the log), read past what was read before.
+    /// checked against the log's `token.revoked` events as read up to `head` (the last `seq` the
+    /// caller folded), reading `events` again only when that is behind or older than a second.
     pub async fn authenticate(
         &self,
         presented: &str,
         events: &dyn EventStore,
+        head: u64,
         now: Timestamp,
     ) -> Result<Principal, Unauthenticated> {
         if !presented.starts_with(PREFIX) {
@@ -114,16 +123,34 @@ impl Authority {
             .read_keyring()
             .verify(presented, now)
             .map_err(Unauthenticated::Rejected)?;
-        let mut registry = self.registry.lock().await;
+        if self.is_revoked(&claims.token_id, events, head).await? {
+            return Err(Unauthenticated::Revoked(claims.token_id));
+        }
+        let mut last_used = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        last_used.insert(claims.token_id.clone(), now);
+        Ok(claims.principal())
+    }
+
+    /// Whether `token` was revoked: from what was read when that is current (a shared lock, so
+    /// requests do not queue behind each other), else after reading the log past it.
+    async fn is_revoked(
+        &self,
+        token: &TokenId,
+        events: &dyn EventStore,
+        head: u64,
+    ) -> Result<bool, Unauthenticated> {
+        {
+            let registry = self.registry.read().await;
+            if registry.is_current(head) {
+                return Ok(registry.is_revoked(token));
+            }
+        }
+        let mut registry = self.registry.write().await;
         registry
             .catch_up(events)
             .await
             .map_err(Unauthenticated::Unverifiable)?;
-        if registry.is_revoked(&claims.token_id) {
-            return Err(Unauthenticated::Revoked(claims.token_id));
-        }
-        registry.used(&claims.token_id, now);
-        Ok(claims.principal())
+        Ok(registry.is_revoked(token))
     }
 
     /// Signs `grant` with the current signing key.
@@ -174,9 +201,11 @@ pub fn static_admin() -> Principal {
 mod tests {
     use std::time::Duration;
 
-    use leviathan_core::memory::MemoryEventStore;
+    use leviathan_core::{
+        AppendRequest, NewEvent, catalogue::TokenRevoked, id::EventId, memory::MemoryEventStore,
+    };
 
-    use super::*;
+    use super::{registry::FRESHNESS, *};
 
     fn authority() -> Authority {
         let key = keyring_file::generate_key(Timestamp::now()).unwrap();
@@ -193,7 +222,7 @@ mod tests {
         let log = MemoryEventStore::new();
         let now = Timestamp::now();
         let admin = authority
-            .authenticate("static-admin-token-0123", &log, now)
+            .authenticate("static-admin-token-0123", &log, 0, now)
             .await
             .unwrap();
         assert_eq!(admin, static_admin());
@@ -207,22 +236,79 @@ mod tests {
             .unwrap();
         authority.rotate_key().unwrap();
         let reader = authority
-            .authenticate(signed.token.expose(), &log, now)
+            .authenticate(signed.token.expose(), &log, 0, now)
             .await
             .unwrap();
         assert_eq!(reader.role, Role::Reader);
         assert!(matches!(
             authority
-                .authenticate("static-admin-token-0124", &log, now)
+                .authenticate("static-admin-token-0124", &log, 0, now)
                 .await,
             Err(Unauthenticated::Invalid)
         ));
         let later = now.saturating_add(Duration::from_secs(61));
         assert!(matches!(
             authority
-                .authenticate(signed.token.expose(), &log, later)
+                .authenticate(signed.token.expose(), &log, 0, later)
                 .await,
             Err(Unauthenticated::Rejected(Rejected::Expired(_)))
+        ));
+    }
+
+    fn reader_token(authority: &Authority, now: Timestamp) -> (SignedToken, TokenId) {
+        let id = TokenId::new("tok-reader").unwrap();
+        let grant = Grant {
+            token_id: id.clone(),
+            role: Role::Reader,
+            attempt: None,
+            expires: now.saturating_add(Duration::from_secs(3600)),
+        };
+        (authority.sign(grant).unwrap(), id)
+    }
+
+    /// `token.revoked` reaching the log without this process folding it (another replica).
+    async fn revoke_elsewhere(log: &MemoryEventStore, token_id: TokenId, now: Timestamp) {
+        let payload = TokenRevoked {
+            token_id,
+            reason: None,
+        };
+        let id = EventId::new("token-revoked-elsewhere").unwrap();
+        let event = NewEvent::new(id, now, Some("control-plane".into()), &payload);
+        log.append(AppendRequest::new(vec![event])).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_replicas_revocation_applies_within_a_second_without_a_read_per_request() {
+        let authority = authority();
+        let log = MemoryEventStore::new();
+        let now = Timestamp::now();
+        let (signed, id) = reader_token(&authority, now);
+        let token = signed.token.expose();
+        authority.authenticate(token, &log, 0, now).await.unwrap();
+        revoke_elsewhere(&log, id, now).await;
+        assert!(
+            authority.authenticate(token, &log, 0, now).await.is_ok(),
+            "what was read a moment ago is used, not read again"
+        );
+        tokio::time::advance(FRESHNESS).await;
+        assert!(matches!(
+            authority.authenticate(token, &log, 0, now).await,
+            Err(Unauthenticated::Revoked(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revocation_this_process_folded_applies_at_once() {
+        let authority = authority();
+        let log = MemoryEventStore::new();
+        let now = Timestamp::now();
+        let (signed, id) = reader_token(&authority, now);
+        let token = signed.token.expose();
+        authority.authenticate(token, &log, 0, now).await.unwrap();
+        revoke_elsewhere(&log, id, now).await;
+        assert!(matches!(
+            authority.authenticate(token, &log, 1, now).await,
+            Err(Unauthenticated::Revoked(_))
         ));
     }
 }

@@ -1,8 +1,11 @@
 //! The tokens the control plane issued and revoked, folded from the log's `token.issued` and
 //! `token.revoked` events (the log is the only record, so every replica agrees once it has read
-//! up to the same `seq`), plus when each was last used by this process (kept in memory only).
+//! up to the same `seq`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use leviathan_core::{
     EventStore, EventStoreError, Timestamp,
@@ -14,6 +17,9 @@ use crate::wire::TokenInfo;
 
 /// Events read per step while catching up.
 const PAGE: usize = 1000;
+/// How long what was read counts as current when this process appended nothing since: the
+/// longest a revocation recorded by another replica takes to apply here.
+pub(crate) const FRESHNESS: Duration = Duration::from_secs(1);
 
 /// The issued and revoked tokens as of `seq` `scanned` of the log.
 #[derive(Debug, Default)]
@@ -22,7 +28,7 @@ pub(crate) struct Registry {
     tokens: BTreeMap<TokenId, TokenInfo>,
     /// Revocations of tokens whose issuance the log does not hold (signed elsewhere).
     revoked_unknown: BTreeMap<TokenId, Timestamp>,
-    last_used: HashMap<TokenId, Timestamp>,
+    caught_up_at: Option<tokio::time::Instant>,
 }
 
 impl Registry {
@@ -50,6 +56,7 @@ impl Registry {
                 self.scanned = event.seq;
             }
             if page.len() < PAGE {
+                self.caught_up_at = Some(tokio::time::Instant::now());
                 return Ok(());
             }
         }
@@ -85,9 +92,10 @@ impl Registry {
             || self.tokens.get(id).is_some_and(|t| t.revoked_at.is_some())
     }
 
-    /// Notes that `id` was accepted at `at`.
-    pub(crate) fn used(&mut self, id: &TokenId, at: Timestamp) {
-        self.last_used.insert(id.clone(), at);
+    /// True when what was read is as current as a revocation check needs: it covers `head` (the
+    /// last `seq` this process folded) and was read within [`FRESHNESS`].
+    pub(crate) fn is_current(&self, head: u64) -> bool {
+        self.scanned >= head && self.caught_up_at.is_some_and(|at| at.elapsed() < FRESHNESS)
     }
 
     /// The token `id_or_name` names: by id first, else the one live token of that name (the
@@ -113,13 +121,13 @@ impl Registry {
         })
     }
 
-    /// Every issued token, oldest first, with its last use.
-    pub(crate) fn list(&self) -> Vec<TokenInfo> {
+    /// Every issued token, oldest first, with its last use as `last_used` has it.
+    pub(crate) fn list(&self, last_used: &HashMap<TokenId, Timestamp>) -> Vec<TokenInfo> {
         let mut tokens: Vec<TokenInfo> = self
             .tokens
             .values()
             .map(|t| TokenInfo {
-                last_used: self.last_used.get(&t.issued.token_id).copied(),
+                last_used: last_used.get(&t.issued.token_id).copied(),
                 ..t.clone()
             })
             .collect();

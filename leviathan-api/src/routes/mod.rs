@@ -116,10 +116,16 @@ async fn require_bearer(
     let Some(bearer) = request.headers().typed_get::<Authorization<Bearer>>() else {
         return ApiError::unauthenticated(&Unauthenticated::Missing).into_response();
     };
-    let events = state.control_plane().events();
+    let plane = state.control_plane();
+    let head = plane.ledger().checkpoint().await.map_or(0, |h| h.seq);
     let authenticated = state
         .authority()
-        .authenticate(bearer.token(), events.as_ref(), Timestamp::now())
+        .authenticate(
+            bearer.token(),
+            plane.events().as_ref(),
+            head,
+            Timestamp::now(),
+        )
         .await;
     match authenticated {
         Ok(principal) => {
