@@ -29,6 +29,8 @@ pub use leviathan_store_sled as store_sled;
 pub use leviathan_worker as worker;
 
 #[cfg(feature = "worker")]
+pub mod delivery;
+#[cfg(feature = "worker")]
 pub mod git;
 pub mod scheduler;
 pub mod stores;

@@ -497,6 +497,8 @@ async fn once_twice_over_one_log_creates_nothing_twice() {
     let mut config = world.target(ENABLED, "  max_running_attempts: 2\n  max_open_prs: 5\n");
     // A target whose tests need more than Landlock allows: its workers are told.
     config.landlock = false;
+    // A target that wants draft pull requests: its workers are told too.
+    config.delivery.draft_prs = true;
     world.executor.script("alpha", &[Step::Succeed]);
     world.executor.script("beta", &[Step::Succeed]);
     let first = world.builder(config.clone(), 1).build().unwrap();
@@ -519,6 +521,7 @@ async fn once_twice_over_one_log_creates_nothing_twice() {
     assert_eq!(started.len(), 2);
     for spec in started {
         assert_eq!(spec.env["LEVIATHAN_LANDLOCK"], "false");
+        assert_eq!(spec.env["LEVIATHAN_DRAFT_PRS"], "true");
     }
 }
 

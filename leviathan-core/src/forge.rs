@@ -38,6 +38,8 @@ pub struct PullRequest {
     pub url: String,
     /// True when an already open pull request for the branch was reused.
     pub reused: bool,
+    /// Its body as the forge holds it (a later delivery adds a line for its attempt).
+    pub body: String,
 }
 
 /// An open pull request as a listing reports it.
@@ -99,6 +101,12 @@ pub trait Forge: Send + Sync + fmt::Debug {
 
     /// Whether pull request `number` is open, merged or closed without merging.
     async fn state(&self, number: u64) -> Result<PrState, ForgeError>;
+
+    /// Replaces the body of pull request `number`.
+    async fn update_body(&self, number: u64, body: &str) -> Result<(), ForgeError>;
+
+    /// Adds `labels` to pull request `number`; labels it has already are kept once.
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError>;
 }
 
 /// Reuses the open pull request for `spec.head`, or creates one; a concurrent creation
@@ -150,6 +158,12 @@ mod tests {
         async fn state(&self, _number: u64) -> Result<PrState, ForgeError> {
             Err(ForgeError::Unavailable("not scripted".into()))
         }
+        async fn update_body(&self, _number: u64, _body: &str) -> Result<(), ForgeError> {
+            Err(ForgeError::Unavailable("not scripted".into()))
+        }
+        async fn add_labels(&self, _number: u64, _labels: &[String]) -> Result<(), ForgeError> {
+            Err(ForgeError::Unavailable("not scripted".into()))
+        }
     }
 
     fn spec() -> PullRequestSpec {
@@ -167,6 +181,7 @@ mod tests {
             number,
             url: format!("https://github.com/o/r/pull/{number}"),
             reused,
+            body: String::new(),
         }
     }
 

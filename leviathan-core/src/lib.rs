@@ -21,6 +21,7 @@ pub mod backlog_source;
 pub mod canonical;
 pub mod catalogue;
 pub mod chain;
+pub mod delivery;
 pub mod digest;
 pub mod event;
 pub mod executor;

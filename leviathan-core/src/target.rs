@@ -5,9 +5,11 @@
 //!   `landlock`, `autonomy: {enabled}`, `guardrails: {allowed_path_prefixes, max_open_prs,
 //!   max_running_attempts, max_attempts_per_task, circuit_breaker: {enabled,
 //!   consecutive_failures_threshold, cooldown_minutes}, timeout: {attempt_timeout_minutes},
-//!   retry: {initial_backoff_seconds, factor, max_backoff_seconds, jitter}}`;
-//! - the predecessor's target file (`local_cache_dir`, `contract_path`, `policy_path` accepted and
-//!   ignored);
+//!   retry: {initial_backoff_seconds, factor, max_backoff_seconds, jitter}}`, `delivery:
+//!   {forbidden_paths, max_files_changed, max_file_bytes, max_diff_lines, allow_binary, draft_prs,
+//!   labels}` (checked by the trusted side at delivery, see [`crate::delivery`]);
+//! - the predecessor's target file (`local_cache_dir` accepted and ignored; `contract_path` and
+//!   `policy_path` refused with a message that says where their rules go);
 //! - the predecessor's flat autonomy file (`autonomy_enabled`, `target_id`, `target_repo_url`,
 //!   `target_branch`, `allowed_path_prefixes`, `max_open_prs`, `max_running_attempts`,
 //!   `max_attempts_per_task`, `circuit_breaker_failures`, `attempt_timeout_seconds`,
@@ -21,7 +23,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{backlog::DEFAULT_BACKLOG_PATH, id::TargetId, paths::PathRule};
+use crate::{
+    backlog::DEFAULT_BACKLOG_PATH, delivery::DeliveryPolicy, id::TargetId, paths::PathRule,
+};
 
 /// A target and its policy.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,6 +45,8 @@ pub struct TargetConfig {
     pub landlock: bool,
     /// The guardrails.
     pub policy: Policy,
+    /// What the trusted side accepts from a proposal and how it opens the pull request.
+    pub delivery: DeliveryPolicy,
 }
 
 /// The scheduler's guardrails for one target.
@@ -177,6 +183,7 @@ struct Raw {
     autonomy: Option<RawAutonomy>,
     autonomy_enabled: Option<bool>,
     guardrails: Option<RawGuardrails>,
+    delivery: Option<RawDelivery>,
     allowed_path_prefixes: Option<Vec<String>>,
     max_open_prs: Option<u32>,
     max_running_attempts: Option<u32>,
@@ -184,13 +191,12 @@ struct Raw {
     circuit_breaker_failures: Option<u32>,
     attempt_timeout_seconds: Option<u64>,
     backoff_seconds: Option<u64>,
+    // The predecessor's policy and contract files: refused, not ignored (see `refuse_policy_files`).
+    contract_path: Option<serde_yaml_ng::Value>,
+    policy_path: Option<serde_yaml_ng::Value>,
     // Accepted for compatibility with the predecessor's files; they configure nothing here.
     #[serde(rename = "local_cache_dir")]
     _local_cache_dir: Option<serde_yaml_ng::Value>,
-    #[serde(rename = "contract_path")]
-    _contract_path: Option<serde_yaml_ng::Value>,
-    #[serde(rename = "policy_path")]
-    _policy_path: Option<serde_yaml_ng::Value>,
     #[serde(rename = "control_plane_url")]
     _control_plane_url: Option<serde_yaml_ng::Value>,
     #[serde(rename = "worker_image")]
@@ -219,6 +225,18 @@ struct RawGuardrails {
     circuit_breaker: Option<RawCircuit>,
     timeout: Option<RawTimeout>,
     retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    forbidden_paths: Option<Vec<String>>,
+    max_files_changed: Option<u32>,
+    max_file_bytes: Option<u64>,
+    max_diff_lines: Option<u64>,
+    allow_binary: Option<bool>,
+    draft_prs: Option<bool>,
+    labels: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -286,7 +304,9 @@ pub fn parse_target_config(
             "target_branch",
         )?
         .unwrap_or_else(|| "main".into());
+    at.refuse_policy_files(&raw)?;
     let policy = at.policy(&raw)?;
+    let delivery = at.delivery(raw.delivery.as_ref())?;
     Ok(TargetConfig {
         name,
         repo_url,
@@ -297,6 +317,7 @@ pub fn parse_target_config(
         test_command: raw.test_command,
         landlock: raw.landlock.unwrap_or(true),
         policy,
+        delivery,
     })
 }
 
@@ -403,6 +424,73 @@ impl Locate<'_> {
             )?,
         };
         Ok(policy)
+    }
+
+    /// The predecessor's `policy_path` and `contract_path` name files whose rules this project
+    /// would not read; accepting the keys would silently drop those rules, so they are refused.
+    fn refuse_policy_files(&self, raw: &Raw) -> Result<(), TargetConfigError> {
+        for (key, value) in [
+            ("policy_path", &raw.policy_path),
+            ("contract_path", &raw.contract_path),
+        ] {
+            if value.is_some() {
+                return Err(self.error(
+                    key,
+                    "the predecessor's policy and contract files are not read: put their rules in \
+                     this file (`guardrails:` and `delivery: {forbidden_paths, max_files_changed, \
+                     max_file_bytes, max_diff_lines, allow_binary}`) and remove the key"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `delivery` section; limits are at least 1, paths clean rules, labels non-empty.
+    fn delivery(&self, raw: Option<&RawDelivery>) -> Result<DeliveryPolicy, TargetConfigError> {
+        let defaults = DeliveryPolicy::default();
+        let Some(raw) = raw else {
+            return Ok(defaults);
+        };
+        let forbidden_paths = raw
+            .forbidden_paths
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, p)| {
+                PathRule::parse(p).map_err(|e| {
+                    self.error(&format!("delivery.forbidden_paths[{i}]"), e.to_string())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let labels = raw.labels.clone().unwrap_or_default();
+        if let Some(i) = labels.iter().position(|l| l.trim().is_empty()) {
+            return Err(self.error(&format!("delivery.labels[{i}]"), "must not be empty".into()));
+        }
+        let at_least_one = |v: Option<u64>, default: u64, field: &str| match v {
+            Some(0) => Err(self.error(&format!("delivery.{field}"), "must be at least 1".into())),
+            v => Ok(v.unwrap_or(default)),
+        };
+        Ok(DeliveryPolicy {
+            forbidden_paths,
+            max_files_changed: self.positive(
+                "delivery.max_files_changed",
+                raw.max_files_changed.unwrap_or(defaults.max_files_changed),
+            )?,
+            max_file_bytes: at_least_one(
+                raw.max_file_bytes,
+                defaults.max_file_bytes,
+                "max_file_bytes",
+            )?,
+            max_diff_lines: at_least_one(
+                raw.max_diff_lines,
+                defaults.max_diff_lines,
+                "max_diff_lines",
+            )?,
+            allow_binary: raw.allow_binary.unwrap_or(defaults.allow_binary),
+            draft_prs: raw.draft_prs.unwrap_or(defaults.draft_prs),
+            labels,
+        })
     }
 
     /// `guardrails.retry`, or the predecessor's `backoff_seconds` for the first wait.
@@ -555,7 +643,7 @@ guardrails:
         let c = parse_target_config(
             "radix.yaml",
             "repo_url: git@github.com:o/radix.git\ndefault_branch: main\nlocal_cache_dir: ~/.leviathan/targets/radix\n\
-             contract_path: .leviathan/contract.yaml\nbacklog_path: .leviathan/backlog.yaml\npolicy_path: .leviathan/policy.yaml\n",
+             backlog_path: .leviathan/backlog.yaml\n",
             Some("radix"),
         )
         .unwrap();
@@ -564,6 +652,16 @@ guardrails:
             !c.policy.autonomy_enabled,
             "autonomy fails closed when not enabled explicitly"
         );
+        for key in ["policy_path", "contract_path"] {
+            let e = parse_target_config(
+                "radix.yaml",
+                &format!("repo_url: u\n{key}: .leviathan/{key}.yaml\n"),
+                Some("radix"),
+            )
+            .unwrap_err();
+            assert_eq!(e.location, key);
+            assert!(e.message.contains("are not read"), "{e}");
+        }
     }
 
     #[test]
@@ -594,6 +692,52 @@ guardrails:
         )
         .unwrap_err();
         assert_eq!(e.location, "allowed_path_prefixes[0]");
+    }
+
+    #[test]
+    fn delivery_section() {
+        let c = parse_target_config(
+            "t.yaml",
+            "name: x\nrepo_url: u\ndelivery:\n  forbidden_paths: [docs/private/, LICENSE]\n  \
+             max_files_changed: 3\n  max_file_bytes: 2048\n  max_diff_lines: 40\n  allow_binary: true\n  \
+             draft_prs: true\n  labels: [agent, docs]\n",
+            None,
+        )
+        .unwrap();
+        let d = &c.delivery;
+        assert_eq!(d.forbidden_paths.len(), 2);
+        assert!(d.forbidden_paths[0].allows("docs/private/a.md"));
+        assert_eq!(
+            (d.max_files_changed, d.max_file_bytes, d.max_diff_lines),
+            (3, 2048, 40)
+        );
+        assert!(d.allow_binary && d.draft_prs);
+        assert_eq!(d.labels, ["agent", "docs"]);
+        let plain = parse_target_config("t.yaml", "name: x\nrepo_url: u\n", None).unwrap();
+        assert_eq!(plain.delivery, DeliveryPolicy::default());
+        for (text, location) in [
+            (
+                "delivery: {forbidden_paths: [../x]}",
+                "delivery.forbidden_paths[0]",
+            ),
+            ("delivery: {max_diff_lines: 0}", "delivery.max_diff_lines"),
+            (
+                "delivery: {max_files_changed: 0}",
+                "delivery.max_files_changed",
+            ),
+            ("delivery: {labels: [' ']}", "delivery.labels[0]"),
+        ] {
+            let e = parse_target_config("t.yaml", &format!("name: x\nrepo_url: u\n{text}\n"), None)
+                .unwrap_err();
+            assert_eq!(e.location, location, "{text}: {e}");
+        }
+        let e = parse_target_config(
+            "t.yaml",
+            "name: x\nrepo_url: u\ndelivery: {draft: true}\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("unknown field `draft`"), "{e}");
     }
 
     #[test]

@@ -32,9 +32,9 @@ pub struct GitError {
     pub auth_failed: bool,
 }
 
-/// Runs git for one attempt.
+/// Runs git for one attempt (and, through [`Git::command`], for the trusted side's delivery).
 #[derive(Debug)]
-pub(crate) struct Git {
+pub struct Git {
     env: BTreeMap<String, String>,
     /// `(config key, value)` of the credential header, only for commands that talk to the remote.
     credential: Option<(String, Secret)>,
@@ -44,7 +44,7 @@ pub(crate) struct Git {
 impl Git {
     /// A git runner with `home` as its private HOME, committing as `identity`, authenticating to
     /// `repo_url`'s origin (when it is an http(s) URL) with `token`.
-    pub(crate) fn new(
+    pub fn new(
         home: &Path,
         base_env: &BTreeMap<String, String>,
         identity: &GitIdentity,
@@ -137,6 +137,35 @@ impl Git {
             let (tail, _) = process::last_lines(output.trim(), 20);
             Err(failed(done.describe(GIT_TIMEOUT), tail))
         }
+    }
+
+    /// A runner for the trusted side: the environment scrubbed of secrets, `home` as HOME,
+    /// committing as `identity`, `token` (empty for none) redacted from every error.
+    pub fn isolated(home: &Path, identity: &GitIdentity, repo_url: &str, token: &Secret) -> Self {
+        let secrets: Vec<&str> = [token.expose()]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect();
+        Self::new(
+            home,
+            &process::scrubbed_env(&secrets),
+            identity,
+            repo_url,
+            token,
+            Redactor::new(&secrets),
+        )
+    }
+
+    /// `git <args>` in `cwd` for callers outside the worker; `authenticated` adds the credential
+    /// header. The output is raw (the caller redacts what it reports); errors are redacted.
+    pub async fn command(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        authenticated: bool,
+    ) -> Result<Vec<u8>, GitError> {
+        let operation = args.first().copied().unwrap_or("git");
+        self.exec(cwd, operation, args, authenticated).await
     }
 
     /// [`Git::exec`] with the output as redacted text.
@@ -295,21 +324,12 @@ pub async fn shallow_clone(
         detail: format!("cannot create {}: {e}", home.display()),
         auth_failed: false,
     })?;
-    let secrets: Vec<&str> = token.map(Secret::expose).into_iter().collect();
-    let redactor = Redactor::new(&secrets);
     let identity = GitIdentity {
         name: "Leviathan".into(),
         email: "leviathan@users.noreply.github.com".into(),
     };
     let no_token = Secret::new(String::new());
-    let git = Git::new(
-        &home,
-        &process::scrubbed_env(&secrets),
-        &identity,
-        repo_url,
-        token.unwrap_or(&no_token),
-        redactor,
-    );
+    let git = Git::isolated(&home, &identity, repo_url, token.unwrap_or(&no_token));
     let dest = repo.to_string_lossy();
     git.run(
         workdir,

@@ -23,7 +23,7 @@ mod test_runner;
 
 pub use config::{ConfigError, ConfigProblem, ModelProvider, WorkerConfig};
 pub use entry::run_from_env;
-pub use git::{GitError, shallow_clone};
+pub use git::{Git, GitError, shallow_clone};
 pub use journal::Artifact;
 pub use leviathan_core::redact::{REDACTED, Redactor};
 pub use leviathan_core::secret::Secret;

@@ -89,7 +89,7 @@ pub struct SchedulerOptions {
     pub actor_id: String,
     /// Non-secret worker settings given to every attempt (`LEVIATHAN_MODEL_PROVIDER`,
     /// `LEVIATHAN_GITHUB_API_URL`, …); a target's `test_command` is added as
-    /// `LEVIATHAN_TEST_COMMAND`.
+    /// `LEVIATHAN_TEST_COMMAND`, its `delivery.draft_prs` as `LEVIATHAN_DRAFT_PRS`.
     pub worker_env: BTreeMap<String, String>,
 }
 
@@ -506,6 +506,9 @@ impl Inner {
         }
         if !target.landlock {
             env.insert(protocol::LEVIATHAN_LANDLOCK.to_owned(), "false".to_owned());
+        }
+        if target.delivery.draft_prs {
+            env.insert(protocol::LEVIATHAN_DRAFT_PRS.to_owned(), "true".to_owned());
         }
         env
     }

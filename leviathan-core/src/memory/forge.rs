@@ -18,6 +18,7 @@ use crate::{
 struct Pull {
     spec: PullRequestSpec,
     state: PrState,
+    labels: Vec<String>,
 }
 
 /// A [`Forge`] in memory. Every pull request it opens gets the next number and the URL
@@ -36,6 +37,14 @@ impl MemoryForge {
     /// What pull request `number` was opened with, if it exists.
     pub fn spec(&self, number: u64) -> Option<PullRequestSpec> {
         self.lock().get(&number).map(|pull| pull.spec.clone())
+    }
+
+    /// The labels of pull request `number` (empty when it does not exist).
+    pub fn labels(&self, number: u64) -> Vec<String> {
+        self.lock()
+            .get(&number)
+            .map(|pull| pull.labels.clone())
+            .unwrap_or_default()
     }
 
     /// Merges open pull request `number`, as a reviewer would.
@@ -86,10 +95,11 @@ impl Forge for MemoryForge {
             .lock()
             .iter()
             .find(|(_, pull)| pull.state == PrState::Open && pull.spec.head == head)
-            .map(|(&number, _)| PullRequest {
+            .map(|(&number, pull)| PullRequest {
                 number,
                 url: url(number),
                 reused: true,
+                body: pull.spec.body.clone(),
             }))
     }
 
@@ -110,12 +120,14 @@ impl Forge for MemoryForge {
             Pull {
                 spec: spec.clone(),
                 state: PrState::Open,
+                labels: Vec::new(),
             },
         );
         Ok(PullRequest {
             number,
             url: url(number),
             reused: false,
+            body: spec.body.clone(),
         })
     }
 
@@ -139,6 +151,24 @@ impl Forge for MemoryForge {
             .get(&number)
             .map(|pull| pull.state)
             .ok_or_else(|| not_found(number))
+    }
+
+    async fn update_body(&self, number: u64, body: &str) -> Result<(), ForgeError> {
+        let mut pulls = self.lock();
+        let pull = pulls.get_mut(&number).ok_or_else(|| not_found(number))?;
+        body.clone_into(&mut pull.spec.body);
+        Ok(())
+    }
+
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+        let mut pulls = self.lock();
+        let pull = pulls.get_mut(&number).ok_or_else(|| not_found(number))?;
+        for label in labels {
+            if !pull.labels.contains(label) {
+                pull.labels.push(label.clone());
+            }
+        }
+        Ok(())
     }
 }
 

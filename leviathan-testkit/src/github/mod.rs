@@ -165,6 +165,7 @@ impl FakeGitHub {
                 body: pull.body.clone(),
                 state: pull.state,
                 draft: pull.draft,
+                labels: pull.labels.clone(),
                 merged: pull.merged_at.is_some(),
                 html_url: json::pull_html_url(&web, owner, repo, pull.number),
             })
@@ -239,6 +240,16 @@ impl FakeGitHub {
         state
             .rest_failures
             .extend(std::iter::repeat_n(failure, times));
+    }
+
+    /// Carries out the next `method` REST call whose path ends with `path_suffix` (e.g. `POST`,
+    /// `/pulls`) and then answers it with `failure`: the response is lost, the effect is not.
+    pub fn lose_next_response(&self, method: &str, path_suffix: &str, failure: RestFailure) {
+        self.shared.lock().lost_responses.push_back((
+            method.to_owned(),
+            path_suffix.to_owned(),
+            failure,
+        ));
     }
 
     /// While `Some`, every pull request listing fails with this response (a forge that cannot be

@@ -33,6 +33,8 @@ pub struct PullSummary {
     pub state: PrState,
     /// Whether it was opened as a draft.
     pub draft: bool,
+    /// Its labels.
+    pub labels: Vec<String>,
     /// Whether it was merged.
     pub merged: bool,
     /// `html_url` as the REST API reports it.

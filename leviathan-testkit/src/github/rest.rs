@@ -54,6 +54,10 @@ pub(super) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             "/repos/{owner}/{repo}/pulls/{number}/merge",
             put(merge_pull),
         )
+        .route(
+            "/repos/{owner}/{repo}/issues/{number}/labels",
+            axum::routing::post(add_labels),
+        )
         .fallback(|| async { ApiError::not_found(DOCS) })
         .layer(middleware::from_fn_with_state(shared, gate))
 }
@@ -64,8 +68,23 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     if let Some(failure) = injected {
         return failure.into_response();
     }
+    let (method, path) = (
+        request.method().to_string(),
+        request.uri().path().to_owned(),
+    );
     match shared.authenticate(request.headers()) {
-        Caller::User(_) => next.run(request).await,
+        Caller::User(_) => {
+            let response = next.run(request).await;
+            let mut state = shared.lock();
+            let lost = state
+                .lost_responses
+                .iter()
+                .position(|(m, suffix, _)| *m == method && path.ends_with(suffix.as_str()));
+            match lost.and_then(|i| state.lost_responses.remove(i)) {
+                Some((_, _, failure)) => failure.into_response(),
+                None => response,
+            }
+        }
         Caller::Anonymous | Caller::Invalid => {
             shapes::error(StatusCode::UNAUTHORIZED, "Bad credentials", DOCS, None)
         }
@@ -437,6 +456,7 @@ async fn create_pull(
             head,
             base,
             draft: request.draft,
+            labels: Vec::new(),
             state: PrState::Open,
             created_at: now,
             updated_at: now,
@@ -535,6 +555,53 @@ async fn update_pull(
         pull.clone()
     };
     Ok(Json(render_detail(&shared, &repo, &updated).await?).into_response())
+}
+
+const LABELS_DOCS: &str = "https://docs.github.com/rest/issues/labels#add-labels-to-an-issue";
+
+#[derive(Deserialize)]
+struct AddLabels {
+    labels: Vec<String>,
+}
+
+/// Adds labels to a pull request (an issue, for this endpoint) and answers with all its labels.
+async fn add_labels(
+    State(shared): State<Arc<Shared>>,
+    Path((owner, name, number)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let request: AddLabels = parse_body(&body, LABELS_DOCS)?;
+    let (repo, pull) = find_pull(&shared, &owner, &name, &number, LABELS_DOCS)?;
+    let labels = {
+        let mut state = shared.lock();
+        let pull = state
+            .repo_mut(&owner, &name)
+            .and_then(|repo| repo.pull_mut(pull.number))
+            .ok_or_else(|| ApiError::not_found(LABELS_DOCS))?;
+        for label in request.labels {
+            if !pull.labels.contains(&label) {
+                pull.labels.push(label);
+            }
+        }
+        pull.labels.clone()
+    };
+    let web = shared.web.get().cloned().unwrap_or_default();
+    let rendered: Vec<Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            json!({
+                "id": i + 1,
+                "node_id": format!("LA_{i}"),
+                "url": format!("{web}{API_PREFIX}/repos/{}/{}/labels/{label}", repo.owner, repo.name),
+                "name": label,
+                "description": null,
+                "color": "ededed",
+                "default": false,
+            })
+        })
+        .collect();
+    Ok(Json(rendered).into_response())
 }
 
 #[derive(Deserialize)]

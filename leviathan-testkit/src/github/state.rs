@@ -43,6 +43,9 @@ pub(super) struct State {
     pub(super) requests: Vec<RequestRecord>,
     pub(super) rest_failures: VecDeque<RestFailure>,
     pub(super) listing_failure: Option<RestFailure>,
+    /// REST calls `(method, path suffix)` that are carried out and then answered with a failure,
+    /// as when the response is lost on the way back.
+    pub(super) lost_responses: VecDeque<(String, String, RestFailure)>,
     pub(super) reject_pushes: bool,
 }
 
@@ -81,6 +84,8 @@ pub(super) struct Pull {
     pub(super) head_sha: String,
     pub(super) base_sha: String,
     pub(super) draft: bool,
+    /// Label names, in the order they were added.
+    pub(super) labels: Vec<String>,
     pub(super) state: PrState,
     pub(super) created_at: DateTime<Utc>,
     pub(super) updated_at: DateTime<Utc>,

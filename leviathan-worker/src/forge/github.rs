@@ -76,6 +76,7 @@ impl Forge for GitHubForge {
                     number: pr.number,
                     url,
                     reused: true,
+                    body: pr.body.unwrap_or_default(),
                 })
             }))
     }
@@ -97,6 +98,7 @@ impl Forge for GitHubForge {
             number: pr.number,
             url,
             reused: false,
+            body: pr.body.unwrap_or_default(),
         })
     }
 
@@ -137,6 +139,26 @@ impl Forge for GitHubForge {
         } else {
             PrState::Open
         })
+    }
+
+    async fn update_body(&self, number: u64, body: &str) -> Result<(), ForgeError> {
+        self.client
+            .pulls(&self.owner, &self.repo)
+            .update(number)
+            .body(body)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+        self.client
+            .issues(&self.owner, &self.repo)
+            .add_labels(number, labels)
+            .await
+            .map(drop)
+            .map_err(classify)
     }
 }
 

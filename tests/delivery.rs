@@ -1,0 +1,341 @@
+//! Trusted delivery against the testkit GitHub (real git smart-HTTP, REST through octocrab): the
+//! proposal's patch is checked on the trusted side, one branch and one pull request per task,
+//! nothing delivered for an attempt that is no longer live, lost responses adopted on retry.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use leviathan::{
+    delivery::{Delivered, Deliverer, DeliveryError, Proposal, Refusal},
+    worker::{config::GitIdentity, forge::GitHubForge},
+};
+use leviathan_core::{
+    AttemptId, TaskId,
+    delivery::Violation,
+    paths::AllowedPaths,
+    secret::Secret,
+    target::{TargetConfig, parse_target_config},
+};
+use leviathan_testkit::github::{FakeGitHub, RestFailure};
+
+const OWNER: &str = "acme";
+const REPO: &str = "widgets";
+const TASK: &str = "docs-guide";
+
+struct Fixture {
+    github: FakeGitHub,
+    base: String,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let github = FakeGitHub::start().await.unwrap();
+        github
+            .create_repo_with_files(
+                OWNER,
+                REPO,
+                "main",
+                &[("README.md", "# widgets\n"), ("docs/index.md", "index\n")],
+            )
+            .await
+            .unwrap();
+        let base = github
+            .branch_sha(OWNER, REPO, "main")
+            .await
+            .unwrap()
+            .unwrap();
+        Self { github, base }
+    }
+
+    fn target(&self, delivery: &str) -> TargetConfig {
+        let text = format!(
+            "name: demo\nrepo_url: {}\n{delivery}\n",
+            self.github.clone_url(OWNER, REPO)
+        );
+        parse_target_config("demo.yaml", &text, None).unwrap()
+    }
+
+    fn deliverer(&self, delivery: &str) -> Deliverer {
+        let target = self.target(delivery);
+        let token = Secret::new(self.github.token());
+        let forge = GitHubForge::new(&self.github.api_url(), &token, &target.repo_url).unwrap();
+        Deliverer::new(
+            target,
+            Arc::new(forge),
+            token,
+            GitIdentity {
+                name: "Leviathan".into(),
+                email: "bot@leviathan.invalid".into(),
+            },
+        )
+    }
+
+    fn proposal(&self, attempt: u32, patch: &str) -> Proposal {
+        Proposal {
+            task_id: TaskId::new(TASK).unwrap(),
+            attempt_id: AttemptId::new(format!("attempt-{attempt}")).unwrap(),
+            attempt_number: attempt,
+            base_commit: self.base.clone(),
+            patch: patch.as_bytes().to_vec(),
+            message: "Write the guide".into(),
+            title: "Leviathan: Write the guide".into(),
+            body: "Automated PR from Leviathan".into(),
+        }
+    }
+
+    fn pulls(&self) -> Vec<leviathan_testkit::github::PullSummary> {
+        self.github.pull_requests(OWNER, REPO).unwrap()
+    }
+}
+
+fn docs() -> AllowedPaths {
+    AllowedPaths::parse(&["docs/"]).unwrap()
+}
+
+fn live(_: &AttemptId) -> bool {
+    true
+}
+
+/// A patch adding `path` with one line `text`.
+fn add_file(path: &str, text: &str) -> String {
+    format!(
+        "diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+{text}\n"
+    )
+}
+
+fn refusal(result: Result<Delivered, DeliveryError>) -> Refusal {
+    match result {
+        Err(DeliveryError::Refused(refusal)) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_attempts_give_one_pull_request_with_two_pushes_and_a_same_tree_is_unchanged() {
+    let f = Fixture::start().await;
+    let deliverer = f.deliverer("delivery: {draft_prs: true, labels: [agent]}");
+    let first = deliverer
+        .deliver(
+            &f.proposal(1, &add_file("docs/guide.md", "one")),
+            &docs(),
+            &live,
+        )
+        .await
+        .unwrap();
+    let Delivered::Pushed { branch, pr, .. } = &first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(branch, "agent/docs-guide");
+    assert!(!pr.reused);
+    let file = f
+        .github
+        .read_file(OWNER, REPO, branch, "docs/guide.md")
+        .await
+        .unwrap();
+    assert_eq!(file.as_deref(), Some(&b"one\n"[..]));
+
+    let second = deliverer
+        .deliver(
+            &f.proposal(2, &add_file("docs/guide.md", "two")),
+            &docs(),
+            &live,
+        )
+        .await
+        .unwrap();
+    let Delivered::Pushed {
+        pr: pr2,
+        commit_sha,
+        ..
+    } = &second
+    else {
+        panic!("{second:?}")
+    };
+    assert!(pr2.reused);
+    assert_eq!(pr2.number, pr.number);
+    assert_eq!(
+        f.github
+            .branch_sha(OWNER, REPO, branch)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(commit_sha)
+    );
+    assert_eq!(f.github.push_count().unwrap(), 2);
+
+    let third = deliverer
+        .deliver(
+            &f.proposal(3, &add_file("docs/guide.md", "two")),
+            &docs(),
+            &live,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&third, Delivered::Unchanged { commit_sha: c, .. } if c == commit_sha),
+        "{third:?}"
+    );
+    assert_eq!(f.github.push_count().unwrap(), 2, "nothing pushed");
+
+    let pulls = f.pulls();
+    assert_eq!(pulls.len(), 1, "one pull request per task");
+    let only = &pulls[0];
+    assert!(only.draft, "draft_prs");
+    assert_eq!(only.labels, ["agent"]);
+    assert!(!only.merged);
+    let body = only.body.clone().unwrap_or_default();
+    assert!(
+        body.contains("- Attempt 1 (`attempt-1`) delivered"),
+        "{body}"
+    );
+    assert!(
+        body.contains("- Attempt 2 (`attempt-2`) delivered"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn policy_and_scope_are_checked_on_the_applied_patch() {
+    let f = Fixture::start().await;
+    let deliverer =
+        f.deliverer("delivery: {forbidden_paths: [docs/private/], max_files_changed: 2}");
+    let symlink = "diff --git a/docs/escape b/docs/escape\nnew file mode 120000\n--- /dev/null\n+++ b/docs/escape\n@@ -0,0 +1 @@\n+../../etc/passwd\n\\ No newline at end of file\n";
+    let three = [
+        add_file("docs/a.md", "a"),
+        add_file("docs/b.md", "b"),
+        add_file("docs/c.md", "c"),
+    ]
+    .concat();
+    let workflow = add_file(".github/workflows/ci.yml", "on: push");
+    for (patch, allowed, want) in [
+        (
+            add_file("docs/private/key.md", "k"),
+            docs(),
+            Violation::Forbidden("docs/private/key.md".into()),
+        ),
+        (
+            three,
+            docs(),
+            Violation::TooManyFiles { files: 3, limit: 2 },
+        ),
+        (
+            symlink.to_owned(),
+            docs(),
+            Violation::Symlink("docs/escape".into()),
+        ),
+        (
+            workflow,
+            docs(),
+            Violation::OutOfScope {
+                path: ".github/workflows/ci.yml".into(),
+                what: "added",
+            },
+        ),
+        (
+            add_file("docs/.gitattributes", "* filter=x"),
+            docs(),
+            Violation::Protected("docs/.gitattributes".into()),
+        ),
+    ] {
+        let got = refusal(
+            deliverer
+                .deliver(&f.proposal(1, &patch), &allowed, &live)
+                .await,
+        );
+        let Refusal::Policy(violations) = &got else {
+            panic!("{got:?}")
+        };
+        assert!(violations.contains(&want), "{want:?} not in {violations:?}");
+    }
+    let got = refusal(
+        deliverer
+            .deliver(&f.proposal(1, "not a patch\n"), &docs(), &live)
+            .await,
+    );
+    assert!(matches!(got, Refusal::DoesNotApply(_)), "{got:?}");
+    assert!(
+        !f.github
+            .branch_exists(OWNER, REPO, "agent/docs-guide")
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.github.push_count().unwrap(), 0);
+    assert!(f.pulls().is_empty());
+}
+
+#[tokio::test]
+async fn an_attempt_that_is_no_longer_live_opens_nothing() {
+    let f = Fixture::start().await;
+    let deliverer = f.deliverer("");
+    let proposal = f.proposal(1, &add_file("docs/guide.md", "late"));
+    let dead = |_: &AttemptId| false;
+    assert_eq!(
+        refusal(deliverer.deliver(&proposal, &docs(), &dead).await),
+        Refusal::NotLive
+    );
+    // Live when the delivery starts, timed out before the push.
+    let asked = AtomicUsize::new(0);
+    let times_out = |_: &AttemptId| asked.fetch_add(1, Ordering::SeqCst) == 0;
+    assert_eq!(
+        refusal(deliverer.deliver(&proposal, &docs(), &times_out).await),
+        Refusal::NotLive
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        2,
+        "asked again before the push"
+    );
+    assert_eq!(f.github.push_count().unwrap(), 0);
+    assert!(f.pulls().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_create_response_is_adopted_not_duplicated() {
+    let f = Fixture::start().await;
+    let deliverer = f.deliverer("");
+    let proposal = f.proposal(1, &add_file("docs/guide.md", "one"));
+    // The pull request is created, but every answer to the creation (octocrab retries server
+    // errors) is lost.
+    for _ in 0..3 {
+        f.github
+            .lose_next_response("POST", "/pulls", RestFailure::new(502));
+    }
+    let first = deliverer.deliver(&proposal, &docs(), &live).await;
+    assert!(
+        matches!(&first, Err(DeliveryError::Forge(e)) if e.is_transient()),
+        "{first:?}"
+    );
+    assert_eq!(f.pulls().len(), 1, "created despite the lost answer");
+    let again = deliverer.deliver(&proposal, &docs(), &live).await.unwrap();
+    let Delivered::Pushed { pr, .. } = &again else {
+        panic!("{again:?}")
+    };
+    assert!(pr.reused, "adopted by head branch");
+    assert_eq!(f.pulls().len(), 1, "no second pull request");
+    assert_eq!(
+        f.github.push_count().unwrap(),
+        1,
+        "the branch was adopted, not pushed again"
+    );
+}
+
+#[tokio::test]
+async fn a_forge_failure_between_push_and_pull_request_is_completed_on_retry() {
+    let f = Fixture::start().await;
+    let deliverer = f.deliverer("");
+    let proposal = f.proposal(1, &add_file("docs/guide.md", "one"));
+    // Every REST call fails (three for octocrab's retries of the lookup), after the push.
+    f.github.fail_next_rest(3, RestFailure::new(503));
+    let first = deliverer.deliver(&proposal, &docs(), &live).await;
+    assert!(matches!(&first, Err(DeliveryError::Forge(_))), "{first:?}");
+    assert_eq!(f.github.push_count().unwrap(), 1);
+    assert!(f.pulls().is_empty());
+    let again = deliverer.deliver(&proposal, &docs(), &live).await.unwrap();
+    assert!(
+        matches!(&again, Delivered::Pushed { pr, .. } if !pr.reused),
+        "{again:?}"
+    );
+    assert_eq!(f.github.push_count().unwrap(), 1);
+    assert_eq!(f.pulls().len(), 1);
+}
