@@ -339,3 +339,68 @@ async fn a_forge_failure_between_push_and_pull_request_is_completed_on_retry() {
     assert_eq!(f.github.push_count().unwrap(), 1);
     assert_eq!(f.pulls().len(), 1);
 }
+
+#[tokio::test]
+async fn the_base_is_published_as_a_bundle_a_worker_clones_without_any_credential() {
+    use leviathan::{delivery::publish_base, worker::Git};
+    use leviathan_core::{ArtifactStore, memory::MemoryArtifactStore};
+
+    // A private repository: nothing can be fetched from it without the token.
+    let github = FakeGitHub::builder()
+        .clone_requires_token(true)
+        .start()
+        .await
+        .unwrap();
+    let url = github
+        .create_repo_with_files(OWNER, REPO, "main", &[("docs/index.md", "index\n")])
+        .await
+        .unwrap();
+    let target =
+        parse_target_config("t.yaml", &format!("name: demo\nrepo_url: {url}\n"), None).unwrap();
+    let identity = GitIdentity {
+        name: "Leviathan".into(),
+        email: "bot@leviathan.invalid".into(),
+    };
+    let store = MemoryArtifactStore::new();
+    let token = Secret::new(github.token());
+    let published = publish_base(&target, &token, &identity, &store)
+        .await
+        .unwrap();
+    let tip = github.branch_sha(OWNER, REPO, "main").await.unwrap();
+    assert_eq!(Some(&published.commit), tip.as_ref());
+
+    // The worker's side: the bundle from the store, cloned with no token at all.
+    let bytes = store.get(&published.bundle.sha256).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("base.bundle");
+    std::fs::write(&bundle, &bytes).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let no_token = Secret::new(String::new());
+    let git = Git::isolated(&home, &identity, &url, &no_token);
+    let repo = dir.path().join("repo");
+    git.clone_bundle(&bundle, "main", &repo, &url)
+        .await
+        .unwrap();
+    let head = git
+        .command(&repo, &["rev-parse", "HEAD"], false)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&head).trim(), published.commit);
+    assert_eq!(
+        std::fs::read_to_string(repo.join("docs/index.md")).unwrap(),
+        "index\n"
+    );
+    let config = std::fs::read_to_string(repo.join(".git/config")).unwrap();
+    assert!(config.contains(&format!("url = {url}")), "{config}");
+    assert!(!config.contains(github.token()), "{config}");
+    assert!(
+        !config.to_ascii_lowercase().contains("extraheader"),
+        "{config}"
+    );
+    // And without the token the network would not have served it.
+    let refused = Git::isolated(&home, &identity, &url, &no_token)
+        .command(dir.path(), &["ls-remote", "--", &url], false)
+        .await;
+    assert!(refused.is_err(), "the repository is private");
+}

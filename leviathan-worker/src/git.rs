@@ -203,6 +203,44 @@ impl Git {
         .map(drop)
     }
 
+    /// Clones branch `branch` from the git bundle at `bundle` (no network, no credential) and
+    /// points `origin` at `repo_url`, so the worktree's `.git/config` names the repository and
+    /// holds no credential.
+    pub async fn clone_bundle(
+        &self,
+        bundle: &Path,
+        branch: &str,
+        dest: &Path,
+        repo_url: &str,
+    ) -> Result<(), GitError> {
+        let parent = dest.parent().unwrap_or(Path::new("/"));
+        let (bundle, dest_arg) = (bundle.to_string_lossy(), dest.to_string_lossy());
+        self.run(
+            parent,
+            "clone",
+            &[
+                "clone",
+                "--quiet",
+                "--no-tags",
+                "--branch",
+                branch,
+                "--",
+                &bundle,
+                &dest_arg,
+            ],
+            false,
+        )
+        .await?;
+        self.run(
+            dest,
+            "remote",
+            &["remote", "set-url", "origin", "--", repo_url],
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
     /// The full commit id `rev` names.
     pub(crate) async fn rev_parse(&self, repo: &Path, rev: &str) -> Result<String, GitError> {
         let out = self

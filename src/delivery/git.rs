@@ -58,20 +58,24 @@ impl Scratch {
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
 
-    /// Fetches `base` and, when it exists, `branch`; returns the branch's tip.
-    pub(super) async fn fetch(&self, base: &str, branch: &str) -> Result<Option<Tip>, GitError> {
-        let heads = self
-            .text(
-                &["ls-remote", "--heads", "--", &self.url, base, branch],
-                true,
-            )
-            .await?;
-        let branch_ref = format!("refs/heads/{branch}");
-        let has_branch = heads
-            .lines()
-            .any(|l| l.ends_with(&format!("\t{branch_ref}")));
+    /// Fetches `base` (as `refs/delivery/base`) and, when given and it exists, `branch`;
+    /// returns the branch's tip.
+    pub(super) async fn fetch(
+        &self,
+        base: &str,
+        branch: Option<&str>,
+    ) -> Result<Option<Tip>, GitError> {
+        let branch_ref = branch.map(|b| format!("refs/heads/{b}"));
+        let has_branch = match &branch_ref {
+            Some(branch_ref) => self
+                .text(&["ls-remote", "--", &self.url, branch_ref], true)
+                .await?
+                .lines()
+                .any(|l| l.ends_with(&format!("\t{branch_ref}"))),
+            None => false,
+        };
         let mut refspecs = vec![format!("+refs/heads/{base}:refs/delivery/base")];
-        if has_branch {
+        if let Some(branch_ref) = branch_ref.filter(|_| has_branch) {
             refspecs.push(format!("+{branch_ref}:refs/delivery/branch"));
         }
         let mut args = vec!["fetch", "--quiet", "--no-tags", "--", &self.url];
@@ -92,6 +96,19 @@ impl Scratch {
     async fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
         self.text(&["rev-parse", "--verify", "--quiet", rev], false)
             .await
+    }
+
+    /// `git bundle create` of the fetched base as branch `base`: its commit and the bundle.
+    pub(super) async fn bundle_base(&self, base: &str) -> Result<(String, Vec<u8>), GitError> {
+        let commit = self.rev_parse("refs/delivery/base").await?;
+        let head = format!("refs/heads/{base}");
+        self.text(&["update-ref", &head, &commit], false).await?;
+        let file = self.repo.with_file_name("base.bundle");
+        let file_arg = file.to_string_lossy().into_owned();
+        self.text(&["bundle", "create", "--quiet", &file_arg, &head], false)
+            .await?;
+        let bytes = std::fs::read(&file).map_err(|e| local("bundle", e))?;
+        Ok((commit, bytes))
     }
 
     /// True when `commit` is a commit the clone holds.

@@ -15,6 +15,7 @@
 //! again, and the open pull request is found by its head branch. So a delivery cut short (a
 //! crash, a lost response) is completed by delivering the same proposal again.
 
+mod base;
 mod git;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use leviathan_core::{
 };
 use leviathan_worker::{GitError, config::GitIdentity};
 
+pub use self::base::{BaseError, PublishedBase, publish_base};
 use self::git::{ApplyError, Scratch};
 
 /// Head branches of the agent's pull requests start with this; one branch per task.
@@ -175,7 +177,9 @@ impl Deliverer {
         }
         let branch = task_branch(&proposal.task_id);
         let scratch = Scratch::init(&self.target.repo_url, &self.token, &self.identity).await?;
-        let tip = scratch.fetch(&self.target.default_branch, &branch).await?;
+        let tip = scratch
+            .fetch(&self.target.default_branch, Some(&branch))
+            .await?;
         let base = &proposal.base_commit;
         if !scratch.has_commit(base).await {
             return Err(Refusal::BaseMissing(base.clone()).into());
