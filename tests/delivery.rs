@@ -404,3 +404,41 @@ async fn the_base_is_published_as_a_bundle_a_worker_clones_without_any_credentia
         .await;
     assert!(refused.is_err(), "the repository is private");
 }
+
+#[tokio::test]
+async fn a_patch_writing_through_a_symlink_of_the_base_is_refused() {
+    // The base already holds `docs/link -> ../src`; a patch that writes `docs/link/evil.rs`
+    // would land in `src/`, outside the task's scope, if the link were followed.
+    let github = FakeGitHub::start().await.unwrap();
+    let seed = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(seed.path().join("docs")).unwrap();
+    std::fs::create_dir_all(seed.path().join("src")).unwrap();
+    std::fs::write(seed.path().join("src/lib.rs"), "// lib\n").unwrap();
+    std::os::unix::fs::symlink("../src", seed.path().join("docs/link")).unwrap();
+    github
+        .create_repo(OWNER, REPO, "main", seed.path())
+        .await
+        .unwrap();
+    let base = github
+        .branch_sha(OWNER, REPO, "main")
+        .await
+        .unwrap()
+        .unwrap();
+    let f = Fixture { github, base };
+    let deliverer = f.deliverer("");
+    let got = refusal(
+        deliverer
+            .deliver(
+                &f.proposal(1, &add_file("docs/link/evil.rs", "fn evil() {}")),
+                &docs(),
+                &live,
+            )
+            .await,
+    );
+    assert!(
+        matches!(&got, Refusal::DoesNotApply(reason) if reason.contains("symbolic link")),
+        "{got:?}"
+    );
+    assert_eq!(f.github.push_count().unwrap(), 0);
+    assert!(f.pulls().is_empty());
+}
