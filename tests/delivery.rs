@@ -442,3 +442,36 @@ async fn a_patch_writing_through_a_symlink_of_the_base_is_refused() {
     assert_eq!(f.github.push_count().unwrap(), 0);
     assert!(f.pulls().is_empty());
 }
+
+#[tokio::test]
+async fn a_declined_push_fails_without_opening_anything_or_showing_the_token() {
+    let f = Fixture::start().await;
+    let deliverer = f.deliverer("");
+    f.github.reject_pushes(true);
+    let result = deliverer
+        .deliver(
+            &f.proposal(1, &add_file("docs/guide.md", "one")),
+            &docs(),
+            &live,
+        )
+        .await;
+    let Err(DeliveryError::Git(error)) = &result else {
+        panic!("{result:?}")
+    };
+    let shown = format!("{error} {error:?}");
+    assert!(shown.contains("pre-receive hook declined"), "{shown}");
+    assert!(!shown.contains(f.github.token()), "{shown}");
+    assert!(f.pulls().is_empty());
+    // Once the forge accepts pushes again, the same proposal is delivered.
+    f.github.reject_pushes(false);
+    let again = deliverer
+        .deliver(
+            &f.proposal(1, &add_file("docs/guide.md", "one")),
+            &docs(),
+            &live,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, Delivered::Pushed { .. }), "{again:?}");
+    assert_eq!(f.pulls().len(), 1);
+}
