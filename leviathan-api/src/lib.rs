@@ -40,6 +40,8 @@ pub mod authority;
 pub mod client;
 mod code;
 mod config;
+#[cfg(feature = "console")]
+pub mod console;
 pub mod keyring_file;
 pub mod log_key;
 #[cfg(feature = "server")]

@@ -10,7 +10,8 @@ use std::{
 
 use leviathan::{
     api::{
-        ApiConfig, ApiState, ControlPlane, Limits, keyring_file, log_key, router, sign_checkpoints,
+        ApiConfig, ApiState, ControlPlane, Limits, console, keyring_file, log_key, router,
+        sign_checkpoints,
         token::{self, TOKEN_ENV},
     },
     core::{
@@ -293,6 +294,18 @@ fn spawn_scheduler(scheduler: Scheduler) -> SchedulerRun {
     (stop, task)
 }
 
+/// The API and, under `/ui`, the operator console; `/` sends a browser to the console.
+fn app(state: ApiState) -> axum::Router {
+    let console = console::router(state.clone(), console::ConsoleConfig::default());
+    axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::to("/ui") }),
+        )
+        .nest("/ui", console)
+        .merge(router(state))
+}
+
 /// Serves until SIGTERM or SIGINT, then stops the scheduler first, the event streams next, and
 /// gives in-flight requests [`SHUTDOWN_GRACE`] to finish.
 async fn serve_until_signal(
@@ -314,7 +327,7 @@ async fn serve_until_signal(
             let _ = stop_tx.send(true);
         }
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
     let grace = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -1,7 +1,7 @@
 //! The router: routes, bearer authentication, deadlines, and JSON for every error.
 
 mod artifacts;
-mod error;
+pub(crate) mod error;
 mod events;
 mod extract;
 mod graph;
