@@ -25,6 +25,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Console, error::ConsoleError, view};
+use crate::authority::Unauthenticated;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "leviathan_session";
@@ -176,13 +177,7 @@ pub(crate) async fn require(
     let Some((token, csrf, session)) = found else {
         return signed_out(&console, request.method());
     };
-    let events = console.api.control_plane().events().clone();
-    let principal = match console
-        .api
-        .authority()
-        .authenticate(&token, events.as_ref(), Timestamp::now())
-        .await
-    {
+    let principal = match authenticate(&console, &token).await {
         Ok(principal) if authorize(&principal, Action::Read).is_ok() => principal,
         _ => {
             console.sessions.close(&session);
@@ -195,6 +190,17 @@ pub(crate) async fn require(
         session,
     });
     next.run(request).await
+}
+
+/// The principal `token` authenticates as now, as the API's bearer check does.
+async fn authenticate(console: &Console, token: &str) -> Result<Principal, Unauthenticated> {
+    let plane = console.api.control_plane();
+    let head = plane.ledger().checkpoint().await.map_or(0, |h| h.seq);
+    console
+        .api
+        .authority()
+        .authenticate(token, plane.events().as_ref(), head, Timestamp::now())
+        .await
 }
 
 fn signed_out(console: &Console, method: &Method) -> Response {
@@ -236,13 +242,7 @@ pub(crate) async fn sign_in(
         return ConsoleError::Forbidden("cross-site sign-in is refused".into()).into_response();
     }
     let token = token.trim().to_owned();
-    let events = console.api.control_plane().events().clone();
-    let authenticated = console
-        .api
-        .authority()
-        .authenticate(&token, events.as_ref(), Timestamp::now())
-        .await;
-    let refused = match authenticated {
+    let refused = match authenticate(&console, &token).await {
         Ok(p) if authorize(&p, Action::Read).is_ok() => None,
         Ok(_) => Some("this token's role may not read the control plane"),
         Err(_) => Some("the token was refused"),
