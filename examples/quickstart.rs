@@ -10,6 +10,9 @@
 //! cargo run --example quickstart
 //! ```
 //!
+//! With `-- --serve`, the control plane stays up after the run (until Ctrl-C) and the demo
+//! prints the console's URL and a reader token to sign in with.
+//!
 //! `examples/custom_executor.rs` runs the same demo on an executor of its own.
 
 #[path = "demo/mod.rs"]

@@ -21,7 +21,7 @@ use std::{
 
 use leviathan::{
     api::{
-        ApiConfig, ApiState, BearerToken, client::ControlPlaneClient, router,
+        ApiConfig, ApiState, BearerToken, client::ControlPlaneClient, console, router,
         wire::ChainVerification,
     },
     core::{
@@ -216,7 +216,11 @@ impl Demo {
         let (stop_server, stopped) = oneshot::channel::<()>();
         let served = state.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router(served))
+            let console = console::router(served.clone(), console::ConsoleConfig::default());
+            let app = axum::Router::new()
+                .nest("/ui", console)
+                .merge(router(served));
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
@@ -299,10 +303,31 @@ impl Demo {
         Ok(reports.len())
     }
 
+    /// With `--serve`: keeps the control plane up for a look at the console, with a reader
+    /// token to sign in with, until Ctrl-C.
+    async fn serve_until_interrupted(&self, client: &ControlPlaneClient) -> DemoResult<()> {
+        let request = leviathan::api::wire::CreateTokenRequest {
+            role: leviathan::core::Role::Reader,
+            ttl_seconds: Some(24 * 3600),
+            name: Some("quickstart-console".into()),
+        };
+        let reader = client.create_token(&request).await?;
+        println!("console: {}/ui", self.api_url);
+        println!("reader token (sign in with it): {}", reader.token);
+        println!("serving until Ctrl-C");
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("waiting for Ctrl-C: {e}"))?;
+        Ok(())
+    }
+
     /// Stops the control plane and reads back what happened: the graph, the pull requests on the
     /// forge, and the chain and summary as the control plane's HTTP API reports them.
     pub(crate) async fn finish(self) -> DemoResult<Outcome> {
         let client = ControlPlaneClient::new(&self.api_url, self.token.clone())?;
+        if std::env::args().any(|arg| arg == "--serve") {
+            self.serve_until_interrupted(&client).await?;
+        }
         let summary = client.graph_summary().await?;
         let chain = client.verify_chain().await?;
         let _ = self.stop_server.send(());
