@@ -4,7 +4,7 @@
 //!   the store's tree (`tlog::inclusion_proof` on `SledStore::tree`) and served over HTTP
 //!   (`GET /v1/log/proof/...` through the typed client), next to the HTTP floor (an
 //!   authenticated `GET /v1/health` on the same server). The log is built once through the
-//!   store's batched append under `CARGO_TARGET_TMPDIR` and reused (about 8 GB; building it
+//!   store's batched append under `CARGO_TARGET_TMPDIR` and reused (about 7 GB; building it
 //!   took 25 minutes on a loaded machine).
 //! - **Appends while checkpoints are signed every second**: single-event and 100-event appends
 //!   to a fresh sled store, with `sign_checkpoints` running every second and without, in
