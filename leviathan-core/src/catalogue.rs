@@ -754,6 +754,72 @@ impl Payload for PrCreated {
     }
 }
 
+/// `delivery.requested`: the worker's proposal, whose patch, message and evidence are
+/// artifacts; the trusted side checks and delivers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRequested {
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// The commit the patch applies to (the attempt's dispatched base).
+    pub base: String,
+    /// The patch (`git diff --binary` against `base`) as an artifact.
+    pub patch_sha256: Sha256Digest,
+    /// Files the worker says the patch changes (the trusted side counts again).
+    pub files_changed: u32,
+    /// The commit message, PR title and body, as an artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_sha256: Option<Sha256Digest>,
+}
+
+impl Payload for DeliveryRequested {
+    const EVENT_TYPE: &'static str = "delivery.requested";
+    fn check(&self) -> Result<(), FieldError> {
+        commit_sha("base", &self.base)
+    }
+}
+
+/// `delivery.refused`: the trusted side delivered nothing for the attempt, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRefused {
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// What the operator reads (`attempt no longer live`, the policy's violations, …).
+    pub reason: String,
+}
+
+impl Payload for DeliveryRefused {
+    const EVENT_TYPE: &'static str = "delivery.refused";
+    fn check(&self) -> Result<(), FieldError> {
+        non_empty("reason", &self.reason)
+    }
+}
+
+/// `delivery.unchanged`: the task's open pull request already has the proposed tree; nothing
+/// was pushed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryUnchanged {
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// The task's branch.
+    pub branch: String,
+    /// The commit already on it.
+    pub commit_sha: String,
+    /// The open pull request.
+    pub pr_number: i64,
+    /// Its URL.
+    pub pr_url: String,
+}
+
+impl Payload for DeliveryUnchanged {
+    const EVENT_TYPE: &'static str = "delivery.unchanged";
+    fn check(&self) -> Result<(), FieldError> {
+        branch_name("branch", &self.branch)?;
+        commit_sha("commit_sha", &self.commit_sha)?;
+        positive("pr_number", self.pr_number)?;
+        http_url("pr_url", &self.pr_url)
+    }
+}
+
 /// A pull request left the open state: the payload of `pr.merged` and `pr.closed`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrStateChange {
@@ -929,6 +995,9 @@ catalogue! {
     TestsFailed(TestsFailed),
     CommitCreated(CommitCreated),
     PrCreated(PrCreated),
+    DeliveryRequested(DeliveryRequested),
+    DeliveryRefused(DeliveryRefused),
+    DeliveryUnchanged(DeliveryUnchanged),
     PrMerged(PrMerged),
     PrClosed(PrClosed),
     CircuitOpened(CircuitOpened),
@@ -967,6 +1036,9 @@ impl EventBody {
             }
             B::CommitCreated(p) => StreamId::attempt(&p.attempt_id),
             B::PrCreated(p) => StreamId::attempt(&p.attempt_id),
+            B::DeliveryRequested(p) => StreamId::attempt(&p.attempt_id),
+            B::DeliveryRefused(p) => StreamId::attempt(&p.attempt_id),
+            B::DeliveryUnchanged(p) => StreamId::attempt(&p.attempt_id),
             B::ArtifactCreated(p) => StreamId::attempt(p.attempt_id.as_ref()?),
             B::PrMerged(PrMerged(c)) | B::PrClosed(PrClosed(c)) => {
                 StreamId::pull_request(&c.target_id, c.pr_number.unsigned_abs())

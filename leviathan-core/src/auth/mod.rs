@@ -23,9 +23,9 @@ use crate::{
     catalogue::{
         ArtifactCreated, AttemptCreated, AttemptFailed, AttemptHeartbeat, AttemptStarted,
         AttemptSucceeded, AttemptTimedOut, CircuitClosed, CircuitOpened, CommitCreated,
-        JobSubmitted, ModelCallCompleted, Payload, PrClosed, PrCreated, PrMerged, RetryScheduled,
-        TargetRegistered, TargetUpdated, TaskBlocked, TaskCompleted, TaskCreated, TaskFailed,
-        TaskUpdated, TestsFailed, TestsPassed,
+        DeliveryRefused, DeliveryRequested, DeliveryUnchanged, JobSubmitted, ModelCallCompleted,
+        Payload, PrClosed, PrCreated, PrMerged, RetryScheduled, TargetRegistered, TargetUpdated,
+        TaskBlocked, TaskCompleted, TaskCreated, TaskFailed, TaskUpdated, TestsFailed, TestsPassed,
     },
     event::NewEvent,
     id::AttemptId,
@@ -117,10 +117,12 @@ pub const WORKER_EVENTS: &[&str] = &[
     TestsFailed::EVENT_TYPE,
     CommitCreated::EVENT_TYPE,
     PrCreated::EVENT_TYPE,
+    DeliveryRequested::EVENT_TYPE,
 ];
 
 /// Event types a scheduler may append: backlog sync, dispatch, the outcomes it records for
-/// attempts whose worker could not, retries, the circuit breaker and pull request states.
+/// attempts whose worker could not, retries, the circuit breaker, pull request states, and what
+/// the trusted delivery records (the commit, the pull request, a refused or unchanged delivery).
 pub const SCHEDULER_EVENTS: &[&str] = &[
     TargetRegistered::EVENT_TYPE,
     TargetUpdated::EVENT_TYPE,
@@ -140,6 +142,10 @@ pub const SCHEDULER_EVENTS: &[&str] = &[
     CircuitClosed::EVENT_TYPE,
     PrMerged::EVENT_TYPE,
     PrClosed::EVENT_TYPE,
+    CommitCreated::EVENT_TYPE,
+    PrCreated::EVENT_TYPE,
+    DeliveryRefused::EVENT_TYPE,
+    DeliveryUnchanged::EVENT_TYPE,
 ];
 
 /// Whether `principal` may do `action`. Pure: the same answer wherever it is asked.
@@ -308,6 +314,8 @@ mod tests {
             ("artifact.created", serde_json::json!({"sha256": "00"})),
             ("custom.thing", of("a1")),
             ("token.revoked", of("a1")),
+            ("delivery.refused", of("a1")),
+            ("delivery.unchanged", of("a1")),
         ] {
             let refused = authorize_append(&worker, &[event(ty, payload)]).unwrap_err();
             assert!(refused.attempted.contains(ty), "{refused}");
@@ -327,8 +335,17 @@ mod tests {
         let admin = Principal::new(token("tok-a"), Role::Admin);
         let created = event("attempt.created", of("a1"));
         assert!(authorize_append(&scheduler, std::slice::from_ref(&created)).is_ok());
-        for worker_only in ["tests.passed", "commit.created", "attempt.invalidated"] {
+        for worker_only in ["tests.passed", "delivery.requested", "attempt.invalidated"] {
             assert!(authorize_append(&scheduler, &[event(worker_only, of("a1"))]).is_err());
+        }
+        // The scheduler delivers: it records the commit, the pull request and its answers.
+        for delivered in [
+            "commit.created",
+            "pr.created",
+            "delivery.refused",
+            "delivery.unchanged",
+        ] {
+            assert!(authorize_append(&scheduler, &[event(delivered, of("a1"))]).is_ok());
         }
         assert!(authorize_append(&admin, &[event("attempt.invalidated", of("a1"))]).is_ok());
         assert!(authorize_append(&admin, &[event("custom.thing", of("a1"))]).is_ok());

@@ -60,6 +60,9 @@ pub(crate) fn effect(view: &View<'_>, at: At, body: &EventBody) -> Result<Vec<Ch
         B::CircuitClosed(p) => fx.close_circuit(p),
         // The graph holds no tokens: the control plane's token registry reads these.
         B::TokenIssued(_) | B::TokenRevoked(_) | B::Unknown => Ok(()),
+        // A proposal and the trusted side's answer to it are the attempt's record; the graph
+        // learns the delivered commit and pull request from `commit.created` and `pr.created`.
+        B::DeliveryRequested(_) | B::DeliveryRefused(_) | B::DeliveryUnchanged(_) => Ok(()),
     }?;
     Ok(fx.changes)
 }

@@ -110,6 +110,9 @@ fn required_fields(event_type: &str) -> Vec<&'static str> {
         "tests.passed" | "tests.failed" => vec!["attempt_id", "command"],
         "commit.created" => vec!["attempt_id", "commit_sha", "branch"],
         "pr.created" => vec!["attempt_id", "pr_number", "pr_url"],
+        "delivery.requested" => vec!["attempt_id", "base", "patch_sha256", "files_changed"],
+        "delivery.refused" => vec!["attempt_id", "reason"],
+        "delivery.unchanged" => vec!["attempt_id", "branch", "commit_sha", "pr_number", "pr_url"],
         "pr.merged" | "pr.closed" => vec!["target_id", "pr_number"],
         "circuit.opened" => vec!["target_id", "consecutive_failures", "open_until"],
         "token.issued" => vec!["token_id", "role", "key_id", "expires"],
@@ -140,7 +143,9 @@ fn refused_values(event_type: &str) -> Vec<Refused> {
             refused.push(("branch", || json!("bad..branch")));
             refused
         }
-        "pr.created" => pr.to_vec(),
+        "pr.created" | "delivery.unchanged" => pr.to_vec(),
+        "delivery.requested" => vec![("base", || json!("HEAD"))],
+        "delivery.refused" => vec![("reason", || json!(""))],
         "pr.merged" | "pr.closed" => pr[..2].to_vec(),
         "attempt.invalidated" => vec![("reason", || json!(""))],
         "retry.scheduled" => vec![
@@ -346,6 +351,43 @@ fn attempt_payload(event_type: &str) -> BoxedStrategy<Value> {
         .boxed()
 }
 
+/// A valid payload of one of the `delivery.*` types.
+fn delivery_value(
+    event_type: &str,
+    attempt_id: AttemptId,
+    task_id: &TaskId,
+    (a, b): (Sha256Digest, Sha256Digest),
+    number: i64,
+    round: u32,
+) -> Value {
+    let commit_sha = a.to_hex()[..40].to_owned();
+    let pr_url = format!("https://github.example.com/acme/widgets/pull/{number}");
+    match event_type {
+        "delivery.requested" => cat::DeliveryRequested {
+            attempt_id,
+            base: commit_sha,
+            patch_sha256: a,
+            files_changed: round,
+            message_sha256: (round != 1).then_some(b),
+        }
+        .to_value(),
+        "delivery.refused" => cat::DeliveryRefused {
+            attempt_id,
+            reason: "attempt no longer live".into(),
+        }
+        .to_value(),
+        "delivery.unchanged" => cat::DeliveryUnchanged {
+            attempt_id,
+            branch: format!("agent/{task_id}"),
+            commit_sha,
+            pr_number: number,
+            pr_url,
+        }
+        .to_value(),
+        other => panic!("`{other}` is not a delivery type"),
+    }
+}
+
 fn attempt_value(
     event_type: &str,
     attempt_id: AttemptId,
@@ -407,6 +449,9 @@ fn attempt_value(
             summary: None,
         }
         .to_value(),
+        "delivery.requested" | "delivery.refused" | "delivery.unchanged" => {
+            delivery_value(event_type, attempt_id, &task_id, (a, b), number, round)
+        }
         "attempt.invalidated" => cat::AttemptInvalidated {
             attempt_id,
             reason: "operator".into(),
