@@ -176,6 +176,9 @@ pub struct ApiConfig {
     pub limits: Limits,
     /// Put `GET /metrics` behind the token too (it is open by default, like `/healthz`).
     pub metrics_require_auth: bool,
+    /// The model gateway, if this control plane runs one.
+    #[cfg(feature = "server")]
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 impl ApiConfig {
@@ -187,6 +190,8 @@ impl ApiConfig {
             keyring_file: None,
             limits: Limits::default(),
             metrics_require_auth: false,
+            #[cfg(feature = "server")]
+            gateway: None,
         }
     }
 
@@ -200,6 +205,13 @@ impl ApiConfig {
     /// Replaces the limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Runs the model gateway with `gateway`.
+    #[cfg(feature = "server")]
+    pub fn with_gateway(mut self, gateway: crate::gateway::GatewayConfig) -> Self {
+        self.gateway = Some(gateway);
         self
     }
 

@@ -42,6 +42,8 @@ mod code;
 mod config;
 #[cfg(feature = "console")]
 pub mod console;
+#[cfg(feature = "server")]
+pub mod gateway;
 pub mod keyring_file;
 pub mod log_key;
 #[cfg(feature = "server")]

@@ -22,6 +22,13 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// One label: its name and value.
 type Label = [(&'static str, &'static str); 1];
 
+/// The labels of the gateway's spend: target and model (`other` for models the price table
+/// does not name, so that callers cannot grow the series without bound).
+type SpendLabels = [(&'static str, String); 2];
+
+/// A counter of dollars.
+type UsdCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+
 /// How an ingest request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum IngestOutcome {
@@ -55,6 +62,10 @@ pub struct Metrics {
     events_by_type: Family<Label, Counter>,
     ingests: Family<Label, Counter>,
     latency: Histogram,
+    model_calls: Family<SpendLabels, Counter>,
+    model_tokens_in: Family<SpendLabels, Counter>,
+    model_tokens_out: Family<SpendLabels, Counter>,
+    model_cost: Family<SpendLabels, UsdCounter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +81,10 @@ impl Metrics {
             events_by_type: Family::default(),
             ingests: Family::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
+            model_calls: Family::default(),
+            model_tokens_in: Family::default(),
+            model_tokens_out: Family::default(),
+            model_cost: Family::default(),
         };
         // Every series exists from the start, at zero.
         for ty in KNOWN_EVENT_TYPES.iter().copied().chain(["other"]) {
@@ -109,6 +124,26 @@ impl Metrics {
         self.latency.observe(elapsed.as_secs_f64());
     }
 
+    /// Records one call the model gateway forwarded.
+    pub(crate) fn record_model_call(
+        &self,
+        target: &str,
+        model: &str,
+        tokens_in: u64,
+        tokens_out: u64,
+        cost_usd: f64,
+    ) {
+        let labels = [("target", target.to_owned()), ("model", model.to_owned())];
+        self.model_calls.get_or_create(&labels).inc();
+        self.model_tokens_in
+            .get_or_create(&labels)
+            .inc_by(tokens_in);
+        self.model_tokens_out
+            .get_or_create(&labels)
+            .inc_by(tokens_out);
+        self.model_cost.get_or_create(&labels).inc_by(cost_usd);
+    }
+
     /// The exposition text. `head` is `None` when the store could not be read (the
     /// `leviathan_event_store_up` gauge then reads 0).
     pub(crate) fn render(&self, head: Result<Option<Head>, ()>, summary: &GraphSummary) -> String {
@@ -127,6 +162,26 @@ impl Metrics {
             "leviathan_ingest_duration_seconds",
             "Time to validate and append an ingested bundle",
             self.latency.clone(),
+        );
+        registry.register(
+            "leviathan_model_calls",
+            "Model calls the gateway forwarded and recorded since it started, by target and model",
+            self.model_calls.clone(),
+        );
+        registry.register(
+            "leviathan_model_input_tokens",
+            "Input tokens of those calls, as the upstream counted them",
+            self.model_tokens_in.clone(),
+        );
+        registry.register(
+            "leviathan_model_output_tokens",
+            "Output tokens of those calls, as the upstream counted them",
+            self.model_tokens_out.clone(),
+        );
+        registry.register(
+            "leviathan_model_cost_usd",
+            "Cost of those calls in USD, from the gateway's price table",
+            self.model_cost.clone(),
         );
         register_gauge(
             &mut registry,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     authority::{Authority, minter::mint_in_process},
     config::ApiConfig,
+    gateway::Gateway,
     keyring_file,
     metrics::Metrics,
     service::ControlPlane,
@@ -31,6 +32,7 @@ struct Shared {
     config: ApiConfig,
     authority: Authority,
     throttle: Throttle,
+    gateway: Option<Gateway>,
     artifact_writes: Semaphore,
     streams_closed: CancellationToken,
 }
@@ -63,12 +65,18 @@ impl ApiState {
             limits.request_burst_per_principal,
             limits.streams_per_principal,
         );
+        let gateway = config.gateway.clone().and_then(|gateway| {
+            Gateway::new(gateway)
+                .inspect_err(|error| tracing::error!(%error, "the model gateway has no HTTP client; it refuses every call"))
+                .ok()
+        });
         Self {
             inner: Arc::new(Shared {
                 plane,
                 config,
                 authority,
                 throttle,
+                gateway,
                 artifact_writes,
                 streams_closed: CancellationToken::new(),
             }),
@@ -98,6 +106,11 @@ impl ApiState {
     /// The per-principal limits.
     pub(crate) fn throttle(&self) -> &Throttle {
         &self.inner.throttle
+    }
+
+    /// The model gateway, when configured.
+    pub(crate) fn gateway(&self) -> Option<&Gateway> {
+        self.inner.gateway.as_ref()
     }
 
     /// The counters.

@@ -651,12 +651,54 @@ pub struct ModelCallCompleted {
     /// Wall time of the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The attempt's target (the model gateway records it, for the per-target budgets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<TargetId>,
+    /// Cost in USD from the price table of [`ModelCallCompleted::prices_as_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// The date of the price table the cost was computed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices_as_of: Option<String>,
 }
 
 impl Payload for ModelCallCompleted {
     const EVENT_TYPE: &'static str = "model.call_completed";
     fn check(&self) -> Result<(), FieldError> {
-        non_empty("model", &self.model)
+        non_empty("model", &self.model)?;
+        match self.cost_usd {
+            Some(cost) if !(cost.is_finite() && cost >= 0.0) => {
+                Err(FieldError::new("cost_usd", "must be a non-negative number"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `budget.exhausted`: the model gateway refused a call because a budget was spent; recorded
+/// once per budget and window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetExhausted {
+    /// Which budget: `attempt:<id>`, `target:<id>:<YYYY-MM-DD>` or `global:<YYYY-MM-DD>`.
+    pub scope: String,
+    /// What ran out: `calls`, `tokens`, `usd` or `wall_seconds`.
+    pub resource: String,
+    /// The limit.
+    pub limit: f64,
+    /// What was spent when the call was refused.
+    pub spent: f64,
+    /// The attempt whose call was refused.
+    pub attempt_id: AttemptId,
+    /// Its target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<TargetId>,
+}
+
+impl Payload for BudgetExhausted {
+    const EVENT_TYPE: &'static str = "budget.exhausted";
+    fn check(&self) -> Result<(), FieldError> {
+        non_empty("scope", &self.scope)?;
+        non_empty("resource", &self.resource)
     }
 }
 
@@ -991,6 +1033,7 @@ catalogue! {
     JobSubmitted(JobSubmitted),
     ArtifactCreated(ArtifactCreated),
     ModelCallCompleted(ModelCallCompleted),
+    BudgetExhausted(BudgetExhausted),
     TestsPassed(TestsPassed),
     TestsFailed(TestsFailed),
     CommitCreated(CommitCreated),
@@ -1031,6 +1074,7 @@ impl EventBody {
             B::AttemptInvalidated(p) => StreamId::attempt(&p.attempt_id),
             B::JobSubmitted(p) => StreamId::attempt(&p.attempt_id),
             B::ModelCallCompleted(p) => StreamId::attempt(&p.attempt_id),
+            B::BudgetExhausted(p) => StreamId::attempt(&p.attempt_id),
             B::TestsPassed(TestsPassed(r)) | B::TestsFailed(TestsFailed(r)) => {
                 StreamId::attempt(&r.attempt_id)
             }

@@ -289,13 +289,18 @@ pub enum FailureKind {
     Lost,
     /// An operator or a shutdown cancelled it.
     Cancelled,
+    /// The model gateway refused a call: a budget of the attempt, its target or the day is
+    /// spent (retrying cannot help until the budget's window resets).
+    Budget,
 }
 
 impl FailureKind {
     /// The class a failure of this kind has unless its reporter says otherwise.
     pub fn default_class(self) -> FailureClass {
         match self {
-            Self::PathViolation | Self::NoChanges | Self::Cancelled => FailureClass::Permanent,
+            Self::PathViolation | Self::NoChanges | Self::Cancelled | Self::Budget => {
+                FailureClass::Permanent
+            }
             _ => FailureClass::Transient,
         }
     }
@@ -314,6 +319,7 @@ impl FailureKind {
             Self::Infrastructure => "infrastructure",
             Self::Lost => "lost",
             Self::Cancelled => "cancelled",
+            Self::Budget => "budget",
         }
     }
 }

@@ -237,13 +237,10 @@ fn record(shared: &Shared, provider: Provider, body: &[u8], authenticated: bool)
 }
 
 /// Checks shared by both APIs: a JSON object with a non-empty `messages` array of objects whose
-/// role is one of `roles`, and no streaming (which this server does not implement).
+/// role is one of `roles`.
 fn validate_messages(body: &Value, roles: &[&str]) -> Result<(), String> {
     if !body.is_object() {
         return Err("request body must be a JSON object".into());
-    }
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err("stream: streaming is not supported by leviathan-testkit's ScriptedLlm".into());
     }
     let messages = match body.get("messages").and_then(Value::as_array) {
         Some(messages) if !messages.is_empty() => messages,
@@ -379,20 +376,137 @@ async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
             };
         }
     };
-    let body = json!({
-        "id": format!("msg_{}", random_suffix(24)),
-        "type": "message",
-        "role": "assistant",
-        "model": request.model,
-        "content": [{ "type": "text", "text": text }],
-        "stop_reason": stop_reason,
-        "stop_sequence": null,
-        "usage": { "input_tokens": estimate_tokens(&request.prompt), "output_tokens": estimate_tokens(&text) },
-    });
+    let usage = (estimate_tokens(&request.prompt), estimate_tokens(&text));
+    let id = format!("msg_{}", random_suffix(24));
+    let response = if streams(&request.body) {
+        anthropic_stream(&id, &request.model, &text, stop_reason, usage)
+    } else {
+        let body = json!({
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": request.model,
+            "content": [{ "type": "text", "text": text }],
+            "stop_reason": stop_reason,
+            "stop_sequence": null,
+            "usage": { "input_tokens": usage.0, "output_tokens": usage.1 },
+        });
+        Json(body).into_response()
+    };
     with_headers(
-        Json(body).into_response(),
+        response,
         &[("request-id", format!("req_{}", random_suffix(24)))],
     )
+}
+
+/// Whether the request asks for a server-sent event stream (`"stream": true`).
+fn streams(body: &Value) -> bool {
+    body.get("stream").and_then(Value::as_bool) == Some(true)
+}
+
+/// A `text/event-stream` response of these events, as the providers send them.
+fn event_stream(events: &[(Option<&str>, String)]) -> Response {
+    let mut out = String::new();
+    for (name, data) in events {
+        if let Some(name) = name {
+            out.push_str(&format!("event: {name}\n"));
+        }
+        out.push_str(&format!("data: {data}\n\n"));
+    }
+    let mut response = out.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+/// The Messages API's stream: `message_start` (input usage), the text in two deltas,
+/// `message_delta` (stop reason, output usage), `message_stop`.
+fn anthropic_stream(
+    id: &str,
+    model: &str,
+    text: &str,
+    stop_reason: &str,
+    (input, output): (usize, usize),
+) -> Response {
+    let middle = text
+        .char_indices()
+        .nth(text.chars().count() / 2)
+        .map_or(text.len(), |(i, _)| i);
+    let (first, second) = text.split_at(middle);
+    let delta = |part: &str| {
+        json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": part } }).to_string()
+    };
+    event_stream(&[
+        (
+            Some("message_start"),
+            json!({ "type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": { "input_tokens": input, "output_tokens": 1 } } })
+            .to_string(),
+        ),
+        (
+            Some("content_block_start"),
+            json!({ "type": "content_block_start", "index": 0,
+            "content_block": { "type": "text", "text": "" } })
+            .to_string(),
+        ),
+        (Some("content_block_delta"), delta(first)),
+        (Some("content_block_delta"), delta(second)),
+        (
+            Some("content_block_stop"),
+            json!({ "type": "content_block_stop", "index": 0 }).to_string(),
+        ),
+        (
+            Some("message_delta"),
+            json!({ "type": "message_delta",
+            "delta": { "stop_reason": stop_reason, "stop_sequence": null },
+            "usage": { "output_tokens": output } })
+            .to_string(),
+        ),
+        (
+            Some("message_stop"),
+            json!({ "type": "message_stop" }).to_string(),
+        ),
+    ])
+}
+
+/// Chat completions' stream: a role chunk, the text in one chunk, the finish chunk, a usage
+/// chunk when `stream_options.include_usage` asks for it, then `[DONE]`.
+fn openai_stream(
+    id: &str,
+    model: &str,
+    text: &str,
+    finish_reason: &str,
+    usage: Option<(usize, usize)>,
+) -> Response {
+    let created = chrono::Utc::now().timestamp();
+    let chunk = |delta: Value, finish: Value| {
+        json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
+        .to_string()
+    };
+    let mut events = vec![
+        (
+            None,
+            chunk(json!({ "role": "assistant", "content": "" }), Value::Null),
+        ),
+        (None, chunk(json!({ "content": text }), Value::Null)),
+        (None, chunk(json!({}), json!(finish_reason))),
+    ];
+    if let Some((prompt, completion)) = usage {
+        events.push((
+            None,
+            json!({ "id": id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [], "usage": { "prompt_tokens": prompt,
+            "completion_tokens": completion, "total_tokens": prompt + completion } })
+            .to_string(),
+        ));
+    }
+    events.push((None, "[DONE]".to_owned()));
+    event_stream(&events)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,6 +587,12 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     };
     let prompt_tokens = estimate_tokens(&request.prompt);
     let completion_tokens = estimate_tokens(&text);
+    if streams(&request.body) {
+        let include_usage = request.body["stream_options"]["include_usage"] == true;
+        let id = format!("chatcmpl-{}", random_suffix(29));
+        let usage = include_usage.then_some((prompt_tokens, completion_tokens));
+        return openai_stream(&id, &request.model, &text, finish_reason, usage);
+    }
     let body = json!({
         "id": format!("chatcmpl-{}", random_suffix(29)),
         "object": "chat.completion",

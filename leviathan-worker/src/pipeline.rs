@@ -760,6 +760,9 @@ async fn call_model(
         response_sha256,
         round,
         duration_ms: Some(duration_ms),
+        target_id: None,
+        cost_usd: None,
+        prices_as_of: None,
     });
     journal.log(format!(
         "model answered: {} tokens in, {} out{}",

@@ -8,6 +8,7 @@ pub(crate) mod attempts;
 mod error;
 pub(crate) mod events;
 pub(crate) mod failures;
+mod gateway;
 pub(crate) mod graph;
 pub(crate) mod invalidate;
 pub(crate) mod k8s;
@@ -30,6 +31,8 @@ Environment:
   LEVIATHAN_BIND                   address `serve` listens on (default 0.0.0.0:8000)
   LEVIATHAN_LOG_ORIGIN             the log's name in its signed checkpoints (default leviathan.localhost/log)
   LEVIATHAN_CHECKPOINT_EVERY_MS    how often `serve` signs a checkpoint while the log grows (default 1000)
+  LEVIATHAN_GATEWAY_CONFIG         the model gateway's file of `serve` (upstreams, the variables
+                                   holding their keys, prices, budgets); no gateway when unset
   LEVIATHAN_API_URL                control plane that commands ask when neither --store nor --api is given
   LEVIATHAN_CONTROL_PLANE_TOKEN    bearer token; takes precedence over the token file
   LEVIATHAN_TOKEN_FILE             token file (default ~/.leviathan/control-plane-token; mode 0600,

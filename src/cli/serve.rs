@@ -122,6 +122,10 @@ pub(crate) struct Args {
     /// prints it); repeatable
     #[arg(long = "witness-key", value_name = "PUB")]
     witness_keys: Vec<String>,
+    /// Run the model gateway with this file (YAML: `anthropic`/`openai` upstreams with
+    /// `base_url` and `key_env`, the variable holding the key; `prices`; `budgets`)
+    #[arg(long, value_name = "FILE", env = "LEVIATHAN_GATEWAY_CONFIG")]
+    gateway: Option<PathBuf>,
 }
 
 /// The verifiers of `--witness-key`s.
@@ -178,13 +182,17 @@ async fn serve(args: Args) -> Result<(), CliError> {
     tracing::info!(store = %stores.location, "opening the ledger (catching up the graph)");
     let ledger = Arc::new(Ledger::open(stores.events.clone(), stores.graphs.clone()).await?);
 
-    let config = ApiConfig::new(resolved.token)
+    let mut config = ApiConfig::new(resolved.token)
         .with_keyring(
             keyring,
             Some(keyring_file::keyring_file_beside(&token_file)),
         )
         .with_limits(limits)
         .with_metrics_auth(args.metrics_require_auth);
+    if let Some(path) = &args.gateway {
+        config = config.with_gateway(super::gateway::load(path)?);
+        tracing::info!(file = %path.display(), "model gateway on /v1/gateway/anthropic and /v1/gateway/openai/v1");
+    }
     let plane = ControlPlane::new(ledger.clone(), stores.artifacts.clone())
         .with_log(stores.tree.clone(), Some(Arc::new(signer)))
         .with_witnesses(witness_verifiers(&args.witness_keys)?)

@@ -97,8 +97,10 @@ pub fn router(state: ApiState) -> Router {
             require_bearer,
         ))
         .layer(middleware::from_fn_with_state(permits, admit));
+    // The gateway answers in the providers' error shapes, so it sits outside `json_errors`.
     open.merge(protected)
         .layer(middleware::map_response(json_errors))
+        .merge(crate::gateway::routes(limits.json_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

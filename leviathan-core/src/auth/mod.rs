@@ -8,7 +8,7 @@
 //! | `operator` | read; invalidate and cancel attempts |
 //! | `reader` | read: queries, the log, the event stream, artifacts |
 //! | `scheduler` | read; record the scheduling events; upload logs; mint worker tokens |
-//! | `worker` | for its one attempt: append that attempt's events, upload artifacts, read it |
+//! | `worker` | for its one attempt: append that attempt's events, upload artifacts, read it, call models through the gateway |
 
 pub mod principal;
 pub mod token;
@@ -58,6 +58,8 @@ pub enum Action<'a> {
     MintWorkerToken(&'a AttemptId),
     /// Create, list and revoke tokens; rotate the signing keys.
     ManageTokens,
+    /// Call a model through the gateway, on the principal's own attempt's budget.
+    CallModel,
 }
 
 impl fmt::Display for Action<'_> {
@@ -84,6 +86,7 @@ impl fmt::Display for Action<'_> {
                 write!(f, "mint the worker token of attempt `{attempt}`")
             }
             Self::ManageTokens => f.write_str("manage tokens"),
+            Self::CallModel => f.write_str("call a model through the gateway"),
         }
     }
 }
@@ -102,7 +105,12 @@ pub struct Forbidden {
 
 /// Event types the control plane records itself, through its own endpoints (bundle receipts,
 /// token issuance and revocation): no token may append them through an ingest.
-pub const SERVER_RECORDED_EVENTS: &[&str] = &["bundle.ingested", "token.issued", "token.revoked"];
+pub const SERVER_RECORDED_EVENTS: &[&str] = &[
+    "bundle.ingested",
+    "token.issued",
+    "token.revoked",
+    "budget.exhausted",
+];
 
 /// Event types a worker may append, each about its own attempt only (`attempt_id` equal to the
 /// token's attempt).
@@ -166,6 +174,8 @@ pub fn authorize(principal: &Principal, action: Action<'_>) -> Result<(), Forbid
         Action::Invalidate(_) | Action::Cancel(_) => matches!(role, Admin | Operator),
         Action::MintWorkerToken(_) => matches!(role, Admin | Scheduler),
         Action::ManageTokens => role == Admin,
+        // Only an attempt's own token: every call is charged to that attempt's budgets.
+        Action::CallModel => role == Worker && principal.attempt.is_some(),
     };
     if allowed {
         return Ok(());

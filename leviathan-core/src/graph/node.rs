@@ -322,6 +322,9 @@ pub struct AttemptNode {
     pub tokens_in: u64,
     /// Output tokens over all calls.
     pub tokens_out: u64,
+    /// Cost in USD over all calls that say theirs (the model gateway's).
+    #[serde(default)]
+    pub cost_usd: f64,
     /// Positions of every event about this attempt, in order.
     pub event_seqs: Vec<u64>,
     /// Provenance.

@@ -163,6 +163,9 @@ impl Scenario {
                     response_sha256: response,
                     round,
                     duration_ms: Some(4200),
+                    target_id: None,
+                    cost_usd: None,
+                    prices_as_of: None,
                 },
             );
             let report = TestRunReport {

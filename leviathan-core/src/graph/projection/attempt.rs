@@ -83,6 +83,7 @@ impl Effect<'_, '_> {
             test_runs: 0,
             tokens_in: 0,
             tokens_out: 0,
+            cost_usd: 0.0,
             event_seqs: vec![self.at.seq],
             meta: self.new_meta(),
         };

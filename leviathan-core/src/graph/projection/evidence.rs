@@ -43,6 +43,7 @@ impl Effect<'_, '_> {
         attempt.model_calls += 1;
         attempt.tokens_in = attempt.tokens_in.saturating_add(p.tokens_in);
         attempt.tokens_out = attempt.tokens_out.saturating_add(p.tokens_out);
+        attempt.cost_usd += p.cost_usd.unwrap_or(0.0);
         self.note(&mut attempt);
         let call = ModelCallNode {
             attempt_id: p.attempt_id.clone(),

@@ -58,6 +58,8 @@ pub(crate) fn effect(view: &View<'_>, at: At, body: &EventBody) -> Result<Vec<Ch
         B::PrClosed(cat::PrClosed(c)) => fx.resolve_pr(c, PrState::Closed),
         B::CircuitOpened(p) => fx.open_circuit(p),
         B::CircuitClosed(p) => fx.close_circuit(p),
+        // Budgets are the model gateway's; the attempt's failure (kind `budget`) is its own event.
+        B::BudgetExhausted(_) => Ok(()),
         // The graph holds no tokens: the control plane's token registry reads these.
         B::TokenIssued(_) | B::TokenRevoked(_) | B::Unknown => Ok(()),
         // A proposal and the trusted side's answer to it are the attempt's record; the graph

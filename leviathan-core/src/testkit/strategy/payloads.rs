@@ -107,6 +107,7 @@ fn required_fields(event_type: &str) -> Vec<&'static str> {
         "job.submitted" => vec!["attempt_id", "executor"],
         "artifact.created" => vec!["sha256", "kind", "size"],
         "model.call_completed" => vec!["attempt_id", "model", "prompt_sha256", "response_sha256"],
+        "budget.exhausted" => vec!["scope", "resource", "limit", "spent", "attempt_id"],
         "tests.passed" | "tests.failed" => vec!["attempt_id", "command"],
         "commit.created" => vec!["attempt_id", "commit_sha", "branch"],
         "pr.created" => vec!["attempt_id", "pr_number", "pr_url"],
@@ -154,7 +155,8 @@ fn refused_values(event_type: &str) -> Vec<Refused> {
         ],
         "job.submitted" => vec![("executor", || json!(""))],
         "artifact.created" => vec![("kind", || json!(""))],
-        "model.call_completed" => vec![("model", || json!(""))],
+        "model.call_completed" => vec![("model", || json!("")), ("cost_usd", || json!(-0.5))],
+        "budget.exhausted" => vec![("scope", || json!("")), ("resource", || json!(""))],
         "commit.created" => vec![("commit_sha", || json!("ABCDEF"))],
         "token.issued" => vec![("name", || json!("")), ("role", || json!("root"))],
         _ => Vec::new(),
@@ -388,6 +390,42 @@ fn delivery_value(
     }
 }
 
+/// The payloads of the model calls and budgets of an attempt.
+fn metering_value(
+    event_type: &str,
+    attempt_id: &AttemptId,
+    (a, b): (Sha256Digest, Sha256Digest),
+    round: u32,
+) -> Option<Value> {
+    Some(match event_type {
+        "model.call_completed" => cat::ModelCallCompleted {
+            attempt_id: attempt_id.clone(),
+            model: "claude-sonnet-4-5".into(),
+            provider: Some("anthropic".into()),
+            tokens_in: 100,
+            tokens_out: 50,
+            prompt_sha256: a,
+            response_sha256: b,
+            round,
+            duration_ms: None,
+            target_id: None,
+            cost_usd: None,
+            prices_as_of: None,
+        }
+        .to_value(),
+        "budget.exhausted" => cat::BudgetExhausted {
+            scope: format!("attempt:{attempt_id}"),
+            resource: "tokens".into(),
+            limit: 1000.0,
+            spent: f64::from(round) * 400.0,
+            attempt_id: attempt_id.clone(),
+            target_id: None,
+        }
+        .to_value(),
+        _ => return None,
+    })
+}
+
 fn attempt_value(
     event_type: &str,
     attempt_id: AttemptId,
@@ -397,6 +435,9 @@ fn attempt_value(
     number: i64,
     round: u32,
 ) -> Value {
+    if let Some(value) = metering_value(event_type, &attempt_id, (a, b), round) {
+        return value;
+    }
     let commit_sha = a.to_hex()[..40].to_owned();
     let branch = format!("agent/{task_id}-{attempt_id}");
     let pr_url = format!("https://github.example.com/acme/{target_id}/pull/{number}");
@@ -471,18 +512,6 @@ fn attempt_value(
             name: None,
             uri: None,
             attempt_id: (round != 1).then_some(attempt_id),
-        }
-        .to_value(),
-        "model.call_completed" => cat::ModelCallCompleted {
-            attempt_id,
-            model: "claude-sonnet-4-5".into(),
-            provider: Some("anthropic".into()),
-            tokens_in: 100,
-            tokens_out: 50,
-            prompt_sha256: a,
-            response_sha256: b,
-            round,
-            duration_ms: None,
         }
         .to_value(),
         "tests.passed" => cat::TestsPassed(report).to_value(),
