@@ -34,6 +34,7 @@ struct Shared {
     throttle: Throttle,
     gateway: Option<Gateway>,
     artifact_writes: Semaphore,
+    requests_in_progress: Arc<Semaphore>,
     streams_closed: CancellationToken,
 }
 
@@ -60,6 +61,7 @@ impl ApiState {
         let authority = Authority::new(config.token.clone(), keyring, config.keyring_file.clone());
         let limits = &config.limits;
         let artifact_writes = Semaphore::new(limits.artifact_writes.max(1));
+        let requests_in_progress = Arc::new(Semaphore::new(limits.concurrent_requests.max(1)));
         let throttle = Throttle::new(
             limits.requests_per_second_per_principal,
             limits.request_burst_per_principal,
@@ -78,6 +80,7 @@ impl ApiState {
                 throttle,
                 gateway,
                 artifact_writes,
+                requests_in_progress,
                 streams_closed: CancellationToken::new(),
             }),
         }
@@ -101,6 +104,12 @@ impl ApiState {
     /// Permits to write an uploaded artifact into the store (each holds it in memory meanwhile).
     pub(crate) fn artifact_writes(&self) -> &Semaphore {
         &self.inner.artifact_writes
+    }
+
+    /// Permits for requests in progress, shared by the API and the console (one limit for the
+    /// process, whichever router a request came through).
+    pub(crate) fn requests_in_progress(&self) -> &Arc<Semaphore> {
+        &self.inner.requests_in_progress
     }
 
     /// The per-principal limits.

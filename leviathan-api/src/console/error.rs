@@ -27,6 +27,9 @@ pub(crate) enum ConsoleError {
     /// Try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// The token is over its request rate: try again after the seconds given.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     /// The control plane refused or failed.
     #[error(transparent)]
     Plane(#[from] ControlPlaneError),
@@ -40,6 +43,7 @@ impl ConsoleError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Plane(e) => crate::routes::error::status_of(e.code()),
         }
     }
@@ -64,6 +68,12 @@ impl IntoResponse for ConsoleError {
                 body { main { h1 { (status) } p role="alert" { (message) } } }
             }
         };
-        (status, page).into_response()
+        let mut response = (status, page).into_response();
+        if let Self::TooManyRequests(_, seconds) = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

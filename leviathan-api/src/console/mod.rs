@@ -55,6 +55,8 @@ pub(crate) struct Console {
     pub(crate) config: Arc<ConsoleConfig>,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) last_verification: Arc<std::sync::Mutex<Option<pages::chain::Verification>>>,
+    /// Held while "Verify now" reads the whole chain, so that only one runs at a time.
+    pub(crate) verifying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Console {
@@ -79,6 +81,7 @@ pub fn router(api: ApiState, config: ConsoleConfig) -> Router {
         sessions: Arc::new(Sessions::new(config.session_lifetime)),
         config: Arc::new(config),
         last_verification: Arc::default(),
+        verifying: Arc::default(),
     };
     let signed_in = Router::new()
         .route("/", get(pages::overview::page))
@@ -109,6 +112,11 @@ pub fn router(api: ApiState, config: ConsoleConfig) -> Router {
         .route("/assets/{name}", get(assets::serve))
         .merge(signed_in)
         .layer(middleware::from_fn(protect))
+        // One limit on requests in progress for the process, the API's and the console's alike.
+        .layer(middleware::from_fn_with_state(
+            console.api.requests_in_progress().clone(),
+            crate::routes::admit,
+        ))
         .with_state(console)
 }
 

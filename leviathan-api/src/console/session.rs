@@ -184,6 +184,14 @@ pub(crate) async fn require(
             return signed_out(&console, request.method());
         }
     };
+    // The same request rate as the token has on the API: a page is a request.
+    if let Err(wait) = crate::routes::over_rate(&console.api, &principal) {
+        let why = format!(
+            "token `{}` is over its request rate; retry later",
+            principal.token_id
+        );
+        return ConsoleError::TooManyRequests(why, wait.as_secs().max(1)).into_response();
+    }
     request.extensions_mut().insert(Viewer {
         principal,
         csrf,

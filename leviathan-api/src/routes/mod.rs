@@ -21,7 +21,10 @@ use axum::{
     routing::{get, post, put},
 };
 use headers::{Authorization, HeaderMapExt, authorization::Bearer};
-use leviathan_core::{Timestamp, auth::Role};
+use leviathan_core::{
+    Timestamp,
+    auth::{Principal, Role},
+};
 use tokio::sync::Semaphore;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
@@ -88,7 +91,7 @@ pub fn router(state: ApiState) -> Router {
     } else {
         open = open.route("/metrics", get(ops::metrics));
     }
-    let permits = Arc::new(Semaphore::new(limits.concurrent_requests.max(1)));
+    let permits = state.requests_in_progress().clone();
     let protected = protected
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), pace))
@@ -146,10 +149,7 @@ async fn pace(State(state): State<ApiState>, request: Request, next: Next) -> Re
     let Some(Caller(principal)) = request.extensions().get::<Caller>() else {
         return next.run(request).await;
     };
-    if matches!(principal.role, Role::Admin | Role::Scheduler) {
-        return next.run(request).await;
-    }
-    if let Err(wait) = state.throttle().admit(&principal.token_id) {
+    if let Err(wait) = over_rate(&state, principal) {
         return ApiError::new(
             ErrorCode::TooManyRequests,
             format!(
@@ -163,10 +163,22 @@ async fn pace(State(state): State<ApiState>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
+/// `Err(wait)` when `principal` is over its request rate (never for admin and scheduler tokens).
+pub(crate) fn over_rate(state: &ApiState, principal: &Principal) -> Result<(), Duration> {
+    match principal.role {
+        Role::Admin | Role::Scheduler => Ok(()),
+        _ => state.throttle().admit(&principal.token_id),
+    }
+}
+
 /// Admits a request only while fewer than the configured number are in progress (bodies are
 /// read inside, so this bounds their memory); the others get 429 with `Retry-After` at once,
 /// rather than a queue that would hold their connections and grow without bound.
-async fn admit(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+pub(crate) async fn admit(
+    State(permits): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Ok(permit) = permits.try_acquire() else {
         return ApiError::new(
             ErrorCode::TooManyRequests,

@@ -88,13 +88,18 @@ pub(crate) struct CsrfOnly {
 }
 
 /// Verifies the whole chain now and keeps the result for the page (any signed-in role may:
-/// it reads only, but it is work, so it is a POST with the CSRF token).
+/// it reads only, but it is work, so it is a POST with the CSRF token, and one at a time).
 pub(crate) async fn verify(
     State(console): State<Console>,
     viewer: Viewer,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, ConsoleError> {
     viewer.check_csrf(&form.csrf)?;
+    let Ok(_running) = console.verifying.try_lock() else {
+        return Err(ConsoleError::Unavailable(
+            "a verification of the chain is running; its result will show on this page".into(),
+        ));
+    };
     let outcome = console.api.control_plane().verify().await?;
     let verification = Verification {
         at: Timestamp::now(),
