@@ -37,7 +37,10 @@ async fn console_pages_count_against_the_tokens_request_rate() {
         c.limits.request_burst_per_principal = 3;
     })
     .await;
-    let ui = Router::new().nest("/ui", console::router(h.state.clone(), ConsoleConfig::default()));
+    let ui = Router::new().nest(
+        "/ui",
+        console::router(h.state.clone(), ConsoleConfig::default()),
+    );
     let server = TestServer::spawn(ui).await.unwrap();
     let request = CreateTokenRequest {
         role: Role::Reader,

@@ -182,25 +182,7 @@ impl Git {
 
     /// `git clone --branch <branch> <url> <dest>`.
     pub(crate) async fn clone(&self, url: &str, branch: &str, dest: &Path) -> Result<(), GitError> {
-        let parent = dest.parent().unwrap_or(Path::new("/"));
-        let dest = dest.to_string_lossy();
-        self.run(
-            parent,
-            "clone",
-            &[
-                "clone",
-                "--quiet",
-                "--no-tags",
-                "--branch",
-                branch,
-                "--",
-                url,
-                &dest,
-            ],
-            true,
-        )
-        .await
-        .map(drop)
+        self.clone_from(url, branch, dest, true).await
     }
 
     /// Clones branch `branch` from the git bundle at `bundle` (no network, no credential) and
@@ -213,24 +195,8 @@ impl Git {
         dest: &Path,
         repo_url: &str,
     ) -> Result<(), GitError> {
-        let parent = dest.parent().unwrap_or(Path::new("/"));
-        let (bundle, dest_arg) = (bundle.to_string_lossy(), dest.to_string_lossy());
-        self.run(
-            parent,
-            "clone",
-            &[
-                "clone",
-                "--quiet",
-                "--no-tags",
-                "--branch",
-                branch,
-                "--",
-                &bundle,
-                &dest_arg,
-            ],
-            false,
-        )
-        .await?;
+        self.clone_from(&bundle.to_string_lossy(), branch, dest, false)
+            .await?;
         self.run(
             dest,
             "remote",
@@ -239,6 +205,32 @@ impl Git {
         )
         .await
         .map(drop)
+    }
+
+    /// `git clone` of one branch of `source` (a URL, or a bundle's path, which needs no
+    /// credential: `authenticated` false).
+    async fn clone_from(
+        &self,
+        source: &str,
+        branch: &str,
+        dest: &Path,
+        authenticated: bool,
+    ) -> Result<(), GitError> {
+        let parent = dest.parent().unwrap_or(Path::new("/"));
+        let dest = dest.to_string_lossy();
+        let args = [
+            "clone",
+            "--quiet",
+            "--no-tags",
+            "--branch",
+            branch,
+            "--",
+            source,
+            &dest,
+        ];
+        self.run(parent, "clone", &args, authenticated)
+            .await
+            .map(drop)
     }
 
     /// The full commit id `rev` names.

@@ -255,19 +255,22 @@ mod tests {
         ));
     }
 
-    fn reader_token(authority: &Authority, now: Timestamp) -> (SignedToken, TokenId) {
-        let id = TokenId::new("tok-reader").unwrap();
+    /// An authority that accepted a reader token (reading the log then) before another replica
+    /// recorded its revocation; the token, as presented.
+    async fn accepted_then_revoked_elsewhere(
+        authority: &Authority,
+        log: &MemoryEventStore,
+        now: Timestamp,
+    ) -> String {
+        let token_id = TokenId::new("tok-reader").unwrap();
         let grant = Grant {
-            token_id: id.clone(),
+            token_id: token_id.clone(),
             role: Role::Reader,
             attempt: None,
             expires: now.saturating_add(Duration::from_secs(3600)),
         };
-        (authority.sign(grant).unwrap(), id)
-    }
-
-    /// `token.revoked` reaching the log without this process folding it (another replica).
-    async fn revoke_elsewhere(log: &MemoryEventStore, token_id: TokenId, now: Timestamp) {
+        let token = authority.sign(grant).unwrap().token.expose().to_owned();
+        authority.authenticate(&token, log, 0, now).await.unwrap();
         let payload = TokenRevoked {
             token_id,
             reason: None,
@@ -275,39 +278,30 @@ mod tests {
         let id = EventId::new("token-revoked-elsewhere").unwrap();
         let event = NewEvent::new(id, now, Some("control-plane".into()), &payload);
         log.append(AppendRequest::new(vec![event])).await.unwrap();
+        token
     }
 
     #[tokio::test(start_paused = true)]
     async fn another_replicas_revocation_applies_within_a_second_without_a_read_per_request() {
-        let authority = authority();
-        let log = MemoryEventStore::new();
-        let now = Timestamp::now();
-        let (signed, id) = reader_token(&authority, now);
-        let token = signed.token.expose();
-        authority.authenticate(token, &log, 0, now).await.unwrap();
-        revoke_elsewhere(&log, id, now).await;
+        let (authority, log, now) = (authority(), MemoryEventStore::new(), Timestamp::now());
+        let token = accepted_then_revoked_elsewhere(&authority, &log, now).await;
         assert!(
-            authority.authenticate(token, &log, 0, now).await.is_ok(),
+            authority.authenticate(&token, &log, 0, now).await.is_ok(),
             "what was read a moment ago is used, not read again"
         );
         tokio::time::advance(FRESHNESS).await;
         assert!(matches!(
-            authority.authenticate(token, &log, 0, now).await,
+            authority.authenticate(&token, &log, 0, now).await,
             Err(Unauthenticated::Revoked(_))
         ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_revocation_this_process_folded_applies_at_once() {
-        let authority = authority();
-        let log = MemoryEventStore::new();
-        let now = Timestamp::now();
-        let (signed, id) = reader_token(&authority, now);
-        let token = signed.token.expose();
-        authority.authenticate(token, &log, 0, now).await.unwrap();
-        revoke_elsewhere(&log, id, now).await;
+        let (authority, log, now) = (authority(), MemoryEventStore::new(), Timestamp::now());
+        let token = accepted_then_revoked_elsewhere(&authority, &log, now).await;
         assert!(matches!(
-            authority.authenticate(token, &log, 1, now).await,
+            authority.authenticate(&token, &log, 1, now).await,
             Err(Unauthenticated::Revoked(_))
         ));
     }

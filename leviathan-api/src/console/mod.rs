@@ -24,7 +24,7 @@ use axum::{
 };
 
 pub use self::session::SESSION_COOKIE;
-use self::session::Sessions;
+use self::{error::ConsoleError, session::Sessions};
 use crate::state::ApiState;
 
 /// How the console is mounted and how its cookie is set.
@@ -60,6 +60,18 @@ pub(crate) struct Console {
 }
 
 impl Console {
+    /// The control plane, its graph caught up with the log (pages show what is there now, also
+    /// what another replica appended).
+    pub(crate) async fn caught_up(&self) -> Result<&crate::service::ControlPlane, ConsoleError> {
+        let plane = self.api.control_plane();
+        plane
+            .ledger()
+            .catch_up()
+            .await
+            .map_err(crate::service::ControlPlaneError::from)?;
+        Ok(plane)
+    }
+
     /// `path` under the console's base (the overview, `/`, is the base itself: a nested
     /// router's root has no trailing slash).
     pub(crate) fn link(&self, path: &str) -> String {

@@ -83,12 +83,7 @@ pub(crate) async fn tasks(
 ) -> Result<Markup, ConsoleError> {
     let chosen = q.target()?;
     let page = q.page.unwrap_or(0);
-    let plane = console.api.control_plane();
-    plane
-        .ledger()
-        .catch_up()
-        .await
-        .map_err(crate::service::ControlPlaneError::from)?;
+    let plane = console.caught_up().await?;
     let (all, rows, more) = {
         let graph = plane.ledger().graph().await;
         let all = targets(&graph);
@@ -203,12 +198,7 @@ pub(crate) async fn pulls(
     let chosen = q.target()?;
     let state = q.state.clone().unwrap_or_else(|| "open".to_owned());
     let page = q.page.unwrap_or(0);
-    let plane = console.api.control_plane();
-    plane
-        .ledger()
-        .catch_up()
-        .await
-        .map_err(crate::service::ControlPlaneError::from)?;
+    let plane = console.caught_up().await?;
     let (all, mut rows) = {
         let graph = plane.ledger().graph().await;
         let rows: Vec<PullRequestNode> = graph

@@ -91,12 +91,7 @@ pub(crate) async fn page(
     State(console): State<Console>,
     viewer: Viewer,
 ) -> Result<Markup, ConsoleError> {
-    let plane = console.api.control_plane();
-    plane
-        .ledger()
-        .catch_up()
-        .await
-        .map_err(crate::service::ControlPlaneError::from)?;
+    let plane = console.caught_up().await?;
     let now = Timestamp::now();
     let targets: Vec<TargetView> = {
         let graph = plane.ledger().graph().await;

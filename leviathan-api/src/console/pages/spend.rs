@@ -25,12 +25,7 @@ pub(crate) async fn page(
     State(console): State<Console>,
     viewer: Viewer,
 ) -> Result<Markup, ConsoleError> {
-    let plane = console.api.control_plane();
-    plane
-        .ledger()
-        .catch_up()
-        .await
-        .map_err(crate::service::ControlPlaneError::from)?;
+    let plane = console.caught_up().await?;
     let usage: BTreeMap<Key, Usage> = {
         let graph = plane.ledger().graph().await;
         let mut usage: BTreeMap<Key, Usage> = BTreeMap::new();
