@@ -9,13 +9,11 @@ use std::{sync::Arc, time::Duration};
 use leviathan_api::{
     ApiConfig,
     gateway::{Budgets, GatewayConfig, Limit, Upstream},
-    wire::{IngestRequest, NewEvent},
 };
 use leviathan_core::{
     EventStore, Sha256Digest, Timestamp, WorkerTokens,
     catalogue::{BudgetExhausted, ModelCallCompleted, Payload},
     id::AttemptId,
-    model::Priority,
     secret::Secret,
     store::ArtifactStore,
     testkit::Scenario,
@@ -23,7 +21,7 @@ use leviathan_core::{
 use leviathan_testkit::llm::{LlmReply, ScriptedLlm};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Harness, TOKEN};
+use support::{Harness, TOKEN, ingest_request as bundle};
 
 const A1: &str = "attempt-a1";
 const A2: &str = "attempt-a2";
@@ -39,27 +37,8 @@ async fn gateway(llm: &ScriptedLlm, budgets: Budgets) -> Harness {
     )
     .with_budgets(budgets);
     let h = Harness::start_with(|c: &mut ApiConfig| c.gateway = Some(config)).await;
-    let mut s = Scenario::new("gw", "demo");
-    s.register_target()
-        .create_task("t1", &[], Priority::High)
-        .create_task("t2", &[], Priority::High)
-        .start_attempt("t1", A1, 1)
-        .start_attempt("t2", A2, 1);
-    h.client()
-        .ingest(&bundle("setup", s.build()))
-        .await
-        .unwrap();
+    support::seed_running_attempts(&h, "gw", A1, A2).await;
     h
-}
-
-fn bundle(id: &str, events: Vec<NewEvent>) -> IngestRequest {
-    IngestRequest {
-        target: "demo".into(),
-        bundle_id: id.into(),
-        events,
-        artifacts: vec![],
-        expectations: vec![],
-    }
 }
 
 async fn worker_token(h: &Harness, attempt: &str) -> String {

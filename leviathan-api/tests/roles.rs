@@ -9,8 +9,8 @@ use leviathan_api::{
     ErrorCode,
     client::{ClientError, ControlPlaneClient},
     wire::{
-        AttemptId, AttemptsQuery, CreateTokenRequest, EventId, IngestRequest, IssuedToken,
-        NewEvent, Role, Timestamp,
+        AttemptId, AttemptsQuery, CreateTokenRequest, EventId, IssuedToken, NewEvent, Role,
+        Timestamp,
     },
 };
 use leviathan_core::{
@@ -18,10 +18,8 @@ use leviathan_core::{
     auth::{Principal, token::Grant},
     catalogue::{AttemptHeartbeat, TokenRevoked},
     id::TokenId,
-    model::Priority,
-    testkit::Scenario,
 };
-use support::{Harness, fast_retry};
+use support::{Harness, fast_retry, ingest_request as bundle};
 
 const A1: &str = "attempt-a1";
 const A2: &str = "attempt-a2";
@@ -29,27 +27,8 @@ const A2: &str = "attempt-a2";
 /// A control plane holding one target with two tasks, each with a running attempt.
 async fn running_attempts() -> Harness {
     let h = Harness::start().await;
-    let mut s = Scenario::new("roles", "demo");
-    s.register_target()
-        .create_task("t1", &[], Priority::High)
-        .create_task("t2", &[], Priority::High)
-        .start_attempt("t1", A1, 1)
-        .start_attempt("t2", A2, 1);
-    h.client()
-        .ingest(&bundle("setup", s.build()))
-        .await
-        .unwrap();
+    support::seed_running_attempts(&h, "roles", A1, A2).await;
     h
-}
-
-fn bundle(id: &str, events: Vec<NewEvent>) -> IngestRequest {
-    IngestRequest {
-        target: "demo".into(),
-        bundle_id: id.into(),
-        events,
-        artifacts: vec![],
-        expectations: vec![],
-    }
 }
 
 fn heartbeat(id: &str, attempt: &str) -> NewEvent {

@@ -7,6 +7,7 @@ use leviathan_api::{
     ApiConfig, ApiState, BearerToken,
     client::{ControlPlaneClient, RetryPolicy},
     router,
+    wire::IngestRequest,
 };
 use leviathan_core::{
     EventStore, Ledger, NewEvent,
@@ -238,4 +239,30 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
     }
+}
+
+/// A typed ingest request of `events` for target `demo`.
+pub(crate) fn ingest_request(id: &str, events: Vec<NewEvent>) -> IngestRequest {
+    IngestRequest {
+        target: "demo".into(),
+        bundle_id: id.into(),
+        events,
+        artifacts: vec![],
+        expectations: vec![],
+    }
+}
+
+/// Records through `h`'s API target `demo` with tasks `t1` and `t2`, running attempts `a1` and
+/// `a2` (`seed` names the scenario's events).
+pub(crate) async fn seed_running_attempts(h: &Harness, seed: &str, a1: &str, a2: &str) {
+    let mut s = Scenario::new(seed, "demo");
+    s.register_target()
+        .create_task("t1", &[], Priority::High)
+        .create_task("t2", &[], Priority::High)
+        .start_attempt("t1", a1, 1)
+        .start_attempt("t2", a2, 1);
+    h.client()
+        .ingest(&ingest_request("setup", s.build()))
+        .await
+        .unwrap();
 }
