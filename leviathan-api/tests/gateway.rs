@@ -7,7 +7,7 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use leviathan_api::{
-    ApiConfig,
+    ApiConfig, Limits,
     gateway::{Budgets, GatewayConfig, Limit, Upstream},
 };
 use leviathan_core::{
@@ -30,13 +30,26 @@ const MODEL: &str = "claude-sonnet-4-5";
 /// A control plane with a gateway to `llm` (both protocols) and these budgets, holding one
 /// target with two running attempts.
 async fn gateway(llm: &ScriptedLlm, budgets: Budgets) -> Harness {
+    gateway_with_limits(llm, budgets, |_| {}).await
+}
+
+/// [`gateway`] with the control plane's limits adjusted.
+async fn gateway_with_limits(
+    llm: &ScriptedLlm,
+    budgets: Budgets,
+    adjust: impl FnOnce(&mut Limits),
+) -> Harness {
     let key = || Some(Secret::new(llm.api_key()));
     let config = GatewayConfig::new(
         Some(Upstream::new(llm.url(), key())),
         Some(Upstream::new(format!("{}/v1", llm.url()), key())),
     )
     .with_budgets(budgets);
-    let h = Harness::start_with(|c: &mut ApiConfig| c.gateway = Some(config)).await;
+    let h = Harness::start_with(|c: &mut ApiConfig| {
+        c.gateway = Some(config);
+        adjust(&mut c.limits);
+    })
+    .await;
     support::seed_running_attempts(&h, "gw", A1, A2).await;
     h
 }
@@ -97,6 +110,24 @@ async fn recorded_calls(h: &Harness) -> Vec<(leviathan_core::Event, ModelCallCom
             (e, call)
         })
         .collect()
+}
+
+/// The recorded calls once there are `count` of them (a call is recorded after its client has
+/// the answer's last byte).
+async fn recorded_eventually(
+    h: &Harness,
+    count: usize,
+) -> Vec<(leviathan_core::Event, ModelCallCompleted)> {
+    let mut calls = recorded_calls(h).await;
+    for _ in 0..500 {
+        if calls.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        calls = recorded_calls(h).await;
+    }
+    assert_eq!(calls.len(), count);
+    calls
 }
 
 async fn exhausted_events(h: &Harness) -> Vec<BudgetExhausted> {
@@ -203,15 +234,7 @@ async fn streamed_calls_reach_the_client_as_they_come_and_are_metered_from_the_s
     assert_eq!(sent["stream_options"]["include_usage"], true);
 
     // A stream is recorded when it ends, after the client has its last byte.
-    let mut calls = recorded_calls(&h).await;
-    for _ in 0..200 {
-        if calls.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        calls = recorded_calls(&h).await;
-    }
-    assert_eq!(calls.len(), 2);
+    let calls = recorded_eventually(&h, 2).await;
     let anthropic_call = &calls
         .iter()
         .find(|(_, c)| c.provider.as_deref() == Some("anthropic"))
@@ -439,4 +462,91 @@ async fn concurrent_attempts_sharing_a_day_budget_overshoot_it_by_at_most_one_ca
     let worst_call = serde_json::to_vec(&messages(60, false)).unwrap().len() as u64 + 60;
     assert!(spent <= 500 + worst_call, "spent {spent}");
     assert_eq!(count(StatusCode::OK), recorded_calls(&h).await.len());
+}
+
+#[tokio::test]
+async fn calls_count_against_the_limit_on_requests_in_progress() {
+    let llm = ScriptedLlm::start().await.unwrap();
+    let h = Arc::new(
+        gateway_with_limits(&llm, Budgets::default(), |l| l.concurrent_requests = 1).await,
+    );
+    let token = worker_token(&h, A1).await;
+    llm.set_pace(Duration::from_millis(1500));
+    llm.push_text("slow answer");
+    let first = tokio::spawn({
+        let (h, token) = (Arc::clone(&h), token.clone());
+        async move { anthropic(&h, &token, &messages(100, false)).await }
+    });
+    while llm.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = h
+        .http
+        .post(h.url("/v1/gateway/anthropic/v1/messages"))
+        .header("x-api-key", &token)
+        .header("anthropic-version", "2023-06-01")
+        .json(&messages(100, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        llm.requests().len(),
+        1,
+        "the refused call was not forwarded"
+    );
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_call_past_the_deadline_is_refused_in_the_providers_shape_and_still_recorded() {
+    let llm = ScriptedLlm::start().await.unwrap();
+    let mut budgets = Budgets::default();
+    budgets.attempt = Limit {
+        calls: Some(2),
+        ..Limit::default()
+    };
+    let h = gateway_with_limits(&llm, budgets, |l| {
+        l.long_request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let token = worker_token(&h, A1).await;
+    llm.set_pace(Duration::from_millis(1500));
+    llm.push_text("too late");
+
+    let (status, body) = anthropic(&h, &token, &messages(100, false)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "timeout_error");
+    // The upstream answered after the deadline: the call is charged, and its hold released.
+    let calls = recorded_eventually(&h, 1).await;
+    assert_eq!(calls[0].1.attempt_id.as_str(), A1);
+    llm.set_pace(Duration::ZERO);
+    llm.push_text("second");
+    let (status, body) = anthropic(&h, &token, &messages(100, false)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = anthropic(&h, &token, &messages(100, false)).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+}
+
+#[tokio::test]
+async fn a_stream_outlasting_the_deadline_is_not_cut() {
+    let llm = ScriptedLlm::start().await.unwrap();
+    let h = gateway_with_limits(&llm, Budgets::default(), |l| {
+        l.long_request_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let token = worker_token(&h, A1).await;
+    // About 200 ms to the head, then seven events 200 ms apart: well past the deadline.
+    llm.set_pace(Duration::from_millis(200));
+    llm.push_text("a slow stream");
+
+    let (status, stream) = anthropic(&h, &token, &messages(100, true)).await;
+    assert_eq!(status, StatusCode::OK, "{stream}");
+    assert!(stream.contains("a slow"), "{stream}");
+    assert!(stream.contains("event: message_stop"), "{stream}");
+    recorded_eventually(&h, 1).await;
 }

@@ -9,6 +9,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
 };
 
 use axum::{
@@ -20,6 +21,7 @@ use axum::{
     routing::post,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use futures::StreamExt as _;
 use rand::{Rng as _, distr::Alphanumeric};
 use serde_json::{Value, json};
 
@@ -89,6 +91,7 @@ struct Inner {
     script: VecDeque<LlmReply>,
     fallback: Option<Responder>,
     requests: Vec<LlmRequest>,
+    pace: Duration,
 }
 
 impl Shared {
@@ -106,6 +109,13 @@ impl Shared {
             inner.fallback.clone()
         };
         fallback.map(|respond| respond(request))
+    }
+
+    /// Waits [`ScriptedLlm::set_pace`]'s time before an answer's head.
+    async fn wait_pace(&self) -> Duration {
+        let pace = self.lock().pace;
+        tokio::time::sleep(pace).await;
+        pace
     }
 }
 
@@ -160,6 +170,12 @@ impl ScriptedLlm {
     /// Sets the responder used once the script is empty, e.g. to answer based on the prompt.
     pub fn set_fallback(&self, respond: impl Fn(&LlmRequest) -> LlmReply + Send + Sync + 'static) {
         self.shared.lock().fallback = Some(Arc::new(respond));
+    }
+
+    /// Makes every answer wait `pace` before its head, and a streamed one also between its
+    /// events, as a slow model does (zero, the default, answers at once).
+    pub fn set_pace(&self, pace: Duration) {
+        self.shared.lock().pace = pace;
     }
 
     /// Number of scripted replies not consumed yet.
@@ -376,10 +392,14 @@ async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
             };
         }
     };
+    let pace = shared.wait_pace().await;
     let usage = (estimate_tokens(&request.prompt), estimate_tokens(&text));
     let id = format!("msg_{}", random_suffix(24));
     let response = if streams(&request.body) {
-        anthropic_stream(&id, &request.model, &text, stop_reason, usage)
+        event_stream(
+            anthropic_stream(&id, &request.model, &text, stop_reason, usage),
+            pace,
+        )
     } else {
         let body = json!({
             "id": id,
@@ -404,16 +424,22 @@ fn streams(body: &Value) -> bool {
     body.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
-/// A `text/event-stream` response of these events, as the providers send them.
-fn event_stream(events: &[(Option<&str>, String)]) -> Response {
-    let mut out = String::new();
-    for (name, data) in events {
-        if let Some(name) = name {
-            out.push_str(&format!("event: {name}\n"));
-        }
-        out.push_str(&format!("data: {data}\n\n"));
-    }
-    let mut response = out.into_response();
+/// One server-sent event: its name, if any, and its data.
+type StreamEvent = (Option<&'static str>, String);
+
+/// A `text/event-stream` response of these events, as the providers send them, `pace` apart.
+fn event_stream(events: Vec<StreamEvent>, pace: Duration) -> Response {
+    let frames = events.into_iter().map(|(name, data)| {
+        let name = name
+            .map(|name| format!("event: {name}\n"))
+            .unwrap_or_default();
+        Bytes::from(format!("{name}data: {data}\n\n"))
+    });
+    let paced = futures::stream::iter(frames).then(move |frame| async move {
+        tokio::time::sleep(pace).await;
+        Ok::<_, std::convert::Infallible>(frame)
+    });
+    let mut response = axum::body::Body::from_stream(paced).into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -429,7 +455,7 @@ fn anthropic_stream(
     text: &str,
     stop_reason: &str,
     (input, output): (usize, usize),
-) -> Response {
+) -> Vec<StreamEvent> {
     let middle = text
         .char_indices()
         .nth(text.chars().count() / 2)
@@ -438,7 +464,7 @@ fn anthropic_stream(
     let delta = |part: &str| {
         json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": part } }).to_string()
     };
-    event_stream(&[
+    vec![
         (
             Some("message_start"),
             json!({ "type": "message_start", "message": {
@@ -470,7 +496,7 @@ fn anthropic_stream(
             Some("message_stop"),
             json!({ "type": "message_stop" }).to_string(),
         ),
-    ])
+    ]
 }
 
 /// Chat completions' stream: a role chunk, the text in one chunk, the finish chunk, a usage
@@ -481,7 +507,7 @@ fn openai_stream(
     text: &str,
     finish_reason: &str,
     usage: Option<(usize, usize)>,
-) -> Response {
+) -> Vec<StreamEvent> {
     let created = chrono::Utc::now().timestamp();
     let chunk = |delta: Value, finish: Value| {
         json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -506,7 +532,7 @@ fn openai_stream(
         ));
     }
     events.push((None, "[DONE]".to_owned()));
-    event_stream(&events)
+    events
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,13 +611,15 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             };
         }
     };
+    let pace = shared.wait_pace().await;
     let prompt_tokens = estimate_tokens(&request.prompt);
     let completion_tokens = estimate_tokens(&text);
     if streams(&request.body) {
         let include_usage = request.body["stream_options"]["include_usage"] == true;
         let id = format!("chatcmpl-{}", random_suffix(29));
         let usage = include_usage.then_some((prompt_tokens, completion_tokens));
-        return openai_stream(&id, &request.model, &text, finish_reason, usage);
+        let events = openai_stream(&id, &request.model, &text, finish_reason, usage);
+        return event_stream(events, pace);
     }
     let body = json!({
         "id": format!("chatcmpl-{}", random_suffix(29)),

@@ -80,11 +80,11 @@ pub(crate) fn routes(json_body_bytes: usize) -> Router<ApiState> {
 }
 
 async fn anthropic(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    serve(&state, Provider::Anthropic, &headers, body).await
+    serve(state, Provider::Anthropic, headers, body).await
 }
 
 async fn openai(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    serve(&state, Provider::OpenAi, &headers, body).await
+    serve(state, Provider::OpenAi, headers, body).await
 }
 
 /// A refusal, shown in the provider's error shape.
@@ -116,11 +116,35 @@ impl Refused {
     }
 }
 
-async fn serve(state: &ApiState, provider: Provider, headers: &HeaderMap, body: Bytes) -> Response {
-    match forward(state, provider, headers, body).await {
-        Ok(response) => response,
-        Err(refused) => refused.into_response(provider),
-    }
+/// Runs the call in a task of its own under the long-request deadline, so that a call cut by
+/// the deadline (or by a client going away) still settles its hold and is recorded: the upstream
+/// charges for it all the same. A stream's deadline ends with its head; its body is bounded by
+/// the upstream's own time limit.
+async fn serve(state: ApiState, provider: Provider, headers: HeaderMap, body: Bytes) -> Response {
+    let limit = state.config().limits.long_request_timeout;
+    let call = tokio::spawn(async move { forward(&state, provider, &headers, body).await });
+    let refused = match tokio::time::timeout(limit, call).await {
+        Ok(Ok(Ok(response))) => return response,
+        Ok(Ok(Err(refused))) => refused,
+        Ok(Err(failed)) => {
+            tracing::error!(error = %failed, "a model gateway call failed");
+            Refused::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal error",
+            )
+        }
+        Err(_) => {
+            let message = format!(
+                "the upstream did not answer within {} s; the call is still recorded when it ends",
+                limit.as_secs_f64()
+            );
+            let mut refused = Refused::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message);
+            refused.retry_after = Some(1);
+            refused
+        }
+    };
+    refused.into_response(provider)
 }
 
 /// The attempt a call is charged to, as the graph knows it.

@@ -92,6 +92,11 @@ pub fn router(state: ApiState) -> Router {
         open = open.route("/metrics", get(ops::metrics));
     }
     let permits = state.requests_in_progress().clone();
+    // The gateway counts against the same limit on requests in progress (until its answer's
+    // head: a stream's body runs on without a slot), keeps its own deadline and answers in the
+    // providers' error shapes, so it sits outside `json_errors`.
+    let gateway = crate::gateway::routes(limits.json_body_bytes)
+        .layer(middleware::from_fn_with_state(permits.clone(), admit));
     let protected = protected
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), pace))
@@ -100,10 +105,9 @@ pub fn router(state: ApiState) -> Router {
             require_bearer,
         ))
         .layer(middleware::from_fn_with_state(permits, admit));
-    // The gateway answers in the providers' error shapes, so it sits outside `json_errors`.
     open.merge(protected)
         .layer(middleware::map_response(json_errors))
-        .merge(crate::gateway::routes(limits.json_body_bytes))
+        .merge(gateway)
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
