@@ -475,3 +475,78 @@ async fn a_declined_push_fails_without_opening_anything_or_showing_the_token() {
     assert!(matches!(again, Delivered::Pushed { .. }), "{again:?}");
     assert_eq!(f.pulls().len(), 1);
 }
+
+/// `git diff --cached --binary` of a repository where `path` is added with `bytes` (a patch in
+/// the form a worker proposes, binary or not).
+fn added_by_git(path: &str, bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "--quiet"]);
+    let file = dir.path().join(path);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, bytes).unwrap();
+    git(&["add", "--", path]);
+    git(&["diff", "--cached", "--binary"])
+}
+
+#[tokio::test]
+async fn size_line_and_binary_limits_are_measured_on_the_applied_patch() {
+    let f = Fixture::start().await;
+    let limits = "delivery: {max_file_bytes: 8, max_diff_lines: 2}";
+    let binary = added_by_git("docs/logo.png", &[0x89, b'P', 0, 1, 2, 0xff]);
+    for (delivery, patch, want) in [
+        (
+            limits,
+            add_file("docs/big.md", "0123456789"),
+            Violation::TooLarge {
+                path: "docs/big.md".into(),
+                bytes: 11,
+                limit: 8,
+            },
+        ),
+        (
+            limits,
+            added_by_git("docs/three.md", b"a\nb\nc\n"),
+            Violation::TooManyLines { lines: 3, limit: 2 },
+        ),
+        (
+            "delivery: {allow_binary: false}",
+            binary.clone(),
+            Violation::Binary("docs/logo.png".into()),
+        ),
+    ] {
+        let got = refusal(
+            f.deliverer(delivery)
+                .deliver(&f.proposal(1, &patch), &docs(), &live)
+                .await,
+        );
+        let Refusal::Policy(violations) = &got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(violations, &[want]);
+    }
+    assert_eq!(f.github.push_count().unwrap(), 0);
+    // The same binary file is delivered byte for byte where the target allows binaries.
+    let delivered = f
+        .deliverer("delivery: {allow_binary: true}")
+        .deliver(&f.proposal(1, &binary), &docs(), &live)
+        .await
+        .unwrap();
+    let Delivered::Pushed { branch, .. } = &delivered else {
+        panic!("{delivered:?}")
+    };
+    let file = f
+        .github
+        .read_file(OWNER, REPO, branch, "docs/logo.png")
+        .await
+        .unwrap();
+    assert_eq!(file.as_deref(), Some(&[0x89, b'P', 0, 1, 2, 0xff][..]));
+}
