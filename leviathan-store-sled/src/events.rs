@@ -43,7 +43,7 @@ impl SledEventStore {
         self.shared.location.display().to_string()
     }
 
-    /// Runs a blocking read of the trees on tokio's blocking pool.
+    /// Runs a blocking read or write of the trees on tokio's blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
         what: &'static str,
@@ -291,23 +291,37 @@ impl TreeStore for SledEventStore {
             .await?)
     }
 
+    /// On the blocking pool, as every sled call here: an insert takes sled's process-wide
+    /// concurrency lock, which waits behind the writer's transaction and its flush.
     async fn record_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), TreeError> {
         let location = self.shared.location_text();
-        self.shared
-            .trees
-            .tree_checkpoints
-            .insert(layout::seq_key(checkpoint.size), checkpoint.note.as_bytes())
-            .map_err(|e| error::event_store(e, &format!("recording a checkpoint in {location}")))?;
+        let key = layout::seq_key(checkpoint.size);
+        let note = checkpoint.note.clone();
+        self.blocking("recording a checkpoint", move |trees| {
+            trees
+                .tree_checkpoints
+                .insert(key, note.as_bytes())
+                .map_err(|e| {
+                    error::event_store(e, &format!("recording a checkpoint in {location}"))
+                })
+        })
+        .await?;
         Ok(())
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, TreeError> {
         let location = self.shared.location_text();
-        let Some((key, note)) =
-            self.shared.trees.tree_checkpoints.last().map_err(|e| {
-                error::event_store(e, &format!("reading checkpoints of {location}"))
-            })?
-        else {
+        let latest = self
+            .blocking("reading the latest checkpoint", {
+                let location = location.clone();
+                move |trees| {
+                    trees.tree_checkpoints.last().map_err(|e| {
+                        error::event_store(e, &format!("reading checkpoints of {location}"))
+                    })
+                }
+            })
+            .await?;
+        let Some((key, note)) = latest else {
             return Ok(None);
         };
         let malformed = || EventStoreError::Corrupt {

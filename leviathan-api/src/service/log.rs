@@ -192,6 +192,9 @@ fn tree_error(error: TreeError) -> ControlPlaneError {
 
 /// Signs a checkpoint every `every` while the log grows (nothing when it does not), until
 /// `stop` completes. A failure is logged and retried at the next tick.
+///
+/// A tick on a log that has not grown since the last signature reads nothing but the tree's
+/// size; the store's reads and writes run off the runtime's threads (see [`TreeStore`]).
 pub async fn sign_checkpoints(
     plane: ControlPlane,
     every: Duration,
@@ -200,13 +203,22 @@ pub async fn sign_checkpoints(
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop = std::pin::pin!(stop);
+    let mut signed = None;
     loop {
         tokio::select! {
             () = &mut stop => return,
             _ = ticks.tick() => {}
         }
-        if let Err(error) = plane.sign_checkpoint().await {
-            tracing::warn!(%error, "signing a checkpoint failed; retrying at the next tick");
+        if let (Some(signed), Ok(log)) = (signed, plane.log())
+            && log.tree.tree_size().await.is_ok_and(|size| size <= signed)
+        {
+            continue;
+        }
+        match plane.sign_checkpoint().await {
+            Ok(checkpoint) => signed = Some(checkpoint.size),
+            Err(error) => {
+                tracing::warn!(%error, "signing a checkpoint failed; retrying at the next tick");
+            }
         }
     }
 }
