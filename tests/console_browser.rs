@@ -290,6 +290,32 @@ async fn wait_for_new_page(browser: &Client) {
 }
 
 /// Waits (at most `within`) until `css` matches an element.
+/// Fills the reason of the operator's `action` form on the current page, submits it, confirms
+/// and waits for the page it leads to.
+async fn operator_action(browser: &Client, action: &str, reason: &str) {
+    let form = format!("form.operator[action$='/{action}']");
+    browser
+        .find(Locator::Css(&format!("{form} input[name=reason]")))
+        .await
+        .unwrap()
+        .send_keys(reason)
+        .await
+        .unwrap();
+    browser
+        .execute("document.body.dataset.leaving = '1'", vec![])
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css(&format!("{form} button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.accept_alert().await.unwrap();
+    wait_for_new_page(browser).await;
+}
+
 async fn appears(browser: &Client, css: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -439,10 +465,12 @@ async fn the_console_in_a_real_browser() {
     );
     shots.take(&browser, "attempt").await;
     // Its forged invalidation, with its own session's CSRF token, is refused for its role.
-    assert_eq!(
-        forged_post(&browser, "/ui/attempts/att-faq-1/invalidate", None).await,
-        403
-    );
+    for action in ["invalidate", "cancel"] {
+        assert_eq!(
+            forged_post(&browser, &format!("/ui/attempts/att-faq-1/{action}"), None).await,
+            403
+        );
+    }
 
     // The log tail follows too.
     browser.goto(&format!("{base}/ui/events")).await.unwrap();
@@ -505,30 +533,26 @@ async fn the_console_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(
-        forged_post(&browser, "/ui/attempts/att-live-1/invalidate", Some("0000")).await,
+        forged_post(&browser, "/ui/attempts/att-live-1/cancel", Some("0000")).await,
         403
     );
-    browser
-        .find(Locator::Css("form.operator input[name=reason]"))
-        .await
-        .unwrap()
-        .send_keys("stuck on a flaky runner")
-        .await
-        .unwrap();
     shots.take(&browser, "attempt-operator").await;
-    browser
-        .execute("document.body.dataset.leaving = '1'", vec![])
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form.operator button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser.accept_alert().await.unwrap();
-    wait_for_new_page(&browser).await;
+    // Cancel first (the attempt is live), then invalidate.
+    operator_action(&browser, "cancel", "the wrong task").await;
+    let page = text(&browser, "main").await;
+    assert!(
+        page.contains("cancelled by an operator: the wrong task"),
+        "{page}"
+    );
+    assert!(
+        browser
+            .find(Locator::Css("form.operator[action$='/cancel']"))
+            .await
+            .is_err(),
+        "no Cancel once the attempt ended"
+    );
+    shots.take(&browser, "attempt-cancelled").await;
+    operator_action(&browser, "invalidate", "stuck on a flaky runner").await;
     assert!(
         text(&browser, "main")
             .await
@@ -548,6 +572,16 @@ async fn the_console_in_a_real_browser() {
         invalidated.principal.as_ref().map(|p| p.role),
         Some(Role::Operator)
     );
+    let cancelled = detail
+        .events
+        .iter()
+        .find(|e| e.event_type == "attempt.failed")
+        .expect("the cancellation recorded");
+    assert_eq!(cancelled.payload["failure_kind"], "cancelled");
+    assert_eq!(
+        cancelled.principal.as_ref().map(|p| p.role),
+        Some(Role::Operator)
+    );
     // The reader's forged POST above recorded nothing on the other attempt.
     let faq = client
         .attempt(&AttemptId::new("att-faq-1").unwrap())
@@ -556,7 +590,7 @@ async fn the_console_in_a_real_browser() {
     assert!(
         faq.events
             .iter()
-            .all(|e| e.event_type != "attempt.invalidated")
+            .all(|e| e.event_type != "attempt.invalidated" && e.event_type != "attempt.failed")
     );
 
     // Nothing went wrong in the page: no script error, no CSP violation, no failed load but
@@ -564,7 +598,8 @@ async fn the_console_in_a_real_browser() {
     let log = browser.issue_cmd(BrowserLog).await.unwrap();
     let provoked = |m: &str| {
         (m.contains("/ui/sign-in - ") && m.ends_with("status of 401 (Unauthorized)"))
-            || (m.contains("/invalidate - ") && m.ends_with("status of 403 (Forbidden)"))
+            || ((m.contains("/invalidate - ") || m.contains("/cancel - "))
+                && m.ends_with("status of 403 (Forbidden)"))
     };
     let severe: Vec<&Value> = log
         .as_array()

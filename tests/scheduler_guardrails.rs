@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use leviathan::scheduler::SchedulerOptions;
 use leviathan_core::{
-    catalogue::EventBody,
+    EventId, Expectations, NewEvent, Timestamp,
+    catalogue::{AttemptFailed, EventBody},
     model::{FailureClass, FailureKind},
     plan::SkipReason,
 };
@@ -463,6 +464,52 @@ async fn the_deadline_times_the_attempt_out_and_cancels_it() {
         world.count("retry.scheduled").await,
         1,
         "a timeout is transient: retried"
+    );
+}
+
+/// An operator's cancellation (`attempt.failed`, kind `cancelled`, as `POST /v1/attempts/{id}/cancel`
+/// records it) stops the run at the next cycle, and the task is not retried.
+#[tokio::test(start_paused = true)]
+async fn an_operator_cancellation_stops_the_run() {
+    let _frozen = freeze();
+    let world = World::start(ONE_TASK).await;
+    let config = world.target(ENABLED, "");
+    world.executor.script("docs-guide", &[Step::Hang]);
+    let scheduler = world.builder(config, 1).build().unwrap();
+    let report = scheduler.run_once().await.unwrap();
+    let attempt = report.dispatched[0].attempt_id.clone();
+    scheduler.run_once().await.unwrap();
+    assert!(
+        world.executor.cancelled().is_empty(),
+        "running, not cancelled"
+    );
+
+    let cancel = NewEvent::new(
+        EventId::new("cancel-by-operator").unwrap(),
+        Timestamp::now(),
+        Some("operator".into()),
+        &AttemptFailed {
+            attempt_id: attempt.clone(),
+            failure_kind: FailureKind::Cancelled,
+            failure_class: Some(FailureClass::Permanent),
+            error_summary: "cancelled by an operator: wrong task".into(),
+        },
+    );
+    world
+        .ledger
+        .ingest(vec![cancel], Expectations::Derived)
+        .await
+        .unwrap();
+    scheduler.run_once().await.unwrap();
+    assert_eq!(world.executor.cancelled(), [attempt]);
+    scheduler.wait_idle().await;
+    scheduler.run_once().await.unwrap();
+    assert_eq!(world.count("attempt.failed").await, 1, "recorded once");
+    assert_eq!(world.count("retry.scheduled").await, 0, "not retried");
+    assert_eq!(
+        world.dispatched_tasks().await.len(),
+        1,
+        "not dispatched again"
     );
 }
 

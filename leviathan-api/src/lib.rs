@@ -68,7 +68,8 @@ pub use metrics::Metrics;
 pub use routes::{ApiError, router};
 #[cfg(feature = "server")]
 pub use service::{
-    ControlPlane, ControlPlaneError, Leaf, MissingArtifact, OPERATOR_ACTOR, sign_checkpoints,
+    AttemptAction, ControlPlane, ControlPlaneError, Leaf, MissingArtifact, OPERATOR_ACTOR,
+    sign_checkpoints,
 };
 #[cfg(feature = "server")]
 pub use state::ApiState;

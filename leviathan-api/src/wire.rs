@@ -234,29 +234,36 @@ pub struct FailuresPage {
     pub next_cursor: Option<u64>,
 }
 
-/// `POST /v1/attempts/{id}/invalidate`.
+/// `POST /v1/attempts/{id}/invalidate` (and `/cancel`, as [`CancelRequest`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvalidateRequest {
-    /// Why the attempt is void.
+    /// Why the attempt is void (or cancelled).
     pub reason: String,
-    /// The id of the `attempt.invalidated` event; a client that sends the same id again (a
-    /// retry) gets the first answer instead of a second invalidation.
+    /// The id of the event recording it; a client that sends the same id again (a retry) gets
+    /// the first answer instead of a second invalidation (or cancellation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<EventId>,
 }
 
-/// The answer to an invalidation.
+/// The answer to an invalidation (or a cancellation, as [`CancelResponse`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InvalidateResponse {
-    /// `"invalidated"`.
+    /// `"invalidated"` (or `"cancelled"`).
     pub status: String,
     /// The attempt.
     pub attempt_id: AttemptId,
-    /// The `attempt.invalidated` event in the log.
+    /// The event in the log: `attempt.invalidated` (or `attempt.failed` of kind `cancelled`).
     pub event: Event,
     /// True when this repeats an earlier request with the same event id.
     pub duplicate: bool,
 }
+
+/// `POST /v1/attempts/{id}/cancel`: the same fields as an invalidation.
+pub type CancelRequest = InvalidateRequest;
+
+/// The answer to a cancellation: status `"cancelled"`, the event `attempt.failed` of kind
+/// `cancelled`.
+pub type CancelResponse = InvalidateResponse;
 
 /// `PUT /v1/artifacts/{sha256}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

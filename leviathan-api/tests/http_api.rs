@@ -52,6 +52,7 @@ async fn every_protected_route_requires_the_token_and_says_nothing_else() {
         (Method::GET, "/v1/attempts".into()),
         (Method::GET, "/v1/attempts/attempt-1".into()),
         (Method::POST, "/v1/attempts/attempt-1/invalidate".into()),
+        (Method::POST, "/v1/attempts/attempt-1/cancel".into()),
         (Method::GET, "/v1/failures".into()),
         (Method::PUT, format!("/v1/artifacts/{sha}")),
         (Method::GET, format!("/v1/artifacts/{sha}")),

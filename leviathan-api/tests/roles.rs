@@ -119,6 +119,7 @@ async fn a_worker_token_acts_for_its_own_attempt_only() {
     assert_eq!(h.head_seq().await, head, "nothing appended");
 
     forbidden(worker.invalidate(&attempt_id(A1), "mine").await);
+    forbidden(worker.cancel(&attempt_id(A1), "mine").await);
     forbidden(worker.attempt(&attempt_id(A2)).await);
     assert_eq!(
         worker
@@ -155,6 +156,7 @@ async fn a_reader_reads_and_writes_nothing() {
             .await,
     );
     forbidden(reader.invalidate(&attempt_id(A1), "no").await);
+    forbidden(reader.cancel(&attempt_id(A1), "no").await);
     let content = bytes::Bytes::from_static(b"x");
     forbidden(
         reader
@@ -189,6 +191,35 @@ async fn an_operator_invalidates_and_the_event_names_it() {
             .ingest(&bundle("o", vec![heartbeat("hb-o", A1)]))
             .await,
     );
+}
+
+/// A cancellation ends the live attempt as failed, kind `cancelled`, permanent (its task is
+/// not retried), written by the operator; an ended attempt cannot be cancelled.
+#[tokio::test]
+async fn an_operator_cancels_a_live_attempt_once() {
+    let h = running_attempts().await;
+    let operator = client(&h, &create(&h, Role::Operator, None).await.token);
+    let answer = operator
+        .cancel(&attempt_id(A1), "wrong task")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, "cancelled");
+    assert_eq!(answer.event.event_type, "attempt.failed");
+    assert_eq!(answer.event.payload["failure_kind"], "cancelled");
+    assert_eq!(answer.event.payload["failure_class"], "permanent");
+    assert_eq!(answer.event.principal.map(|p| p.role), Some(Role::Operator));
+    let attempt = operator.attempt(&attempt_id(A1)).await.unwrap().attempt;
+    assert_eq!(attempt.status.as_str(), "failed");
+    let head = h.head_seq().await;
+    let again = operator.cancel(&attempt_id(A1), "again").await.unwrap_err();
+    assert_eq!(
+        (again.status(), again.code()),
+        (Some(409), Some(ErrorCode::InvalidState))
+    );
+    assert!(again.to_string().contains("cannot be cancelled"), "{again}");
+    let blank = operator.cancel(&attempt_id(A2), " ").await.unwrap_err();
+    assert_eq!(blank.status(), Some(422), "{blank}");
+    assert_eq!(h.head_seq().await, head, "nothing appended");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use leviathan_core::{
         RetryScheduled, TaskBlocked, TaskFailed, TaskTransition,
     },
     graph::{AttemptNode, Circuit, Graph},
+    model::FailureKind,
     plan::{Action, Dispatch, PlanContext, Skip, plan, retry_delay},
 };
 
@@ -109,6 +110,7 @@ impl Inner {
         }
         self.log_skips(&skipped);
         report.skipped = skipped;
+        self.stop_cancelled_runs().await;
 
         if mode == Mode::Dispatch {
             for (dispatch, version) in dispatches {
@@ -133,6 +135,31 @@ impl Inner {
         self.record_metrics(&report).await;
         self.cycles.send_modify(|n| *n += 1);
         Ok(report)
+    }
+
+    /// Cancels on the executor this process's runs of attempts an operator cancelled (the log
+    /// says they ended; their workers must stop). The run's own recording then finds them ended.
+    async fn stop_cancelled_runs(&self) {
+        let cancelled: Vec<AttemptId> = {
+            let graph = self.ledger.graph().await;
+            self.runs
+                .snapshot()
+                .into_keys()
+                .filter(|id| {
+                    graph.attempt(id).is_some_and(|a| {
+                        a.failure
+                            .as_ref()
+                            .is_some_and(|f| f.kind == FailureKind::Cancelled)
+                    })
+                })
+                .collect()
+        };
+        for attempt_id in cancelled {
+            tracing::info!("stop attempt={attempt_id}: cancelled by an operator");
+            if let Err(error) = self.executor.cancel(&attempt_id).await {
+                tracing::warn!("cannot cancel attempt={attempt_id} on the executor: {error}");
+            }
+        }
     }
 
     /// Counts the cycle in the scheduler's metrics, with the served targets' breakers after it.

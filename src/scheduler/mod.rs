@@ -9,7 +9,8 @@
 //!    forge no longer lists become `pr.merged` / `pr.closed`;
 //! 4. plans, and records every decision as its event (`retry.scheduled` with a jittered
 //!    `not_before`, `task.failed`, `task.blocked`, `circuit.opened`, `circuit.closed`,
-//!    `attempt.timed_out` with the executor's attempt cancelled);
+//!    `attempt.timed_out` with the executor's attempt cancelled), then cancels on the executor its runs of attempts an operator cancelled (`attempt.failed`
+//!    of kind `cancelled` in the log);
 //! 5. dispatches: `attempt.created` under the task stream's version the plan saw (so two
 //!    schedulers can never create the same attempt), `job.submitted`, then
 //!    [`Executor::run`] in a task of its own;

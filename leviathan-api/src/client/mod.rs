@@ -31,9 +31,9 @@ use crate::{
     code::ErrorCode,
     config::BearerToken,
     wire::{
-        AttemptDetail, AttemptsPage, AttemptsQuery, ChainVerification, ErrorBody, EventsPage,
-        EventsQuery, FailuresPage, FailuresQuery, FindEventsRequest, FoundEvents, HeadResponse,
-        Health, IngestRequest, IngestResponse, InvalidateRequest, InvalidateResponse,
+        AttemptDetail, AttemptsPage, AttemptsQuery, CancelResponse, ChainVerification, ErrorBody,
+        EventsPage, EventsQuery, FailuresPage, FailuresQuery, FindEventsRequest, FoundEvents,
+        HeadResponse, Health, IngestRequest, IngestResponse, InvalidateRequest, InvalidateResponse,
         LAST_EVENT_ID, StreamVersion,
     },
 };
@@ -377,12 +377,31 @@ impl ControlPlaneClient {
         id: &AttemptId,
         reason: &str,
     ) -> Result<InvalidateResponse, ClientError> {
-        let event_id = EventId::new(format!("invalidate-{id}-{}", uuid::Uuid::new_v4().simple()))
+        self.attempt_action(id, "invalidate", reason).await
+    }
+
+    /// `POST /v1/attempts/{id}/cancel`: stops a live attempt. The event id is picked here, as
+    /// for [`ControlPlaneClient::invalidate`].
+    pub async fn cancel(
+        &self,
+        id: &AttemptId,
+        reason: &str,
+    ) -> Result<CancelResponse, ClientError> {
+        self.attempt_action(id, "cancel", reason).await
+    }
+
+    async fn attempt_action(
+        &self,
+        id: &AttemptId,
+        verb: &str,
+        reason: &str,
+    ) -> Result<InvalidateResponse, ClientError> {
+        let event_id = EventId::new(format!("{verb}-{id}-{}", uuid::Uuid::new_v4().simple()))
             .map_err(|e| ClientError::Decode {
-            endpoint: "invalidate".into(),
-            reason: e.to_string(),
-        })?;
-        let mut call = self.call(Method::POST, "v1/attempts", &[id.as_str(), "invalidate"]);
+                endpoint: verb.into(),
+                reason: e.to_string(),
+            })?;
+        let mut call = self.call(Method::POST, "v1/attempts", &[id.as_str(), verb]);
         let request = InvalidateRequest {
             reason: reason.to_owned(),
             event_id: Some(event_id),

@@ -102,6 +102,10 @@ pub fn router(api: ApiState, config: ConsoleConfig) -> Router {
             "/attempts/{attempt_id}/invalidate",
             post(pages::attempt::invalidate),
         )
+        .route(
+            "/attempts/{attempt_id}/cancel",
+            post(pages::attempt::cancel),
+        )
         .route("/tasks", get(pages::lists::tasks))
         .route("/failures", get(pages::lists::failures))
         .route("/pulls", get(pages::lists::pulls))

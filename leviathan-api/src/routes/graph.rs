@@ -14,10 +14,11 @@ use leviathan_core::{
 use super::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::{
+    AttemptAction,
     state::ApiState,
     wire::{
-        AttemptDetail, AttemptsPage, AttemptsQuery, FailuresPage, FailuresQuery, InvalidateRequest,
-        InvalidateResponse,
+        AttemptDetail, AttemptsPage, AttemptsQuery, CancelRequest, CancelResponse, FailuresPage,
+        FailuresQuery, InvalidateRequest, InvalidateResponse,
     },
 };
 
@@ -80,18 +81,43 @@ pub(super) async fn failures(
 
 pub(super) async fn invalidate(
     caller: Caller,
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
+    state: State<ApiState>,
+    id: Path<String>,
     ApiJson(request): ApiJson<InvalidateRequest>,
 ) -> Result<Json<InvalidateResponse>, ApiError> {
+    act(AttemptAction::Invalidate, caller, state, id, request).await
+}
+
+pub(super) async fn cancel(
+    caller: Caller,
+    state: State<ApiState>,
+    id: Path<String>,
+    ApiJson(request): ApiJson<CancelRequest>,
+) -> Result<Json<CancelResponse>, ApiError> {
+    act(AttemptAction::Cancel, caller, state, id, request).await
+}
+
+async fn act(
+    action: AttemptAction,
+    caller: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    request: InvalidateRequest,
+) -> Result<Json<InvalidateResponse>, ApiError> {
     let id = attempt_id(id)?;
-    caller.may(Action::Invalidate(&id))?;
+    caller.may(action.authorization(&id))?;
     let response = state
         .control_plane()
-        .invalidate(&id, &request.reason, request.event_id, Some(caller.0))
+        .attempt_action(
+            action,
+            &id,
+            &request.reason,
+            request.event_id,
+            Some(caller.0),
+        )
         .await?;
     if !response.duplicate {
-        tracing::info!(attempt_id = %id, seq = response.event.seq, "attempt invalidated by an operator");
+        tracing::info!(attempt_id = %id, seq = response.event.seq, "attempt {} by an operator", action.done());
     }
     Ok(Json(response))
 }

@@ -57,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/attempts/{attempt_id}/invalidate",
             post(graph::invalidate),
         )
+        .route("/v1/attempts/{attempt_id}/cancel", post(graph::cancel))
         .route("/v1/failures", get(graph::failures))
         .route(
             "/v1/attempts/{attempt_id}/token",

@@ -61,11 +61,14 @@ pub enum ControlPlaneError {
         /// The bundle id.
         bundle_id: String,
     },
-    /// The attempt's state does not allow invalidating it (e.g. it is invalidated already).
-    #[error("attempt `{attempt_id}` cannot be invalidated: {reason}")]
-    CannotInvalidate {
+    /// The attempt's state does not allow an operator's action on it (e.g. invalidating an
+    /// invalidated attempt, cancelling an ended one).
+    #[error("attempt `{attempt_id}` cannot be {action}: {reason}")]
+    AttemptActionRefused {
         /// The attempt.
         attempt_id: AttemptId,
+        /// What was refused (`invalidated`, `cancelled`).
+        action: &'static str,
         /// Why, as the projection says.
         reason: String,
     },
@@ -143,7 +146,7 @@ impl ControlPlaneError {
             Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             Self::EventIdTaken { .. } => ErrorCode::EventConflict,
             Self::BundleConflict { .. } => ErrorCode::BundleConflict,
-            Self::CannotInvalidate { .. } => ErrorCode::InvalidState,
+            Self::AttemptActionRefused { .. } => ErrorCode::InvalidState,
             Self::NoCheckpoint { .. } => ErrorCode::NoCheckpoint,
             Self::CosignatureRefused(CosignatureError::Stale { .. }) => ErrorCode::InvalidState,
             Self::CosignatureRefused(_) => ErrorCode::InvalidRequest,

@@ -2,6 +2,7 @@
 //! the `leviathan` binary calls them directly when it works on a store instead of a server.
 //! They answer semantic errors ([`ControlPlaneError`]); only the router turns them into statuses.
 
+mod attempt_action;
 mod error;
 mod log;
 
@@ -9,6 +10,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use self::log::VerifiableLog;
 pub use self::{
+    attempt_action::AttemptAction,
     error::{ControlPlaneError, MissingArtifact},
     log::{Leaf, sign_checkpoints},
 };
@@ -16,16 +18,15 @@ use crate::{
     metrics::Metrics,
     wire::{
         AttemptDetail, AttemptsPage, ChainVerification, EventsPage, FailuresPage, FoundEvents,
-        IngestRequest, IngestResponse, InvalidateResponse, StoredArtifactResponse,
+        IngestRequest, IngestResponse, StoredArtifactResponse,
     },
 };
 use bytes::Bytes;
 use leviathan_core::{
     ArtifactStore, BundleBinding, BundleIndex, Event, EventStore, Expectations, GraphSummary, Head,
-    Ledger, LedgerError, NewEvent, Sha256Digest, StreamId, Timestamp,
+    Ledger, Sha256Digest, StreamId,
     auth::{Principal, authorize_append},
     canonical,
-    catalogue::{AttemptInvalidated, Payload},
     graph::{AttemptQuery, FailureQuery, Node, NodeKind},
     id::{AttemptId, EventId},
     memory::MemoryBundleIndex,
@@ -294,96 +295,6 @@ impl ControlPlane {
         })
     }
 
-    /// Declares an attempt void by appending `attempt.invalidated` (actor `operator`, written by
-    /// `principal` when the request came through the API).
-    ///
-    /// With `event_id`, a repeated request (a client retry) answers with the event already in
-    /// the log instead of invalidating twice.
-    pub async fn invalidate(
-        &self,
-        attempt_id: &AttemptId,
-        reason: &str,
-        event_id: Option<EventId>,
-        principal: Option<Principal>,
-    ) -> Result<InvalidateResponse, ControlPlaneError> {
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(ControlPlaneError::InvalidRequest {
-                field: "reason",
-                problem: "must not be empty".to_owned(),
-            });
-        }
-        if let Some(id) = &event_id
-            && let Some(existing) = self.events().get(id).await?
-        {
-            let same = existing.event_type == AttemptInvalidated::EVENT_TYPE
-                && existing.payload.get("attempt_id").and_then(|v| v.as_str())
-                    == Some(attempt_id.as_str());
-            if !same {
-                return Err(ControlPlaneError::EventIdTaken {
-                    event_id: id.clone(),
-                    seq: existing.seq,
-                });
-            }
-            return Ok(invalidated(attempt_id, existing, true));
-        }
-        self.ledger.catch_up().await?;
-        if self.ledger.graph().await.attempt(attempt_id).is_none() {
-            return Err(ControlPlaneError::AttemptNotFound(attempt_id.clone()));
-        }
-        let event_id = match event_id {
-            Some(id) => id,
-            None => EventId::new(format!(
-                "invalidate-{attempt_id}-{}",
-                uuid::Uuid::new_v4().simple()
-            ))
-            .map_err(|e| ControlPlaneError::Internal {
-                context: "invalidation event id",
-                source: Box::new(e),
-            })?,
-        };
-        let payload = AttemptInvalidated {
-            attempt_id: attempt_id.clone(),
-            reason: reason.to_owned(),
-        };
-        let mut event = NewEvent::new(
-            event_id.clone(),
-            Timestamp::now(),
-            Some(OPERATOR_ACTOR.to_owned()),
-            &payload,
-        );
-        event.principal = principal;
-        let receipt = match self.ledger.ingest(vec![event], Expectations::Derived).await {
-            Ok(receipt) => receipt,
-            Err(LedgerError::Rejected(rejections)) => {
-                let why = rejections
-                    .iter()
-                    .map(|r| r.reason.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(ControlPlaneError::CannotInvalidate {
-                    attempt_id: attempt_id.clone(),
-                    reason: why,
-                });
-            }
-            Err(other) => return Err(other.into()),
-        };
-        self.metrics.record_appended(&receipt.appended);
-        let (event, duplicate) = match receipt.appended.into_iter().next() {
-            Some(event) => (event, false),
-            None => {
-                let stored = self.events().get(&event_id).await?.ok_or_else(|| {
-                    ControlPlaneError::Internal {
-                        context: "invalidation",
-                        source: "appended event not found".into(),
-                    }
-                })?;
-                (stored, true)
-            }
-        };
-        Ok(invalidated(attempt_id, event, duplicate))
-    }
-
     /// Up to `limit` events with `seq > after`.
     pub async fn events_page(
         &self,
@@ -484,13 +395,4 @@ fn bundle_content(request: &IngestRequest) -> Sha256Digest {
         .collect();
     let bundle = json!({ "target": request.target, "events": events });
     Sha256Digest::of(&canonical::to_vec(&bundle))
-}
-
-fn invalidated(attempt_id: &AttemptId, event: Event, duplicate: bool) -> InvalidateResponse {
-    InvalidateResponse {
-        status: "invalidated".to_owned(),
-        attempt_id: attempt_id.clone(),
-        event,
-        duplicate,
-    }
 }

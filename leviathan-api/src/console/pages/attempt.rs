@@ -1,5 +1,6 @@
 //! An attempt: its phases as a waterfall, model calls, test runs with their output, the
-//! proposal's diff, its pull request, its events, and (for operators) invalidation.
+//! proposal's diff, its pull request, its events, and (for operators) cancellation and
+//! invalidation.
 
 use axum::{
     Form,
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use super::{Tail, encode, events_table};
 use crate::{
+    AttemptAction,
     console::{Console, error::ConsoleError, session::Viewer, view},
     wire::AttemptDetail,
 };
@@ -134,16 +136,42 @@ fn summary(d: &AttemptDetail, now: Timestamp) -> Markup {
 
 fn actions(console: &Console, viewer: &Viewer, d: &AttemptDetail) -> Markup {
     let id = &d.attempt.attempt_id;
-    if !viewer.may(Action::Invalidate(id)) || d.attempt.status == AttemptStatus::Invalidated {
-        return html! {};
+    let may = |action: AttemptAction| viewer.may(action.authorization(id));
+    let cancel = may(AttemptAction::Cancel) && d.attempt.status.is_live();
+    let invalidate =
+        may(AttemptAction::Invalidate) && d.attempt.status != AttemptStatus::Invalidated;
+    html! {
+        @if cancel {
+            (action_form(console, viewer, id, AttemptAction::Cancel,
+                "Cancel this attempt? Its run is stopped and its task is not retried."))
+        }
+        @if invalidate {
+            (action_form(console, viewer, id, AttemptAction::Invalidate,
+                "Invalidate this attempt? It is recorded in the log for good."))
+        }
     }
+}
+
+/// A form posting `action` with a reason and the session's CSRF token.
+fn action_form(
+    console: &Console,
+    viewer: &Viewer,
+    id: &AttemptId,
+    action: AttemptAction,
+    confirm: &str,
+) -> Markup {
+    let verb = action.verb();
+    let button = match action {
+        AttemptAction::Invalidate => "Invalidate",
+        AttemptAction::Cancel => "Cancel",
+    };
     html! {
         form.inline.operator method="post"
-            action=(console.link(&format!("/attempts/{}/invalidate", encode(id.as_str()))))
-            data-confirm="Invalidate this attempt? It is recorded in the log for good." {
+            action=(console.link(&format!("/attempts/{}/{verb}", encode(id.as_str()))))
+            data-confirm=(confirm) {
             input type="hidden" name="csrf" value=(viewer.csrf);
             label { "Reason" input type="text" name="reason" required maxlength="500"; }
-            button.danger type="submit" { "Invalidate" }
+            button.danger type="submit" { (button) }
         }
     }
 }
@@ -273,29 +301,57 @@ fn render_diff(text: &str) -> Markup {
 }
 
 #[derive(Deserialize)]
-pub(crate) struct InvalidateForm {
+pub(crate) struct ActionForm {
     csrf: String,
     reason: String,
 }
 
 /// Records `attempt.invalidated` for an operator whose form carries the session's CSRF token.
 pub(crate) async fn invalidate(
+    console: State<Console>,
+    viewer: Viewer,
+    raw: Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ConsoleError> {
+    act(AttemptAction::Invalidate, console, viewer, raw, form).await
+}
+
+/// Records the cancellation (`attempt.failed`, kind `cancelled`) for an operator whose form
+/// carries the session's CSRF token; the scheduler running the attempt stops it.
+pub(crate) async fn cancel(
+    console: State<Console>,
+    viewer: Viewer,
+    raw: Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ConsoleError> {
+    act(AttemptAction::Cancel, console, viewer, raw, form).await
+}
+
+async fn act(
+    action: AttemptAction,
     State(console): State<Console>,
     viewer: Viewer,
     Path(raw): Path<String>,
-    Form(form): Form<InvalidateForm>,
+    form: ActionForm,
 ) -> Result<Response, ConsoleError> {
     viewer.check_csrf(&form.csrf)?;
     let id = parse_id(raw)?;
-    if !viewer.may(Action::Invalidate(&id)) {
+    if !viewer.may(action.authorization(&id)) {
         return Err(ConsoleError::Forbidden(format!(
-            "a {} token may not invalidate attempts; an operator's may",
-            view::label(&viewer.principal.role)
+            "a {} token may not {} attempts; an operator's may",
+            view::label(&viewer.principal.role),
+            action.verb()
         )));
     }
     let plane = console.api.control_plane();
     plane
-        .invalidate(&id, &form.reason, None, Some(viewer.principal.clone()))
+        .attempt_action(
+            action,
+            &id,
+            &form.reason,
+            None,
+            Some(viewer.principal.clone()),
+        )
         .await?;
     Ok(Redirect::to(&console.link(&format!("/attempts/{}", encode(id.as_str())))).into_response())
 }
