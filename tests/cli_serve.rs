@@ -316,6 +316,46 @@ async fn a_sled_store_survives_a_restart_and_is_locked_while_served() {
     assert_eq!(verified["events"], events.len());
 }
 
+/// The console's session cookie of a sign-in on `served` (the admin token of `home`).
+async fn session_cookie(served: &Served, home: &std::path::Path) -> String {
+    let token = fs::read_to_string(token_file(home)).unwrap();
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/ui/sign-in", served.url))
+        .form(&[("token", token.trim())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303, "signed in");
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Behind a proxy terminating TLS, `--public-url https://…` makes the session cookie `Secure`;
+/// without it (plain HTTP) the cookie is not, or a browser on `http://` would drop it.
+#[tokio::test]
+async fn a_public_https_url_makes_the_session_cookie_secure() {
+    let home = home();
+    let plain = Served::start(home.path(), &["--store", "memory:"]);
+    let cookie = session_cookie(&plain, home.path()).await;
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    drop(plain);
+    let behind_tls = Served::start_with_env(
+        home.path(),
+        &["--store", "memory:"],
+        &[("LEVIATHAN_PUBLIC_URL", "https://leviathan.example.com")],
+    );
+    let cookie = session_cookie(&behind_tls, home.path()).await;
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
 #[test]
 fn serve_refuses_bad_configuration_with_exit_2() {
     let home = home();
@@ -345,4 +385,20 @@ fn serve_refuses_bad_configuration_with_exit_2() {
     .expect(2);
     assert!(open.stderr.contains("chmod 600"), "{}", open.stderr);
     assert!(!open.stderr.contains("0123456789abcdef0123456789abcdef"));
+    let public = run(
+        home.path(),
+        &[
+            "serve",
+            "--public-url",
+            "leviathan.example.com",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+    )
+    .expect(2);
+    assert!(
+        public.stderr.contains("--public-url") && public.stderr.contains("not an absolute URL"),
+        "{}",
+        public.stderr
+    );
 }

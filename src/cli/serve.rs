@@ -126,6 +126,20 @@ pub(crate) struct Args {
     /// `base_url` and `key_env`, the variable holding the key; `prices`; `budgets`)
     #[arg(long, value_name = "FILE", env = "LEVIATHAN_GATEWAY_CONFIG")]
     gateway: Option<PathBuf>,
+    /// The URL people reach this control plane at, e.g. behind a proxy that terminates TLS
+    /// (`https://leviathan.example.com`): with `https`, the console's session cookie is
+    /// `Secure`, so browsers send it over TLS only
+    #[arg(long, value_name = "URL", env = "LEVIATHAN_PUBLIC_URL", value_parser = public_url)]
+    public_url: Option<url::Url>,
+}
+
+/// An absolute `http` or `https` URL, for `--public-url`.
+fn public_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not an absolute URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err("expected http://HOST… or https://HOST…".to_owned()),
+    }
 }
 
 /// The verifiers of `--witness-key`s.
@@ -233,7 +247,22 @@ async fn serve(args: Args) -> Result<(), CliError> {
         tracing::info!(targets = ?args.schedule, "scheduler running");
         Some(spawn_scheduler(scheduler))
     };
-    serve_until_signal(listener, state, scheduler).await?;
+    let console = console::ConsoleConfig {
+        secure_cookie: args
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https"),
+        ..console::ConsoleConfig::default()
+    };
+    if let Some(url) = &args.public_url {
+        let cookie = if console.secure_cookie {
+            "Secure"
+        } else {
+            "plain"
+        };
+        tracing::info!(public_url = %url, "served publicly at this URL; the console's session cookie is {cookie}");
+    }
+    serve_until_signal(listener, state, console, scheduler).await?;
     ledger.flush().await?;
     tracing::info!(
         head = ledger.checkpoint().await.map_or(0, |h| h.seq),
@@ -303,8 +332,8 @@ fn spawn_scheduler(scheduler: Scheduler) -> SchedulerRun {
 }
 
 /// The API and, under `/ui`, the operator console; `/` sends a browser to the console.
-fn app(state: ApiState) -> axum::Router {
-    let console = console::router(state.clone(), console::ConsoleConfig::default());
+fn app(state: ApiState, console: console::ConsoleConfig) -> axum::Router {
+    let console = console::router(state.clone(), console);
     axum::Router::new()
         .route(
             "/",
@@ -319,6 +348,7 @@ fn app(state: ApiState) -> axum::Router {
 async fn serve_until_signal(
     listener: TcpListener,
     state: ApiState,
+    console: console::ConsoleConfig,
     scheduler: Option<SchedulerRun>,
 ) -> Result<(), CliError> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -335,7 +365,7 @@ async fn serve_until_signal(
             let _ = stop_tx.send(true);
         }
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
+    let server = axum::serve(listener, app(state, console)).with_graceful_shutdown(shutdown);
     let grace = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
