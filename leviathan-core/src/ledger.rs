@@ -160,6 +160,15 @@ impl Ledger {
         &self.graphs
     }
 
+    /// The graph store with everything appended so far folded and saved, for its history
+    /// queries: the log is caught up with, background saves are waited for and the pending
+    /// changes written (a save of the events since the last one; nothing when there are none).
+    pub async fn history(&self) -> Result<&Arc<dyn GraphStore>, LedgerError> {
+        self.catch_up().await?;
+        self.flush().await?;
+        Ok(&self.graphs)
+    }
+
     /// A read view of the graph (as of the last catch-up).
     pub async fn graph(&self) -> RwLockReadGuard<'_, Graph> {
         self.graph.read().await

@@ -9,12 +9,63 @@ use std::sync::{
 use async_trait::async_trait;
 use leviathan_core::{
     Graph, GraphStore, GraphStoreError, Head,
-    graph::{GraphDelta, GraphSnapshot},
+    graph::{
+        AttemptNode, AttemptPage, AttemptQuery, FailureQuery, GraphDelta, GraphSnapshot, Node,
+        NodeId,
+    },
+    id::{AttemptId, TargetId, TaskId},
     ledger::{Expectations, Ledger, PersistPolicy},
     memory::{MemoryEventStore, MemoryGraphStore},
     testkit::lifecycle,
 };
 use tokio::sync::Semaphore;
+
+/// The [`GraphStore`] of a wrapper whose `save` (given) differs: every other method is that of
+/// `self.stored`.
+macro_rules! graph_store_with_save {
+    ($wrapper:ty, $($save:tt)*) => {
+        #[async_trait]
+        impl GraphStore for $wrapper {
+        $($save)*
+
+        async fn load(&self) -> Result<GraphSnapshot, GraphStoreError> {
+            self.stored.load().await
+        }
+
+        async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
+            self.stored.checkpoint().await
+        }
+
+        async fn clear(&self) -> Result<(), GraphStoreError> {
+            self.stored.clear().await
+        }
+
+        async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptPage, GraphStoreError> {
+            self.stored.attempts(query).await
+        }
+
+        async fn failures(&self, query: &FailureQuery) -> Result<AttemptPage, GraphStoreError> {
+            self.stored.failures(query).await
+        }
+
+        async fn task_attempts(
+            &self,
+            target: &TargetId,
+            task: &TaskId,
+        ) -> Result<Vec<AttemptNode>, GraphStoreError> {
+            self.stored.task_attempts(target, task).await
+        }
+
+        async fn node(&self, id: &NodeId) -> Result<Option<Node>, GraphStoreError> {
+            self.stored.node(id).await
+        }
+
+        async fn produced(&self, attempt: &AttemptId) -> Result<Vec<Node>, GraphStoreError> {
+            self.stored.produced(attempt).await
+        }
+        }
+    };
+}
 
 /// A memory graph store whose next save fails while `failing` is set, like a full disk.
 #[derive(Debug, Default)]
@@ -23,12 +74,8 @@ struct FailingSaves {
     failing: AtomicBool,
 }
 
-#[async_trait]
-impl GraphStore for FailingSaves {
-    async fn load(&self) -> Result<GraphSnapshot, GraphStoreError> {
-        self.stored.load().await
-    }
-
+graph_store_with_save!(
+    FailingSaves,
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(GraphStoreError::Unavailable {
@@ -38,15 +85,7 @@ impl GraphStore for FailingSaves {
         }
         self.stored.save(previous, delta).await
     }
-
-    async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
-        self.stored.checkpoint().await
-    }
-
-    async fn clear(&self) -> Result<(), GraphStoreError> {
-        self.stored.clear().await
-    }
-}
+);
 
 #[tokio::test]
 async fn a_failed_save_is_made_good_by_the_next_one() {
@@ -97,12 +136,8 @@ impl GatedSaves {
     }
 }
 
-#[async_trait]
-impl GraphStore for GatedSaves {
-    async fn load(&self) -> Result<GraphSnapshot, GraphStoreError> {
-        self.stored.load().await
-    }
-
+graph_store_with_save!(
+    GatedSaves,
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
         self.gate
             .acquire()
@@ -111,15 +146,7 @@ impl GraphStore for GatedSaves {
             .forget();
         self.stored.save(previous, delta).await
     }
-
-    async fn checkpoint(&self) -> Result<Option<Head>, GraphStoreError> {
-        self.stored.checkpoint().await
-    }
-
-    async fn clear(&self) -> Result<(), GraphStoreError> {
-        self.stored.clear().await
-    }
-}
+);
 
 /// An embedder flushes, drops the ledger and reopens its stores: by then no background save may
 /// still hold them (a sled directory would still be locked).

@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, fmt};
 use async_trait::async_trait;
 use leviathan_core::{
     GraphStore, GraphStoreError, Head, StreamId,
-    graph::{Anomaly, Edge, GraphDelta, GraphSnapshot, Node},
+    graph::{
+        Anomaly, AttemptNode, AttemptPage, AttemptQuery, Edge, EdgeKind, FailureQuery, GraphDelta,
+        GraphSnapshot, Node, NodeId, take_page,
+    },
+    id::{AttemptId, TargetId, TaskId},
     store::delta_fits,
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -14,7 +18,8 @@ use sqlx::{Connection, PgPool};
 
 use crate::{error::graph_error, location::Location, log::decode_head};
 
-/// Upserts a delta's rows and moves the checkpoint, in one statement.
+/// Upserts a delta's rows (attempts also into their index table) and moves the checkpoint, in
+/// one statement.
 const SAVE: &str = "\
 WITH nodes AS (
     INSERT INTO graph_nodes (node_id, kind, body)
@@ -35,6 +40,11 @@ WITH nodes AS (
     INSERT INTO graph_anomalies (seq, body)
     SELECT a.seq, a.body::jsonb FROM UNNEST($11::bigint[], $12::text[]) AS a(seq, body)
     ON CONFLICT (seq) DO UPDATE SET body = EXCLUDED.body
+), attempts AS (
+    INSERT INTO graph_attempts (node_id, target_id, task_node, status, created_seq, ended_seq)
+    SELECT * FROM UNNEST($15::text[], $16::text[], $17::text[], $18::text[], $19::bigint[],
+        $20::bigint[])
+    ON CONFLICT (node_id) DO UPDATE SET status = EXCLUDED.status, ended_seq = EXCLUDED.ended_seq
 )
 UPDATE graph_checkpoint SET seq = $13, hash = $14";
 
@@ -93,6 +103,125 @@ fn checkpoint_from_row(seq: i64, hash: Option<&[u8]>) -> Result<Option<Head>, Gr
     decode_head(seq, hash).map_err(|_| GraphStoreError::Corrupt {
         reason: format!("the graph checkpoint at seq {seq} is malformed"),
     })
+}
+
+/// The `graph_attempts` rows of a delta's attempt nodes, as the columns `SAVE` unnests.
+#[derive(Default)]
+struct AttemptRows<'a> {
+    node_ids: Vec<&'a str>,
+    targets: Vec<&'a str>,
+    tasks: Vec<String>,
+    statuses: Vec<&'static str>,
+    created: Vec<i64>,
+    ended: Vec<Option<i64>>,
+}
+
+impl<'a> AttemptRows<'a> {
+    fn of(nodes: &'a BTreeMap<String, &'a Node>) -> Result<Self, GraphStoreError> {
+        let mut rows = Self::default();
+        for (id, node) in nodes {
+            let Node::Attempt(a) = node else { continue };
+            rows.node_ids.push(id);
+            rows.targets.push(a.target_id.as_str());
+            rows.tasks
+                .push(NodeId::task(&a.target_id, &a.task_id).as_str().to_owned());
+            rows.statuses.push(a.status.as_str());
+            rows.created.push(bigint(
+                format_args!("created seq of `{id}`"),
+                a.meta.created_seq,
+            )?);
+            rows.ended.push(
+                a.ended_seq
+                    .map(|seq| bigint(format_args!("ended seq of `{id}`"), seq))
+                    .transpose()?,
+            );
+        }
+        Ok(rows)
+    }
+}
+
+/// Decodes the rows of a page query (an attempt's body and its cursor key) and takes the page.
+fn attempt_page(rows: Vec<(String, i64)>, limit: usize) -> Result<AttemptPage, GraphStoreError> {
+    let candidates = rows.into_iter().map(|(body, key)| {
+        let attempt: AttemptNode = from_json("attempt", &body)?;
+        Ok((unsigned("attempt cursor", key)?, attempt))
+    });
+    let (attempts, next_cursor) = take_page(candidates, limit, |_| true)?;
+    Ok(AttemptPage {
+        attempts,
+        next_cursor,
+    })
+}
+
+/// Rows to ask for: one more than the page, to know whether another page follows.
+fn rows_for(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
+}
+
+/// Rows before `cursor` (exclusive; none: from the newest).
+fn before(cursor: Option<u64>) -> i64 {
+    cursor.map_or(i64::MAX, |c| i64::try_from(c).unwrap_or(i64::MAX))
+}
+
+/// A page query over `graph_attempts` ordered by `$key` (newest first), before the cursor `$1`,
+/// `$2` rows, with a filter whose parameters are numbered from `$3`.
+macro_rules! page_sql {
+    ($key:literal, $filter:literal) => {
+        concat!(
+            "SELECT n.body::text, a.",
+            $key,
+            " FROM graph_attempts a ",
+            "JOIN graph_nodes n USING (node_id) WHERE a.",
+            $key,
+            " < $1",
+            $filter,
+            " ORDER BY a.",
+            $key,
+            " DESC LIMIT $2"
+        )
+    };
+}
+
+impl PgGraphStore {
+    /// Runs a [`page_sql!`] query with the filter's parameters.
+    async fn page(
+        &self,
+        sql: &'static str,
+        cursor: Option<u64>,
+        limit: usize,
+        filter: &[&str],
+    ) -> Result<AttemptPage, GraphStoreError> {
+        let mut query = sqlx::query_as(sql)
+            .bind(before(cursor))
+            .bind(rows_for(limit));
+        for param in filter {
+            query = query.bind(*param);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| graph_error("reading a page of attempts", e))?;
+        attempt_page(rows, limit)
+    }
+
+    async fn bodies(
+        &self,
+        what: &str,
+        sql: &'static str,
+        params: &[&str],
+    ) -> Result<Vec<Node>, GraphStoreError> {
+        let mut query = sqlx::query_scalar::<_, String>(sql);
+        for param in params {
+            query = query.bind(*param);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| graph_error(format_args!("reading {what}"), e))?;
+        rows.iter()
+            .map(|body| from_json(format_args!("node of {what}"), body))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -196,10 +325,10 @@ impl GraphStore for PgGraphStore {
             .collect();
 
         let (mut node_ids, mut node_kinds, mut node_bodies) = (vec![], vec![], vec![]);
-        for (id, node) in nodes {
+        for (id, node) in &nodes {
             node_kinds.push(node.kind().as_str());
             node_bodies.push(to_json(format_args!("node `{id}`"), node)?);
-            node_ids.push(id);
+            node_ids.push(id.as_str());
         }
         let (mut edge_ids, mut edge_types, mut edge_from, mut edge_to, mut edge_bodies) =
             (vec![], vec![], vec![], vec![], vec![]);
@@ -226,6 +355,7 @@ impl GraphStore for PgGraphStore {
             anomaly_seqs.push(bigint("anomaly seq", seq)?);
             anomaly_bodies.push(to_json(format_args!("anomaly at seq {seq}"), anomaly)?);
         }
+        let attempts = AttemptRows::of(&nodes)?;
         let checkpoint_seq = bigint("checkpoint seq", delta.checkpoint.map_or(0, |h| h.seq))?;
         let checkpoint_hash = delta.checkpoint.map(|h| h.hash.as_bytes().to_vec());
 
@@ -255,6 +385,12 @@ impl GraphStore for PgGraphStore {
             .bind(&anomaly_bodies)
             .bind(checkpoint_seq)
             .bind(checkpoint_hash)
+            .bind(&attempts.node_ids)
+            .bind(&attempts.targets)
+            .bind(&attempts.tasks)
+            .bind(&attempts.statuses)
+            .bind(&attempts.created)
+            .bind(&attempts.ended)
             .execute(&mut *tx)
             .await
             .map_err(|e| graph_error(context(), e))?;
@@ -278,10 +414,83 @@ impl GraphStore for PgGraphStore {
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
-        sqlx::query("TRUNCATE graph_nodes, graph_edges, graph_streams, graph_anomalies")
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
+        sqlx::query(
+            "TRUNCATE graph_nodes, graph_edges, graph_streams, graph_anomalies, graph_attempts",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
         tx.commit().await.map_err(failed)
+    }
+
+    async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptPage, GraphStoreError> {
+        let (sql, filter): (&'static str, Vec<&str>) =
+            match (&query.target, query.status.map(|s| s.as_str())) {
+                (None, None) => (page_sql!("created_seq", ""), vec![]),
+                (Some(t), None) => (
+                    page_sql!("created_seq", " AND a.target_id = $3"),
+                    vec![t.as_str()],
+                ),
+                (None, Some(s)) => (page_sql!("created_seq", " AND a.status = $3"), vec![s]),
+                (Some(t), Some(s)) => (
+                    page_sql!("created_seq", " AND a.target_id = $3 AND a.status = $4"),
+                    vec![t.as_str(), s],
+                ),
+            };
+        self.page(sql, query.cursor, query.limit, &filter).await
+    }
+
+    async fn failures(&self, query: &FailureQuery) -> Result<AttemptPage, GraphStoreError> {
+        let (sql, filter): (&'static str, Vec<&str>) = match &query.target {
+            None => (
+                page_sql!("ended_seq", " AND a.status IN ('failed', 'timed_out')"),
+                vec![],
+            ),
+            Some(t) => (
+                page_sql!(
+                    "ended_seq",
+                    " AND a.status IN ('failed', 'timed_out') AND a.target_id = $3"
+                ),
+                vec![t.as_str()],
+            ),
+        };
+        self.page(sql, query.cursor, query.limit, &filter).await
+    }
+
+    async fn task_attempts(
+        &self,
+        target: &TargetId,
+        task: &TaskId,
+    ) -> Result<Vec<AttemptNode>, GraphStoreError> {
+        const SQL: &str = "SELECT n.body::text FROM graph_attempts a \
+            JOIN graph_nodes n USING (node_id) WHERE a.task_node = $1 ORDER BY a.created_seq";
+        let task_node = NodeId::task(target, task);
+        let nodes = self
+            .bodies("a task's attempts", SQL, &[task_node.as_str()])
+            .await?;
+        Ok(nodes
+            .into_iter()
+            .filter_map(|n| match n {
+                Node::Attempt(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn node(&self, id: &NodeId) -> Result<Option<Node>, GraphStoreError> {
+        const SQL: &str = "SELECT body::text FROM graph_nodes WHERE node_id = $1";
+        Ok(self.bodies("a node", SQL, &[id.as_str()]).await?.pop())
+    }
+
+    /// Edge ids start with their source's id and the edge type: the produced edges are the key
+    /// range from `<attempt>:PRODUCED:` up to `<attempt>:PRODUCED;` (`;` follows `:`).
+    async fn produced(&self, attempt: &AttemptId) -> Result<Vec<Node>, GraphStoreError> {
+        const SQL: &str = "SELECT n.body::text FROM graph_edges e \
+            JOIN graph_nodes n ON n.node_id = e.to_node COLLATE \"C\" \
+            WHERE e.edge_id >= $1 AND e.edge_id < $2 ORDER BY e.edge_id";
+        let prefix = format!("{}:{}", NodeId::attempt(attempt), EdgeKind::Produced);
+        let (from, to) = (format!("{prefix}:"), format!("{prefix};"));
+        self.bodies("what an attempt produced", SQL, &[&from, &to])
+            .await
     }
 }

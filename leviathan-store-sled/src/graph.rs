@@ -10,6 +10,9 @@
 //! wait while a projection is saved, and a save costs a few inserts of large values instead of
 //! one insert per node.
 //!
+//! Each save also writes its nodes and edges to the history trees, which the history queries
+//! read (see [`crate::history`]), before it seals the delta.
+//!
 //! When the deltas after the base outweigh it several times, they are merged into a new base,
 //! written and switched in the same way; a delta from seq 0 (the whole graph) is a new base by
 //! itself. Deltas before the base are then removed. Loads, saves and clears hold
@@ -20,12 +23,17 @@ use std::{fmt, sync::Arc};
 use async_trait::async_trait;
 use leviathan_core::{
     GraphStore, GraphStoreError, Head,
-    graph::{GraphDelta, GraphSnapshot, StoredGraph},
+    graph::{
+        AttemptNode, AttemptPage, AttemptQuery, FailureQuery, GraphDelta, GraphSnapshot, Node,
+        NodeId, StoredGraph,
+    },
+    id::{AttemptId, TargetId, TaskId},
     store::delta_fits,
 };
 
 use crate::{
     error,
+    history::{self, Entries},
     layout::{self, DeltaLog, Trees},
     shared::Shared,
 };
@@ -97,6 +105,23 @@ impl SledGraphStore {
                 reason: error::task_failed(what, err),
                 source: None,
             })?
+    }
+}
+
+impl SledGraphStore {
+    /// A page of the attempt index under `prefix` (see [`history::page`]).
+    async fn page(
+        &self,
+        prefix: Vec<u8>,
+        cursor: Option<u64>,
+        limit: usize,
+        keep: impl Fn(&AttemptNode) -> bool + Send + 'static,
+    ) -> Result<AttemptPage, GraphStoreError> {
+        self.blocking("reading a page of attempts", move |shared| {
+            let location = shared.location_text();
+            history::page(&shared.trees, &prefix, cursor, limit, keep, &location)
+        })
+        .await
     }
 }
 
@@ -191,12 +216,26 @@ fn merge_one(
     Ok(())
 }
 
+/// Loads the merged deltas; a database written before the history trees gets them filled from
+/// the deltas once.
 fn load(shared: &Shared) -> Result<GraphSnapshot, GraphStoreError> {
     let _graph = lock_graph(shared);
     let (trees, location) = (&shared.trees, &shared.location_text());
     let log = read_log(trees, location)?;
     let mut snapshot = merge_sealed(trees, log, location)?.into_snapshot();
     snapshot.checkpoint = read_checkpoint(trees, location)?;
+    let failed = |e| error::graph_store(e, &format!("completing the history of {location}"));
+    if !trees
+        .graph_meta
+        .contains_key(layout::HISTORY_KEY)
+        .map_err(failed)?
+    {
+        history::record(trees, &Entries::of_snapshot(&snapshot)?, location)?;
+        trees
+            .graph_meta
+            .insert(layout::HISTORY_KEY, &[][..])
+            .map_err(failed)?;
+    }
     Ok(snapshot)
 }
 
@@ -257,7 +296,12 @@ fn switch(
 }
 
 /// Appends and seals a delta (see the module docs), then merges when the deltas outweigh the base.
-fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), GraphStoreError> {
+fn save(
+    shared: &Shared,
+    previous: u64,
+    delta: &EncodedDelta,
+    entries: &Entries,
+) -> Result<(), GraphStoreError> {
     let _graph = lock_graph(shared);
     let (trees, location) = (&shared.trees, &shared.location_text());
     let stored = read_checkpoint(trees, location)?.map_or(0, |h| h.seq);
@@ -265,6 +309,7 @@ fn save(shared: &Shared, previous: u64, delta: &EncodedDelta) -> Result<(), Grap
 
     let mut log = read_log(trees, location)?;
     tidy(trees, log, location)?;
+    history::record(trees, entries, location)?;
     let number = log.sealed + 1;
     write_chunks(trees, number, &delta.json, location)?;
     let bytes = delta.json.len() as u64;
@@ -331,6 +376,7 @@ fn clear(shared: &Shared) -> Result<(), GraphStoreError> {
         tail_bytes: 0,
     };
     switch(trees, empty, Some(None), location)?;
+    history::clear(trees, location)?;
     tidy(trees, empty, location)
 }
 
@@ -342,8 +388,9 @@ impl GraphStore for SledGraphStore {
 
     async fn save(&self, previous: u64, delta: &GraphDelta) -> Result<(), GraphStoreError> {
         let encoded = EncodedDelta::new(delta)?;
+        let entries = Entries::of_delta(delta)?;
         self.blocking("saving a graph delta", move |shared| {
-            save(shared, previous, &encoded)
+            save(shared, previous, &encoded, &entries)
         })
         .await
     }
@@ -354,5 +401,43 @@ impl GraphStore for SledGraphStore {
 
     async fn clear(&self) -> Result<(), GraphStoreError> {
         self.blocking("clearing the graph", clear).await
+    }
+
+    async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptPage, GraphStoreError> {
+        let prefix = history::attempts_prefix(query);
+        let query = query.clone();
+        self.page(prefix, query.cursor, query.limit, move |a| query.matches(a))
+            .await
+    }
+
+    async fn failures(&self, query: &FailureQuery) -> Result<AttemptPage, GraphStoreError> {
+        let prefix = history::failures_prefix(query);
+        let query = query.clone();
+        self.page(prefix, query.cursor, query.limit, move |a| query.matches(a))
+            .await
+    }
+
+    async fn task_attempts(
+        &self,
+        target: &TargetId,
+        task: &TaskId,
+    ) -> Result<Vec<AttemptNode>, GraphStoreError> {
+        let (target, task) = (target.clone(), task.clone());
+        self.blocking("listing a task's attempts", move |shared| {
+            history::task_attempts(&shared.trees, &target, &task, &shared.location_text())
+        })
+        .await
+    }
+
+    async fn node(&self, id: &NodeId) -> Result<Option<Node>, GraphStoreError> {
+        history::node(&self.shared.trees, id, &self.shared.location_text())
+    }
+
+    async fn produced(&self, attempt: &AttemptId) -> Result<Vec<Node>, GraphStoreError> {
+        let attempt = attempt.clone();
+        self.blocking("listing what an attempt produced", move |shared| {
+            history::produced(&shared.trees, &attempt, &shared.location_text())
+        })
+        .await
     }
 }

@@ -30,6 +30,9 @@ pub(crate) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 pub(crate) const FORMAT_1_SAVING_KEY: &[u8] = b"saving";
 /// `graph.meta` key of the delta log's bounds and sizes ([`DeltaLog`]).
 pub(crate) const DELTAS_KEY: &[u8] = b"deltas";
+/// `graph.meta` key present once the history trees hold everything the deltas do (a database
+/// written before them gets them from its deltas at its first load).
+pub(crate) const HISTORY_KEY: &[u8] = b"history";
 
 const HASH_LEN: usize = 32;
 
@@ -48,6 +51,12 @@ pub(crate) struct Trees {
     pub(crate) graph_deltas: sled::Tree,
     /// Checkpoint and the delta log's bounds.
     pub(crate) graph_meta: sled::Tree,
+    /// Node id → the node's JSON, as last saved.
+    pub(crate) graph_history: sled::Tree,
+    /// Edge id → the edge's JSON.
+    pub(crate) graph_history_edges: sled::Tree,
+    /// Attempt index key → attempt id (see [`crate::history`]).
+    pub(crate) graph_attempt_index: sled::Tree,
     /// Tile level ‖ index → the full tile's 16 hashes ([`tile_key`]).
     pub(crate) tree_tiles: sled::Tree,
     /// Tree size → signed checkpoint note.
@@ -66,6 +75,9 @@ impl Trees {
             meta: db.open_tree("meta")?,
             graph_deltas: db.open_tree("graph.deltas")?,
             graph_meta: db.open_tree("graph.meta")?,
+            graph_history: db.open_tree("graph.history")?,
+            graph_history_edges: db.open_tree("graph.history_edges")?,
+            graph_attempt_index: db.open_tree("graph.attempt_index")?,
             tree_tiles: db.open_tree("tree.tiles")?,
             tree_checkpoints: db.open_tree("tree.checkpoints")?,
             bundles: db.open_tree("bundles")?,

@@ -33,7 +33,10 @@
 //! | `streams`         | stream id (UTF-8)        | stream version (u64 big-endian)               |
 //! | `meta`            | `format`, `tail`         | format marker; the tail `seq` ‖ hash          |
 //! | `graph.deltas`    | save number (u64 BE) ‖ chunk (u32 BE) | 32 KiB chunks of a saved projection delta's JSON |
-//! | `graph.meta`      | `checkpoint`, `deltas`   | the checkpoint `seq` ‖ hash; which deltas count (first, last sealed) and their sizes |
+//! | `graph.meta`      | `checkpoint`, `deltas`, `history` | the checkpoint `seq` ‖ hash; which deltas count (first, last sealed) and their sizes; present once the history trees are complete |
+//! | `graph.history`   | node id (UTF-8)          | the node's JSON as last saved                 |
+//! | `graph.history_edges` | edge id (UTF-8; starts with its source's id) | the edge's JSON  |
+//! | `graph.attempt_index` | `c` created; `t` target, `s` status, `u` target and status, `k` target and task, each then created; `f` ended failure; `g` target, ended failure (names end with a zero byte, `seq`s u64 BE) | the attempt's id |
 //! | `tree.tiles`      | tile level (u8) ‖ index (u64 BE) | a full tile of the log's Merkle tree: 16 hashes, 512 bytes |
 //! | `tree.checkpoints`| tree size (u64 BE)       | a signed checkpoint (C2SP signed note)        |
 //! | `bundles`         | SHA-256 of the bundle id | SHA-256 of the bundle's target and events (the control plane's bundle ids) |
@@ -122,6 +125,7 @@ mod bundles;
 mod error;
 mod events;
 mod graph;
+mod history;
 mod layout;
 mod options;
 mod shared;

@@ -24,10 +24,10 @@ use crate::{
 use bytes::Bytes;
 use leviathan_core::{
     ArtifactStore, BundleBinding, BundleIndex, Event, EventStore, Expectations, GraphSummary, Head,
-    Ledger, Sha256Digest, StreamId,
+    Ledger, LedgerError, Sha256Digest, StreamId,
     auth::{Principal, authorize_append},
     canonical,
-    graph::{AttemptQuery, FailureQuery, Node, NodeKind},
+    graph::{AttemptQuery, FailureQuery, Node, NodeId},
     id::{AttemptId, EventId},
     memory::MemoryBundleIndex,
     store::StoredArtifact,
@@ -205,52 +205,55 @@ impl ControlPlane {
         Ok(self.ledger.graph().await.summary())
     }
 
-    /// A page of attempts, newest first.
+    /// A page of attempts, newest first, from the graph store's indexes.
     pub async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptsPage, ControlPlaneError> {
-        self.ledger.catch_up().await?;
-        let graph = self.ledger.graph().await;
-        let (page, next_cursor) = graph.attempts_page(query);
-        let attempts: Vec<_> = page.into_iter().cloned().collect();
+        let page = self
+            .ledger
+            .history()
+            .await?
+            .attempts(query)
+            .await
+            .map_err(LedgerError::from)?;
         Ok(AttemptsPage {
-            count: attempts.len(),
-            attempts,
-            next_cursor,
+            count: page.attempts.len(),
+            attempts: page.attempts,
+            next_cursor: page.next_cursor,
         })
     }
 
-    /// An attempt with its most recent `max_events` events, its artifacts and its pull request.
+    /// An attempt with its most recent `max_events` events, its artifacts and its pull request,
+    /// from the graph store (the events by their positions, which the attempt lists).
     pub async fn attempt(
         &self,
         id: &AttemptId,
         max_events: usize,
     ) -> Result<AttemptDetail, ControlPlaneError> {
-        self.ledger.catch_up().await?;
-        let (attempt, artifacts, pull_request) = {
-            let graph = self.ledger.graph().await;
-            let Some(attempt) = graph.attempt(id).cloned() else {
-                return Err(ControlPlaneError::AttemptNotFound(id.clone()));
-            };
-            let artifacts = graph
-                .produced_by(id, NodeKind::Artifact)
-                .filter_map(|n| match n {
-                    Node::Artifact(a) => Some(a.clone()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>();
-            let pull_request = attempt
-                .pr_number
-                .and_then(|n| graph.pull_request(&attempt.target_id, n))
-                .or_else(|| {
-                    graph
-                        .produced_by(id, NodeKind::PullRequest)
-                        .find_map(|n| match n {
-                            Node::PullRequest(p) => Some(p),
-                            _ => None,
-                        })
-                })
-                .cloned();
-            (attempt, artifacts, pull_request)
+        let history = self.ledger.history().await?;
+        let stored = |e| ControlPlaneError::from(LedgerError::from(e));
+        let Some(Node::Attempt(attempt)) =
+            history.node(&NodeId::attempt(id)).await.map_err(stored)?
+        else {
+            return Err(ControlPlaneError::AttemptNotFound(id.clone()));
         };
+        let produced = history.produced(id).await.map_err(stored)?;
+        let artifacts = produced
+            .iter()
+            .filter_map(|n| match n {
+                Node::Artifact(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        let reported = match attempt.pr_number {
+            Some(number) => {
+                let pr = NodeId::pull_request(&attempt.target_id, number);
+                history.node(&pr).await.map_err(stored)?
+            }
+            None => None,
+        };
+        let pull_request = reported.into_iter().chain(produced).find_map(|n| match n {
+            Node::PullRequest(p) => Some(p),
+            _ => None,
+        });
         let seqs = &attempt.event_seqs;
         let recent = &seqs[seqs.len().saturating_sub(max_events)..];
         let events = self.read_seqs(recent).await?;
@@ -282,16 +285,20 @@ impl ControlPlane {
         Ok(events)
     }
 
-    /// A page of failed and timed-out attempts, most recently ended first.
+    /// A page of failed and timed-out attempts, most recently ended first, from the graph
+    /// store's indexes.
     pub async fn failures(&self, query: &FailureQuery) -> Result<FailuresPage, ControlPlaneError> {
-        self.ledger.catch_up().await?;
-        let graph = self.ledger.graph().await;
-        let (page, next_cursor) = graph.failures_page(query);
-        let failures: Vec<_> = page.into_iter().cloned().collect();
+        let page = self
+            .ledger
+            .history()
+            .await?
+            .failures(query)
+            .await
+            .map_err(LedgerError::from)?;
         Ok(FailuresPage {
-            count: failures.len(),
-            failures,
-            next_cursor,
+            count: page.attempts.len(),
+            failures: page.attempts,
+            next_cursor: page.next_cursor,
         })
     }
 

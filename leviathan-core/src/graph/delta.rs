@@ -5,8 +5,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::node::{Edge, Node, NodeId};
-use crate::{catalogue::StreamId, event::Head};
+use super::{
+    index::Indexes,
+    node::{AttemptNode, Edge, Node, NodeId},
+    query::{AttemptQuery, FailureQuery, Records},
+};
+use crate::{
+    catalogue::StreamId,
+    event::Head,
+    id::{AttemptId, TargetId, TaskId},
+};
 
 /// An appended event the projection could not accept (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +83,8 @@ impl From<GraphSnapshot> for GraphDelta {
 
 /// What a [`crate::GraphStore`] holds after a sequence of saves: each delta merged over the
 /// ones before it, by the rules every backend shares (the newest node and stream version win,
-/// an edge is kept as first stored, an anomaly is kept once per `seq`).
+/// an edge is kept as first stored, an anomaly is kept once per `seq`), with the indexes the
+/// history queries read.
 #[derive(Clone, Debug, Default)]
 pub struct StoredGraph {
     nodes: BTreeMap<NodeId, Node>,
@@ -83,16 +92,22 @@ pub struct StoredGraph {
     streams: BTreeMap<StreamId, u64>,
     anomalies: BTreeMap<u64, Anomaly>,
     checkpoint: Option<Head>,
+    index: Indexes,
 }
 
 impl StoredGraph {
     /// Merges the next saved delta.
     pub fn merge(&mut self, delta: GraphDelta) {
         for node in delta.nodes {
-            self.nodes.insert(node.id(), node);
+            let id = node.id();
+            self.index.node_changed(&id, self.nodes.get(&id), &node);
+            self.nodes.insert(id, node);
         }
         for edge in delta.edges {
-            self.edges.entry(edge.edge_id.clone()).or_insert(edge);
+            if !self.edges.contains_key(&edge.edge_id) {
+                self.index.edge_added(&edge);
+                self.edges.insert(edge.edge_id.clone(), edge);
+            }
         }
         self.streams.extend(delta.streams);
         for anomaly in delta.anomalies {
@@ -104,6 +119,46 @@ impl StoredGraph {
     /// The checkpoint of the last delta merged.
     pub fn checkpoint(&self) -> Option<Head> {
         self.checkpoint
+    }
+
+    fn records(&self) -> Records<'_> {
+        Records {
+            nodes: &self.nodes,
+            edges: &self.edges,
+            index: &self.index,
+        }
+    }
+
+    /// A stored node.
+    pub fn node(&self, id: &NodeId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// A page of stored attempts, newest first, and the cursor of the next page.
+    pub fn attempts_page(&self, query: &AttemptQuery) -> (Vec<&AttemptNode>, Option<u64>) {
+        self.records().attempts_page(query)
+    }
+
+    /// A page of stored failures, most recently ended first, and the cursor of the next page.
+    pub fn failures_page(&self, query: &FailureQuery) -> (Vec<&AttemptNode>, Option<u64>) {
+        self.records().failures_page(query)
+    }
+
+    /// A task's stored attempts, oldest first.
+    pub fn attempts_of<'a>(
+        &'a self,
+        target: &TargetId,
+        task: &TaskId,
+    ) -> impl Iterator<Item = &'a AttemptNode> + 'a {
+        self.records().attempts_of(target, task)
+    }
+
+    /// The stored nodes an attempt produced, in edge id order.
+    pub fn produced_by<'a>(
+        &'a self,
+        attempt: &AttemptId,
+    ) -> impl Iterator<Item = &'a Node> + use<'a> {
+        self.records().produced_by(attempt)
     }
 
     /// Everything merged, as a snapshot to load.

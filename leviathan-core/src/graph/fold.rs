@@ -5,14 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     delta::{Anomaly, GraphDelta, GraphSnapshot},
-    node::{Edge, EdgeKind, Node, NodeId, NodeKind},
+    index::Indexes,
+    node::{Edge, Node, NodeId},
     projection::{self, Base, Change, Overlay, Rejection, View, WaitingOn},
 };
 use crate::{
     catalogue::{EventBody, StreamId},
     event::{Event, Head, NewEvent},
-    id::{AttemptId, TargetId},
-    model::{AttemptStatus, PrState, TaskStatus},
 };
 
 /// The projection of a log prefix, with indexes for the queries the API and the planner make.
@@ -26,20 +25,6 @@ pub struct Graph {
     waiting: WaitingOn,
     pub(super) index: Indexes,
     dirty: Dirty,
-}
-
-/// Secondary indexes, derived from nodes and edges and rebuilt on load.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Indexes {
-    pub(super) node_counts: BTreeMap<NodeKind, u64>,
-    pub(super) edge_counts: BTreeMap<EdgeKind, u64>,
-    pub(super) attempt_status: BTreeMap<AttemptStatus, u64>,
-    pub(super) task_status: BTreeMap<TaskStatus, u64>,
-    pub(super) tasks_by_target: BTreeMap<TargetId, BTreeSet<NodeId>>,
-    pub(super) attempts_by_created: BTreeMap<u64, AttemptId>,
-    pub(super) attempts_by_task: BTreeMap<NodeId, Vec<AttemptId>>,
-    pub(super) ended_by_seq: BTreeMap<u64, AttemptId>,
-    pub(super) open_prs: BTreeSet<NodeId>,
 }
 
 /// What changed since the last delta was taken.
@@ -266,8 +251,8 @@ impl Graph {
             let meta = node.meta_mut();
             (meta.created_seq, meta.created_at) = created;
         }
-        let old = self.nodes.insert(id.clone(), node);
-        self.reindex(&id, old.as_ref());
+        self.index.node_changed(&id, self.nodes.get(&id), &node);
+        self.nodes.insert(id.clone(), node);
         self.dirty.nodes.insert(id);
     }
 
@@ -275,68 +260,9 @@ impl Graph {
         if self.edges.contains_key(&edge.edge_id) {
             return;
         }
-        *self.index.edge_counts.entry(edge.edge_type).or_insert(0) += 1;
+        self.index.edge_added(&edge);
         self.dirty.edges.push(edge.edge_id.clone());
         self.edges.insert(edge.edge_id.clone(), edge);
-    }
-
-    fn reindex(&mut self, id: &NodeId, old: Option<&Node>) {
-        let Some(new) = self.nodes.get(id) else {
-            return;
-        };
-        let ix = &mut self.index;
-        if old.is_none() {
-            *ix.node_counts.entry(new.kind()).or_insert(0) += 1;
-        }
-        match (old, new) {
-            (old, Node::Task(task)) => {
-                let old_status = match old {
-                    Some(Node::Task(o)) => Some(o.status),
-                    _ => None,
-                };
-                if old_status != Some(task.status) {
-                    if let Some(count) = old_status.and_then(|s| ix.task_status.get_mut(&s)) {
-                        *count -= 1;
-                    }
-                    *ix.task_status.entry(task.status).or_insert(0) += 1;
-                }
-                ix.tasks_by_target
-                    .entry(task.target_id.clone())
-                    .or_default()
-                    .insert(id.clone());
-            }
-            (old, Node::Attempt(attempt)) => {
-                let old_status = match old {
-                    Some(Node::Attempt(o)) => Some(o.status),
-                    _ => None,
-                };
-                if old_status != Some(attempt.status) {
-                    if let Some(count) = old_status.and_then(|s| ix.attempt_status.get_mut(&s)) {
-                        *count -= 1;
-                    }
-                    *ix.attempt_status.entry(attempt.status).or_insert(0) += 1;
-                }
-                if old.is_none() {
-                    ix.attempts_by_created
-                        .insert(attempt.meta.created_seq, attempt.attempt_id.clone());
-                    ix.attempts_by_task
-                        .entry(NodeId::task(&attempt.target_id, &attempt.task_id))
-                        .or_default()
-                        .push(attempt.attempt_id.clone());
-                }
-                if let Some(ended) = attempt.ended_seq {
-                    ix.ended_by_seq.insert(ended, attempt.attempt_id.clone());
-                }
-            }
-            (_, Node::PullRequest(pr)) => {
-                if pr.state == PrState::Open {
-                    ix.open_prs.insert(id.clone());
-                } else {
-                    ix.open_prs.remove(id);
-                }
-            }
-            _ => {}
-        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod delta;
 mod fold;
+mod index;
 mod node;
 mod projection;
 mod query;
@@ -22,4 +23,4 @@ pub use node::{
     NodeKind, NodeMeta, PullRequestNode, TargetNode, TaskNode, TestRunNode,
 };
 pub use projection::Rejection;
-pub use query::{AttemptQuery, FailureQuery, GraphSummary};
+pub use query::{AttemptPage, AttemptQuery, FailureQuery, GraphSummary, take_page};

@@ -1,11 +1,12 @@
 //! Read-side queries over the graph, answered from indexes rather than scans of the log.
 
-use std::collections::BTreeMap;
+use std::{borrow::Borrow, collections::BTreeMap, convert::Infallible};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     fold::Graph,
+    index::Indexes,
     node::{
         AttemptNode, Edge, EdgeKind, Node, NodeId, NodeKind, PullRequestNode, TargetNode, TaskNode,
     },
@@ -15,6 +16,15 @@ use crate::{
     id::{AttemptId, TargetId, TaskId},
     model::AttemptStatus,
 };
+
+/// A page of attempts and the cursor of the page after it (`None` on the last page).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptPage {
+    /// The attempts, in the query's order.
+    pub attempts: Vec<AttemptNode>,
+    /// Pass as the query's `cursor` for the next page.
+    pub next_cursor: Option<u64>,
+}
 
 /// Counts that describe a graph at a glance.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +73,129 @@ pub struct FailureQuery {
     pub cursor: Option<u64>,
 }
 
+impl AttemptQuery {
+    /// Whether `attempt` passes the query's filters.
+    pub fn matches(&self, attempt: &AttemptNode) -> bool {
+        self.target.as_ref().is_none_or(|t| t == &attempt.target_id)
+            && self.status.is_none_or(|s| s == attempt.status)
+    }
+}
+
+impl FailureQuery {
+    /// Whether `attempt` is a failure (failed or timed out) that passes the query's filter.
+    pub fn matches(&self, attempt: &AttemptNode) -> bool {
+        matches!(
+            attempt.status,
+            AttemptStatus::Failed | AttemptStatus::TimedOut
+        ) && self.target.as_ref().is_none_or(|t| t == &attempt.target_id)
+    }
+}
+
+/// Takes a page from `candidates`, given in the page's order each with its cursor key: the
+/// first `limit` that `keep` accepts, and as the next cursor the key of the last of them when
+/// another accepted candidate follows. Every backend pages its index scans with it.
+pub fn take_page<T: Borrow<AttemptNode>, E>(
+    candidates: impl IntoIterator<Item = Result<(u64, T), E>>,
+    limit: usize,
+    keep: impl Fn(&AttemptNode) -> bool,
+) -> Result<(Vec<T>, Option<u64>), E> {
+    let mut page = Vec::new();
+    let mut last_key = None;
+    for candidate in candidates {
+        let (key, attempt) = candidate?;
+        if !keep(attempt.borrow()) {
+            continue;
+        }
+        if page.len() == limit {
+            return Ok((page, last_key));
+        }
+        page.push(attempt);
+        last_key = Some(key);
+    }
+    Ok((page, None))
+}
+
+/// Nodes, edges and their indexes: what the queries read, in the graph and in a
+/// [`super::StoredGraph`] alike.
+#[derive(Clone, Copy)]
+pub(super) struct Records<'a> {
+    pub(super) nodes: &'a BTreeMap<NodeId, Node>,
+    pub(super) edges: &'a BTreeMap<String, Edge>,
+    pub(super) index: &'a Indexes,
+}
+
+impl<'a> Records<'a> {
+    pub(super) fn attempt(self, id: &AttemptId) -> Option<&'a AttemptNode> {
+        match self.nodes.get(&NodeId::attempt(id)) {
+            Some(Node::Attempt(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Edges leaving `from` (a range scan: edge ids start with `<from>:`).
+    pub(super) fn edges_from(self, from: &NodeId) -> impl Iterator<Item = &'a Edge> + use<'a> {
+        let prefix = format!("{from}:");
+        self.edges
+            .range(prefix.clone()..)
+            .take_while(move |(id, _)| id.starts_with(&prefix))
+            .map(|(_, e)| e)
+    }
+
+    /// Nodes the attempt produced, in edge id order.
+    pub(super) fn produced_by(
+        self,
+        attempt: &AttemptId,
+    ) -> impl Iterator<Item = &'a Node> + use<'a> {
+        self.edges_from(&NodeId::attempt(attempt))
+            .filter(|e| e.edge_type == EdgeKind::Produced)
+            .filter_map(move |e| self.nodes.get(&e.to))
+    }
+
+    pub(super) fn attempts_of(
+        self,
+        target: &TargetId,
+        task: &TaskId,
+    ) -> impl Iterator<Item = &'a AttemptNode> + use<'a> {
+        self.index
+            .attempts_by_task
+            .get(&NodeId::task(target, task))
+            .into_iter()
+            .flatten()
+            .filter_map(move |id| self.attempt(id))
+    }
+
+    pub(super) fn attempts_page(self, query: &AttemptQuery) -> (Vec<&'a AttemptNode>, Option<u64>) {
+        let candidates = self
+            .index
+            .attempts_by_created
+            .range(..query.cursor.unwrap_or(u64::MAX))
+            .rev()
+            .filter_map(|(key, id)| Some(Ok::<_, Infallible>((*key, self.attempt(id)?))));
+        let Ok(page) = take_page(candidates, query.limit, |a| query.matches(a));
+        page
+    }
+
+    pub(super) fn failures_page(self, query: &FailureQuery) -> (Vec<&'a AttemptNode>, Option<u64>) {
+        let candidates = self
+            .index
+            .ended_by_seq
+            .range(..query.cursor.unwrap_or(u64::MAX))
+            .rev()
+            .filter_map(|(key, id)| Some(Ok::<_, Infallible>((*key, self.attempt(id)?))));
+        let Ok(page) = take_page(candidates, query.limit, |a| query.matches(a));
+        page
+    }
+}
+
 impl Graph {
+    fn records(&self) -> Records<'_> {
+        Records {
+            nodes: &self.nodes,
+            edges: &self.edges,
+            index: &self.index,
+        }
+    }
+
     /// A node by id.
     pub fn node(&self, id: &NodeId) -> Option<&Node> {
         self.nodes.get(id)
@@ -81,11 +213,7 @@ impl Graph {
 
     /// Edges leaving `from` (a range scan: edge ids start with `<from>:`).
     pub fn edges_from<'a>(&'a self, from: &NodeId) -> impl Iterator<Item = &'a Edge> + use<'a> {
-        let prefix = format!("{from}:");
-        self.edges
-            .range(prefix.clone()..)
-            .take_while(move |(id, _)| id.starts_with(&prefix))
-            .map(|(_, e)| e)
+        self.records().edges_from(from)
     }
 
     /// A target.
@@ -127,10 +255,7 @@ impl Graph {
 
     /// An attempt.
     pub fn attempt(&self, id: &AttemptId) -> Option<&AttemptNode> {
-        match self.nodes.get(&NodeId::attempt(id)) {
-            Some(Node::Attempt(a)) => Some(a),
-            _ => None,
-        }
+        self.records().attempt(id)
     }
 
     /// A task's attempts, oldest first.
@@ -139,12 +264,7 @@ impl Graph {
         target: &TargetId,
         task: &TaskId,
     ) -> impl Iterator<Item = &'a AttemptNode> + 'a {
-        self.index
-            .attempts_by_task
-            .get(&NodeId::task(target, task))
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.attempt(id))
+        self.records().attempts_of(target, task)
     }
 
     /// Attempts that are created or running, oldest first.
@@ -158,63 +278,13 @@ impl Graph {
 
     /// A page of attempts, newest first, and the cursor of the next page.
     pub fn attempts_page(&self, query: &AttemptQuery) -> (Vec<&AttemptNode>, Option<u64>) {
-        let upper = query.cursor.unwrap_or(u64::MAX);
-        let mut page = Vec::new();
-        let mut next = None;
-        for id in self
-            .index
-            .attempts_by_created
-            .range(..upper)
-            .rev()
-            .map(|(_, id)| id)
-        {
-            let Some(attempt) = self.attempt(id) else {
-                continue;
-            };
-            if query
-                .target
-                .as_ref()
-                .is_some_and(|t| t != &attempt.target_id)
-                || query.status.is_some_and(|s| s != attempt.status)
-            {
-                continue;
-            }
-            if page.len() == query.limit {
-                next = page.last().map(|a: &&AttemptNode| a.meta.created_seq);
-                break;
-            }
-            page.push(attempt);
-        }
-        (page, next)
+        self.records().attempts_page(query)
     }
 
     /// A page of failed and timed-out attempts, most recently ended first, and the cursor of the
     /// next page (the `seq` that ended the page's last attempt).
     pub fn failures_page(&self, query: &FailureQuery) -> (Vec<&AttemptNode>, Option<u64>) {
-        let upper = query.cursor.unwrap_or(u64::MAX);
-        let mut page: Vec<&AttemptNode> = Vec::new();
-        let mut last_seq = None;
-        for (ended, id) in self.index.ended_by_seq.range(..upper).rev() {
-            let Some(attempt) = self.attempt(id) else {
-                continue;
-            };
-            if !matches!(
-                attempt.status,
-                AttemptStatus::Failed | AttemptStatus::TimedOut
-            ) || query
-                .target
-                .as_ref()
-                .is_some_and(|t| t != &attempt.target_id)
-            {
-                continue;
-            }
-            if page.len() == query.limit {
-                return (page, last_seq);
-            }
-            page.push(attempt);
-            last_seq = Some(*ended);
-        }
-        (page, None)
+        self.records().failures_page(query)
     }
 
     /// A pull request.
@@ -246,9 +316,8 @@ impl Graph {
         attempt: &AttemptId,
         kind: NodeKind,
     ) -> impl Iterator<Item = &'a Node> + use<'a> {
-        self.edges_from(&NodeId::attempt(attempt))
-            .filter(|e| e.edge_type == EdgeKind::Produced)
-            .filter_map(|e| self.nodes.get(&e.to))
+        self.records()
+            .produced_by(attempt)
             .filter(move |n| n.kind() == kind)
     }
 

@@ -21,8 +21,11 @@ use crate::{
     catalogue::StreamId,
     digest::Sha256Digest,
     event::{Event, Head},
-    graph::{GraphDelta, GraphSnapshot, StoredGraph},
-    id::EventId,
+    graph::{
+        AttemptNode, AttemptPage, AttemptQuery, FailureQuery, GraphDelta, GraphSnapshot, Node,
+        NodeId, StoredGraph,
+    },
+    id::{AttemptId, EventId, TargetId, TaskId},
     store::{
         AppendReceipt, AppendRequest, ArtifactError, ArtifactStore, BundleBinding, BundleIndex,
         EventStore, EventStoreError, EventStream, GraphStore, GraphStoreError, StoredArtifact,
@@ -296,6 +299,42 @@ impl GraphStore for MemoryGraphStore {
     async fn clear(&self) -> Result<(), GraphStoreError> {
         *lock(&self.stored) = StoredGraph::default();
         Ok(())
+    }
+
+    async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptPage, GraphStoreError> {
+        let stored = lock(&self.stored);
+        Ok(owned_page(stored.attempts_page(query)))
+    }
+
+    async fn failures(&self, query: &FailureQuery) -> Result<AttemptPage, GraphStoreError> {
+        let stored = lock(&self.stored);
+        Ok(owned_page(stored.failures_page(query)))
+    }
+
+    async fn task_attempts(
+        &self,
+        target: &TargetId,
+        task: &TaskId,
+    ) -> Result<Vec<AttemptNode>, GraphStoreError> {
+        Ok(lock(&self.stored)
+            .attempts_of(target, task)
+            .cloned()
+            .collect())
+    }
+
+    async fn node(&self, id: &NodeId) -> Result<Option<Node>, GraphStoreError> {
+        Ok(lock(&self.stored).node(id).cloned())
+    }
+
+    async fn produced(&self, attempt: &AttemptId) -> Result<Vec<Node>, GraphStoreError> {
+        Ok(lock(&self.stored).produced_by(attempt).cloned().collect())
+    }
+}
+
+fn owned_page((attempts, next_cursor): (Vec<&AttemptNode>, Option<u64>)) -> AttemptPage {
+    AttemptPage {
+        attempts: attempts.into_iter().cloned().collect(),
+        next_cursor,
     }
 }
 

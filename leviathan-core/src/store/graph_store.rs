@@ -7,7 +7,11 @@ use async_trait::async_trait;
 use super::error::BoxError;
 use crate::{
     event::Head,
-    graph::{GraphDelta, GraphSnapshot},
+    graph::{
+        AttemptNode, AttemptPage, AttemptQuery, FailureQuery, GraphDelta, GraphSnapshot, Node,
+        NodeId,
+    },
+    id::{AttemptId, TargetId, TaskId},
 };
 
 /// What can go wrong with a [`GraphStore`].
@@ -74,7 +78,10 @@ impl GraphStoreError {
 }
 
 /// The persisted projection: nodes, edges, stream versions and the checkpoint (the last event
-/// folded), so that a restart resumes from the checkpoint instead of replaying the whole log.
+/// folded), so that a restart resumes from the checkpoint instead of replaying the whole log;
+/// and the history queries, answered from the store's own indexes (attempts by target, status
+/// and creation; failures by end; a task's attempts; what an attempt produced), never by a
+/// scan. They see what was saved: [`crate::Ledger::history`] saves what was folded first.
 #[async_trait]
 pub trait GraphStore: Send + Sync + fmt::Debug + 'static {
     /// The stored graph (empty when nothing was saved).
@@ -98,4 +105,26 @@ pub trait GraphStore: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes everything (before a rebuild).
     async fn clear(&self) -> Result<(), GraphStoreError>;
+
+    /// A page of the stored attempts that pass the query's filters, newest first (by the `seq`
+    /// that created them; the cursor is that `seq`).
+    async fn attempts(&self, query: &AttemptQuery) -> Result<AttemptPage, GraphStoreError>;
+
+    /// A page of the stored failed and timed-out attempts, most recently ended first (the
+    /// cursor is the `seq` that ended the page's last attempt).
+    async fn failures(&self, query: &FailureQuery) -> Result<AttemptPage, GraphStoreError>;
+
+    /// A task's stored attempts, oldest first.
+    async fn task_attempts(
+        &self,
+        target: &TargetId,
+        task: &TaskId,
+    ) -> Result<Vec<AttemptNode>, GraphStoreError>;
+
+    /// A stored node.
+    async fn node(&self, id: &NodeId) -> Result<Option<Node>, GraphStoreError>;
+
+    /// The stored nodes an attempt produced (artifacts, commits, test runs, model calls, pull
+    /// requests), in the order of their edges' ids.
+    async fn produced(&self, attempt: &AttemptId) -> Result<Vec<Node>, GraphStoreError>;
 }

@@ -5,6 +5,7 @@
 //! which expands to one `#[tokio::test]` per function of this module, with the same names on
 //! every backend.
 
+pub mod history;
 pub mod tree;
 
 use std::{any::Any, collections::BTreeSet, sync::Arc, time::Duration};
@@ -97,6 +98,9 @@ macro_rules! conformance_tests {
             tree_proofs_for_spread_leaves_and_sizes,
             tree_survives_a_restart,
             checkpoints_are_recorded,
+        );
+        $crate::conformance_tests!(@each_in history $harness;
+            history_queries_answer_as_the_graph,
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {
