@@ -193,6 +193,9 @@ impl Executor for NiceExecutor {
         };
         let how = match &result {
             AttemptResult::Succeeded { pr_url, .. } => format!("pull request {pr_url}"),
+            AttemptResult::Proposed { patch_sha256, .. } => {
+                format!("proposed patch {patch_sha256}")
+            }
             AttemptResult::Failed(failure) => format!("{} ({})", failure.kind, failure.summary),
         };
         println!(

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::paths::{AllowedPaths, PathRule};
 
@@ -40,6 +40,18 @@ impl Default for DeliveryPolicy {
             labels: Vec::new(),
         }
     }
+}
+
+/// The words of a proposal, stored as one JSON artifact (`message_sha256` of
+/// `delivery.requested`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalText {
+    /// The commit message (the delivery adds `Task-ID` and `Attempt-ID` trailers).
+    pub message: String,
+    /// The pull request's title.
+    pub title: String,
+    /// The pull request's body, for a new pull request.
+    pub body: String,
 }
 
 /// What happened to one path, as `git diff --raw` reports it.

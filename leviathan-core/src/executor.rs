@@ -87,6 +87,14 @@ pub enum AttemptResult {
         /// PR URL from the forge.
         pr_url: String,
     },
+    /// The worker proposed a change (`delivery.requested`, its patch against `base`); the
+    /// trusted side delivers it and records the attempt's success or failure.
+    Proposed {
+        /// The commit the patch applies to.
+        base: String,
+        /// The patch artifact.
+        patch_sha256: crate::Sha256Digest,
+    },
     /// It did not.
     Failed(Failure),
 }

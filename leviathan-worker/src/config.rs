@@ -114,6 +114,16 @@ pub struct GitIdentity {
     pub email: String,
 }
 
+impl Default for GitIdentity {
+    /// The bot, as `LEVIATHAN_GIT_AUTHOR_NAME` and `LEVIATHAN_GIT_AUTHOR_EMAIL` default to.
+    fn default() -> Self {
+        Self {
+            name: "Leviathan".into(),
+            email: "leviathan@users.noreply.github.com".into(),
+        }
+    }
+}
+
 /// Everything one attempt needs. Built by [`WorkerConfig::from_env`]; tests adjust fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -541,13 +551,12 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                 .map(Some),
             None => Some(default_termination_path()),
         };
+        let bot = GitIdentity::default();
         let git_identity = GitIdentity {
-            name: self
-                .optional(LEVIATHAN_GIT_AUTHOR_NAME)
-                .unwrap_or_else(|| "Leviathan".into()),
+            name: self.optional(LEVIATHAN_GIT_AUTHOR_NAME).unwrap_or(bot.name),
             email: self
                 .optional(LEVIATHAN_GIT_AUTHOR_EMAIL)
-                .unwrap_or_else(|| "leviathan@users.noreply.github.com".into()),
+                .unwrap_or(bot.email),
         };
         if git_identity.email.contains(char::is_whitespace) || !git_identity.email.contains('@') {
             let problem = format!(

@@ -246,19 +246,25 @@ async fn deliver_record(
             commit_sha,
             pr_number,
             pr_url,
-        } => journal.event(&AttemptSucceeded {
-            attempt_id: config.attempt_id.clone(),
-            branch: branch.clone(),
-            commit_sha: commit_sha.clone(),
-            pr_number: i64::try_from(*pr_number).unwrap_or(i64::MAX),
-            pr_url: pr_url.clone(),
-        }),
-        AttemptResult::Failed(failure) => journal.event(&AttemptFailed {
-            attempt_id: config.attempt_id.clone(),
-            failure_kind: failure.kind,
-            failure_class: Some(failure.class),
-            error_summary: failure.summary.clone(),
-        }),
+        } => journal
+            .event(&AttemptSucceeded {
+                attempt_id: config.attempt_id.clone(),
+                branch: branch.clone(),
+                commit_sha: commit_sha.clone(),
+                pr_number: i64::try_from(*pr_number).unwrap_or(i64::MAX),
+                pr_url: pr_url.clone(),
+            })
+            .into(),
+        // The proposal's `delivery.requested` is in the bundle: the trusted side ends the attempt.
+        AttemptResult::Proposed { .. } => None,
+        AttemptResult::Failed(failure) => journal
+            .event(&AttemptFailed {
+                attempt_id: config.attempt_id.clone(),
+                failure_kind: failure.kind,
+                failure_class: Some(failure.class),
+                error_summary: failure.summary.clone(),
+            })
+            .into(),
     };
     let bundle = Bundle {
         target: &config.target,

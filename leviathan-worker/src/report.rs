@@ -7,7 +7,8 @@ use leviathan_core::{AttemptId, AttemptResult, NewEvent};
 
 use crate::journal::Artifact;
 
-/// Exit code: the attempt succeeded with a real pull request.
+/// Exit code: the attempt succeeded with a real pull request, or proposed its change for the
+/// trusted side to deliver.
 pub const EXIT_SUCCEEDED: u8 = 0;
 /// Exit code: the attempt failed (and the failure was recorded, or at least reported).
 pub const EXIT_FAILED: u8 = 1;
@@ -48,7 +49,7 @@ impl AttemptReport {
     /// [`EXIT_SUCCEEDED`] or [`EXIT_FAILED`].
     pub fn exit_code(&self) -> u8 {
         match self.result {
-            AttemptResult::Succeeded { .. } => EXIT_SUCCEEDED,
+            AttemptResult::Succeeded { .. } | AttemptResult::Proposed { .. } => EXIT_SUCCEEDED,
             AttemptResult::Failed(_) => EXIT_FAILED,
         }
     }

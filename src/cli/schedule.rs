@@ -26,11 +26,14 @@ use leviathan::{
         target::{TargetConfig, parse_target_config},
     },
     git::GitBacklog,
-    scheduler::{Scheduler, SchedulerOptions, serve_metrics},
+    scheduler::{DeliveryConfig, Scheduler, SchedulerOptions, serve_metrics},
 };
 use leviathan_exec_k8s::{K8sConfig, K8sExecutor};
 use leviathan_exec_local::{LocalConfig, LocalExecutor};
-use leviathan_worker::{config::DEFAULT_GITHUB_API_URL, forge::GitHubForge};
+use leviathan_worker::{
+    config::{DEFAULT_GITHUB_API_URL, GitIdentity},
+    forge::GitHubForge,
+};
 
 use super::{
     error::{CliError, finish},
@@ -329,9 +332,15 @@ pub(crate) async fn build(
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_owned());
     let minter = workers.minter.clone();
+    let delivery = DeliveryConfig {
+        artifacts: Arc::clone(&artifacts),
+        token: token.clone(),
+        identity: bot_identity(),
+    };
     let executor = executor(run.executor, artifacts, workers.control_plane_url).await?;
     let mut builder = Scheduler::builder(ledger, executor)
         .backlog(GitBacklog::new(Some(token.clone())))
+        .delivery(delivery)
         .options(SchedulerOptions {
             max_running_global: run.max_running,
             tick: Duration::from_secs(run.tick),
@@ -346,6 +355,17 @@ pub(crate) async fn build(
         builder = builder.target(target, Arc::new(forge) as Arc<dyn Forge>);
     }
     builder.build().map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// The author of delivered commits: `LEVIATHAN_GIT_AUTHOR_NAME` and `LEVIATHAN_GIT_AUTHOR_EMAIL`
+/// when set, else the bot's defaults.
+fn bot_identity() -> GitIdentity {
+    let bot = GitIdentity::default();
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    GitIdentity {
+        name: var(protocol::LEVIATHAN_GIT_AUTHOR_NAME).unwrap_or(bot.name),
+        email: var(protocol::LEVIATHAN_GIT_AUTHOR_EMAIL).unwrap_or(bot.email),
+    }
 }
 
 async fn executor(

@@ -91,6 +91,9 @@ pub enum Refusal {
     /// The attempt timed out, failed or was invalidated meanwhile.
     #[error("attempt no longer live")]
     NotLive,
+    /// The proposal's patch or words cannot be read (a missing or malformed artifact).
+    #[error("the proposal cannot be read: {0}")]
+    Unreadable(String),
     /// The base commit is not in the repository any more.
     #[error("the base commit {0} is not in the repository")]
     BaseMissing(String),
@@ -129,8 +132,19 @@ pub enum DeliveryError {
 }
 
 /// Whether an attempt is still live (not ended, timed out or invalidated); the scheduler answers
-/// from its graph.
-pub type Liveness<'a> = &'a (dyn Fn(&AttemptId) -> bool + Send + Sync);
+/// from the log, caught up.
+#[async_trait::async_trait]
+pub trait Liveness: Send + Sync {
+    /// True while `attempt` may still deliver.
+    async fn is_live(&self, attempt: &AttemptId) -> bool;
+}
+
+#[async_trait::async_trait]
+impl<F: Fn(&AttemptId) -> bool + Send + Sync> Liveness for F {
+    async fn is_live(&self, attempt: &AttemptId) -> bool {
+        self(attempt)
+    }
+}
 
 /// Delivers proposals to one target.
 pub struct Deliverer {
@@ -170,9 +184,9 @@ impl Deliverer {
         &self,
         proposal: &Proposal,
         allowed: &AllowedPaths,
-        live: Liveness<'_>,
+        live: &dyn Liveness,
     ) -> Result<Delivered, DeliveryError> {
-        if !live(&proposal.attempt_id) {
+        if !live.is_live(&proposal.attempt_id).await {
             return Err(Refusal::NotLive.into());
         }
         let branch = task_branch(&proposal.task_id);
@@ -239,7 +253,7 @@ impl Deliverer {
         tree: &str,
         branch: &str,
         lease: Option<&str>,
-        live: Liveness<'_>,
+        live: &dyn Liveness,
     ) -> Result<String, DeliveryError> {
         let message = format!(
             "{}\n\nTask-ID: {}\n{}\n",
@@ -250,7 +264,7 @@ impl Deliverer {
         let commit = scratch
             .commit(tree, &proposal.base_commit, &message)
             .await?;
-        if !live(&proposal.attempt_id) {
+        if !live.is_live(&proposal.attempt_id).await {
             return Err(Refusal::NotLive.into());
         }
         scratch.push(&commit, branch, lease).await?;

@@ -48,6 +48,7 @@ impl Inner {
         let targets = match mode {
             Mode::Dispatch => {
                 self.retry_unrecovered().await;
+                self.deliver_owed().await?;
                 self.read_targets().await?
             }
             Mode::RecordOnly => TargetsRead::default(),

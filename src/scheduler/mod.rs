@@ -47,6 +47,7 @@ mod cycle;
 mod daemon;
 mod metrics;
 mod outcome;
+mod proposals;
 mod reconcile;
 mod runs;
 mod sync;
@@ -58,6 +59,7 @@ use std::{
     time::Duration,
 };
 
+use leviathan_core::{ArtifactStore, secret::Secret};
 use leviathan_core::{
     AttemptId, BacklogSource, EventId, Expectations, Forge, Ledger, LedgerError, NewEvent, Payload,
     TargetId, TaskId,
@@ -66,6 +68,7 @@ use leviathan_core::{
     store::EventStoreError,
     target::TargetConfig,
 };
+use leviathan_worker::config::GitIdentity;
 use rand::{SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -73,6 +76,7 @@ use tokio::sync::watch;
 pub use self::clock::{Clock, TokioClock};
 pub use self::metrics::serve_metrics;
 use self::runs::Runs;
+use crate::delivery::Deliverer;
 
 /// Head branches of the agent's pull requests start with this.
 pub const AGENT_BRANCH_PREFIX: &str = "agent/";
@@ -177,6 +181,20 @@ impl fmt::Debug for Scheduler {
 struct Served {
     config: TargetConfig,
     forge: Arc<dyn Forge>,
+    /// Delivers its attempts' proposals, when the scheduler holds the forge token.
+    deliverer: Option<Deliverer>,
+}
+
+/// What the scheduler needs to deliver proposals itself: where workers store them, the forge
+/// token (never given to a worker) and the bot's identity.
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// The artifact store the workers upload their patches to.
+    pub artifacts: Arc<dyn ArtifactStore>,
+    /// The forge token: push and pull requests.
+    pub token: Secret,
+    /// Author and committer of the delivered commits.
+    pub identity: GitIdentity,
 }
 
 /// Everything a scheduler and its run tasks share.
@@ -186,6 +204,10 @@ struct Inner {
     executor: Arc<dyn Executor>,
     worker_tokens: Option<Arc<dyn WorkerTokens>>,
     targets: BTreeMap<TargetId, Served>,
+    /// Where proposals are read (with [`SchedulerBuilder::delivery`]).
+    artifacts: Option<Arc<dyn ArtifactStore>>,
+    /// Attempts whose proposal a task of this process delivers right now.
+    delivering: Mutex<BTreeSet<AttemptId>>,
     backlog: Arc<dyn BacklogSource>,
     clock: Arc<dyn Clock>,
     rng: Mutex<StdRng>,
@@ -209,6 +231,7 @@ pub struct SchedulerBuilder {
     executor: Arc<dyn Executor>,
     worker_tokens: Option<Arc<dyn WorkerTokens>>,
     targets: Vec<(TargetConfig, Arc<dyn Forge>)>,
+    delivery: Option<DeliveryConfig>,
     backlog: Option<Arc<dyn BacklogSource>>,
     clock: Option<Arc<dyn Clock>>,
     seed: Option<u64>,
@@ -219,6 +242,13 @@ impl SchedulerBuilder {
     /// Serves `config`'s target, reading its pull requests through `forge`.
     pub fn target(mut self, config: TargetConfig, forge: Arc<dyn Forge>) -> Self {
         self.targets.push((config, forge));
+        self
+    }
+
+    /// Delivers the workers' proposals (`delivery.requested`) with this token and identity,
+    /// reading them from `config.artifacts`.
+    pub fn delivery(mut self, config: DeliveryConfig) -> Self {
+        self.delivery = Some(config);
         self
     }
 
@@ -303,12 +333,21 @@ impl SchedulerBuilder {
                 ));
             }
             let name = target.name.clone();
+            let deliverer = self.delivery.as_ref().map(|d| {
+                Deliverer::new(
+                    target.clone(),
+                    Arc::clone(&forge),
+                    d.token.clone(),
+                    d.identity.clone(),
+                )
+            });
             if targets
                 .insert(
                     name.clone(),
                     Served {
                         config: target,
                         forge,
+                        deliverer,
                     },
                 )
                 .is_some()
@@ -326,6 +365,8 @@ impl SchedulerBuilder {
                 executor: self.executor,
                 worker_tokens: self.worker_tokens,
                 targets,
+                artifacts: self.delivery.map(|d| d.artifacts),
+                delivering: Mutex::default(),
                 backlog,
                 clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
                 rng: Mutex::new(rng),
@@ -349,6 +390,7 @@ impl Scheduler {
             executor,
             worker_tokens: None,
             targets: Vec::new(),
+            delivery: None,
             backlog: None,
             clock: None,
             seed: None,

@@ -5,7 +5,8 @@
 use std::{sync::Arc, time::Duration};
 
 use leviathan_core::{
-    AttemptOutcome, AttemptResult, AttemptSpec, ExecutorError, Expectations, NewEvent, Timestamp,
+    AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, ExecutorError, Expectations, NewEvent,
+    TargetId, TaskId, Timestamp,
     catalogue::{ArtifactCreated, AttemptFailed, AttemptSucceeded, TaskCompleted, TaskTransition},
     executor::ArtifactRef,
     model::{AttemptStatus, FailureClass, FailureKind},
@@ -105,7 +106,9 @@ impl Inner {
         result: Result<AttemptOutcome, ExecutorError>,
     ) -> Result<(), SchedulerError> {
         let label = label(spec);
-        if self.is_live(spec).await? {
+        // A proposal in the log is answered whatever the executor says (a late one is refused).
+        let proposed = self.deliver_proposal(&spec.attempt_id).await?;
+        if !proposed && self.is_live(spec).await? {
             let (event, line) = self.ending(spec, &result);
             match self.record(vec![event], Expectations::Derived).await? {
                 Recorded::Appended => tracing::info!("{line}"),
@@ -123,7 +126,11 @@ impl Inner {
         if let Ok(outcome) = &result {
             self.record_artifacts(spec, &outcome.artifacts).await?;
         }
-        self.complete_if_delivered(spec).await
+        if proposed {
+            return Ok(());
+        }
+        self.complete_if_delivered(&spec.target_id, &spec.task_id, &spec.attempt_id)
+            .await
     }
 
     /// The event that ends a live attempt as the executor reported it, and its log line.
@@ -153,6 +160,23 @@ impl Inner {
                 }),
                 format!("succeeded {label}: PR #{pr_number} {pr_url}"),
             ),
+            Ok(AttemptOutcome {
+                result: AttemptResult::Proposed { patch_sha256, .. },
+                ..
+            }) => {
+                let summary = format!(
+                    "the worker reported a proposal (patch {patch_sha256}) that the log does not hold"
+                );
+                (
+                    self.event(&AttemptFailed {
+                        attempt_id: spec.attempt_id.clone(),
+                        failure_kind: FailureKind::Infrastructure,
+                        failure_class: Some(FailureClass::Transient),
+                        error_summary: summary.clone(),
+                    }),
+                    format!("failed {label}: {summary}"),
+                )
+            }
             Ok(AttemptOutcome {
                 result: AttemptResult::Failed(failure),
                 ..
@@ -217,31 +241,33 @@ impl Inner {
     }
 
     /// `task.completed` once the attempt succeeded with a pull request.
-    async fn complete_if_delivered(&self, spec: &AttemptSpec) -> Result<(), SchedulerError> {
+    pub(super) async fn complete_if_delivered(
+        &self,
+        target_id: &TargetId,
+        task_id: &TaskId,
+        attempt_id: &AttemptId,
+    ) -> Result<(), SchedulerError> {
         let succeeded = self
             .ledger
             .graph()
             .await
-            .attempt(&spec.attempt_id)
+            .attempt(attempt_id)
             .and_then(|a| (a.status == AttemptStatus::Succeeded).then_some(a.pr_number))
             .flatten();
         let Some(pr_number) = succeeded else {
             return Ok(());
         };
         let completed = self.event(&TaskCompleted(TaskTransition {
-            target_id: spec.target_id.clone(),
-            task_id: spec.task_id.clone(),
+            target_id: target_id.clone(),
+            task_id: task_id.clone(),
             reason: Some(format!(
                 "attempt {} delivered pull request #{pr_number}",
-                spec.attempt_id
+                attempt_id
             )),
-            attempt_id: Some(spec.attempt_id.clone()),
+            attempt_id: Some(attempt_id.clone()),
             status: None,
         }));
-        let line = format!(
-            "complete {}/{}: PR #{pr_number}",
-            spec.target_id, spec.task_id
-        );
+        let line = format!("complete {}/{}: PR #{pr_number}", target_id, task_id);
         match self.record(vec![completed], Expectations::Derived).await? {
             Recorded::Appended => tracing::info!("{line}"),
             Recorded::Refused(reason) => tracing::info!("not recorded ({line}): {reason}"),
@@ -262,6 +288,10 @@ impl Inner {
 
     /// Ends an attempt no executor can find as `lost` (transient: retried by policy).
     async fn record_lost(&self, spec: &AttemptSpec) -> Result<(), SchedulerError> {
+        // The worker ended with a proposal: it is delivered, not lost.
+        if self.deliver_proposal(&spec.attempt_id).await? {
+            return Ok(());
+        }
         let live = self.is_live(spec).await?;
         if !live {
             return Ok(());
@@ -355,6 +385,7 @@ impl Inner {
 fn describe(result: &AttemptResult) -> String {
     match result {
         AttemptResult::Succeeded { pr_number, .. } => format!("succeeded with PR #{pr_number}"),
+        AttemptResult::Proposed { patch_sha256, .. } => format!("proposed patch {patch_sha256}"),
         AttemptResult::Failed(f) => format!("failed: {} ({})", f.kind, f.class),
     }
 }

@@ -15,15 +15,21 @@ use std::{
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use leviathan::{
     git::GitBacklog,
-    scheduler::{CycleReport, Scheduler, SchedulerBuilder, SchedulerError, SchedulerOptions},
+    scheduler::{
+        CycleReport, DeliveryConfig, Scheduler, SchedulerBuilder, SchedulerError, SchedulerOptions,
+    },
+    worker::config::GitIdentity,
 };
 use leviathan_core::{
-    AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Event, Executor, ExecutorError, Forge,
-    Ledger,
-    catalogue::{EventBody, validate},
+    ArtifactStore, AttemptId, AttemptOutcome, AttemptResult, AttemptSpec, Event, EventId, Executor,
+    ExecutorError, Expectations, Forge, Ledger, NewEvent, Payload, Timestamp,
+    catalogue::{DeliveryRequested, EventBody, validate},
+    delivery::ProposalText,
     forge::PullRequestSpec,
+    memory::MemoryArtifactStore,
     memory::{MemoryEventStore, MemoryGraphStore},
     model::{Failure, FailureClass, FailureKind},
     plan::SkipReason,
@@ -78,6 +84,12 @@ pub(crate) enum Step {
     Hang,
     /// The executor itself fails.
     Error { transient: bool },
+    /// Propose this patch against the tip of the base branch as a worker without a forge token
+    /// does (the patch and its words as artifacts, `delivery.requested` in the log), skipping
+    /// any check of its own, and report the proposal.
+    Propose(String),
+    /// Run until cancelled (a timeout), then propose this patch all the same.
+    LateProposal(String),
 }
 
 /// An in-process executor whose outcomes the test scripts per task.
@@ -89,6 +101,8 @@ pub(crate) struct ScriptedExecutor {
     running: Hanging,
     forge: Arc<GitHubForge>,
     token: String,
+    ledger: Arc<Ledger>,
+    artifacts: MemoryArtifactStore,
 }
 
 impl ScriptedExecutor {
@@ -110,6 +124,57 @@ impl ScriptedExecutor {
     /// Every cancel received so far.
     pub(crate) fn cancelled(&self) -> Vec<AttemptId> {
         self.cancelled.lock().unwrap().clone()
+    }
+
+    /// What [`Step::Propose`] does.
+    async fn propose(&self, spec: &AttemptSpec, patch: &str) -> AttemptResult {
+        let (repo_url, token) = (spec.repo_url.clone(), self.token.clone());
+        let branch = format!("refs/heads/{}", spec.base_branch);
+        let base = tokio::task::spawn_blocking(move || {
+            let listed = git_with_token(Path::new("."), &token, &["ls-remote", &repo_url, &branch])
+                .expect("ls-remote");
+            listed.split_whitespace().next().unwrap().to_owned()
+        })
+        .await
+        .unwrap();
+        let patch = self
+            .artifacts
+            .put(Bytes::from(patch.to_owned()))
+            .await
+            .unwrap();
+        let text = ProposalText {
+            message: format!("Leviathan: {}", spec.task_id),
+            title: format!("Leviathan: {}", spec.task_id),
+            body: "Proposed by a scripted worker".into(),
+        };
+        let message = self
+            .artifacts
+            .put(Bytes::from(serde_json::to_vec(&text).unwrap()))
+            .await
+            .unwrap();
+        let requested = DeliveryRequested {
+            attempt_id: spec.attempt_id.clone(),
+            base: base.clone(),
+            patch_sha256: patch.sha256,
+            files_changed: 1,
+            message_sha256: Some(message.sha256),
+        };
+        let event = NewEvent {
+            event_id: EventId::new(format!("worker-{}", spec.attempt_id)).unwrap(),
+            event_type: DeliveryRequested::EVENT_TYPE.to_owned(),
+            timestamp: Timestamp::now(),
+            actor_id: Some("worker".into()),
+            payload: requested.to_value(),
+            principal: None,
+        };
+        self.ledger
+            .ingest(vec![event], Expectations::Derived)
+            .await
+            .expect("delivery.requested recorded");
+        AttemptResult::Proposed {
+            base,
+            patch_sha256: patch.sha256,
+        }
     }
 
     async fn deliver(&self, spec: &AttemptSpec) -> Result<AttemptResult, String> {
@@ -167,6 +232,11 @@ impl Executor for ScriptedExecutor {
                 Ok(result) => Ok(outcome(result)),
                 Err(e) => panic!("the scripted delivery failed: {e}"),
             },
+            Step::Propose(patch) => Ok(outcome(self.propose(spec, &patch).await)),
+            Step::LateProposal(patch) => {
+                self.running.wait(&spec.attempt_id).await;
+                Ok(outcome(self.propose(spec, &patch).await))
+            }
             Step::Fail(kind, class) => Ok(outcome(AttemptResult::Failed(Failure {
                 kind,
                 class,
@@ -226,35 +296,7 @@ pub(crate) fn push_commit(
 ) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let repo = dir.path().join("repo");
-    let git = |cwd: &Path, args: &[&str]| -> Result<String, String> {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("HOME", dir.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_AUTHOR_NAME", "Scripted")
-            .env("GIT_AUTHOR_EMAIL", "scripted@example.com")
-            .env("GIT_COMMITTER_NAME", "Scripted")
-            .env("GIT_COMMITTER_EMAIL", "scripted@example.com")
-            .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env(
-                "GIT_CONFIG_VALUE_0",
-                format!("Authorization: Bearer {token}"),
-            )
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        } else {
-            Err(format!(
-                "git {}: {}",
-                args.first().copied().unwrap_or(""),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
+    let git = |cwd: &Path, args: &[&str]| git_with_token(cwd, token, args);
     git(
         dir.path(),
         &[
@@ -280,6 +322,38 @@ pub(crate) fn push_commit(
     git(&repo, &["rev-parse", "HEAD"])
 }
 
+/// Runs git in `cwd` as a scripted author, authenticated to the fake forge with `token`.
+fn git_with_token(cwd: &Path, token: &str, args: &[&str]) -> Result<String, String> {
+    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", home.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Scripted")
+        .env("GIT_AUTHOR_EMAIL", "scripted@example.com")
+        .env("GIT_COMMITTER_NAME", "Scripted")
+        .env("GIT_COMMITTER_EMAIL", "scripted@example.com")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+        .env(
+            "GIT_CONFIG_VALUE_0",
+            format!("Authorization: Bearer {token}"),
+        )
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "git {}: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// A target repository with a backlog, the ledger, the forge and the scripted executor.
 pub(crate) struct World {
     pub(crate) github: FakeGitHub,
@@ -287,6 +361,8 @@ pub(crate) struct World {
     pub(crate) executor: Arc<ScriptedExecutor>,
     pub(crate) forge: Arc<GitHubForge>,
     pub(crate) repo_url: String,
+    /// Where proposals are stored.
+    pub(crate) artifacts: MemoryArtifactStore,
 }
 
 impl World {
@@ -310,6 +386,7 @@ impl World {
             GitHubForge::new(&github.api_url(), &Secret::new(github.token()), &repo_url)
                 .expect("forge"),
         );
+        let artifacts = MemoryArtifactStore::new();
         let executor = Arc::new(ScriptedExecutor {
             script: Mutex::default(),
             started: Mutex::default(),
@@ -317,6 +394,8 @@ impl World {
             running: Hanging::default(),
             forge: forge.clone(),
             token: github.token().to_owned(),
+            ledger: ledger.clone(),
+            artifacts: artifacts.clone(),
         });
         Self {
             github,
@@ -324,6 +403,7 @@ impl World {
             executor,
             forge,
             repo_url,
+            artifacts,
         }
     }
 
@@ -345,6 +425,14 @@ impl World {
         .target(config, self.forge.clone() as Arc<dyn Forge>)
         .backlog(GitBacklog::new(Some(Secret::new(self.github.token()))))
         .seed(seed)
+        .delivery(DeliveryConfig {
+            artifacts: Arc::new(self.artifacts.clone()),
+            token: Secret::new(self.github.token()),
+            identity: GitIdentity {
+                name: "Leviathan".into(),
+                email: "bot@leviathan.invalid".into(),
+            },
+        })
         .options(SchedulerOptions {
             max_running_global: 8,
             ..SchedulerOptions::default()

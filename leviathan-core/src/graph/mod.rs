@@ -20,7 +20,7 @@ pub use delta::{Anomaly, GraphDelta, GraphSnapshot, StoredGraph};
 pub use fold::{Graph, Stage};
 pub use node::{
     ArtifactNode, AttemptNode, Circuit, CommitNode, Edge, EdgeKind, ModelCallNode, Node, NodeId,
-    NodeKind, NodeMeta, PullRequestNode, TargetNode, TaskNode, TestRunNode,
+    NodeKind, NodeMeta, ProposalRef, PullRequestNode, TargetNode, TaskNode, TestRunNode,
 };
 pub use projection::Rejection;
 pub use query::{AttemptPage, AttemptQuery, FailureQuery, GraphSummary, take_page};

@@ -325,10 +325,27 @@ pub struct AttemptNode {
     /// Cost in USD over all calls that say theirs (the model gateway's).
     #[serde(default)]
     pub cost_usd: f64,
+    /// The worker's proposal (`delivery.requested`), which the trusted side delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<ProposalRef>,
     /// Positions of every event about this attempt, in order.
     pub event_seqs: Vec<u64>,
     /// Provenance.
     pub meta: NodeMeta,
+}
+
+/// An attempt's proposal as `delivery.requested` announced it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalRef {
+    /// The commit the patch applies to.
+    pub base: String,
+    /// The patch artifact.
+    pub patch_sha256: Sha256Digest,
+    /// The message artifact (commit message, pull request title and body).
+    pub message_sha256: Option<Sha256Digest>,
+    /// True once `delivery.refused` or `delivery.unchanged` answered it (a delivered proposal
+    /// is answered by the attempt's success).
+    pub answered: bool,
 }
 
 /// Stored content.

@@ -1,9 +1,11 @@
-//! What an attempt delivers: `commit.created`, `pr.created`, `pr.merged`, `pr.closed`.
+//! What an attempt delivers: `commit.created`, `pr.created`, `pr.merged`, `pr.closed`, and the
+//! proposal behind them (`delivery.requested` and the answers that deliver nothing).
 
 use super::effect::{Effect, Rejection};
 use crate::{
     catalogue as cat,
-    graph::node::{AttemptNode, CommitNode, EdgeKind, Node, NodeId, PullRequestNode},
+    graph::node::{AttemptNode, CommitNode, EdgeKind, Node, NodeId, ProposalRef, PullRequestNode},
+    id::AttemptId,
     model::PrState,
 };
 
@@ -141,4 +143,42 @@ impl Effect<'_, '_> {
 pub(super) fn pr_number(n: i64) -> u64 {
     // Payload checks guarantee a positive number.
     n.unsigned_abs()
+}
+
+impl Effect<'_, '_> {
+    /// The worker's proposal, one per attempt. An ended attempt's proposal is kept too: the
+    /// trusted side answers it with `delivery.refused`.
+    pub(super) fn request_delivery(&mut self, p: &cat::DeliveryRequested) -> Result<(), Rejection> {
+        let mut attempt = self.attempt(&p.attempt_id)?;
+        if attempt.proposal.is_some() {
+            return Err(Rejection::at(
+                "attempt_id",
+                format!("attempt `{}` already made its proposal", p.attempt_id),
+            ));
+        }
+        attempt.proposal = Some(ProposalRef {
+            base: p.base.clone(),
+            patch_sha256: p.patch_sha256,
+            message_sha256: p.message_sha256,
+            answered: false,
+        });
+        self.note(&mut attempt);
+        self.put(Node::Attempt(attempt));
+        Ok(())
+    }
+
+    /// The trusted side's answer that delivered nothing (`delivery.refused`, `delivery.unchanged`).
+    pub(super) fn answer_delivery(&mut self, attempt_id: &AttemptId) -> Result<(), Rejection> {
+        let mut attempt = self.attempt(attempt_id)?;
+        let Some(proposal) = attempt.proposal.as_mut() else {
+            return Err(Rejection::at(
+                "attempt_id",
+                format!("attempt `{attempt_id}` made no proposal"),
+            ));
+        };
+        proposal.answered = true;
+        self.note(&mut attempt);
+        self.put(Node::Attempt(attempt));
+        Ok(())
+    }
 }

@@ -62,9 +62,11 @@ pub(crate) fn effect(view: &View<'_>, at: At, body: &EventBody) -> Result<Vec<Ch
         B::BudgetExhausted(_) => Ok(()),
         // The graph holds no tokens: the control plane's token registry reads these.
         B::TokenIssued(_) | B::TokenRevoked(_) | B::Unknown => Ok(()),
-        // A proposal and the trusted side's answer to it are the attempt's record; the graph
-        // learns the delivered commit and pull request from `commit.created` and `pr.created`.
-        B::DeliveryRequested(_) | B::DeliveryRefused(_) | B::DeliveryUnchanged(_) => Ok(()),
+        // The graph learns the delivered commit and pull request from `commit.created` and
+        // `pr.created`; it keeps the proposal so that the trusted side finds what it owes.
+        B::DeliveryRequested(p) => fx.request_delivery(p),
+        B::DeliveryRefused(p) => fx.answer_delivery(&p.attempt_id),
+        B::DeliveryUnchanged(p) => fx.answer_delivery(&p.attempt_id),
     }?;
     Ok(fx.changes)
 }
