@@ -5,7 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::{
     catalogue::{EventBody, StreamId},
-    event::NewEvent,
+    event::{Event, NewEvent},
     id::{AttemptId, EventId, TargetId, TaskId},
     model::{AttemptStatus, FailureKind, PrState, Priority, TaskStatus},
     testkit::{Scenario, lifecycle, seal_all},
@@ -290,7 +290,8 @@ fn defining_one_more_task_reads_a_bounded_number_of_entries() {
         let dep = format!("later-{}", i % 7);
         s.create_task(&format!("task-{i}"), &[&dep], Priority::Medium);
     }
-    let g = fold(s.build());
+    let mut g = fold(s.build());
+    g.take_delta();
     let reads = |payload: serde_json::Value| {
         let event = NewEvent {
             event_id: EventId::new("probe").unwrap(),
@@ -303,19 +304,34 @@ fn defining_one_more_task_reads_a_bounded_number_of_entries() {
         let body = EventBody::parse("task.created", &event.payload).unwrap();
         let mut stage = g.stage();
         stage.accept(&event, &body).unwrap();
-        stage.reads
+        // What folding it gives the store to write: the new task and its edges, nothing else.
+        let mut folded = g.clone();
+        folded.apply(&Event::seal(event, g.checkpoint_seq() + 1, None));
+        let delta = folded.take_delta();
+        (stage.reads, delta.nodes.len() + delta.edges.len())
     };
-    let independent = reads(
+    let (independent, written) = reads(
         json!({"target_id": "demo", "task_id": "new", "title": "New",
         "dependencies": ["task-1", "task-2", "undefined"]}),
     );
     assert!(independent <= 12, "{independent} entries read");
+    assert_eq!(
+        written, 4,
+        "the task, its target edge and two dependency edges"
+    );
     // A task that 3000/7 others wait on links each of them, and reads no other task.
-    let awaited = reads(json!({"target_id": "demo", "task_id": "later-3", "title": "Later"}));
+    let (awaited, written) =
+        reads(json!({"target_id": "demo", "task_id": "later-3", "title": "Later"}));
     assert!(awaited <= 3000 / 7 + 12, "{awaited} entries read");
     assert!(
         awaited > 3000 / 7,
         "each waiting task gets its edge: {awaited}"
+    );
+    let waiters = (0..3000).filter(|i| i % 7 == 3).count();
+    assert_eq!(
+        written,
+        2 + waiters,
+        "the task, its target edge and each waiter's edge"
     );
 }
 
