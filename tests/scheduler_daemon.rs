@@ -75,6 +75,7 @@ async fn orphan(world: &World, attempt: &str, executor: &str) {
             attempt_number: 1,
             executor: Some(executor.into()),
             deadline_seconds: Some(900),
+            base: None,
         },
     );
     world

@@ -10,7 +10,7 @@ mod support {
 
 use std::time::Duration;
 
-use leviathan_core::{catalogue::EventBody, model::AttemptStatus};
+use leviathan_core::{ArtifactStore, catalogue::EventBody, model::AttemptStatus};
 use leviathan_testkit::github::RestFailure;
 use support::scheduler::{OWNER, REPO, Step, World, freeze};
 
@@ -45,6 +45,23 @@ async fn a_proposal_is_delivered_as_the_tasks_one_pull_request_by_the_scheduler(
     );
     let scheduler = world.builder(config, 1).build().unwrap();
     scheduler.run_until_idle().await.unwrap();
+
+    // The attempt was dispatched at main's tip, published as a bundle a worker clones with no
+    // forge credential.
+    let main = world
+        .github
+        .branch_sha(OWNER, REPO, "main")
+        .await
+        .unwrap()
+        .unwrap();
+    let created = world.of_type("attempt.created").await;
+    let [(_, EventBody::AttemptCreated(created))] = created.as_slice() else {
+        panic!("one attempt.created: {created:?}")
+    };
+    let base = created.base.clone().expect("the base is recorded");
+    assert_eq!(base.commit, main);
+    let bundle = world.artifacts.get(&base.bundle_sha256).await.unwrap();
+    assert!(bundle.starts_with(b"# v2 git bundle\n"), "a git bundle");
 
     let pulls = world.pulls();
     assert_eq!(pulls.len(), 1, "{pulls:?}");
@@ -207,4 +224,49 @@ async fn a_timed_out_attempts_late_proposal_is_refused_and_opens_nothing() {
     assert_eq!(world.github.push_count().unwrap(), 0);
     assert!(world.pulls().is_empty());
     assert_eq!(world.count("attempt.succeeded").await, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proposal_against_another_base_than_the_dispatched_one_is_refused() {
+    let _frozen = freeze();
+    let world = World::start(&backlog(&["alpha"])).await;
+    let old = world
+        .github
+        .branch_sha(OWNER, REPO, "main")
+        .await
+        .unwrap()
+        .unwrap();
+    world.commit_to_main(&[("docs/new.md", "new\n")]).await;
+    let config = world.target(ENABLED, "  max_open_prs: 2\n");
+    world.executor.script(
+        "alpha",
+        &[Step::ProposeAt {
+            base: old.clone(),
+            patch: add_file("docs/alpha.md", "alpha"),
+        }],
+    );
+    world
+        .builder(config, 1)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    let refused = world.of_type("delivery.refused").await;
+    let [(_, EventBody::DeliveryRefused(refused))] = refused.as_slice() else {
+        panic!("one delivery.refused: {refused:?}")
+    };
+    assert!(
+        refused.reason.starts_with(&format!(
+            "the proposal's base {old} is not the attempt's base"
+        )),
+        "{}",
+        refused.reason
+    );
+    assert_eq!(
+        world.github.push_count().unwrap(),
+        1,
+        "only the test's own commit to main"
+    );
+    assert!(world.pulls().is_empty());
 }

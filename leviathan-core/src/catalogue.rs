@@ -406,12 +406,29 @@ pub struct AttemptCreated {
     /// The attempt deadline from policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_seconds: Option<u64>,
+    /// The revision the attempt works on, when the scheduler published it (safe delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<AttemptBase>,
+}
+
+/// The exact revision an attempt starts from: the base branch's commit at dispatch, and the git
+/// bundle of it the worker clones (an artifact it reads with its attempt token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptBase {
+    /// The commit.
+    pub commit: String,
+    /// The bundle artifact holding the base branch at that commit.
+    pub bundle_sha256: Sha256Digest,
 }
 
 impl Payload for AttemptCreated {
     const EVENT_TYPE: &'static str = "attempt.created";
     fn check(&self) -> Result<(), FieldError> {
-        positive("attempt_number", i64::from(self.attempt_number))
+        positive("attempt_number", i64::from(self.attempt_number))?;
+        match &self.base {
+            Some(base) => commit_sha("base.commit", &base.commit),
+            None => Ok(()),
+        }
     }
 }
 

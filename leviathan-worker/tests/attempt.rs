@@ -175,6 +175,7 @@ impl Harness {
                 attempt_number: 1,
                 executor: Some("local".into()),
                 deadline_seconds: Some(900),
+                base: None,
             },
         ));
         self.ledger

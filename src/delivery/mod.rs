@@ -21,7 +21,7 @@ mod git;
 use std::sync::Arc;
 
 use leviathan_core::{
-    AttemptId, Forge, ForgeError, TaskId,
+    ArtifactStore, AttemptId, Forge, ForgeError, TaskId,
     delivery::{self, Violation},
     forge::{PullRequest, PullRequestSpec, open_pull_request},
     paths::AllowedPaths,
@@ -94,6 +94,14 @@ pub enum Refusal {
     /// The proposal's patch or words cannot be read (a missing or malformed artifact).
     #[error("the proposal cannot be read: {0}")]
     Unreadable(String),
+    /// The patch is against another commit than the one the attempt was dispatched at.
+    #[error("the proposal's base {proposed} is not the attempt's base {dispatched}")]
+    WrongBase {
+        /// The proposal's.
+        proposed: String,
+        /// The attempt's, as `attempt.created` recorded it.
+        dispatched: String,
+    },
     /// The base commit is not in the repository any more.
     #[error("the base commit {0} is not in the repository")]
     BaseMissing(String),
@@ -177,6 +185,14 @@ impl Deliverer {
             token,
             identity,
         }
+    }
+
+    /// Publishes the target's base branch as it is now ([`publish_base`]) for an attempt.
+    pub async fn publish_base(
+        &self,
+        artifacts: &dyn ArtifactStore,
+    ) -> Result<PublishedBase, BaseError> {
+        publish_base(&self.target, &self.token, &self.identity, artifacts).await
     }
 
     /// Delivers `proposal`, whose task may change `allowed`; see the module documentation.

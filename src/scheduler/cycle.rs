@@ -9,7 +9,7 @@ use std::{
 use leviathan_core::{
     AttemptId, AttemptSpec, Expectations, ExpectedVersion, StreamId, TargetId, TaskId, Timestamp,
     catalogue::{
-        AttemptCreated, AttemptTimedOut, CircuitClosed, CircuitOpened, JobSubmitted,
+        AttemptBase, AttemptCreated, AttemptTimedOut, CircuitClosed, CircuitOpened, JobSubmitted,
         RetryScheduled, TaskBlocked, TaskFailed, TaskTransition,
     },
     graph::{AttemptNode, Circuit, Graph},
@@ -348,6 +348,13 @@ impl Inner {
             return Ok(None);
         };
         let label = format!("{}/{}", dispatch.target_id, dispatch.task_id);
+        let base = match self.publish_base(served).await {
+            Ok(base) => base,
+            Err(reason) => {
+                tracing::warn!("skip {label}: cannot publish the base revision: {reason}");
+                return Ok(None);
+            }
+        };
         let attempt_id = AttemptId::generate();
         let deadline = Duration::from_secs(dispatch.deadline.as_secs().max(1));
         let created = self.event(&AttemptCreated {
@@ -357,6 +364,7 @@ impl Inner {
             attempt_number: dispatch.attempt_number,
             executor: Some(self.executor.name().to_owned()),
             deadline_seconds: Some(deadline.as_secs()),
+            base,
         });
         let expectation = (
             StreamId::task(&dispatch.target_id, &dispatch.task_id),
@@ -423,6 +431,22 @@ impl Inner {
             attempt_id,
             attempt_number: dispatch.attempt_number,
             probe: dispatch.probe,
+        }))
+    }
+
+    /// The base branch's tip as a bundle artifact, for a new attempt; `None` when this scheduler
+    /// does not deliver (the worker then clones the branch itself).
+    async fn publish_base(&self, served: &Served) -> Result<Option<AttemptBase>, String> {
+        let (Some(deliverer), Some(artifacts)) = (&served.deliverer, &self.artifacts) else {
+            return Ok(None);
+        };
+        let published = deliverer
+            .publish_base(artifacts.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(AttemptBase {
+            commit: published.commit,
+            bundle_sha256: published.bundle.sha256,
         }))
     }
 

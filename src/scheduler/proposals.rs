@@ -33,6 +33,8 @@ struct Owed {
     target_id: leviathan_core::TargetId,
     attempt_number: u32,
     live: bool,
+    /// The base `attempt.created` recorded, when the scheduler published one.
+    dispatched_base: Option<String>,
     proposal: ProposalRef,
     allowed: AllowedPaths,
 }
@@ -119,6 +121,19 @@ impl Inner {
             self.answer(&owed, &label, &Refusal::NotLive).await?;
             return Ok(true);
         }
+        if let Some(dispatched) = owed
+            .dispatched_base
+            .clone()
+            .filter(|d| *d != owed.proposal.base)
+        {
+            let proposed = owed.proposal.base.clone();
+            let refusal = Refusal::WrongBase {
+                proposed,
+                dispatched,
+            };
+            self.answer(&owed, &label, &refusal).await?;
+            return Ok(true);
+        }
         let proposal = match self.read_proposal(&owed).await {
             Ok(proposal) => proposal,
             Err(reason) => {
@@ -170,6 +185,7 @@ impl Inner {
             target_id: attempt.target_id.clone(),
             attempt_number: attempt.attempt_number,
             live: attempt.status.is_live(),
+            dispatched_base: attempt.base.as_ref().map(|b| b.commit.clone()),
             proposal,
             allowed: task.spec.allowed_paths.clone(),
         })

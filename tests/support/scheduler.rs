@@ -90,6 +90,8 @@ pub(crate) enum Step {
     Propose(String),
     /// Run until cancelled (a timeout), then propose this patch all the same.
     LateProposal(String),
+    /// Propose `patch` against `base`, whatever the attempt was dispatched at.
+    ProposeAt { base: String, patch: String },
 }
 
 /// An in-process executor whose outcomes the test scripts per task.
@@ -137,6 +139,11 @@ impl ScriptedExecutor {
         })
         .await
         .unwrap();
+        self.propose_at(spec, base, patch).await
+    }
+
+    /// What [`Step::ProposeAt`] does.
+    async fn propose_at(&self, spec: &AttemptSpec, base: String, patch: &str) -> AttemptResult {
         let patch = self
             .artifacts
             .put(Bytes::from(patch.to_owned()))
@@ -233,6 +240,9 @@ impl Executor for ScriptedExecutor {
                 Err(e) => panic!("the scripted delivery failed: {e}"),
             },
             Step::Propose(patch) => Ok(outcome(self.propose(spec, &patch).await)),
+            Step::ProposeAt { base, patch } => {
+                Ok(outcome(self.propose_at(spec, base, &patch).await))
+            }
             Step::LateProposal(patch) => {
                 self.running.wait(&spec.attempt_id).await;
                 Ok(outcome(self.propose(spec, &patch).await))

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    catalogue::AttemptBase,
     digest::Sha256Digest,
     id::{AttemptId, TargetId, TaskId},
     model::{AttemptStatus, Failure, PrState, TaskSpec, TaskStatus},
@@ -325,6 +326,9 @@ pub struct AttemptNode {
     /// Cost in USD over all calls that say theirs (the model gateway's).
     #[serde(default)]
     pub cost_usd: f64,
+    /// The revision it starts from, when the scheduler published it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<AttemptBase>,
     /// The worker's proposal (`delivery.requested`), which the trusted side delivers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal: Option<ProposalRef>,

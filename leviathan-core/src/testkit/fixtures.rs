@@ -110,6 +110,7 @@ impl Scenario {
             attempt_number: number,
             executor: Some("k8s".into()),
             deadline_seconds: Some(900),
+            base: None,
         };
         self.push("scheduler", &created);
         let job = JobSubmitted {

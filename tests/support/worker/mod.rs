@@ -117,6 +117,7 @@ impl World {
                 attempt_number: number,
                 executor: Some(executor.into()),
                 deadline_seconds: Some(300),
+                base: None,
             },
         );
         self.ledger

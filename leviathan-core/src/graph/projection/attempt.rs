@@ -84,6 +84,7 @@ impl Effect<'_, '_> {
             tokens_in: 0,
             tokens_out: 0,
             cost_usd: 0.0,
+            base: p.base.clone(),
             proposal: None,
             event_seqs: vec![self.at.seq],
             meta: self.new_meta(),

@@ -426,6 +426,7 @@ impl Model {
             attempt_number: task.attempts,
             executor: Some("local".into()),
             deadline_seconds: pick.is_multiple_of(2).then_some(900),
+            base: None,
         };
         self.attempts.push(AttemptModel {
             task: t,

@@ -457,6 +457,7 @@ fn attempt_value(
             attempt_number: round,
             executor: Some("local".into()),
             deadline_seconds: Some(900),
+            base: None,
         }
         .to_value(),
         "attempt.started" => cat::AttemptStarted {
