@@ -10,25 +10,7 @@ use leviathan_api::{
 };
 use leviathan_core::auth::Role;
 use leviathan_testkit::TestServer;
-use support::Harness;
-
-/// Signs `token` in to the console at `base` and returns the session's `Cookie` header.
-async fn sign_in(http: &reqwest::Client, base: &str, token: &str) -> String {
-    let response = http
-        .post(format!("{base}/ui/sign-in"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER, "signed in");
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .expect("a session cookie")
-        .to_str()
-        .unwrap();
-    cookie.split(';').next().unwrap().to_owned()
-}
+use support::{Harness, console_sign_in as sign_in};
 
 #[tokio::test]
 async fn console_pages_count_against_the_tokens_request_rate() {

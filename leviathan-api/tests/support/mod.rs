@@ -266,3 +266,21 @@ pub(crate) async fn seed_running_attempts(h: &Harness, seed: &str, a1: &str, a2:
         .await
         .unwrap();
 }
+
+/// Signs `token` in to the console at `base` and returns the session's `Cookie` header.
+pub(crate) async fn console_sign_in(http: &reqwest::Client, base: &str, token: &str) -> String {
+    let response = http
+        .post(format!("{base}/ui/sign-in"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "signed in");
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}

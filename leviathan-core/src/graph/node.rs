@@ -332,6 +332,13 @@ pub struct AttemptNode {
     /// The worker's proposal (`delivery.requested`), which the trusted side delivers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal: Option<ProposalRef>,
+    /// Why the trusted side delivered nothing for its proposal (`delivery.refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_refused: Option<String>,
+    /// The budget a model call of it was refused for (`budget.exhausted`), e.g. `usd of
+    /// target:demo:2026-01-02 (spent 5 of 5)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_exhausted: Option<String>,
     /// Positions of every event about this attempt, in order.
     pub event_seqs: Vec<u64>,
     /// Provenance.
@@ -453,6 +460,9 @@ pub struct ModelCallNode {
     pub round: u32,
     /// Wall time.
     pub duration_ms: Option<u64>,
+    /// Cost in USD, when the call records it (the model gateway's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
     /// Provenance.
     pub meta: NodeMeta,
 }

@@ -68,14 +68,20 @@ pub(crate) async fn page(
     for run in &runs {
         outputs.push(text_artifact(&console, run.output_sha256.as_ref()).await);
     }
-    let diff = match detail
-        .artifacts
-        .iter()
-        .find(|a| a.kind == "diff" || a.kind == "patch")
-    {
-        Some(a) => text_artifact(&console, Some(&a.sha256)).await,
-        None => None,
-    };
+    // The proposal's patch (`delivery.requested`), else a diff the worker stored.
+    let diff_sha = detail
+        .attempt
+        .proposal
+        .as_ref()
+        .map(|p| p.patch_sha256)
+        .or_else(|| {
+            detail
+                .artifacts
+                .iter()
+                .find(|a| a.kind == "diff" || a.kind == "patch")
+                .map(|a| a.sha256)
+        });
+    let diff = text_artifact(&console, diff_sha.as_ref()).await;
     let now = Timestamp::now();
     let head = plane.head().await?.map_or(0, |h| h.seq);
     let mut events = detail.events.clone();
@@ -279,16 +285,29 @@ fn test_runs(runs: &[TestRunNode], outputs: &[Option<String>]) -> Markup {
     }
 }
 
-/// A unified diff with its list of files, each line classed as added, removed or hunk header.
-fn render_diff(text: &str) -> Markup {
-    let files: Vec<&str> = text
+/// The files a unified diff changes: from git's `diff --git a/X b/Y` headers (which also name
+/// deleted and binary files), else from its `+++` lines.
+fn diff_files(text: &str) -> Vec<&str> {
+    let git: Vec<&str> = text
         .lines()
+        .filter_map(|l| l.strip_prefix("diff --git "))
+        .filter_map(|names| names.rsplit_once(" b/").map(|(_, new)| new))
+        .collect();
+    if !git.is_empty() {
+        return git;
+    }
+    text.lines()
         .filter_map(|l| {
             l.strip_prefix("+++ ")
                 .map(|f| f.strip_prefix("b/").unwrap_or(f))
         })
         .filter(|f| *f != "/dev/null")
-        .collect();
+        .collect()
+}
+
+/// A unified diff with its list of files, each line classed as added, removed or hunk header.
+fn render_diff(text: &str) -> Markup {
+    let files = diff_files(text);
     html! {
         p { (files.len()) " files: " @for (i, f) in files.iter().enumerate() { @if i > 0 { ", " } code { (f) } } }
         pre.diff { @for line in text.lines() {
@@ -354,4 +373,26 @@ async fn act(
         )
         .await?;
     Ok(Redirect::to(&console.link(&format!("/attempts/{}", encode(id.as_str())))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_diff;
+
+    const PATCH: &str = "diff --git a/docs/a.md b/docs/a.md\nindex 1..2 100644\n--- a/docs/a.md\n+++ b/docs/a.md\n@@ -1 +1 @@\n-old\n+<script>alert(1)</script>\ndiff --git a/gone.txt b/gone.txt\ndeleted file mode 100644\n--- a/gone.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n";
+
+    #[test]
+    fn a_patch_lists_every_file_and_renders_as_escaped_text() {
+        let html = render_diff(PATCH).into_string();
+        assert!(
+            html.contains("2 files: <code>docs/a.md</code>, <code>gone.txt</code>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<span class=\"add\">+&lt;script&gt;alert(1)&lt;/script&gt;</span>"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("<span class=\"del\">-bye</span>"), "{html}");
+    }
 }

@@ -1,4 +1,6 @@
-//! The overview: per target, what needs an operator, what is running, and counts of the rest;
+//! The overview: per target, what needs an operator (failed or blocked tasks, an open circuit,
+//! PRs waiting for review, refused deliveries, spent budgets), what is running, and counts of
+//! the rest;
 //! below, the latest events, followed live.
 
 use std::{collections::BTreeMap, time::Duration};
@@ -36,6 +38,16 @@ enum Need {
         title: Option<String>,
         since: Timestamp,
     },
+    /// The trusted side delivered nothing for the latest attempt of an unfinished task.
+    Refused {
+        attempt: String,
+        reason: String,
+    },
+    /// A budget refused a model call of the latest attempt of an unfinished task.
+    Budget {
+        attempt: String,
+        spent: String,
+    },
 }
 
 struct TargetView {
@@ -56,6 +68,10 @@ fn target_view(graph: &Graph, target: &TargetNode, now: Timestamp) -> TargetView
                 status: task.status,
                 reason: task.status_reason.clone(),
             });
+        }
+        let last = task.last_attempt.as_ref().and_then(|id| graph.attempt(id));
+        if let Some(attempt) = last.filter(|_| task.status != TaskStatus::Completed) {
+            needs.extend(attempt_needs(attempt));
         }
     }
     if let Circuit::Open {
@@ -85,6 +101,23 @@ fn target_view(graph: &Graph, target: &TargetNode, now: Timestamp) -> TargetView
         running,
         tasks,
     }
+}
+
+/// What the latest attempt of an unfinished task leaves for an operator: a refused delivery, a
+/// spent budget.
+fn attempt_needs(attempt: &AttemptNode) -> impl Iterator<Item = Need> + '_ {
+    let refused = attempt
+        .delivery_refused
+        .as_ref()
+        .map(|reason| Need::Refused {
+            attempt: attempt.attempt_id.to_string(),
+            reason: reason.clone(),
+        });
+    let budget = attempt.budget_exhausted.as_ref().map(|spent| Need::Budget {
+        attempt: attempt.attempt_id.to_string(),
+        spent: spent.clone(),
+    });
+    refused.into_iter().chain(budget)
 }
 
 pub(crate) async fn page(
@@ -204,7 +237,19 @@ fn need_item(console: &Console, target: &TargetNode, need: &Need, now: Timestamp
             a href=(url) rel="noreferrer" { "#" (number) }
             @if let Some(t) = title { " " (t) }
         },
+        Need::Refused { attempt, reason } => html! {
+            span.bad { "Delivery refused" } ": " (attempt_link(console, attempt))
+            " — " span.muted { (reason) }
+        },
+        Need::Budget { attempt, spent } => html! {
+            span.bad { "Budget spent" } ": " (attempt_link(console, attempt))
+            " — " span.muted { (spent) }
+        },
     }
+}
+
+fn attempt_link(console: &Console, attempt: &str) -> Markup {
+    html! { a href=(console.link(&format!("/attempts/{}", encode(attempt)))) { (attempt) } }
 }
 
 fn running_item(
@@ -217,7 +262,7 @@ fn running_item(
     let elapsed = now.saturating_since(since);
     let over = a.deadline_seconds.is_some_and(|d| elapsed.as_secs() > d);
     html! {
-        a href=(console.link(&format!("/attempts/{}", encode(a.attempt_id.as_str())))) { (a.attempt_id) }
+        (attempt_link(console, a.attempt_id.as_str()))
         " · task " (a.task_id)
         @if let Some(x) = &a.executor { " · " (x) }
         " · " span class=[over.then_some("bad")] {

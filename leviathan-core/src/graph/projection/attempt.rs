@@ -86,6 +86,8 @@ impl Effect<'_, '_> {
             cost_usd: 0.0,
             base: p.base.clone(),
             proposal: None,
+            delivery_refused: None,
+            budget_exhausted: None,
             event_seqs: vec![self.at.seq],
             meta: self.new_meta(),
         };

@@ -167,8 +167,13 @@ impl Effect<'_, '_> {
         Ok(())
     }
 
-    /// The trusted side's answer that delivered nothing (`delivery.refused`, `delivery.unchanged`).
-    pub(super) fn answer_delivery(&mut self, attempt_id: &AttemptId) -> Result<(), Rejection> {
+    /// The trusted side's answer that delivered nothing (`delivery.refused` with its reason,
+    /// `delivery.unchanged`).
+    pub(super) fn answer_delivery(
+        &mut self,
+        attempt_id: &AttemptId,
+        refused: Option<&str>,
+    ) -> Result<(), Rejection> {
         let mut attempt = self.attempt(attempt_id)?;
         let Some(proposal) = attempt.proposal.as_mut() else {
             return Err(Rejection::at(
@@ -177,6 +182,7 @@ impl Effect<'_, '_> {
             ));
         };
         proposal.answered = true;
+        attempt.delivery_refused = refused.map(str::to_owned);
         self.note(&mut attempt);
         self.put(Node::Attempt(attempt));
         Ok(())

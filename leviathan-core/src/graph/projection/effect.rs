@@ -179,4 +179,20 @@ impl Effect<'_, '_> {
         attempt.event_seqs.push(self.at.seq);
         self.touch(&mut attempt.meta);
     }
+
+    /// Notes an event about an attempt that changes nothing but the attempt (a spent budget),
+    /// live or ended. An unknown attempt is no rejection: such events were once accepted without
+    /// one, and logs holding them must still fold.
+    pub(super) fn note_on_attempt(
+        &mut self,
+        id: &AttemptId,
+        change: impl FnOnce(&mut AttemptNode),
+    ) -> Result<(), Rejection> {
+        if let Ok(mut attempt) = self.attempt(id) {
+            change(&mut attempt);
+            self.note(&mut attempt);
+            self.put(Node::Attempt(attempt));
+        }
+        Ok(())
+    }
 }

@@ -56,6 +56,7 @@ impl Effect<'_, '_> {
             response_sha256: p.response_sha256,
             round: p.round,
             duration_ms: p.duration_ms,
+            cost_usd: p.cost_usd,
             meta: self.new_meta(),
         };
         self.link(

@@ -59,14 +59,19 @@ pub(crate) fn effect(view: &View<'_>, at: At, body: &EventBody) -> Result<Vec<Ch
         B::CircuitOpened(p) => fx.open_circuit(p),
         B::CircuitClosed(p) => fx.close_circuit(p),
         // Budgets are the model gateway's; the attempt's failure (kind `budget`) is its own event.
-        B::BudgetExhausted(_) => Ok(()),
+        B::BudgetExhausted(p) => fx.note_on_attempt(&p.attempt_id, |a| {
+            a.budget_exhausted = Some(format!(
+                "{} of {} (spent {} of {})",
+                p.resource, p.scope, p.spent, p.limit
+            ));
+        }),
         // The graph holds no tokens: the control plane's token registry reads these.
         B::TokenIssued(_) | B::TokenRevoked(_) | B::Unknown => Ok(()),
         // The graph learns the delivered commit and pull request from `commit.created` and
         // `pr.created`; it keeps the proposal so that the trusted side finds what it owes.
         B::DeliveryRequested(p) => fx.request_delivery(p),
-        B::DeliveryRefused(p) => fx.answer_delivery(&p.attempt_id),
-        B::DeliveryUnchanged(p) => fx.answer_delivery(&p.attempt_id),
+        B::DeliveryRefused(p) => fx.answer_delivery(&p.attempt_id, Some(&p.reason)),
+        B::DeliveryUnchanged(p) => fx.answer_delivery(&p.attempt_id, None),
     }?;
     Ok(fx.changes)
 }
