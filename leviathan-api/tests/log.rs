@@ -7,8 +7,8 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use leviathan_api::{
-    ApiConfig, ApiState, BearerToken, ControlPlane, ErrorCode, client::ClientError, router,
-    sign_checkpoints,
+    ApiConfig, ApiState, BearerToken, ControlPlane, ErrorCode, client::ClientError, console,
+    router, sign_checkpoints,
 };
 use leviathan_core::{
     EventStore, Ledger,
@@ -23,7 +23,7 @@ use leviathan_core::{
 };
 use leviathan_testkit::TestServer;
 use reqwest::Method;
-use support::{Auth, TOKEN, fast_retry};
+use support::{Auth, TOKEN, console_sign_in, fast_retry};
 use tokio_util::sync::CancellationToken;
 
 struct Log {
@@ -48,7 +48,11 @@ async fn start(signing: bool) -> Log {
         .with_witnesses(vec![CosignatureVerifier::new(&witness_public).unwrap()]);
     let config = ApiConfig::new(BearerToken::new(TOKEN).unwrap());
     let state = ApiState::from_control_plane(plane.clone(), config);
-    let server = TestServer::spawn(router(state)).await.unwrap();
+    let app = router(state.clone()).nest(
+        "/ui",
+        console::router(state, console::ConsoleConfig::default()),
+    );
+    let server = TestServer::spawn(app).await.unwrap();
     Log {
         server,
         plane,
@@ -161,6 +165,56 @@ impl Raw {
         let response = request.send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
+}
+
+/// The console's event page offers each event's proof bundle, which verifies offline with the
+/// log's public key as `leviathan log prove`'s does; before a checkpoint covers the event there
+/// is none.
+#[tokio::test]
+async fn the_console_links_each_event_to_a_proof_bundle_that_verifies_offline() {
+    let log = start(true).await;
+    log.plane
+        .ledger()
+        .ingest(lifecycle("pb", "demo", 1), Default::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = log.server.url();
+    let cookie = console_sign_in(&http, &base, TOKEN).await;
+    let get = async |path: &str| {
+        http.get(format!("{base}/ui{path}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+    };
+    let early = get("/events/3?format=proof").await;
+    assert_eq!(early.status(), 404, "no checkpoint yet");
+    log.plane.sign_checkpoint().await.unwrap();
+
+    let page = get("/events/3").await.text().await.unwrap();
+    assert!(
+        page.contains("href=\"/ui/events/3?format=proof\" download=\"proof-3.json\""),
+        "{page}"
+    );
+    let response = get("/events/3?format=proof").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"proof-3.json\""
+    );
+    let bundle: ProofBundle = response.json().await.unwrap();
+    assert_eq!(bundle.event.seq, 3);
+    let verified = bundle
+        .verify(&log.key)
+        .expect("the bundle verifies offline");
+    assert_eq!(verified.head.size, log.events.tree_size().await.unwrap());
+    let mut forged = bundle.clone();
+    forged.event.payload["forged"] = true.into();
+    assert!(forged.verify(&log.key).is_err(), "a changed event fails");
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 use leviathan_core::{
     id::EventId,
     tlog::{
-        self, ConsistencyProof, InclusionProof, StoredCheckpoint, TreeError, TreeStore,
+        self, ConsistencyProof, InclusionProof, ProofBundle, StoredCheckpoint, TreeError,
+        TreeStore,
         checkpoint::{LogSigner, TreeHead},
         cosignature::{CosignatureVerifier, merge_cosignatures},
     },
@@ -163,6 +164,36 @@ impl ControlPlane {
         tlog::inclusion_proof(&*log.tree, index, size)
             .await
             .map_err(tree_error)
+    }
+
+    /// What `leviathan log prove` writes, for the event at `seq`: the event, its hash, its
+    /// inclusion proof and the latest signed checkpoint, checkable offline with the log's key
+    /// (`leviathan log verify`). Refused while no checkpoint covers the event yet.
+    pub async fn proof_bundle(&self, seq: u64) -> Result<ProofBundle, ControlPlaneError> {
+        let checkpoint = self.latest_checkpoint().await?;
+        if seq > checkpoint.size {
+            return Err(ControlPlaneError::OutsideTree(format!(
+                "the latest signed checkpoint covers {} events, not yet seq {seq}; try again in a second",
+                checkpoint.size
+            )));
+        }
+        let inclusion = self
+            .inclusion_proof(Leaf::Seq(seq), Some(checkpoint.size))
+            .await?;
+        let event = self
+            .events()
+            .read(seq - 1, 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == seq)
+            .ok_or_else(|| ControlPlaneError::OutsideTree(format!("no event at seq {seq}")))?;
+        Ok(ProofBundle {
+            canonical_sha256: event.compute_hash(),
+            event,
+            inclusion,
+            checkpoint: checkpoint.note,
+        })
     }
 
     /// The proof that the tree of `to` leaves (default: the latest checkpoint's) extends the

@@ -1,9 +1,11 @@
 //! The event log: newest first, filtered by type, target or attempt, paged by `seq`, with a
-//! jump to a `seq` and a live tail; and one event with its JSON and its inclusion proof.
+//! jump to a `seq` and a live tail; and one event with its JSON and its inclusion proof (also as
+//! a proof bundle to verify offline).
 
 use axum::{
     Json,
     extract::{Path, Query, State},
+    http::header,
     response::{IntoResponse, Response},
 };
 use leviathan_core::{Event, Timestamp, auth::Action, id::AttemptId};
@@ -166,7 +168,7 @@ pub(crate) struct Format {
 }
 
 /// One event: its JSON (as a page, or raw with `?format=json`), and the proof that it is in
-/// the latest signed checkpoint's tree.
+/// the latest signed checkpoint's tree (as a self-contained bundle with `?format=proof`).
 pub(crate) async fn one(
     State(console): State<Console>,
     viewer: Viewer,
@@ -188,8 +190,10 @@ pub(crate) async fn one(
         .next()
         .filter(|e| e.seq == seq)
         .ok_or_else(|| ConsoleError::NotFound(format!("no event #{seq}")))?;
-    if format.format.as_deref() == Some("json") {
-        return Ok(Json(event).into_response());
+    match format.format.as_deref() {
+        Some("json") => return Ok(Json(event).into_response()),
+        Some("proof") => return proof_bundle(&console, seq).await,
+        _ => {}
     }
     let proof = plane.inclusion_proof(Leaf::Seq(seq), None).await;
     let json = serde_json::to_string_pretty(&event).unwrap_or_default();
@@ -202,6 +206,9 @@ pub(crate) async fn one(
             Ok(p) => {
                 p { "Leaf " (p.leaf_index) " of the tree of " (p.tree_size) " events (the latest signed checkpoint, on the "
                     a href=(console.link("/chain")) { "Chain" } " page)." }
+                p { a href=(console.link(&format!("/events/{seq}?format=proof"))) download=(format!("proof-{seq}.json")) { "Proof bundle" }
+                    " (the event, its inclusion proof and the signed checkpoint): "
+                    code { "leviathan log verify proof-" (seq) ".json --key PUB" } " checks it offline." }
                 pre { (serde_json::to_string_pretty(&p).unwrap_or_default()) }
             },
             Err(e) => p.muted { "No proof: " (e) },
@@ -216,4 +223,11 @@ pub(crate) async fn one(
         body,
     )
     .into_response())
+}
+
+/// The event's proof bundle as `leviathan log prove` writes it, as a download.
+async fn proof_bundle(console: &Console, seq: u64) -> Result<Response, ConsoleError> {
+    let bundle = console.api.control_plane().proof_bundle(seq).await?;
+    let disposition = format!("attachment; filename=\"proof-{seq}.json\"");
+    Ok(([(header::CONTENT_DISPOSITION, disposition)], Json(bundle)).into_response())
 }
