@@ -12,8 +12,9 @@ use futures::StreamExt;
 use leviathan_core::{
     AppendRequest, ChainFault, Event, EventId, EventStore, EventStoreError, Graph, GraphStoreError,
     Head, Ledger, NewEvent, Sha256Digest, StreamId, Timestamp,
-    graph::{Anomaly, GraphDelta, StoredGraph},
+    graph::{Anomaly, AttemptNode, AttemptQuery, GraphDelta, StoredGraph},
     ledger::{Expectations, PersistPolicy},
+    model::AttemptStatus,
     testkit::lifecycle,
     tlog::{self, Frontier},
 };
@@ -660,4 +661,84 @@ async fn a_subscription_keeps_the_store_open() {
     ));
     drop(sub);
     SledStore::open(dir.path()).expect("closed once the subscription is dropped");
+}
+
+/// A database written before the history trees (no `history` marker, empty trees) gets them
+/// filled from its deltas at its first load, so the history queries answer as the graph does;
+/// a save cut short leaves a stale index key behind, which no query answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_without_the_history_trees_gets_them_at_its_first_load() {
+    let dir = TempDir::new().unwrap();
+    let graph = saved_projection(&dir, 3).await;
+    edit_raw(&dir, |db| {
+        for tree in [
+            "graph.history",
+            "graph.history_edges",
+            "graph.attempt_index",
+        ] {
+            db.drop_tree(tree).unwrap();
+        }
+        db.open_tree("graph.meta")
+            .unwrap()
+            .remove("history")
+            .unwrap();
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
+    let all = AttemptQuery {
+        limit: 100,
+        ..AttemptQuery::default()
+    };
+    assert!(
+        store
+            .graphs()
+            .attempts(&all)
+            .await
+            .unwrap()
+            .attempts
+            .is_empty()
+    );
+    store.graphs().load().await.unwrap();
+    let ids = |attempts: Vec<AttemptNode>| -> Vec<String> {
+        attempts.iter().map(|a| a.attempt_id.to_string()).collect()
+    };
+    let (expected, _) = graph.attempts_page(&all);
+    let expected: Vec<String> = expected.iter().map(|a| a.attempt_id.to_string()).collect();
+    assert_eq!(expected.len(), 6);
+    assert_eq!(
+        ids(store.graphs().attempts(&all).await.unwrap().attempts),
+        expected
+    );
+    drop(store);
+
+    // An index key of a status the attempt has left (a save cut short before it removed it).
+    let succeeded = graph
+        .attempts_page(&AttemptQuery {
+            status: Some(AttemptStatus::Succeeded),
+            ..all.clone()
+        })
+        .0[0]
+        .clone();
+    edit_raw(&dir, |db| {
+        let mut key = b"s".to_vec();
+        key.extend_from_slice(b"running\0");
+        key.extend_from_slice(&succeeded.meta.created_seq.to_be_bytes());
+        db.open_tree("graph.attempt_index")
+            .unwrap()
+            .insert(key, succeeded.attempt_id.as_str())
+            .unwrap();
+    });
+    let store = open_after_raw_edit(&dir).unwrap();
+    let running = AttemptQuery {
+        status: Some(AttemptStatus::Running),
+        ..all
+    };
+    assert!(
+        store
+            .graphs()
+            .attempts(&running)
+            .await
+            .unwrap()
+            .attempts
+            .is_empty()
+    );
 }
