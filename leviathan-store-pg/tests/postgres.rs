@@ -13,8 +13,12 @@ use std::{
 use futures::StreamExt;
 use leviathan_core::tlog::{self, Frontier};
 use leviathan_core::{
-    AppendRequest, ChainFault, EventId, EventStore, EventStoreError, ExpectedVersion, NewEvent,
-    StreamId, Timestamp,
+    AppendRequest, ChainFault, EventId, EventStore, EventStoreError, ExpectedVersion, Ledger,
+    NewEvent, StreamId, Timestamp,
+    graph::{AttemptQuery, FailureQuery},
+    ledger::Expectations,
+    model::AttemptStatus,
+    testkit::lifecycle,
 };
 use leviathan_store_pg::{
     BuildProgress, PgOptions, PgStore, WRITER_LOCK_KEY, testkit::TestDatabase,
@@ -878,5 +882,55 @@ async fn connections_to_the_database_have_tcp_nodelay() {
     assert!(
         checked >= 2,
         "the pool's and the writer's connections were checked ({checked}, {ports:?})"
+    );
+}
+
+/// The migration that adds the attempt indexes fills them from the attempts a database already
+/// holds: the history queries then answer as the graph does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attempt_index_migration_fills_it_from_stored_attempts() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let ledger = Ledger::open(store.events(), store.graphs()).await.unwrap();
+    ledger
+        .ingest(lifecycle("mig", "demo", 3), Expectations::Derived)
+        .await
+        .unwrap();
+    ledger.flush().await.unwrap();
+    let graph = ledger.graph().await.clone();
+    drop(ledger);
+    // The database as it was before that migration.
+    sqlx::raw_sql(
+        "DROP TABLE graph_attempts; \
+         DELETE FROM _sqlx_migrations WHERE version = 20261209000000",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    drop(store);
+    let store = PgStore::connect(db.url()).await.unwrap();
+    for status in [
+        None,
+        Some(AttemptStatus::Failed),
+        Some(AttemptStatus::Succeeded),
+    ] {
+        let query = AttemptQuery {
+            status,
+            limit: 100,
+            ..AttemptQuery::default()
+        };
+        let stored = store.graphs().attempts(&query).await.unwrap().attempts;
+        let expected = graph.attempts_page(&query).0;
+        assert!(!expected.is_empty());
+        assert_eq!(stored.iter().collect::<Vec<_>>(), expected, "{query:?}");
+    }
+    let failures = FailureQuery {
+        limit: 100,
+        ..FailureQuery::default()
+    };
+    let stored = store.graphs().failures(&failures).await.unwrap().attempts;
+    assert_eq!(
+        stored.iter().collect::<Vec<_>>(),
+        graph.failures_page(&failures).0
     );
 }
