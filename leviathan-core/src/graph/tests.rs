@@ -121,6 +121,31 @@ fn attempt_lifecycle_updates_task_target_and_pr() {
 }
 
 #[test]
+fn a_cancellation_does_not_count_toward_the_circuit_breaker() {
+    let mut s = Scenario::new("c", "demo");
+    s.register_target()
+        .create_task("guide", &[], Priority::High)
+        .start_attempt("guide", "att-1", 1);
+    let mut events = s.build();
+    extra(
+        &mut events,
+        "attempt.failed",
+        json!({"attempt_id": "att-1", "failure_kind": "cancelled", "error_summary": "cancelled by an operator"}),
+    );
+    let g = fold(events);
+    assert!(g.anomalies().is_empty(), "{:?}", g.anomalies());
+    let attempt = g.attempt(&AttemptId::new("att-1").unwrap()).unwrap();
+    assert_eq!(attempt.status, AttemptStatus::Failed);
+    assert_eq!(g.target(&demo()).unwrap().consecutive_failures, 0);
+    let task = g.task(&demo(), &TaskId::new("guide").unwrap()).unwrap();
+    assert_eq!(task.consecutive_failures, 0);
+    assert_eq!(
+        task.last_failure.as_ref().unwrap().kind,
+        FailureKind::Cancelled
+    );
+}
+
+#[test]
 fn stage_refuses_and_explains() {
     let mut s = Scenario::new("r", "demo");
     s.register_target()
