@@ -12,17 +12,18 @@ use std::{
 };
 
 use leviathan_core::{
-    AttemptId, TargetId, TaskId,
+    AttemptId, Sha256Digest, TargetId, TaskId,
     executor::protocol::{
         ATTEMPT_ID, CONTROL_PLANE_TOKEN, CONTROL_PLANE_URL, GITHUB_TOKEN, LEVIATHAN_ATTEMPT_NUMBER,
-        LEVIATHAN_CLAUDE_API_KEY, LEVIATHAN_CLAUDE_MODEL, LEVIATHAN_DRAFT_PRS,
-        LEVIATHAN_GIT_AUTHOR_EMAIL, LEVIATHAN_GIT_AUTHOR_NAME, LEVIATHAN_GITHUB_API_URL,
-        LEVIATHAN_LANDLOCK, LEVIATHAN_MAX_MODEL_CALLS, LEVIATHAN_MAX_TOKENS,
-        LEVIATHAN_MODEL_BASE_URL, LEVIATHAN_MODEL_COMMAND, LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS,
-        LEVIATHAN_MODEL_PROVIDER, LEVIATHAN_MODEL_TIMEOUT_SECS, LEVIATHAN_OPENAI_API_KEY,
-        LEVIATHAN_OPENAI_MODEL, LEVIATHAN_REPAIR_ROUNDS, LEVIATHAN_TERMINATION_MESSAGE_PATH,
-        LEVIATHAN_TEST_COMMAND, LEVIATHAN_TEST_TIMEOUT_SECS, LEVIATHAN_WORKSPACE_DIR,
-        TARGET_BRANCH, TARGET_NAME, TARGET_REPO_URL, TASK_ID, VARIABLES,
+        LEVIATHAN_BASE_BUNDLE, LEVIATHAN_BASE_COMMIT, LEVIATHAN_CLAUDE_API_KEY,
+        LEVIATHAN_CLAUDE_MODEL, LEVIATHAN_DRAFT_PRS, LEVIATHAN_GIT_AUTHOR_EMAIL,
+        LEVIATHAN_GIT_AUTHOR_NAME, LEVIATHAN_GITHUB_API_URL, LEVIATHAN_LANDLOCK,
+        LEVIATHAN_MAX_MODEL_CALLS, LEVIATHAN_MAX_TOKENS, LEVIATHAN_MODEL_BASE_URL,
+        LEVIATHAN_MODEL_COMMAND, LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, LEVIATHAN_MODEL_PROVIDER,
+        LEVIATHAN_MODEL_TIMEOUT_SECS, LEVIATHAN_OPENAI_API_KEY, LEVIATHAN_OPENAI_MODEL,
+        LEVIATHAN_REPAIR_ROUNDS, LEVIATHAN_TERMINATION_MESSAGE_PATH, LEVIATHAN_TEST_COMMAND,
+        LEVIATHAN_TEST_TIMEOUT_SECS, LEVIATHAN_WORKSPACE_DIR, TARGET_BRANCH, TARGET_NAME,
+        TARGET_REPO_URL, TASK_ID, VARIABLES,
     },
     secret::Secret,
 };
@@ -105,6 +106,15 @@ pub struct Budget {
     pub max_tokens: u64,
 }
 
+/// The attempt's base as the scheduler published it: a git bundle artifact of `commit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseBundle {
+    /// The commit the attempt starts from.
+    pub commit: String,
+    /// The bundle artifact.
+    pub bundle_sha256: Sha256Digest,
+}
+
 /// Author and committer of the attempt's commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GitIdentity {
@@ -134,6 +144,9 @@ pub struct WorkerConfig {
     pub repo_url: String,
     /// `TARGET_BRANCH`.
     pub base_branch: String,
+    /// `LEVIATHAN_BASE_BUNDLE` and `LEVIATHAN_BASE_COMMIT`: the base to clone from, when the
+    /// scheduler published one.
+    pub base: Option<BaseBundle>,
     /// `TASK_ID`.
     pub task_id: TaskId,
     /// `ATTEMPT_ID`.
@@ -333,6 +346,7 @@ struct AttemptSection {
     target: TargetId,
     repo_url: String,
     base_branch: String,
+    base: Option<BaseBundle>,
     task_id: TaskId,
     attempt_id: AttemptId,
     attempt_number: u32,
@@ -377,6 +391,36 @@ struct DeliverySection {
 /// One method per section of [`VARIABLES`]: each reads all of its variables before giving up, so
 /// that every problem is reported, and returns `None` when one of them has a problem.
 impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    /// `LEVIATHAN_BASE_BUNDLE` with its `LEVIATHAN_BASE_COMMIT` (both or neither).
+    fn base_bundle(&mut self) -> Option<Option<BaseBundle>> {
+        let bundle = self.optional(LEVIATHAN_BASE_BUNDLE);
+        let commit = self.optional(LEVIATHAN_BASE_COMMIT);
+        match (bundle, commit) {
+            (None, None) => Some(None),
+            (Some(_), None) => {
+                self.problem(
+                    LEVIATHAN_BASE_COMMIT,
+                    "missing (required with LEVIATHAN_BASE_BUNDLE)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(LEVIATHAN_BASE_COMMIT, "set without LEVIATHAN_BASE_BUNDLE");
+                None
+            }
+            (Some(bundle), Some(commit)) => {
+                let bundle_sha256 = self.parsed(LEVIATHAN_BASE_BUNDLE, Some(bundle), |v| {
+                    Sha256Digest::parse_hex(v)
+                });
+                let commit = self.parsed(LEVIATHAN_BASE_COMMIT, Some(commit), check_commit);
+                Some(Some(BaseBundle {
+                    commit: commit?,
+                    bundle_sha256: bundle_sha256?,
+                }))
+            }
+        }
+    }
+
     fn attempt(&mut self) -> Option<AttemptSection> {
         let target = self.required(TARGET_NAME, "target identifier");
         let target = self.parsed(TARGET_NAME, target, |v| TargetId::new(v));
@@ -386,6 +430,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             .optional(TARGET_BRANCH)
             .unwrap_or_else(|| "main".into());
         let base_branch = self.parsed(TARGET_BRANCH, Some(base_branch), check_branch);
+        let base = self.base_bundle();
         let task_id = self.required(TASK_ID, "task identifier");
         let task_id = self.parsed(TASK_ID, task_id, |v| TaskId::new(v));
         let attempt_id = self.required(ATTEMPT_ID, "attempt identifier");
@@ -395,6 +440,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             target: target?,
             repo_url: repo_url?,
             base_branch: base_branch?,
+            base: base?,
             task_id: task_id?,
             attempt_id: attempt_id?,
             attempt_number,
@@ -632,6 +678,18 @@ fn normalise_repo_url(raw: &str) -> Result<String, String> {
     ))
 }
 
+/// A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+fn check_commit(raw: &str) -> Result<String, String> {
+    let hex = raw
+        .chars()
+        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+    if hex && (raw.len() == 40 || raw.len() == 64) {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("`{}` is not a full commit id", ellipsize(raw)))
+    }
+}
+
 fn check_branch(raw: &str) -> Result<String, String> {
     let bad = raw.starts_with('-')
         || raw.starts_with('/')
@@ -715,6 +773,7 @@ impl WorkerConfig {
             target: attempt.target,
             repo_url: attempt.repo_url,
             base_branch: attempt.base_branch,
+            base: attempt.base,
             task_id: attempt.task_id,
             attempt_id: attempt.attempt_id,
             attempt_number: attempt.attempt_number,

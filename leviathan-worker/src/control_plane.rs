@@ -52,6 +52,9 @@ pub(crate) trait ControlPlane: Send + Sync + fmt::Debug {
 
     /// Appends a bundle atomically; events already in the log are skipped as duplicates.
     async fn ingest(&self, bundle: &Bundle<'_>) -> Result<(), PostError>;
+
+    /// Reads one artifact, checked against its digest (the attempt's base bundle).
+    async fn get_artifact(&self, sha256: &Sha256Digest) -> Result<Bytes, PostError>;
 }
 
 /// Uploads every artifact, then posts the bundle.
@@ -141,6 +144,12 @@ impl ControlPlane for ControlPlaneClient {
         ControlPlaneClient::ingest(self, &request)
             .await
             .map(drop)
+            .map_err(post_error)
+    }
+
+    async fn get_artifact(&self, sha256: &Sha256Digest) -> Result<Bytes, PostError> {
+        ControlPlaneClient::get_artifact(self, sha256)
+            .await
             .map_err(post_error)
     }
 }

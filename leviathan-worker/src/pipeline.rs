@@ -18,7 +18,7 @@ use leviathan_core::{
 use leviathan_core::redact::Redactor;
 
 use crate::{
-    config::{Budget, ConfigError, WorkerConfig},
+    config::{BaseBundle, Budget, ConfigError, WorkerConfig},
     control_plane::{self, Bundle, ControlPlane},
     envelope, files,
     forge::{self, GitHubForge},
@@ -120,7 +120,7 @@ pub(crate) async fn run(config: &WorkerConfig, control_plane: &dyn ControlPlane)
             FailureClass::Permanent,
             format!("the control plane refused attempt.started: {reason}"),
         )),
-        None => execute(config, &mut journal).await,
+        None => execute(config, control_plane, &mut journal).await,
     };
     let result = conclude(outcome, &redactor, &mut journal);
     let delivery = match refused {
@@ -316,7 +316,11 @@ fn infrastructure(what: impl std::fmt::Display) -> Failure {
 }
 
 /// Steps 2 to 8.
-async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Delivered, Failure> {
+async fn execute(
+    config: &WorkerConfig,
+    control_plane: &dyn ControlPlane,
+    journal: &mut Journal,
+) -> Result<Delivered, Failure> {
     let forge = GitHubForge::new(
         &config.github_api_url,
         &config.github_token,
@@ -354,7 +358,7 @@ async fn execute(config: &WorkerConfig, journal: &mut Journal) -> Result<Deliver
         journal.redactor().clone(),
     );
 
-    let checkout = clone(config, &git, &repo, journal).await?;
+    let checkout = clone(config, control_plane, &git, &repo, journal).await?;
     let task = load_task(&repo, &config.task_id)
         .map_err(|e| fail(FailureKind::Setup, FailureClass::Permanent, e.to_string()))?;
     if task.spec.allowed_paths.is_empty() {
@@ -400,29 +404,42 @@ struct Checkout {
     config_fingerprint: leviathan_core::Sha256Digest,
 }
 
-/// Step 2: clones the base branch.
+/// Step 2: clones the base branch, from the published bundle when the scheduler gave one.
 async fn clone(
     config: &WorkerConfig,
+    control_plane: &dyn ControlPlane,
     git: &Git,
     repo: &Path,
     journal: &mut Journal,
 ) -> Result<Checkout, Failure> {
-    git.clone(&config.repo_url, &config.base_branch, repo)
-        .await
-        .map_err(|e| {
-            fail(
-                FailureKind::Setup,
-                class(!e.auth_failed),
-                format!(
-                    "clone of {} at {}: {e}",
-                    config.repo_url, config.base_branch
-                ),
-            )
-        })?;
+    let cloned = match &config.base {
+        Some(base) => clone_bundle(config, control_plane, git, base, repo).await?,
+        None => git.clone(&config.repo_url, &config.base_branch, repo).await,
+    };
+    cloned.map_err(|e| {
+        fail(
+            FailureKind::Setup,
+            class(!e.auth_failed),
+            format!(
+                "clone of {} at {}: {e}",
+                config.repo_url, config.base_branch
+            ),
+        )
+    })?;
     let base_commit = git
         .rev_parse(repo, "HEAD")
         .await
         .map_err(|e| fail(FailureKind::Setup, FailureClass::Transient, e.to_string()))?;
+    if let Some(base) = config.base.as_ref().filter(|b| b.commit != base_commit) {
+        return Err(fail(
+            FailureKind::Setup,
+            FailureClass::Permanent,
+            format!(
+                "the base bundle holds {base_commit}, not the dispatched base {}",
+                base.commit
+            ),
+        ));
+    }
     let config_fingerprint = git::config_fingerprint(repo)
         .map_err(|e| infrastructure(format!("cannot read .git/config: {e}")))?;
     journal.log(format!("cloned {} at {base_commit}", config.base_branch));
@@ -430,6 +447,36 @@ async fn clone(
         base_commit,
         config_fingerprint,
     })
+}
+
+/// Downloads the base bundle with the attempt's token and clones it: no forge credential is
+/// used, and `origin` names the repository without one.
+async fn clone_bundle(
+    config: &WorkerConfig,
+    control_plane: &dyn ControlPlane,
+    git: &Git,
+    base: &BaseBundle,
+    repo: &Path,
+) -> Result<Result<(), git::GitError>, Failure> {
+    let bundle = control_plane
+        .get_artifact(&base.bundle_sha256)
+        .await
+        .map_err(|e| {
+            fail(
+                FailureKind::Setup,
+                class(e.transient),
+                format!(
+                    "cannot download the base bundle {}: {e}",
+                    base.bundle_sha256
+                ),
+            )
+        })?;
+    let file = repo.with_file_name("base.bundle");
+    std::fs::write(&file, &bundle)
+        .map_err(|e| infrastructure(format!("cannot write {}: {e}", file.display())))?;
+    Ok(git
+        .clone_bundle(&file, &config.base_branch, repo, &config.repo_url)
+        .await)
 }
 
 /// Step 6: everything the attempt changed, staged, must lie within `allowed_paths`; commits

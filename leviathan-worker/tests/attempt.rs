@@ -20,8 +20,8 @@ use axum::{
 use leviathan_api::{ApiConfig, ApiState, BearerToken, router};
 use leviathan_core::{
     AttemptId, AttemptResult, EventId, Expectations, Ledger, NewEvent, Sha256Digest, TaskId,
-    Timestamp,
-    catalogue::AttemptCreated,
+    Timestamp, WorkerTokens,
+    catalogue::{AttemptBase, AttemptCreated},
     executor::protocol,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
     model::{AttemptStatus, FailureClass, FailureKind, Priority},
@@ -94,6 +94,8 @@ struct Harness {
     api_url: String,
     ledger: Arc<Ledger>,
     artifacts: Arc<MemoryArtifactStore>,
+    /// Mints worker tokens as the scheduler does.
+    state: ApiState,
     outage: Arc<Outage>,
     workspace: TempDir,
     repo_url: String,
@@ -136,7 +138,7 @@ impl Harness {
             ApiConfig::new(BearerToken::new(CP_TOKEN).unwrap()),
         );
         let outage = Arc::new(Outage::default());
-        let app = router(state).layer(middleware::from_fn_with_state(
+        let app = router(state.clone()).layer(middleware::from_fn_with_state(
             Arc::clone(&outage),
             outage_gate,
         ));
@@ -148,17 +150,18 @@ impl Harness {
             _api: api,
             ledger,
             artifacts,
+            state,
             outage,
             workspace: TempDir::new().unwrap(),
             repo_url,
         };
         if create_attempt {
-            harness.create_attempt().await;
+            harness.create_attempt(None).await;
         }
         harness
     }
 
-    async fn create_attempt(&self) {
+    async fn create_attempt(&self, base: Option<AttemptBase>) {
         let mut scenario = Scenario::new("seed", TARGET);
         scenario
             .register_target()
@@ -175,7 +178,7 @@ impl Harness {
                 attempt_number: 1,
                 executor: Some("local".into()),
                 deadline_seconds: Some(900),
-                base: None,
+                base,
             },
         ));
         self.ledger
@@ -1182,4 +1185,102 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `git bundle create` of `main` as the fake forge holds it: the bundle and its commit.
+fn bundle_of_main(h: &Harness) -> (Vec<u8>, String) {
+    let dir = TempDir::new().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let header = format!(
+        "http.extraHeader=Authorization: Bearer {}",
+        h.github.token()
+    );
+    git(&["-c", &header, "clone", "--quiet", &h.repo_url, "repo"]);
+    git(&[
+        "-C",
+        "repo",
+        "bundle",
+        "create",
+        "--quiet",
+        "../base.bundle",
+        "main",
+    ]);
+    let commit = git(&["-C", "repo", "rev-parse", "HEAD"]);
+    (
+        std::fs::read(dir.path().join("base.bundle")).unwrap(),
+        commit,
+    )
+}
+
+// Two threads: the test's git clone blocks one while the fake forge answers on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_base_is_cloned_from_its_bundle_with_the_attempt_token_only() {
+    let h = Harness::start_with(
+        FakeGitHub::start().await.unwrap(),
+        &default_backlog(),
+        false,
+    )
+    .await;
+    let (bundle, commit) = bundle_of_main(&h);
+    let stored = h.artifacts.put(bundle.into()).await.unwrap();
+    let other = h
+        .artifacts
+        .put(b"another attempt's prompt".to_vec().into())
+        .await
+        .unwrap();
+    let base = AttemptBase {
+        commit: commit.clone(),
+        bundle_sha256: stored.sha256,
+    };
+    h.create_attempt(Some(base)).await;
+    let token = h
+        .state
+        .mint(
+            &attempt_id(),
+            Timestamp::now().saturating_add(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    // The attempt's token reads its base bundle and no other artifact.
+    let client =
+        leviathan_api::client::ControlPlaneClient::new(&h.api_url, token.expose().to_owned())
+            .unwrap();
+    assert_eq!(
+        client.get_artifact(&stored.sha256).await.unwrap().len() as u64,
+        stored.size
+    );
+    let refused = client.get_artifact(&other.sha256).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+
+    h.llm
+        .push_text(files_envelope(&[("docs/GUIDE.md", GOOD_GUIDE)]));
+    let mut env = h.env();
+    env.insert(protocol::CONTROL_PLANE_TOKEN, token.expose().to_owned());
+    env.insert(protocol::LEVIATHAN_BASE_BUNDLE, stored.sha256.to_hex());
+    env.insert(protocol::LEVIATHAN_BASE_COMMIT, commit.clone());
+    let fetches = h.github.requests().len();
+    let report = h.run(&env).await;
+    success(&report);
+    assert!(
+        report.log.contains(&format!("cloned main at {commit}")),
+        "{}",
+        report.log
+    );
+    let cloned = h.github.requests()[fetches..]
+        .iter()
+        .any(|r| r.path.contains("git-upload-pack"));
+    assert!(
+        !cloned,
+        "the worker fetched from the forge instead of the bundle"
+    );
 }

@@ -364,7 +364,7 @@ impl Inner {
             attempt_number: dispatch.attempt_number,
             executor: Some(self.executor.name().to_owned()),
             deadline_seconds: Some(deadline.as_secs()),
-            base,
+            base: base.clone(),
         });
         let expectation = (
             StreamId::task(&dispatch.target_id, &dispatch.task_id),
@@ -421,7 +421,7 @@ impl Inner {
             repo_url: served.config.repo_url.clone(),
             base_branch: served.config.default_branch.clone(),
             deadline,
-            env: self.worker_env(&served.config),
+            env: self.worker_env(&served.config, base.as_ref()),
             worker_token: None,
         };
         self.spawn_run(spec, Start::Run);
@@ -462,7 +462,7 @@ impl Inner {
             deadline: attempt
                 .deadline_seconds
                 .map_or(served.config.policy.attempt_timeout, Duration::from_secs),
-            env: self.worker_env(&served.config),
+            env: self.worker_env(&served.config, attempt.base.as_ref()),
             worker_token: None,
         }
     }

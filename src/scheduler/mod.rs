@@ -59,7 +59,7 @@ use std::{
     time::Duration,
 };
 
-use leviathan_core::{ArtifactStore, secret::Secret};
+use leviathan_core::{ArtifactStore, catalogue::AttemptBase, secret::Secret};
 use leviathan_core::{
     AttemptId, BacklogSource, EventId, Expectations, Forge, Ledger, LedgerError, NewEvent, Payload,
     TargetId, TaskId,
@@ -541,9 +541,23 @@ impl Inner {
         }
     }
 
-    /// The worker settings of an attempt of `target`.
-    fn worker_env(&self, target: &TargetConfig) -> BTreeMap<String, String> {
+    /// The worker settings of an attempt of `target` starting from `base` when published.
+    fn worker_env(
+        &self,
+        target: &TargetConfig,
+        base: Option<&AttemptBase>,
+    ) -> BTreeMap<String, String> {
         let mut env = self.options.worker_env.clone();
+        if let Some(base) = base {
+            env.insert(
+                protocol::LEVIATHAN_BASE_BUNDLE.to_owned(),
+                base.bundle_sha256.to_hex(),
+            );
+            env.insert(
+                protocol::LEVIATHAN_BASE_COMMIT.to_owned(),
+                base.commit.clone(),
+            );
+        }
         if let Some(command) = &target.test_command {
             env.insert(protocol::LEVIATHAN_TEST_COMMAND.to_owned(), command.clone());
         }

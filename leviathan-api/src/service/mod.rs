@@ -369,6 +369,23 @@ impl ControlPlane {
     pub async fn get_artifact(&self, sha256: &Sha256Digest) -> Result<Bytes, ControlPlaneError> {
         Ok(self.artifacts.get(sha256).await?)
     }
+
+    /// The base bundle `attempt.created` recorded for `attempt`, if any: the one artifact a
+    /// worker token may read (to clone its attempt's base without a forge credential).
+    pub async fn base_bundle_of(
+        &self,
+        attempt: &AttemptId,
+    ) -> Result<Option<Sha256Digest>, ControlPlaneError> {
+        let history = self.ledger.history().await?;
+        let node = history
+            .node(&NodeId::attempt(attempt))
+            .await
+            .map_err(|e| ControlPlaneError::from(LedgerError::from(e)))?;
+        Ok(match node {
+            Some(Node::Attempt(a)) => a.base.map(|b| b.bundle_sha256),
+            _ => None,
+        })
+    }
 }
 
 fn stored_response(stored: StoredArtifact) -> StoredArtifactResponse {

@@ -47,6 +47,10 @@ variables! {
         "Git repository URL: `https://…`, `http://…`, `file://…`, an absolute path, or `git@host:owner/repo.git` (cloned over HTTPS). Must not embed credentials.");
     TARGET_BRANCH = ("TARGET_BRANCH", "no", "main", false,
         "Branch to check out; the pull request is opened against it.");
+    LEVIATHAN_BASE_COMMIT = ("LEVIATHAN_BASE_COMMIT", "with `LEVIATHAN_BASE_BUNDLE`", "", false,
+        "The commit the attempt starts from, as `attempt.created` recorded it (set by a scheduler that delivers).");
+    LEVIATHAN_BASE_BUNDLE = ("LEVIATHAN_BASE_BUNDLE", "no", "", false,
+        "SHA-256 of the git bundle artifact of the base (set by a scheduler that delivers): the worker downloads it from the control plane with its attempt token and clones from it, with no forge credential, instead of cloning the repository.");
     TASK_ID = ("TASK_ID", "yes", "", false,
         "Task identifier, looked up in `.leviathan/backlog.yaml` of the cloned repository.");
     ATTEMPT_ID = ("ATTEMPT_ID", "yes", "", false,
