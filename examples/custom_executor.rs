@@ -123,7 +123,13 @@ impl Executor for NiceExecutor {
                     .iter()
                     .map(|(name, value)| (name, value.expose())),
             )
-            .envs(&spec.env)
+            .envs(&spec.env);
+        // The attempt's own token, when the scheduler minted one, instead of the executor's: the
+        // control plane's model gateway serves only a live attempt's token.
+        if let Some(token) = &spec.worker_token {
+            command.env(protocol::CONTROL_PLANE_TOKEN, token.expose());
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -3,6 +3,10 @@
 //! pull request without a credential reaching any output.
 
 mod support {
+    #[allow(
+        dead_code,
+        reason = "this test's worker runs a command model: no use of the scripted one"
+    )]
     pub(crate) mod worker;
 }
 
@@ -92,14 +96,13 @@ async fn a_bad_environment_exits_2_listing_every_problem_and_does_nothing() {
     assert_eq!(out.status.code(), Some(protocol::EXIT_CONFIGURATION));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("error: invalid worker configuration (5 problems):"),
+        stderr.starts_with("error: invalid worker configuration (4 problems):"),
         "{stderr}"
     );
     for variable in [
         "TARGET_NAME: missing",
         "TASK_ID: invalid task id",
         "GITHUB_TOKEN: missing",
-        "LEVIATHAN_CLAUDE_API_KEY: missing",
         "LEVIATHAN_REPAIR_ROUNDS: `lots` is not an integer",
     ] {
         assert!(stderr.contains(variable), "{variable} in {stderr}");
@@ -202,7 +205,8 @@ async fn the_binary_delivers_a_pull_request_and_leaks_no_credential() {
     );
     let attempt = world.attempt("attempt-cli-1").await;
     assert_eq!(attempt.status, AttemptStatus::Succeeded);
-    assert_eq!((attempt.model_calls, attempt.test_runs), (2, 2));
+    // The command model called no model through the gateway, so none is recorded.
+    assert_eq!((attempt.model_calls, attempt.test_runs), (0, 2));
 
     // Everything the worker wrote, stored or sent.
     let mut outputs: Vec<(String, Vec<u8>)> = vec![

@@ -219,6 +219,29 @@ fn every_rendered_manifest_is_a_valid_object() {
         let text = &target.data.as_ref().unwrap()["target.yaml"];
         leviathan_core::target::parse_target_config("target.yaml", text, None)
             .unwrap_or_else(|e| panic!("{overlay}: the target ConfigMap does not parse: {e}"));
+        // The control plane serves the model gateway with the key the gateway file names.
+        let gateway = named(&rendered.config_maps, "leviathan-gateway");
+        let text = &gateway.data.as_ref().unwrap()["gateway.yaml"];
+        let control_plane = container(
+            named(&rendered.deployments, "leviathan-control-plane"),
+            "control-plane",
+        );
+        let args = control_plane.args.clone().unwrap_or_default().join(" ");
+        assert!(
+            args.contains("--gateway /etc/leviathan/gateway.yaml"),
+            "{overlay}: {args}"
+        );
+        let env: Vec<&str> = control_plane
+            .env
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert!(text.contains("key_env: LEVIATHAN_CLAUDE_API_KEY"), "{text}");
+        assert!(
+            env.contains(&"LEVIATHAN_CLAUDE_API_KEY"),
+            "{overlay}: {env:?}"
+        );
     }
 }
 
@@ -368,7 +391,8 @@ fn every_secret_reference_uses_the_templates_name_and_keys() {
                 .iter()
                 .map(|(_, key)| key.as_str())
                 .collect::<Vec<_>>(),
-            ["control-plane-token", "github-token", "claude-api-key"]
+            ["control-plane-token", "github-token"],
+            "no model provider key in a worker's Job: only the control plane's gateway holds it"
         );
         for (secret, key) in &references {
             assert_eq!(secret, &name, "{overlay}: a reference to another secret");

@@ -1,6 +1,7 @@
 //! `leviathan schedule` and `leviathan serve --schedule` end to end: the real binary, the local
 //! executor running the real `leviathan worker`, a control plane served by the test (memory
-//! stores), `FakeGitHub` and `ScriptedLlm`, all on 127.0.0.1.
+//! stores), `FakeGitHub` and `ScriptedLlm` behind the control plane's model gateway, all on
+//! 127.0.0.1.
 
 mod support {
     pub(crate) mod cli;
@@ -17,11 +18,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leviathan::api::{ApiConfig, ApiState, BearerToken, router};
+use leviathan::api::{
+    ApiConfig, ApiState, BearerToken,
+    gateway::{GatewayConfig, Upstream},
+    router,
+};
 use leviathan_core::{
     Ledger,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
     model::AttemptStatus,
+    secret::Secret,
     store::ArtifactStore,
 };
 use leviathan_testkit::{
@@ -35,6 +41,8 @@ const REPO: &str = "widgets";
 const CP_TOKEN: &str = "cp-token-for-scheduler-cli-tests-0123456789";
 /// Upper bound for anything these tests wait for; hitting it fails the test.
 const PATIENCE: Duration = Duration::from_secs(120);
+/// The variable the gateway file names for the scripted model's key.
+const MODEL_KEY_ENV: &str = "LEVIATHAN_TEST_MODEL_KEY";
 
 const BACKLOG: &str = r#"version: "1"
 tasks:
@@ -112,7 +120,10 @@ impl World {
         let state = ApiState::new(
             ledger.clone(),
             Arc::new(MemoryArtifactStore::new()) as Arc<dyn ArtifactStore>,
-            ApiConfig::new(BearerToken::new(CP_TOKEN).unwrap()),
+            ApiConfig::new(BearerToken::new(CP_TOKEN).unwrap()).with_gateway(GatewayConfig::new(
+                Some(Upstream::new(llm.url(), Some(Secret::new(llm.api_key())))),
+                None,
+            )),
         );
         let api = TestServer::spawn(router(state))
             .await
@@ -124,6 +135,15 @@ impl World {
             format!(
                 "name: demo\nrepo_url: {repo_url}\ndefault_branch: main\nautonomy: {{enabled: true}}\n\
                  guardrails:\n  allowed_path_prefixes: [docs/]\n{guardrails}"
+            ),
+        )
+        .unwrap();
+        // For `serve --schedule`, whose workers call the model through that process's gateway.
+        std::fs::write(
+            home.path().join("gateway.yaml"),
+            format!(
+                "anthropic: {{ base_url: '{}', key_env: {MODEL_KEY_ENV} }}\n",
+                llm.url()
             ),
         )
         .unwrap();
@@ -149,10 +169,7 @@ impl World {
             "LEVIATHAN_WORKSPACE_ROOT",
             "LEVIATHAN_WORKER_BIN",
             "LEVIATHAN_WORKER_CONTROL_PLANE_URL",
-            "LEVIATHAN_CLAUDE_API_KEY",
-            "LEVIATHAN_OPENAI_API_KEY",
             "LEVIATHAN_MODEL_PROVIDER",
-            "LEVIATHAN_MODEL_BASE_URL",
         ] {
             command.env_remove(name);
         }
@@ -162,8 +179,7 @@ impl World {
             .env("LEVIATHAN_CONTROL_PLANE_TOKEN", CP_TOKEN)
             .env("GITHUB_TOKEN", self.github.token())
             .env("LEVIATHAN_GITHUB_API_URL", self.github.api_url())
-            .env("LEVIATHAN_CLAUDE_API_KEY", self.llm.api_key())
-            .env("LEVIATHAN_MODEL_BASE_URL", self.llm.url())
+            .env(MODEL_KEY_ENV, self.llm.api_key())
             .env("LEVIATHAN_REPAIR_ROUNDS", "0")
             .env("LEVIATHAN_WORKSPACE_ROOT", self.workspaces.path())
             .env("LEVIATHAN_WORKER_BIN", env!("CARGO_BIN_EXE_leviathan"));
@@ -465,6 +481,7 @@ async fn serve_schedule_runs_the_scheduler_inside_the_control_plane() {
     let backlog = "tasks:\n  - id: docs-b\n    title: Write B\n    ready: true\n    allowed_paths: [\"docs/b.md\"]\n";
     let world = World::start(backlog, "  max_open_prs: 5\n").await;
     let target = world.target_file.display().to_string();
+    let gateway = world.home.path().join("gateway.yaml").display().to_string();
     let mut command = world.command(&[
         "serve",
         "--bind",
@@ -475,6 +492,8 @@ async fn serve_schedule_runs_the_scheduler_inside_the_control_plane() {
         &target,
         "--tick",
         "1",
+        "--gateway",
+        &gateway,
     ]);
     command.env_remove("LEVIATHAN_STORE");
     let served = Background::spawn(command);
@@ -497,10 +516,14 @@ async fn a_scheduler_on_a_store_gives_each_worker_a_token_of_its_own() {
     let backlog = "tasks:\n  - id: docs-b\n    title: Write B\n    ready: true\n    allowed_paths: [\"docs/b.md\"]\n";
     let world = World::start(backlog, "  max_open_prs: 5\n").await;
     let db = leviathan_store_pg::testkit::TestDatabase::create().await;
+    let gateway = world.home.path().join("gateway.yaml").display().to_string();
     let served = support::cli::Served::start_with_env(
         world.home.path(),
-        &["--store", db.url()],
-        &[("LEVIATHAN_CONTROL_PLANE_TOKEN", CP_TOKEN)],
+        &["--store", db.url(), "--gateway", &gateway],
+        &[
+            ("LEVIATHAN_CONTROL_PLANE_TOKEN", CP_TOKEN),
+            (MODEL_KEY_ENV, world.llm.api_key()),
+        ],
     );
     let target = world.target_file.display().to_string();
     let mut command = world.command(&[

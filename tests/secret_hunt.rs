@@ -173,12 +173,17 @@ async fn prepare() -> (World, Decoy) {
     (world, Decoy::start())
 }
 
-/// Every credential of the world: the worker's and the control plane's.
+/// Every credential of the world: the worker's, the control plane's, and the model provider's
+/// key, which only the control plane's gateway holds (the hunt must not find it either).
 fn credentials(world: &World) -> Vec<(String, String)> {
     world
         .secrets()
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
+        .chain([(
+            "the model provider key".to_owned(),
+            world.llm.api_key().to_owned(),
+        )])
         .collect()
 }
 

@@ -21,7 +21,11 @@ use std::{
 
 use leviathan::{
     api::{
-        ApiConfig, ApiState, BearerToken, client::ControlPlaneClient, console, router,
+        ApiConfig, ApiState, BearerToken,
+        client::ControlPlaneClient,
+        console,
+        gateway::{GatewayConfig, Upstream},
+        router,
         wire::ChainVerification,
     },
     core::{
@@ -149,7 +153,8 @@ where
 /// Everything the demo runs on; stopped and deleted when dropped.
 pub(crate) struct Demo {
     github: FakeGitHub,
-    llm: ScriptedLlm,
+    /// The gateway's upstream, kept running for the demo's life.
+    _llm: ScriptedLlm,
     ledger: Arc<Ledger>,
     artifacts: Arc<dyn ArtifactStore>,
     api_url: String,
@@ -194,7 +199,10 @@ impl Demo {
             .await
             .map_err(|e| format!("starting the scripted model: {e:#}"))?;
         llm.set_fallback(answer);
-        println!("model: scripted, Anthropic Messages API at {}", llm.url());
+        println!(
+            "model: scripted, Anthropic Messages API at {}, behind the control plane's model gateway",
+            llm.url()
+        );
 
         let dir = tempfile::Builder::new()
             .prefix("leviathan-demo-")
@@ -207,7 +215,12 @@ impl Demo {
         let state = ApiState::new(
             Arc::clone(&ledger),
             Arc::clone(&stores.artifacts),
-            ApiConfig::new(token),
+            // As `serve --gateway` with the scripted model as the Anthropic upstream: the
+            // workers call the model through it with their attempt's token.
+            ApiConfig::new(token).with_gateway(GatewayConfig::new(
+                Some(Upstream::new(llm.url(), Some(Secret::new(llm.api_key())))),
+                None,
+            )),
         );
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -230,7 +243,7 @@ impl Demo {
 
         Ok(Self {
             github,
-            llm,
+            _llm: llm,
             ledger,
             artifacts: stores.artifacts,
             api_url,
@@ -259,37 +272,32 @@ impl Demo {
         self.dir.path().join("attempts")
     }
 
-    /// The credentials a worker needs, by worker variable: the control plane's token, the
-    /// forge's token and the model's key.
-    pub(crate) fn worker_secrets(&self) -> [(&'static str, Secret); 3] {
+    /// The credentials a worker needs, by worker variable: the control plane's token and the
+    /// forge's token (no model key: the model is behind the control plane's gateway).
+    pub(crate) fn worker_secrets(&self) -> [(&'static str, Secret); 2] {
         use leviathan::core::executor::protocol;
         [
             (protocol::CONTROL_PLANE_TOKEN, Secret::new(&self.token)),
             (protocol::GITHUB_TOKEN, Secret::new(self.github.token())),
-            (
-                protocol::LEVIATHAN_CLAUDE_API_KEY,
-                Secret::new(self.llm.api_key()),
-            ),
         ]
     }
 
     /// Runs the scheduler with `executor` until a cycle finds nothing to dispatch; returns the
     /// number of cycles.
     pub(crate) async fn schedule(&self, executor: Arc<dyn Executor>) -> DemoResult<usize> {
-        use leviathan::core::executor::protocol::{
-            LEVIATHAN_GITHUB_API_URL, LEVIATHAN_MODEL_BASE_URL,
-        };
+        use leviathan::core::executor::protocol::LEVIATHAN_GITHUB_API_URL;
         let forge = GitHubForge::new(
             &self.github.api_url(),
             &Secret::new(self.github.token()),
             &self.target.repo_url,
         )?;
         let options = SchedulerOptions {
-            // Not secret: where the worker finds the model and the forge's API.
-            worker_env: BTreeMap::from([
-                (LEVIATHAN_MODEL_BASE_URL.to_owned(), self.llm.url()),
-                (LEVIATHAN_GITHUB_API_URL.to_owned(), self.github.api_url()),
-            ]),
+            // Not secret: where the worker finds the forge's API (the model is behind the
+            // control plane it reports to).
+            worker_env: BTreeMap::from([(
+                LEVIATHAN_GITHUB_API_URL.to_owned(),
+                self.github.api_url(),
+            )]),
             ..SchedulerOptions::default()
         };
         println!("scheduler: executor `{}`", executor.name());

@@ -18,6 +18,13 @@ pub use leviathan_core::{
     model::AttemptStatus,
 };
 
+/// The model gateway's Anthropic Messages API below the control plane's URL: a client's base
+/// URL (the client appends `/v1/messages`).
+pub const GATEWAY_ANTHROPIC_BASE: &str = "/v1/gateway/anthropic";
+/// The model gateway's OpenAI-compatible API below the control plane's URL: a client's base URL
+/// (the client appends `/chat/completions`).
+pub const GATEWAY_OPENAI_BASE: &str = "/v1/gateway/openai/v1";
+
 /// The SSE header that resumes `GET /v1/events/stream` after the last event a client saw.
 pub const LAST_EVENT_ID: &str = "last-event-id";
 

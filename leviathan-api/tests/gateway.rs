@@ -340,7 +340,7 @@ async fn a_spent_attempt_budget_stops_the_next_call_and_is_recorded_once() {
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
         let error: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(error["error"]["type"], "budget_exhausted", "{body}");
-        assert!(body.contains(&format!("attempt:{A1}")), "{body}");
+        assert_eq!(error["error"]["scope"], format!("attempt:{A1}"), "{body}");
     }
     assert_eq!(
         llm.requests().len(),
@@ -549,4 +549,29 @@ async fn a_stream_outlasting_the_deadline_is_not_cut() {
     assert!(stream.contains("a slow"), "{stream}");
     assert!(stream.contains("event: message_stop"), "{stream}");
     recorded_eventually(&h, 1).await;
+}
+
+#[tokio::test]
+async fn an_answer_echoing_a_secret_reaches_the_client_redacted() {
+    let llm = ScriptedLlm::start().await.unwrap();
+    let h = gateway(&llm, Budgets::default()).await;
+    let token = worker_token(&h, A1).await;
+    let echo = format!("key {} admin {TOKEN} é", llm.api_key());
+    llm.push_text(echo.clone());
+    llm.push_text(echo);
+
+    for stream in [false, true] {
+        let (status, body) = anthropic(&h, &token, &messages(100, stream)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // A stream carries the text in two events; each is redacted whole.
+        assert!(
+            stream || body.contains("key [REDACTED] admin [REDACTED] é"),
+            "{body}"
+        );
+        assert!(body.contains("[REDACTED]"), "{body}");
+        assert!(
+            !body.contains(llm.api_key()) && !body.contains(TOKEN),
+            "{body}"
+        );
+    }
 }

@@ -711,6 +711,20 @@ pub struct BudgetExhausted {
     pub target_id: Option<TargetId>,
 }
 
+impl BudgetExhausted {
+    /// The resources a day's budget (of a target or of all) is counted in.
+    pub const DAY_RESOURCES: [&'static str; 3] = ["calls", "tokens", "usd"];
+
+    /// The event id of the budget `scope`'s `resource` found spent: derived from both, so that
+    /// replicas racing to record it append it once, and a scheduler can look it up by id.
+    pub fn event_id(scope: &str, resource: &str) -> EventId {
+        let key = format!("{scope}/{resource}");
+        let digest = Sha256Digest::of(key.as_bytes()).to_hex();
+        EventId::new(format!("budget-exhausted-{}", &digest[..32]))
+            .expect("`budget-exhausted-` and hex digits make a valid event id")
+    }
+}
+
 impl Payload for BudgetExhausted {
     const EVENT_TYPE: &'static str = "budget.exhausted";
     fn check(&self) -> Result<(), FieldError> {

@@ -35,6 +35,9 @@ pub struct PlanContext {
     /// Open agent PRs per target as the forge reports them; the latch uses the larger of this and
     /// the graph's count, so PRs the log does not know about still hold the latch.
     pub forge_open_prs: BTreeMap<TargetId, u32>,
+    /// Targets whose daily model budget (their own or all targets') the gateway found spent
+    /// today, with the budget's scope: nothing is dispatched for them until it resets.
+    pub spent_budgets: BTreeMap<TargetId, String>,
 }
 
 impl PlanContext {
@@ -43,6 +46,7 @@ impl PlanContext {
         Self {
             now,
             forge_open_prs: BTreeMap::new(),
+            spent_budgets: BTreeMap::new(),
         }
     }
 }
@@ -179,6 +183,11 @@ pub enum SkipReason {
         /// End of the cooldown (or the probe in flight).
         until: Timestamp,
     },
+    /// The target's daily model budget, or all targets', is spent until the day ends.
+    BudgetSpent {
+        /// `target:<id>:<day>` or `global:<day>`.
+        scope: String,
+    },
 }
 
 impl SkipReason {
@@ -196,6 +205,7 @@ impl SkipReason {
             Self::OpenPrLatch { .. } => "open_pr_latch",
             Self::MaxRunning { .. } => "max_running",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::BudgetSpent { .. } => "budget_spent",
         }
     }
 }
@@ -237,6 +247,7 @@ impl fmt::Display for SkipReason {
                 max,
             } => write!(f, "max running ({scope}: {running}/{max})"),
             Self::CircuitOpen { until } => write!(f, "circuit open until {until}"),
+            Self::BudgetSpent { scope } => write!(f, "model budget {scope} spent"),
         }
     }
 }
@@ -321,6 +332,7 @@ pub fn plan(graph: &Graph, policy: &SchedulingPolicy, ctx: &PlanContext) -> Plan
             target: p,
             max_running_global: policy.max_running_global,
             forge_open_prs: ctx.forge_open_prs.get(&task.target_id).copied(),
+            spent_budget: ctx.spent_budgets.get(&task.target_id),
             now,
         };
         match slots.claim(task, target, breakers.get(&task.target_id), &limits) {
@@ -394,6 +406,8 @@ struct Limits<'p> {
     max_running_global: u32,
     /// The target's open agent PRs as the forge reports them, when it was asked.
     forge_open_prs: Option<u32>,
+    /// The target's spent daily model budget, if any.
+    spent_budget: Option<&'p String>,
     now: Timestamp,
 }
 
@@ -436,6 +450,11 @@ impl Slots {
         limits: &Limits<'_>,
     ) -> Result<Dispatch, SkipReason> {
         let p = limits.target;
+        if let Some(scope) = limits.spent_budget {
+            return Err(SkipReason::BudgetSpent {
+                scope: scope.clone(),
+            });
+        }
         let running_here = self
             .running_by_target
             .get(&task.target_id)

@@ -68,14 +68,13 @@ impl SecretEnv {
     }
 }
 
-/// The guide's secret keys: `control-plane-token` and `github-token` are required;
-/// `claude-api-key` is optional so that workers on other model providers need no Anthropic key
-/// (a worker on `anthropic` without it fails with a configuration error).
+/// The guide's secret keys: `control-plane-token` and `github-token`, both required. No model
+/// provider key: workers call the model through the control plane's gateway with their
+/// attempt's token.
 pub fn default_secret_env() -> Vec<SecretEnv> {
     vec![
         SecretEnv::new(protocol::CONTROL_PLANE_TOKEN, "control-plane-token", false),
         SecretEnv::new(protocol::GITHUB_TOKEN, "github-token", false),
-        SecretEnv::new(protocol::LEVIATHAN_CLAUDE_API_KEY, "claude-api-key", true),
     ]
 }
 
@@ -387,7 +386,6 @@ mod tests {
             [
                 ("CONTROL_PLANE_TOKEN", "control-plane-token", false),
                 ("GITHUB_TOKEN", "github-token", false),
-                ("LEVIATHAN_CLAUDE_API_KEY", "claude-api-key", true),
             ]
         );
     }
@@ -445,13 +443,13 @@ mod tests {
     fn secret_keys_can_be_renamed_and_added() {
         let config = K8sConfig::default()
             .secret_key("GITHUB_TOKEN", "gh")
-            .secret_key("LEVIATHAN_OPENAI_API_KEY", "openai-key");
+            .secret_key("LEVIATHAN_EXTRA_TOKEN", "extra-token");
         let github = &config.secret_env[1];
         assert_eq!((github.key.as_str(), github.optional), ("gh", false));
-        let openai = config.secret_env.last().unwrap();
+        let extra = config.secret_env.last().unwrap();
         assert_eq!(
-            (openai.variable.as_str(), openai.key.as_str()),
-            ("LEVIATHAN_OPENAI_API_KEY", "openai-key")
+            (extra.variable.as_str(), extra.key.as_str()),
+            ("LEVIATHAN_EXTRA_TOKEN", "extra-token")
         );
     }
 

@@ -48,7 +48,8 @@ done
 if [ -n "${OWN_TOKEN:-}" ]; then token="wt-$ATTEMPT_ID"; else token=cp-secret; fi
 [ "$CONTROL_PLANE_TOKEN" = "$token" ] || complain "CONTROL_PLANE_TOKEN is not $token"
 [ "$GITHUB_TOKEN" = gh-secret ] || complain "GITHUB_TOKEN is not the secret's"
-[ "$LEVIATHAN_CLAUDE_API_KEY" = claude-secret ] || complain "LEVIATHAN_CLAUDE_API_KEY is not the secret's"
+# The Secret holds the control plane's model key too; no worker is given it.
+env | grep -q claude-secret && complain "the worker was given a model provider key"
 [ -d "$LEVIATHAN_WORKSPACE_DIR" ] && [ -w "$LEVIATHAN_WORKSPACE_DIR" ] || complain "no workspace"
 [ -d "$HOME" ] && [ -w "$HOME" ] || complain "no writable HOME"
 [ -f "$LEVIATHAN_TERMINATION_MESSAGE_PATH" ] || complain "no termination file"

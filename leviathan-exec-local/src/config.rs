@@ -56,16 +56,6 @@ pub const VARIABLES: &[Variable] = &[
         description: "Forge token, given to workers.",
     },
     Variable {
-        name: protocol::LEVIATHAN_CLAUDE_API_KEY,
-        default: "",
-        description: "Anthropic API key, given to workers.",
-    },
-    Variable {
-        name: protocol::LEVIATHAN_OPENAI_API_KEY,
-        default: "",
-        description: "Key of an OpenAI-compatible model server, given to workers.",
-    },
-    Variable {
         name: protocol::LEVIATHAN_CLAUDE_MODEL,
         default: "",
         description: "Claude model name, given to workers (else the worker's default).",
@@ -202,14 +192,6 @@ impl LocalConfig {
         for (source, worker_name) in [
             (CONTROL_PLANE_TOKEN, protocol::CONTROL_PLANE_TOKEN),
             (protocol::GITHUB_TOKEN, protocol::GITHUB_TOKEN),
-            (
-                protocol::LEVIATHAN_CLAUDE_API_KEY,
-                protocol::LEVIATHAN_CLAUDE_API_KEY,
-            ),
-            (
-                protocol::LEVIATHAN_OPENAI_API_KEY,
-                protocol::LEVIATHAN_OPENAI_API_KEY,
-            ),
         ] {
             if let Some(value) = get(source) {
                 config
@@ -307,9 +289,8 @@ mod tests {
             (WORKSPACE_ROOT, "/var/lib/leviathan"),
             (WORKER_CONTROL_PLANE_URL, "http://cp:8000"),
             (CONTROL_PLANE_TOKEN, "cp-token"),
-            ("GITHUB_TOKEN", "gh-token"),
+            ("GITHUB_TOKEN", ""),
             ("LEVIATHAN_CLAUDE_API_KEY", "claude-key"),
-            ("LEVIATHAN_OPENAI_API_KEY", ""),
             ("LEVIATHAN_CLAUDE_MODEL", "claude-x"),
             (KEEP_FAILED_WORKSPACES, "true"),
         ]))
@@ -327,15 +308,11 @@ mod tests {
             .collect();
         assert_eq!(
             secrets,
-            [
-                ("CONTROL_PLANE_TOKEN", "cp-token"),
-                ("GITHUB_TOKEN", "gh-token"),
-                ("LEVIATHAN_CLAUDE_API_KEY", "claude-key"),
-            ],
-            "the empty OpenAI key counts as unset"
+            [("CONTROL_PLANE_TOKEN", "cp-token")],
+            "the empty GitHub token counts as unset, and no model provider key is given to workers"
         );
         let debug = format!("{config:?}");
-        for value in ["cp-token", "gh-token", "claude-key"] {
+        for value in ["cp-token", "claude-key"] {
             assert!(!debug.contains(value), "{debug}");
         }
     }

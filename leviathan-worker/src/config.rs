@@ -15,12 +15,11 @@ use leviathan_core::{
     AttemptId, Sha256Digest, TargetId, TaskId,
     executor::protocol::{
         ATTEMPT_ID, CONTROL_PLANE_TOKEN, CONTROL_PLANE_URL, GITHUB_TOKEN, LEVIATHAN_ATTEMPT_NUMBER,
-        LEVIATHAN_BASE_BUNDLE, LEVIATHAN_BASE_COMMIT, LEVIATHAN_CLAUDE_API_KEY,
-        LEVIATHAN_CLAUDE_MODEL, LEVIATHAN_DRAFT_PRS, LEVIATHAN_GIT_AUTHOR_EMAIL,
-        LEVIATHAN_GIT_AUTHOR_NAME, LEVIATHAN_GITHUB_API_URL, LEVIATHAN_LANDLOCK,
-        LEVIATHAN_MAX_MODEL_CALLS, LEVIATHAN_MAX_TOKENS, LEVIATHAN_MODEL_BASE_URL,
-        LEVIATHAN_MODEL_COMMAND, LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, LEVIATHAN_MODEL_PROVIDER,
-        LEVIATHAN_MODEL_TIMEOUT_SECS, LEVIATHAN_OPENAI_API_KEY, LEVIATHAN_OPENAI_MODEL,
+        LEVIATHAN_BASE_BUNDLE, LEVIATHAN_BASE_COMMIT, LEVIATHAN_CLAUDE_MODEL,
+        LEVIATHAN_DRAFT_PRS, LEVIATHAN_GIT_AUTHOR_EMAIL, LEVIATHAN_GIT_AUTHOR_NAME,
+        LEVIATHAN_GITHUB_API_URL, LEVIATHAN_LANDLOCK, LEVIATHAN_MAX_MODEL_CALLS,
+        LEVIATHAN_MAX_TOKENS, LEVIATHAN_MODEL_COMMAND, LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS,
+        LEVIATHAN_MODEL_PROVIDER, LEVIATHAN_MODEL_TIMEOUT_SECS, LEVIATHAN_OPENAI_MODEL,
         LEVIATHAN_REPAIR_ROUNDS, LEVIATHAN_TERMINATION_MESSAGE_PATH, LEVIATHAN_TEST_COMMAND,
         LEVIATHAN_TEST_TIMEOUT_SECS, LEVIATHAN_WORKSPACE_DIR, TARGET_BRANCH, TARGET_NAME,
         TARGET_REPO_URL, TASK_ID, VARIABLES,
@@ -28,47 +27,45 @@ use leviathan_core::{
     secret::Secret,
 };
 
+use leviathan_api::wire::{GATEWAY_ANTHROPIC_BASE, GATEWAY_OPENAI_BASE};
 pub use leviathan_core::retry::RetryPolicy;
 
 use crate::sandbox::SandboxSettings;
 
 /// The default for [`LEVIATHAN_CLAUDE_MODEL`].
 pub const DEFAULT_CLAUDE_MODEL: &str = "claude-sonnet-4-5";
-/// The default Anthropic API base URL.
-pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
-/// The default OpenAI API base URL.
-pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// The default GitHub API base URL.
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 /// Where Kubernetes reads a container's termination message.
 pub const KUBERNETES_TERMINATION_LOG: &str = "/dev/termination-log";
 
-/// Which model generates the changes.
+/// Which model generates the changes. Every provider reaches the model through the control
+/// plane's model gateway with the attempt's token: the worker holds no provider key, and the
+/// gateway holds each call to the budgets and records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ModelProvider {
     /// Anthropic's Messages API.
     Anthropic {
-        /// `x-api-key`.
-        api_key: Secret,
         /// Model name.
         model: String,
-        /// API base URL, without a trailing slash.
+        /// The gateway's Messages API base URL, without a trailing slash.
         base_url: String,
     },
     /// An OpenAI-compatible chat completions API.
     OpenAi {
-        /// Bearer key, if the server wants one.
-        api_key: Option<Secret>,
         /// Model name.
         model: String,
-        /// API base URL (usually ending in `/v1`), without a trailing slash.
+        /// The gateway's chat completions base URL (ending in `/v1`), without a trailing slash.
         base_url: String,
     },
-    /// An external program that edits the worktree in place.
+    /// An external program that edits the worktree in place, given the gateway's base URLs
+    /// and the attempt's token in the providers' usual variables.
     Command {
         /// The shell command line.
         command: String,
+        /// The control plane's URL, without a trailing slash (the gateway is below it).
+        control_plane_url: String,
     },
 }
 
@@ -186,9 +183,6 @@ pub struct WorkerConfig {
     pub draft_pull_requests: bool,
     /// Echo log lines (redacted) to stderr as they happen; the binary does, tests need not.
     pub echo_log: bool,
-    /// Credentials set in the environment that the chosen provider does not use (e.g. an
-    /// Anthropic key with the `command` provider): never used, redacted all the same.
-    pub unused_secrets: Vec<Secret>,
 }
 
 /// One problem with one variable.
@@ -364,12 +358,6 @@ struct GitHubSection {
     api_url: String,
 }
 
-/// The model, and the model credentials its provider does not use.
-struct ModelSection {
-    settings: ModelSettings,
-    unused_secrets: Vec<Secret>,
-}
-
 /// The attempt's workspace, repair rounds, budget and tests.
 struct WorkSection {
     workspace_dir: PathBuf,
@@ -469,60 +457,37 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         })
     }
 
-    fn model(&mut self) -> Option<ModelSection> {
-        let claude_key = self.optional(LEVIATHAN_CLAUDE_API_KEY);
-        let openai_key = self.optional(LEVIATHAN_OPENAI_API_KEY);
-        let provider = self.model_provider(claude_key.clone(), openai_key.clone());
+    /// The model settings; `control_plane_url` (none when it has a problem) is where the
+    /// model gateway is.
+    fn model(&mut self, control_plane_url: Option<&str>) -> Option<ModelSettings> {
+        let provider = self.model_provider(control_plane_url);
         let timeout = self.seconds(LEVIATHAN_MODEL_TIMEOUT_SECS, 600);
         let max_output_tokens = self.number_u32(LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS, 8192, 1);
-        let unused_secrets = match &provider {
-            Some(ModelProvider::Anthropic { .. }) => openai_key.into_iter().collect(),
-            Some(ModelProvider::OpenAi { .. }) => claude_key.into_iter().collect(),
-            _ => claude_key.into_iter().chain(openai_key).collect::<Vec<_>>(),
-        };
-        Some(ModelSection {
-            settings: ModelSettings {
-                provider: provider?,
-                timeout,
-                max_output_tokens,
-                retry: RetryPolicy::new(5, Duration::from_secs(2), Duration::from_secs(60)),
-            },
-            unused_secrets: unused_secrets.into_iter().map(Secret::new).collect(),
+        Some(ModelSettings {
+            provider: provider?,
+            timeout,
+            max_output_tokens,
+            retry: RetryPolicy::new(5, Duration::from_secs(2), Duration::from_secs(60)),
         })
     }
 
-    /// `LEVIATHAN_MODEL_PROVIDER` and the variables the chosen provider requires.
-    fn model_provider(
-        &mut self,
-        claude_key: Option<String>,
-        openai_key: Option<String>,
-    ) -> Option<ModelProvider> {
+    /// `LEVIATHAN_MODEL_PROVIDER` and the variables the chosen provider requires, each API
+    /// provider at its endpoint of the gateway below `control_plane_url`.
+    fn model_provider(&mut self, control_plane_url: Option<&str>) -> Option<ModelProvider> {
         let provider = self
             .optional(LEVIATHAN_MODEL_PROVIDER)
             .unwrap_or_else(|| "anthropic".into());
-        let base_url = self.optional(LEVIATHAN_MODEL_BASE_URL);
         match provider.as_str() {
             "anthropic" => {
-                let base_url = base_url.unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.into());
-                let base_url = self.http_url(LEVIATHAN_MODEL_BASE_URL, Some(base_url));
                 let model = self
                     .optional(LEVIATHAN_CLAUDE_MODEL)
                     .unwrap_or_else(|| DEFAULT_CLAUDE_MODEL.into());
-                if claude_key.is_none() {
-                    self.problem(
-                        LEVIATHAN_CLAUDE_API_KEY,
-                        "missing (required by the `anthropic` model provider)",
-                    );
-                }
                 Some(ModelProvider::Anthropic {
-                    api_key: Secret::new(claude_key?),
                     model,
-                    base_url: base_url?,
+                    base_url: format!("{}{GATEWAY_ANTHROPIC_BASE}", control_plane_url?),
                 })
             }
             "openai" => {
-                let base_url = base_url.unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.into());
-                let base_url = self.http_url(LEVIATHAN_MODEL_BASE_URL, Some(base_url));
                 let model = self.optional(LEVIATHAN_OPENAI_MODEL);
                 if model.is_none() {
                     self.problem(
@@ -531,9 +496,8 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                     );
                 }
                 Some(ModelProvider::OpenAi {
-                    api_key: openai_key.map(Secret::new),
                     model: model?,
-                    base_url: base_url?,
+                    base_url: format!("{}{GATEWAY_OPENAI_BASE}", control_plane_url?),
                 })
             }
             "command" => {
@@ -544,7 +508,10 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                         "missing (required by the `command` model provider)",
                     );
                 }
-                Some(ModelProvider::Command { command: command? })
+                Some(ModelProvider::Command {
+                    command: command?,
+                    control_plane_url: control_plane_url?.to_owned(),
+                })
             }
             other => {
                 let problem = format!(
@@ -751,7 +718,7 @@ impl WorkerConfig {
         let attempt = r.attempt();
         let control_plane = r.control_plane();
         let github = r.github();
-        let model = r.model();
+        let model = r.model(control_plane.as_ref().map(|c| c.url.as_str()));
         let work = r.work();
         let delivery = r.delivery();
         r.finish()?;
@@ -786,7 +753,7 @@ impl WorkerConfig {
             ),
             github_token: github.token,
             github_api_url: github.api_url,
-            model: model.settings,
+            model,
             workspace_dir: work.workspace_dir,
             repair_rounds: work.repair_rounds,
             budget: work.budget,
@@ -800,26 +767,15 @@ impl WorkerConfig {
             git_identity: delivery.git_identity,
             draft_pull_requests: delivery.draft_pull_requests,
             echo_log: true,
-            unused_secrets: model.unused_secrets,
         })
     }
 
     /// Every credential in the configuration, for the [`Redactor`](crate::Redactor).
     pub fn secrets(&self) -> Vec<&str> {
-        let mut secrets = vec![
+        vec![
             self.control_plane_token.expose(),
             self.github_token.expose(),
-        ];
-        match &self.model.provider {
-            ModelProvider::Anthropic { api_key, .. } => secrets.push(api_key.expose()),
-            ModelProvider::OpenAi {
-                api_key: Some(api_key),
-                ..
-            } => secrets.push(api_key.expose()),
-            _ => {}
-        }
-        secrets.extend(self.unused_secrets.iter().map(Secret::expose));
-        secrets
+        ]
     }
 
     /// The attempt's own directory, `<workspace>/<attempt_id>`.
@@ -854,7 +810,6 @@ mod tests {
             (CONTROL_PLANE_URL, "http://cp:8000/".to_owned()),
             (CONTROL_PLANE_TOKEN, "cp-secret".to_owned()),
             (GITHUB_TOKEN, "ghp_secret".to_owned()),
-            (LEVIATHAN_CLAUDE_API_KEY, "sk-ant".to_owned()),
         ])
     }
 
@@ -878,13 +833,13 @@ mod tests {
                 model, base_url, ..
             } => {
                 assert_eq!(model, DEFAULT_CLAUDE_MODEL);
-                assert_eq!(base_url, DEFAULT_ANTHROPIC_BASE_URL);
+                assert_eq!(base_url, "http://cp:8000/v1/gateway/anthropic");
             }
             other => panic!("{other:?}"),
         }
         let mut secrets = c.secrets();
         secrets.sort_unstable();
-        assert_eq!(secrets, ["cp-secret", "ghp_secret", "sk-ant"]);
+        assert_eq!(secrets, ["cp-secret", "ghp_secret"]);
     }
 
     #[test]
@@ -938,24 +893,21 @@ mod tests {
     #[test]
     fn provider_requirements() {
         let mut env = base_env();
-        env.remove(LEVIATHAN_CLAUDE_API_KEY);
-        let err = parse(&env).unwrap_err();
-        assert_eq!(err.problems[0].variable, LEVIATHAN_CLAUDE_API_KEY);
-
         env.insert(LEVIATHAN_MODEL_PROVIDER, "openai".into());
         let err = parse(&env).unwrap_err();
         assert_eq!(err.problems[0].variable, LEVIATHAN_OPENAI_MODEL);
         env.insert(LEVIATHAN_OPENAI_MODEL, "qwen2.5-coder".into());
-        env.insert(LEVIATHAN_MODEL_BASE_URL, "http://127.0.0.1:8080/v1/".into());
+        // A provider key in the environment is not read: the gateway holds the keys.
+        env.insert("LEVIATHAN_OPENAI_API_KEY", "sk-stray".into());
         let c = parse(&env).unwrap();
         assert_eq!(
             c.model.provider,
             ModelProvider::OpenAi {
-                api_key: None,
                 model: "qwen2.5-coder".into(),
-                base_url: "http://127.0.0.1:8080/v1".into()
+                base_url: "http://cp:8000/v1/gateway/openai/v1".into()
             }
         );
+        env.remove("LEVIATHAN_OPENAI_API_KEY");
 
         env.insert(LEVIATHAN_MODEL_PROVIDER, "command".into());
         assert_eq!(
@@ -963,14 +915,14 @@ mod tests {
             LEVIATHAN_MODEL_COMMAND
         );
         env.insert(LEVIATHAN_MODEL_COMMAND, "my-agent --edit".into());
-        env.insert(LEVIATHAN_CLAUDE_API_KEY, "sk-ant-unused".into());
         let c = parse(&env).unwrap();
-        assert_eq!(c.model.provider.name(), "command");
-        assert!(
-            c.secrets().contains(&"sk-ant-unused"),
-            "keys the provider does not use are still redacted"
+        assert_eq!(
+            c.model.provider,
+            ModelProvider::Command {
+                command: "my-agent --edit".into(),
+                control_plane_url: "http://cp:8000".into()
+            }
         );
-        env.remove(LEVIATHAN_CLAUDE_API_KEY);
 
         env.insert(LEVIATHAN_MODEL_PROVIDER, "gemini".into());
         assert!(parse(&env).unwrap_err().to_string().contains("`gemini`"));

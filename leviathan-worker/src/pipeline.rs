@@ -1,14 +1,14 @@
 //! One attempt, end to end: `attempt.started`, clone, task, model and tests with repair,
 //! allowed paths on the final tree, commit, push, pull request, artifacts, terminal bundle.
 
-use std::{collections::BTreeMap, path::Path, time::Instant};
+use std::{collections::BTreeMap, path::Path};
 
 use leviathan_core::{
     AttemptResult, NewEvent,
     backlog::BacklogTask,
     catalogue::{
-        AttemptFailed, AttemptStarted, AttemptSucceeded, CommitCreated, ModelCallCompleted,
-        PrCreated, TestRunReport, TestsFailed, TestsPassed,
+        AttemptFailed, AttemptStarted, AttemptSucceeded, CommitCreated, PrCreated, TestRunReport,
+        TestsFailed, TestsPassed,
     },
     event::batch_digest,
     forge::{Forge, PullRequest, PullRequestSpec, open_pull_request},
@@ -24,7 +24,7 @@ use crate::{
     forge::{self, GitHubForge},
     git::{self, Git},
     journal::Journal,
-    llm::{self, CodeModel, Completion, ModelRequest},
+    llm::{self, CodeModel, Completion, ModelError, ModelRequest},
     process,
     prompt::{self, Feedback, OutputStyle},
     report::{AttemptReport, Delivery, write_termination_message},
@@ -384,8 +384,12 @@ async fn execute(
             .join(", ")
     ));
 
-    let model = llm::from_settings(&config.model, untrusted.clone())
-        .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
+    let model = llm::from_settings(
+        &config.model,
+        &config.control_plane_token,
+        untrusted.clone(),
+    )
+    .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
     generate_and_test(config, journal, model.as_ref(), &task, &repo, &untrusted).await?;
     check_final_tree(&git, &repo, &checkout, &task, journal).await?;
     let (branch, commit_sha) = commit_and_push(config, &git, &repo, &task, journal).await?;
@@ -756,7 +760,8 @@ impl Progress {
     }
 }
 
-/// One model call, recorded: prompt and answer as artifacts, `model.call_completed`, the log.
+/// One model call: prompt and answer as artifacts, the log. The gateway records the call
+/// (`model.call_completed`, from the upstream's own usage), never the worker.
 async fn call_model(
     config: &WorkerConfig,
     journal: &mut Journal,
@@ -775,7 +780,6 @@ async fn call_model(
         model.output_style(),
     );
     let env = task_env(config, task, round);
-    let started = Instant::now();
     journal.log(format!(
         "model call {calls} (round {round}) to {} {}",
         model.provider(),
@@ -788,35 +792,26 @@ async fn call_model(
             task_env: &env,
         })
         .await
-        .map_err(|e| fail(FailureKind::Model, class(e.is_transient()), e.to_string()))?;
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        .map_err(|e| {
+            let kind = match e {
+                ModelError::BudgetExhausted { .. } => FailureKind::Budget,
+                _ => FailureKind::Model,
+            };
+            fail(kind, class(e.is_transient()), e.to_string())
+        })?;
     progress.tokens = progress
         .tokens
         .saturating_add(completion.tokens_in + completion.tokens_out);
-    let prompt_sha256 = journal.artifact(
+    journal.artifact(
         "model_prompt",
         &format!("prompt-r{round}-c{calls}.txt"),
         &prompt,
     );
-    let response_sha256 = journal.artifact(
+    journal.artifact(
         "model_output",
         &format!("response-r{round}-c{calls}.txt"),
         &completion.text,
     );
-    journal.event(&ModelCallCompleted {
-        attempt_id: config.attempt_id.clone(),
-        model: model.model().to_owned(),
-        provider: Some(model.provider().to_owned()),
-        tokens_in: completion.tokens_in,
-        tokens_out: completion.tokens_out,
-        prompt_sha256,
-        response_sha256,
-        round,
-        duration_ms: Some(duration_ms),
-        target_id: None,
-        cost_usd: None,
-        prices_as_of: None,
-    });
     journal.log(format!(
         "model answered: {} tokens in, {} out{}",
         completion.tokens_in,

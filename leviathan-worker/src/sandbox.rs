@@ -19,7 +19,11 @@ use std::{
 use landlock::{
     ABI, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
 };
-use leviathan_core::model::{LandlockState, SandboxReport};
+use leviathan_api::wire::{GATEWAY_ANTHROPIC_BASE, GATEWAY_OPENAI_BASE};
+use leviathan_core::{
+    model::{LandlockState, SandboxReport},
+    secret::Secret,
+};
 use rustix::thread::{CapabilitySet, CapabilitySets};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +95,24 @@ impl Untrusted {
             settings,
             temp_dir,
         }
+    }
+
+    /// This environment with the model gateway below `control_plane_url` as the providers'
+    /// usual base URL and key variables, for an external agent (only the model command gets
+    /// them, never the tests): the key is the attempt's `token`, which the gateway meters.
+    pub(crate) fn with_model_gateway(mut self, control_plane_url: &str, token: &Secret) -> Self {
+        let anthropic = format!("{control_plane_url}{GATEWAY_ANTHROPIC_BASE}");
+        let openai = format!("{control_plane_url}{GATEWAY_OPENAI_BASE}");
+        for (name, value) in [
+            ("ANTHROPIC_BASE_URL", anthropic.as_str()),
+            ("OPENAI_BASE_URL", openai.as_str()),
+            ("OPENAI_API_BASE", openai.as_str()),
+            ("ANTHROPIC_API_KEY", token.expose()),
+            ("OPENAI_API_KEY", token.expose()),
+        ] {
+            self.env.insert(name.to_owned(), value.to_owned());
+        }
+        self
     }
 
     /// The confinement of a child working in `worktree`.

@@ -1,6 +1,7 @@
 //! One attempt end to end against real components on 127.0.0.1: the control-plane API router
-//! over memory stores, `FakeGitHub` (REST + smart-HTTP git through `git http-backend`),
-//! `ScriptedLlm` (Anthropic and OpenAI shapes), the git CLI and `sh`.
+//! over memory stores with its model gateway, `FakeGitHub` (REST + smart-HTTP git through
+//! `git http-backend`), `ScriptedLlm` (Anthropic and OpenAI shapes) behind the gateway, the git
+//! CLI and `sh`. The worker holds its attempt's token and no model key.
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +18,11 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use leviathan_api::{ApiConfig, ApiState, BearerToken, router};
+use leviathan_api::{
+    ApiConfig, ApiState, BearerToken,
+    gateway::{Budgets, GatewayConfig, Limit, Upstream},
+    router,
+};
 use leviathan_core::{
     AttemptId, AttemptResult, EventId, Expectations, Ledger, NewEvent, Sha256Digest, TaskId,
     Timestamp, WorkerTokens,
@@ -52,6 +57,15 @@ fn backlog(allowed: &[&str], test_command: &str) -> String {
     format!(
         "version: \"1\"\ntasks:\n  - id: {TASK}\n    title: Write the guide\n    scope: docs\n    priority: high\n    ready: true\n    allowed_paths: [{}]\n    acceptance_criteria: [\"Explains setup\"]\n    test_command: \"{test_command}\"\n",
         allowed.join(", ")
+    )
+}
+
+/// The control plane's model gateway to `llm`, on both protocols, with its key.
+fn gateway_to(llm: &ScriptedLlm) -> GatewayConfig {
+    let key = || Some(leviathan_core::secret::Secret::new(llm.api_key()));
+    GatewayConfig::new(
+        Some(Upstream::new(llm.url(), key())),
+        Some(Upstream::new(format!("{}/v1", llm.url()), key())),
     )
 }
 
@@ -99,6 +113,8 @@ struct Harness {
     outage: Arc<Outage>,
     workspace: TempDir,
     repo_url: String,
+    /// The attempt's worker token (the admin token when no attempt was created).
+    worker_token: String,
 }
 
 impl Harness {
@@ -106,9 +122,19 @@ impl Harness {
         Self::start_with(FakeGitHub::start().await.unwrap(), backlog, true).await
     }
 
-    /// Servers up, repository seeded, and (when `create_attempt`) the scheduler's
-    /// `target.registered`, `task.created` and `attempt.created` in the log.
     async fn start_with(github: FakeGitHub, backlog: &str, create_attempt: bool) -> Self {
+        Self::start_with_budgets(github, backlog, create_attempt, Budgets::default()).await
+    }
+
+    /// Servers up, the gateway holding calls to `budgets`, repository seeded, and (when
+    /// `create_attempt`) the scheduler's `target.registered`, `task.created` and
+    /// `attempt.created` in the log.
+    async fn start_with_budgets(
+        github: FakeGitHub,
+        backlog: &str,
+        create_attempt: bool,
+        budgets: Budgets,
+    ) -> Self {
         let repo_url = github
             .create_repo_with_files(
                 OWNER,
@@ -135,7 +161,8 @@ impl Harness {
         let state = ApiState::new(
             Arc::clone(&ledger),
             Arc::clone(&artifacts) as Arc<dyn ArtifactStore>,
-            ApiConfig::new(BearerToken::new(CP_TOKEN).unwrap()),
+            ApiConfig::new(BearerToken::new(CP_TOKEN).unwrap())
+                .with_gateway(gateway_to(&llm).with_budgets(budgets)),
         );
         let outage = Arc::new(Outage::default());
         let app = router(state.clone()).layer(middleware::from_fn_with_state(
@@ -143,7 +170,7 @@ impl Harness {
             outage_gate,
         ));
         let api = TestServer::spawn(app).await.unwrap();
-        let harness = Self {
+        let mut harness = Self {
             github,
             llm,
             api_url: api.url(),
@@ -154,9 +181,13 @@ impl Harness {
             outage,
             workspace: TempDir::new().unwrap(),
             repo_url,
+            worker_token: CP_TOKEN.to_owned(),
         };
         if create_attempt {
             harness.create_attempt(None).await;
+            let expires = Timestamp::now().saturating_add(Duration::from_secs(3600));
+            let token = state.mint(&attempt_id(), expires).await.unwrap();
+            harness.worker_token = token.expose().to_owned();
         }
         harness
     }
@@ -205,13 +236,8 @@ impl Harness {
             (protocol::TASK_ID, TASK.to_owned()),
             (protocol::ATTEMPT_ID, ATTEMPT.to_owned()),
             (protocol::CONTROL_PLANE_URL, self.api_url.clone()),
-            (protocol::CONTROL_PLANE_TOKEN, CP_TOKEN.to_owned()),
+            (protocol::CONTROL_PLANE_TOKEN, self.worker_token.clone()),
             (protocol::GITHUB_TOKEN, self.github.token().to_owned()),
-            (
-                protocol::LEVIATHAN_CLAUDE_API_KEY,
-                self.llm.api_key().to_owned(),
-            ),
-            (protocol::LEVIATHAN_MODEL_BASE_URL, self.llm.url()),
             (protocol::LEVIATHAN_GITHUB_API_URL, self.github.api_url()),
             (
                 protocol::LEVIATHAN_WORKSPACE_DIR,
@@ -265,6 +291,16 @@ impl Harness {
             .into_iter()
             .filter(|e| e.actor_id.as_deref() == Some("worker-attempt-0001"))
             .map(|e| e.event_type)
+            .collect()
+    }
+
+    /// The model calls the gateway recorded (the worker records none).
+    async fn gateway_calls(&self) -> Vec<leviathan_core::Event> {
+        let events = self.ledger.events().read(0, 10_000).await.unwrap();
+        events
+            .into_iter()
+            .filter(|e| e.event_type == "model.call_completed")
+            .inspect(|e| assert_eq!(e.actor_id.as_deref(), Some("gateway")))
             .collect()
     }
 
@@ -418,7 +454,6 @@ async fn success_opens_a_real_pull_request_and_records_everything() {
             "attempt.started",
             "artifact.created",
             "artifact.created",
-            "model.call_completed",
             "artifact.created",
             "tests.passed",
             "artifact.created",
@@ -430,8 +465,13 @@ async fn success_opens_a_real_pull_request_and_records_everything() {
     );
     let ids: Vec<&str> = report.events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids[0], "attempt-0001-0001");
-    assert_eq!(ids[10], "attempt-0001-0011");
+    assert_eq!(ids[9], "attempt-0001-0010");
     assert_eq!(h.logged_types().await, types(&report));
+    // The call was recorded by the gateway, with the upstream's usage.
+    let calls = h.gateway_calls().await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].payload["attempt_id"], ATTEMPT);
+    assert_eq!(calls[0].payload["model"], config::DEFAULT_CLAUDE_MODEL);
     let attempt = h.attempt().await;
     assert_eq!(attempt.status, AttemptStatus::Succeeded);
     assert_eq!(attempt.pr_number, Some(pr_number));
@@ -612,13 +652,7 @@ async fn failing_tests_are_repaired_in_the_next_round() {
         repair.contains("To be written."),
         "the repair sees the previous attempt"
     );
-    let rounds: Vec<u64> = report
-        .events
-        .iter()
-        .filter(|e| e.event_type == "model.call_completed")
-        .map(|e| e.payload["round"].as_u64().unwrap())
-        .collect();
-    assert_eq!(rounds, [0, 1]);
+    assert_eq!(h.gateway_calls().await.len(), 2);
     let attempt = h.attempt().await;
     assert_eq!((attempt.model_calls, attempt.test_runs), (2, 2));
 }
@@ -693,6 +727,42 @@ async fn the_budget_caps_model_calls() {
         f.summary
     );
     assert_eq!(h.llm.requests().len(), 2);
+}
+
+/// A spent budget is the gateway's word, not the worker's: the call it refuses fails the
+/// attempt with kind `budget`, permanently for the attempt's own budget.
+#[tokio::test]
+async fn a_budget_the_gateway_finds_spent_fails_the_attempt_with_kind_budget() {
+    let mut budgets = Budgets::default();
+    budgets.attempt = Limit {
+        calls: Some(1),
+        ..Limit::default()
+    };
+    let h = Harness::start_with_budgets(
+        FakeGitHub::start().await.unwrap(),
+        &default_backlog(),
+        true,
+        budgets,
+    )
+    .await;
+    h.llm
+        .set_fallback(|_| LlmReply::Text(files_envelope(&[("docs/GUIDE.md", BAD_GUIDE)])));
+    let report = h.run(&h.env()).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.kind, f.class),
+        (FailureKind::Budget, FailureClass::Permanent),
+        "{}",
+        f.summary
+    );
+    assert!(f.summary.contains("budget_exhausted"), "{}", f.summary);
+    assert_eq!(
+        h.llm.requests().len(),
+        1,
+        "the refused call never went upstream"
+    );
+    assert_eq!(h.gateway_calls().await.len(), 1);
+    assert_eq!(h.attempt().await.status, AttemptStatus::Failed);
 }
 
 #[tokio::test]
@@ -852,8 +922,9 @@ async fn model_529_is_retried_after_retry_after() {
 #[tokio::test]
 async fn control_plane_outage_during_the_final_post_is_retried() {
     let h = Harness::start(&default_backlog()).await;
-    // Request 0 is attempt.started; the next three requests (artifact uploads) fail with 503.
-    h.outage.schedule(1, 3);
+    // Request 0 is attempt.started, 1 the model call through the gateway; the next three
+    // requests (artifact uploads) fail with 503.
+    h.outage.schedule(2, 3);
     h.llm
         .push_text(files_envelope(&[("docs/GUIDE.md", GOOD_GUIDE)]));
     let report = h.run(&h.env()).await;
@@ -874,7 +945,7 @@ async fn control_plane_outage_during_the_final_post_is_retried() {
 #[tokio::test]
 async fn control_plane_down_for_the_final_post_still_writes_the_result() {
     let h = Harness::start(&default_backlog()).await;
-    h.outage.schedule(1, usize::MAX);
+    h.outage.schedule(2, usize::MAX);
     h.llm
         .push_text(files_envelope(&[("docs/GUIDE.md", GOOD_GUIDE)]));
     let report = h.run(&h.env()).await;
@@ -954,14 +1025,6 @@ async fn the_openai_provider_delivers_too() {
     let mut env = h.env();
     env.insert(protocol::LEVIATHAN_MODEL_PROVIDER, "openai".into());
     env.insert(protocol::LEVIATHAN_OPENAI_MODEL, "qwen2.5-coder".into());
-    env.insert(
-        protocol::LEVIATHAN_OPENAI_API_KEY,
-        h.llm.api_key().to_owned(),
-    );
-    env.insert(
-        protocol::LEVIATHAN_MODEL_BASE_URL,
-        format!("{}/v1", h.llm.url()),
-    );
     env.insert(protocol::LEVIATHAN_DRAFT_PRS, "true".into());
     env.insert(protocol::LEVIATHAN_GIT_AUTHOR_NAME, "Robo Author".into());
     env.insert(
@@ -978,11 +1041,8 @@ async fn the_openai_provider_delivers_too() {
     let requests = h.llm.requests();
     assert_eq!(requests[0].provider, Provider::OpenAi);
     assert!(requests[0].authenticated);
-    let call = report
-        .events
-        .iter()
-        .find(|e| e.event_type == "model.call_completed")
-        .unwrap();
+    let calls = h.gateway_calls().await;
+    let call = &calls[0];
     assert_eq!(call.payload["provider"], "openai");
     assert_eq!(call.payload["model"], "qwen2.5-coder");
 }
@@ -1010,7 +1070,6 @@ echo "edited $LEVIATHAN_TASK_ALLOWED_PATHS"
     let mut env = h.env();
     env.insert(protocol::LEVIATHAN_MODEL_PROVIDER, "command".into());
     env.insert(protocol::LEVIATHAN_MODEL_COMMAND, command);
-    env.remove(protocol::LEVIATHAN_CLAUDE_API_KEY);
     let report = h.run(&env).await;
     success(&report);
     assert_eq!(
@@ -1021,17 +1080,66 @@ echo "edited $LEVIATHAN_TASK_ALLOWED_PATHS"
             .unwrap(),
         b"# Write the guide\n\nSetup: run make (task docs-guide, round 0).\n"
     );
-    let call = report
-        .events
+    let transcript = report
+        .artifacts
         .iter()
-        .find(|e| e.event_type == "model.call_completed")
+        .find(|a| a.name == "response-r0-c1.txt")
         .unwrap();
-    assert_eq!(call.payload["provider"], "command");
-    let response: Sha256Digest =
-        serde_json::from_value(call.payload["response_sha256"].clone()).unwrap();
-    let transcript = h.artifacts.get(&response).await.unwrap();
-    assert_eq!(&transcript[..], b"edited docs/GUIDE.md\n");
+    let stored = h.artifacts.get(&transcript.sha256).await.unwrap();
+    assert_eq!(&stored[..], b"edited docs/GUIDE.md\n");
     assert!(h.llm.requests().is_empty());
+    assert!(
+        h.gateway_calls().await.is_empty(),
+        "this command called no model"
+    );
+}
+
+/// An external agent reaches a model only through the gateway: it finds no provider key in its
+/// environment, its call with the gateway's base URL and key (an OpenAI-compatible client) is
+/// metered as the attempt's, and the upstream refuses a call made directly without a key.
+#[tokio::test]
+async fn a_command_agent_calls_the_model_through_the_gateway_and_holds_no_provider_key() {
+    let h = Harness::start(&default_backlog()).await;
+    h.llm.push_text("the agent's plan");
+    let scripts = TempDir::new().unwrap();
+    let command = write_script(
+        scripts.path(),
+        &format!(
+            r#"set -e
+cat > /dev/null
+if env | grep -qF '{key}'; then echo "found the provider key" >&2; exit 3; fi
+curl -sf "$OPENAI_BASE_URL/chat/completions" -H "Authorization: Bearer $OPENAI_API_KEY" \
+  -H 'content-type: application/json' \
+  -d '{{"model":"gpt-5-mini","messages":[{{"role":"user","content":"plan"}}]}}' > "$TMPDIR/answer.json"
+grep -q "the agent's plan" "$TMPDIR/answer.json"
+status=$(curl -s -o /dev/null -w '%{{http_code}}' "{upstream}/v1/chat/completions" \
+  -H 'content-type: application/json' \
+  -d '{{"model":"gpt-5-mini","messages":[{{"role":"user","content":"direct"}}]}}')
+[ "$status" = 401 ] || {{ echo "the upstream answered $status without a key" >&2; exit 4; }}
+mkdir -p docs && printf '# Guide\n\nSetup: run make.\n' > docs/GUIDE.md
+"#,
+            key = h.llm.api_key(),
+            upstream = h.llm.url()
+        ),
+    );
+    let mut env = h.env();
+    env.insert(protocol::LEVIATHAN_MODEL_PROVIDER, "command".into());
+    env.insert(protocol::LEVIATHAN_MODEL_COMMAND, command);
+    let report = h.run(&env).await;
+    success(&report);
+    let calls = h.gateway_calls().await;
+    assert_eq!(calls.len(), 1, "{}", report.log);
+    assert_eq!(calls[0].payload["provider"], "openai");
+    assert_eq!(calls[0].payload["attempt_id"], ATTEMPT);
+    assert!(calls[0].payload["tokens_out"].as_u64().unwrap() > 0);
+    let requests = h.llm.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[0].authenticated,
+        "through the gateway, with its key"
+    );
+    assert!(!requests[1].authenticated, "directly, with none");
+    assert_eq!(h.attempt().await.model_calls, 1);
 }
 
 #[tokio::test]
@@ -1080,9 +1188,11 @@ async fn secrets_never_appear_in_any_output() {
     .await;
     let gh = h.github.token().to_owned();
     let key = h.llm.api_key().to_owned();
-    // A model that echoes credentials it should never have seen.
+    let own = h.worker_token.clone();
+    // A model that echoes credentials it should never have seen (the model key the worker never
+    // holds is searched for everywhere all the same).
     h.llm.push_text(format!(
-        "Note: token {gh} and key {key} and {CP_TOKEN}.\n{}",
+        "Note: token {gh} and key {own} and {CP_TOKEN}.\n{}",
         files_envelope(&[("docs/GUIDE.md", GOOD_GUIDE)])
     ));
     let report = h.run(&h.env()).await;
@@ -1091,6 +1201,7 @@ async fn secrets_never_appear_in_any_output() {
     let secrets = [
         gh.clone(),
         key.clone(),
+        own.clone(),
         CP_TOKEN.to_owned(),
         leviathan_worker_basic(&gh),
     ];

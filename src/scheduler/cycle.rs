@@ -7,10 +7,12 @@ use std::{
 };
 
 use leviathan_core::{
-    AttemptId, AttemptSpec, Expectations, ExpectedVersion, StreamId, TargetId, TaskId, Timestamp,
+    AttemptId, AttemptSpec, EventId, Expectations, ExpectedVersion, StreamId, TargetId, TaskId,
+    Timestamp,
     catalogue::{
-        AttemptBase, AttemptCreated, AttemptTimedOut, CircuitClosed, CircuitOpened, JobSubmitted,
-        RetryScheduled, TaskBlocked, TaskFailed, TaskTransition,
+        AttemptBase, AttemptCreated, AttemptTimedOut, BudgetExhausted, CircuitClosed,
+        CircuitOpened, JobSubmitted, Payload as _, RetryScheduled, TaskBlocked, TaskFailed,
+        TaskTransition,
     },
     graph::{AttemptNode, Circuit, Graph},
     model::FailureKind,
@@ -28,6 +30,8 @@ struct TargetsRead {
     in_backlog: BTreeMap<TargetId, BTreeSet<TaskId>>,
     /// Open agent pull requests per target, as the forge reports them.
     forge_open_prs: BTreeMap<TargetId, u32>,
+    /// Targets whose daily model budget is spent, with its scope.
+    spent_budgets: BTreeMap<TargetId, String>,
     /// Targets that fail closed this cycle, and why.
     closed: BTreeMap<TargetId, String>,
 }
@@ -65,6 +69,7 @@ impl Inner {
         let ctx = PlanContext {
             now,
             forge_open_prs: targets.forge_open_prs,
+            spent_budgets: targets.spent_budgets,
         };
         let (actions, skipped, dispatches) = {
             let graph = self.ledger.graph().await;
@@ -199,11 +204,47 @@ impl Inner {
                 }
                 Err(reason) => reasons.push(reason),
             }
+            match self.spent_budget(target_id).await {
+                Ok(Some(scope)) => {
+                    read.spent_budgets.insert(target_id.clone(), scope);
+                }
+                Ok(None) => {}
+                Err(reason) => reasons.push(reason),
+            }
             if !reasons.is_empty() {
                 read.closed.insert(target_id.clone(), reasons.join("; "));
             }
         }
         Ok(read)
+    }
+
+    /// The scope of `target`'s daily model budget (or all targets') if the gateway recorded it
+    /// spent today: its `budget.exhausted` events have ids derived from the budget, so they are
+    /// looked up, not searched for. An unreadable log closes the target (budgets never fail
+    /// open).
+    async fn spent_budget(&self, target: &TargetId) -> Result<Option<String>, String> {
+        let day = self.clock.now().as_datetime().date_naive();
+        let scopes = [format!("target:{target}:{day}"), format!("global:{day}")];
+        let ids: Vec<EventId> = scopes
+            .iter()
+            .flat_map(|scope| {
+                BudgetExhausted::DAY_RESOURCES
+                    .map(|resource| BudgetExhausted::event_id(scope, resource))
+            })
+            .collect();
+        let found = self
+            .ledger
+            .events()
+            .find(&ids)
+            .await
+            .map_err(|e| format!("the model budgets cannot be read: {e}"))?;
+        Ok(found
+            .iter()
+            // The gateway's own record (written by the control plane, with no principal).
+            .filter(|event| event.principal.is_none())
+            .filter_map(|event| BudgetExhausted::from_payload(&event.payload).ok())
+            .map(|spent| spent.scope)
+            .next())
     }
 
     /// True when the action concerns a served target (the planner sees the whole graph).

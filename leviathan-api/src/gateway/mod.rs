@@ -26,10 +26,10 @@ use axum::{
 };
 use futures::{SinkExt as _, StreamExt as _, channel::mpsc};
 use leviathan_core::{
-    Expectations, NewEvent, Sha256Digest, Timestamp,
+    Expectations, NewEvent, Timestamp,
     auth::{Action, Principal, authorize},
     catalogue::BudgetExhausted,
-    id::{AttemptId, EventId, TargetId},
+    id::{AttemptId, TargetId},
     redact::Redactor,
 };
 use serde_json::Value;
@@ -40,7 +40,10 @@ use self::{
     meter::Answered,
     provider::{Call, Provider, Usage},
 };
-use crate::state::ApiState;
+use crate::{
+    state::ApiState,
+    wire::{GATEWAY_ANTHROPIC_BASE, GATEWAY_OPENAI_BASE},
+};
 
 /// The gateway's parts: its configuration, the HTTP client to the upstreams and the books.
 #[derive(Debug)]
@@ -74,8 +77,14 @@ impl Gateway {
 /// The gateway's routes (answering 404 in the provider's shape when no gateway is configured).
 pub(crate) fn routes(json_body_bytes: usize) -> Router<ApiState> {
     Router::new()
-        .route("/v1/gateway/anthropic/v1/messages", post(anthropic))
-        .route("/v1/gateway/openai/v1/chat/completions", post(openai))
+        .route(
+            &format!("{GATEWAY_ANTHROPIC_BASE}/v1/messages"),
+            post(anthropic),
+        )
+        .route(
+            &format!("{GATEWAY_OPENAI_BASE}/chat/completions"),
+            post(openai),
+        )
         .layer(DefaultBodyLimit::max(json_body_bytes))
 }
 
@@ -93,6 +102,8 @@ struct Refused {
     kind: &'static str,
     message: String,
     retry_after: Option<u64>,
+    /// The spent budget's scope, for `budget_exhausted`.
+    scope: Option<String>,
 }
 
 impl Refused {
@@ -102,11 +113,13 @@ impl Refused {
             kind,
             message: message.into(),
             retry_after: None,
+            scope: None,
         }
     }
 
     fn into_response(self, provider: Provider) -> Response {
-        let mut response = provider.error(self.status, self.kind, &self.message);
+        let scope = self.scope.as_deref();
+        let mut response = provider.error(self.status, self.kind, &self.message, scope);
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -339,11 +352,10 @@ async fn hold(
                 "budget exhausted: {} has spent {} of its {} limit of {}; no call is forwarded until it resets",
                 exhausted.scope, exhausted.spent, exhausted.resource, exhausted.limit
             );
-            Err(Refused::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "budget_exhausted",
-                message,
-            ))
+            let mut refused =
+                Refused::new(StatusCode::PAYMENT_REQUIRED, "budget_exhausted", message);
+            refused.scope = Some(exhausted.scope);
+            Err(refused)
         }
         Err(Refusal::Held { scope }) => {
             let message = format!(
@@ -368,13 +380,7 @@ async fn announce(state: &ApiState, gateway: &Gateway, charged: &Charged, exhaus
     if !gateway.books.first_announcement(exhausted).await {
         return;
     }
-    let key = format!("{}/{}", exhausted.scope, exhausted.resource);
-    let Ok(id) = EventId::new(format!(
-        "budget-exhausted-{}",
-        &Sha256Digest::of(key.as_bytes()).to_hex()[..32]
-    )) else {
-        return;
-    };
+    let id = BudgetExhausted::event_id(&exhausted.scope, exhausted.resource);
     let payload = BudgetExhausted {
         scope: exhausted.scope.clone(),
         resource: exhausted.resource.to_owned(),
@@ -414,10 +420,25 @@ struct Pending {
     presented: String,
 }
 
-/// Passes the upstream's answer to the client: an error as it came (nothing is charged), a
-/// whole answer once recorded, a stream as it arrives, recorded when it ends (even if the
-/// client went away: the upstream charges for it all the same).
+impl Pending {
+    /// Every secret the gateway knows: the upstreams' keys, the caller's token, the admin token.
+    fn redactor(&self) -> Redactor {
+        let admin = self.state.config().token.expose();
+        let keys = self.state.gateway().map(|gateway| gateway.config.keys());
+        Redactor::new(
+            keys.into_iter()
+                .flatten()
+                .chain([self.presented.as_str(), admin]),
+        )
+    }
+}
+
+/// Passes the upstream's answer to the client, redacted of every secret the gateway knows (a
+/// model that echoes one gives the worker nothing): an error as it came (nothing is charged), a whole answer once recorded, a
+/// stream as it arrives, recorded when it ends (even if the client went away: the upstream
+/// charges for it all the same).
 async fn relay(pending: Pending, answer: reqwest::Response) -> Response {
+    let redactor = pending.redactor();
     let status = answer.status();
     let content_type = answer.headers().get(CONTENT_TYPE).cloned();
     let respond = |body: Body| {
@@ -430,6 +451,7 @@ async fn relay(pending: Pending, answer: reqwest::Response) -> Response {
     };
     if !status.is_success() || !pending.call.stream {
         let body = answer.bytes().await.unwrap_or_default();
+        let body = Bytes::from(redactor.redact_bytes(&body));
         if status.is_success() {
             let answered: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let usage = pending.provider.usage(&answered);
@@ -442,16 +464,30 @@ async fn relay(pending: Pending, answer: reqwest::Response) -> Response {
         }
         return respond(Body::from(body));
     }
+    respond(stream(pending, answer, redactor))
+}
+
+/// Relays a streamed answer line by line (server-sent events are lines, so no secret and no
+/// character is split by a chunk's end), each redacted, and records it when it ends. A secret
+/// a model spreads over several events passes to the client (never into the record).
+fn stream(pending: Pending, answer: reqwest::Response, redactor: Redactor) -> Body {
     let (mut sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         let mut chunks = answer.bytes_stream();
         let mut whole = Vec::new();
+        let mut unsent = Vec::new();
         let mut client_gone = false;
         while let Some(chunk) = chunks.next().await {
             match chunk {
                 Ok(chunk) => {
                     whole.extend_from_slice(&chunk);
-                    client_gone = client_gone || sender.send(Ok(chunk)).await.is_err();
+                    unsent.extend_from_slice(&chunk);
+                    let Some(end) = unsent.iter().rposition(|byte| *byte == b'\n') else {
+                        continue;
+                    };
+                    let lines: Vec<u8> = unsent.drain(..=end).collect();
+                    let lines = Bytes::from(redactor.redact_bytes(&lines));
+                    client_gone = client_gone || sender.send(Ok(lines)).await.is_err();
                 }
                 Err(error) => {
                     let _ = sender
@@ -461,15 +497,21 @@ async fn relay(pending: Pending, answer: reqwest::Response) -> Response {
                 }
             }
         }
+        if !unsent.is_empty() {
+            let _ = sender
+                .send(Ok(Bytes::from(redactor.redact_bytes(&unsent))))
+                .await;
+        }
         drop(sender);
         let usage = pending.provider.stream_usage(&whole);
         finish(pending, Bytes::from(whole), usage).await;
     });
-    respond(Body::from_stream(receiver))
+    Body::from_stream(receiver)
 }
 
 /// Records an answered call and releases its hold.
 async fn finish(pending: Pending, response: Bytes, usage: Option<Usage>) {
+    let redactor = pending.redactor();
     let Pending {
         state,
         provider,
@@ -478,7 +520,7 @@ async fn finish(pending: Pending, response: Bytes, usage: Option<Usage>) {
         request,
         hold,
         started,
-        presented,
+        ..
     } = pending;
     let Some(gateway) = state.gateway() else {
         return;
@@ -490,13 +532,6 @@ async fn finish(pending: Pending, response: Bytes, usage: Option<Usage>) {
     });
     let prices = &gateway.config.prices;
     let cost_usd = prices.price(&call.model).cost(usage.input, usage.output);
-    let admin = state.config().token.expose().to_owned();
-    let redactor = Redactor::new(
-        gateway
-            .config
-            .keys()
-            .chain([presented.as_str(), admin.as_str()]),
-    );
     let model_label = if prices.knows(&call.model) {
         call.model.clone()
     } else {

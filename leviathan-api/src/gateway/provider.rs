@@ -193,9 +193,16 @@ impl Provider {
     }
 
     /// An error in the provider's own shape, so that the client reports it as it reports the
-    /// provider's. `kind` is the provider's error type (`budget_exhausted` for refusals).
-    pub(crate) fn error(self, status: StatusCode, kind: &str, message: &str) -> Response {
-        let body = match self {
+    /// provider's. `kind` is the provider's error type (`budget_exhausted` for refusals, with
+    /// the spent budget's `scope` beside the message, so a worker knows whether it resets).
+    pub(crate) fn error(
+        self,
+        status: StatusCode,
+        kind: &str,
+        message: &str,
+        scope: Option<&str>,
+    ) -> Response {
+        let mut body = match self {
             Self::Anthropic => {
                 json!({ "type": "error", "error": { "type": kind, "message": message } })
             }
@@ -203,6 +210,9 @@ impl Provider {
                 json!({ "error": { "message": message, "type": kind, "param": null, "code": kind } })
             }
         };
+        if let Some(scope) = scope {
+            body["error"]["scope"] = json!(scope);
+        }
         (status, Json(body)).into_response()
     }
 }

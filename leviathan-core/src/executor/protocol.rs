@@ -58,23 +58,17 @@ variables! {
     CONTROL_PLANE_URL = ("CONTROL_PLANE_URL", "yes", "", false,
         "Control plane API base URL (`http://…` or `https://…`).");
     CONTROL_PLANE_TOKEN = ("CONTROL_PLANE_TOKEN", "yes", "", true,
-        "Control plane API bearer token.");
+        "Control plane API bearer token (the attempt's worker token); also the key of the control plane's model gateway, through which every model call goes (the worker holds no provider key).");
     GITHUB_TOKEN = ("GITHUB_TOKEN", "yes", "", true,
         "GitHub token for clone, push (given to git through its environment only) and the pull request API.");
-    LEVIATHAN_CLAUDE_API_KEY = ("LEVIATHAN_CLAUDE_API_KEY", "with `anthropic`", "", true,
-        "Anthropic API key (`x-api-key`).");
     LEVIATHAN_CLAUDE_MODEL = ("LEVIATHAN_CLAUDE_MODEL", "no", "claude-sonnet-4-5", false,
         "Claude model name (provider `anthropic`).");
     LEVIATHAN_MODEL_PROVIDER = ("LEVIATHAN_MODEL_PROVIDER", "no", "anthropic", false,
-        "`anthropic` (Messages API), `openai` (OpenAI-compatible chat completions: OpenAI, vLLM, llama.cpp, Ollama) or `command` (an external program that edits the worktree).");
-    LEVIATHAN_MODEL_BASE_URL = ("LEVIATHAN_MODEL_BASE_URL", "no", "`https://api.anthropic.com` (`anthropic`), `https://api.openai.com/v1` (`openai`)", false,
-        "API base URL; the worker appends `/v1/messages` (`anthropic`) or `/chat/completions` (`openai`).");
-    LEVIATHAN_OPENAI_API_KEY = ("LEVIATHAN_OPENAI_API_KEY", "no", "", true,
-        "Bearer key of the OpenAI-compatible server; leave unset for servers without authentication.");
+        "`anthropic` (Messages API), `openai` (OpenAI-compatible chat completions: OpenAI, vLLM, llama.cpp, Ollama) or `command` (an external program that edits the worktree). The API providers are called through the control plane's model gateway (`CONTROL_PLANE_URL` + `/v1/gateway/anthropic` or `/v1/gateway/openai/v1`), which forwards to the upstream it is configured with.");
     LEVIATHAN_OPENAI_MODEL = ("LEVIATHAN_OPENAI_MODEL", "with `openai`", "", false,
         "Model name sent to the OpenAI-compatible server.");
     LEVIATHAN_MODEL_COMMAND = ("LEVIATHAN_MODEL_COMMAND", "with `command`", "", false,
-        "Shell command (`sh -c`) run in the worktree with the prompt on stdin and the task in `LEVIATHAN_TASK_*` variables; it edits files in place.");
+        "Shell command (`sh -c`) run in the worktree with the prompt on stdin and the task in `LEVIATHAN_TASK_*` variables; it edits files in place. It reaches a model through the gateway: `ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL` (and `OPENAI_API_BASE`) and the attempt's token as `ANTHROPIC_API_KEY` and `OPENAI_API_KEY` are set for it.");
     LEVIATHAN_MODEL_TIMEOUT_SECS = ("LEVIATHAN_MODEL_TIMEOUT_SECS", "no", "600", false,
         "Time limit of one model call (an HTTP request or one run of the command).");
     LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS = ("LEVIATHAN_MODEL_MAX_OUTPUT_TOKENS", "no", "8192", false,
@@ -133,12 +127,7 @@ pub fn variables_table() -> String {
 
 /// Variables that carry credentials: never put in an [`AttemptSpec`], a log or an event; each
 /// executor injects them from its own configuration.
-pub const SECRET_VARIABLES: &[&str] = &[
-    CONTROL_PLANE_TOKEN,
-    GITHUB_TOKEN,
-    LEVIATHAN_CLAUDE_API_KEY,
-    LEVIATHAN_OPENAI_API_KEY,
-];
+pub const SECRET_VARIABLES: &[&str] = &[CONTROL_PLANE_TOKEN, GITHUB_TOKEN];
 
 /// Variables only the executor sets (identity, secrets, paths): [`AttemptSpec::env`] must not
 /// name them. `HOME` is included because both executors give the worker a private one.
@@ -152,8 +141,6 @@ pub const RESERVED_VARIABLES: &[&str] = &[
     CONTROL_PLANE_URL,
     CONTROL_PLANE_TOKEN,
     GITHUB_TOKEN,
-    LEVIATHAN_CLAUDE_API_KEY,
-    LEVIATHAN_OPENAI_API_KEY,
     LEVIATHAN_WORKSPACE_DIR,
     LEVIATHAN_TERMINATION_MESSAGE_PATH,
     "HOME",

@@ -380,6 +380,30 @@ fn open_pr_latch_counts_graph_forge_and_in_flight() {
 }
 
 #[test]
+fn a_spent_daily_model_budget_dispatches_nothing_for_its_target() {
+    let mut s = base();
+    s.create_task("next", &[], Priority::High);
+    let g = graph(&s, &[]);
+    let mut ctx = PlanContext::at(at(0));
+    ctx.spent_budgets
+        .insert(demo(), "target:demo:1970-01-01".to_owned());
+    let p = plan(&g, &policy(|_| {}), &ctx);
+    assert!(p.dispatch.is_empty());
+    let spent = reason(&p, "next");
+    assert_eq!(
+        spent,
+        &SkipReason::BudgetSpent {
+            scope: "target:demo:1970-01-01".to_owned()
+        }
+    );
+    assert_eq!(spent.kind(), "budget_spent");
+    assert_eq!(
+        dispatched(&plan(&g, &policy(|_| {}), &PlanContext::at(at(0)))),
+        ["next"]
+    );
+}
+
+#[test]
 fn circuit_opens_cools_down_probes_once_and_closes() {
     let mut s = base();
     for t in ["a", "b", "c"] {

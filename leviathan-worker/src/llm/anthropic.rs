@@ -30,7 +30,7 @@ pub struct AnthropicModel {
 }
 
 impl AnthropicModel {
-    /// A client for `model` at `base_url` (e.g. `https://api.anthropic.com`).
+    /// A client for `model` at `base_url` (the gateway's `…/v1/gateway/anthropic`).
     pub fn new(
         base_url: &str,
         api_key: Secret,

@@ -40,6 +40,14 @@ pub enum ModelError {
     /// The provider refused the request (credentials, permissions, unknown model, bad request).
     #[error("model request refused: {0}")]
     Rejected(String),
+    /// The model gateway refused the call: a budget is spent.
+    #[error("model budget exhausted: {reason}")]
+    BudgetExhausted {
+        /// The gateway's answer.
+        reason: String,
+        /// The spent budget: `attempt:<id>`, `target:<id>:<day>` or `global:<day>`.
+        scope: String,
+    },
     /// The provider answered something that is not its documented response shape.
     #[error("unexpected model response: {0}")]
     BadResponse(String),
@@ -59,6 +67,9 @@ impl ModelError {
         match self {
             Self::Unavailable(_) | Self::BadResponse(_) => true,
             Self::Rejected(_) => false,
+            // A day's budget resets (the scheduler dispatches nothing for the target until
+            // then); an attempt's does not.
+            Self::BudgetExhausted { scope, .. } => !scope.starts_with("attempt:"),
             Self::Command { transient, .. } => *transient,
         }
     }

@@ -96,6 +96,12 @@ async fn send_once(what: &str, request: RequestBuilder) -> Result<Value, Failure
     let wait = retry_after(&response);
     let body = response.text().await.unwrap_or_default();
     let reason = format!("{what}: HTTP {status}: {}", excerpt(&body));
+    if let Some(scope) = budget_exhausted(status, &body) {
+        return Err(Failure::Final(ModelError::BudgetExhausted {
+            reason,
+            scope,
+        }));
+    }
     if retryable(status) {
         Err(Failure::Retryable { reason, wait })
     } else if status.is_client_error() {
@@ -103,6 +109,25 @@ async fn send_once(what: &str, request: RequestBuilder) -> Result<Value, Failure
     } else {
         Err(Failure::Final(ModelError::Unavailable(reason)))
     }
+}
+
+/// The scope of the spent budget when the gateway refused the call for it (`402` with error
+/// type `budget_exhausted`, in either provider's shape).
+fn budget_exhausted(status: StatusCode, body: &str) -> Option<String> {
+    if status != StatusCode::PAYMENT_REQUIRED {
+        return None;
+    }
+    let error = serde_json::from_str::<Value>(body)
+        .ok()?
+        .get("error")?
+        .clone();
+    (error.get("type")? == "budget_exhausted").then(|| {
+        error
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    })
 }
 
 /// The start of an error body, on one line.

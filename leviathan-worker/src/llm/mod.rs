@@ -14,38 +14,35 @@ pub use self::{
     command::CommandModel,
     openai::OpenAiModel,
 };
+use leviathan_core::secret::Secret;
+
 use crate::{
     config::{ModelProvider, ModelSettings},
     sandbox::Untrusted,
 };
 
-/// The configured provider. `untrusted` is how a `command` runs (environment and sandbox).
+/// The configured provider, calling the model gateway with `token` (the attempt's).
+/// `untrusted` is how a `command` runs (environment and sandbox).
 pub fn from_settings(
     settings: &ModelSettings,
+    token: &Secret,
     untrusted: Untrusted,
 ) -> Result<Box<dyn CodeModel>, ModelError> {
     Ok(match &settings.provider {
-        ModelProvider::Anthropic {
-            api_key,
-            model,
+        ModelProvider::Anthropic { model, base_url } => Box::new(AnthropicModel::new(
             base_url,
-        } => Box::new(AnthropicModel::new(
-            base_url,
-            api_key.clone(),
+            token.clone(),
             model,
             settings,
         )?),
-        ModelProvider::OpenAi {
-            api_key,
-            model,
-            base_url,
-        } => Box::new(OpenAiModel::new(
-            base_url,
-            api_key.clone(),
-            model,
-            settings,
-        )?),
-        ModelProvider::Command { command } => {
+        ModelProvider::OpenAi { model, base_url } => {
+            Box::new(OpenAiModel::new(base_url, token.clone(), model, settings)?)
+        }
+        ModelProvider::Command {
+            command,
+            control_plane_url,
+        } => {
+            let untrusted = untrusted.with_model_gateway(control_plane_url, token);
             Box::new(CommandModel::new(command, settings.timeout, untrusted))
         }
     })

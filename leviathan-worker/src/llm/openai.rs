@@ -20,17 +20,17 @@ use crate::{
 pub struct OpenAiModel {
     client: reqwest::Client,
     endpoint: String,
-    api_key: Option<Secret>,
+    api_key: Secret,
     model: String,
     max_tokens: u32,
     retry: RetryPolicy,
 }
 
 impl OpenAiModel {
-    /// A client for `model` at `base_url` (e.g. `https://api.openai.com/v1`).
+    /// A client for `model` at `base_url` (the gateway's `…/v1/gateway/openai/v1`).
     pub fn new(
         base_url: &str,
-        api_key: Option<Secret>,
+        api_key: Secret,
         model: &str,
         settings: &ModelSettings,
     ) -> Result<Self, ModelError> {
@@ -67,11 +67,10 @@ impl CodeModel for OpenAiModel {
             "messages": [{"role": "user", "content": request.prompt}],
         });
         let answer = http::send_json("chat completions API", &self.retry, || {
-            let builder = self.client.post(&self.endpoint).json(&body);
-            match &self.api_key {
-                Some(key) => builder.bearer_auth(key.expose()),
-                None => builder,
-            }
+            self.client
+                .post(&self.endpoint)
+                .bearer_auth(self.api_key.expose())
+                .json(&body)
         })
         .await?;
         parse_completion(&answer)

@@ -1,6 +1,6 @@
 //! The world of `tests/system.rs`, all on 127.0.0.1: a fresh PostgreSQL database for the control
 //! plane, the target repository on `FakeGitHub` with a backlog, `ScriptedLlm` answering from the
-//! prompt, the fake Kubernetes cluster whose worker image is the built binary, a kubeconfig
+//! prompt behind the control plane's model gateway (`serve --gateway`), the fake Kubernetes cluster whose worker image is the built binary, a kubeconfig
 //! pointing at it and a target file with autonomy enabled; and the real `leviathan` processes
 //! (`serve`, `schedule`, one-shot commands) started in it.
 
@@ -50,6 +50,8 @@ pub(crate) const FLAKY_TASK: &str = "docs-b";
 pub(crate) const NOT_READY_TASK: &str = "later";
 /// Repair rounds of every worker (so attempt 1 of the flaky task asks the model twice).
 const REPAIR_ROUNDS: u32 = 1;
+/// The variable the gateway file names for the scripted model's key (only `serve` has it).
+const MODEL_KEY_ENV: &str = "LEVIATHAN_TEST_MODEL_KEY";
 
 /// The backlog; `{gate}` stands for the gate file's path.
 const BACKLOG: &str = r#"version: "1"
@@ -113,7 +115,7 @@ impl World {
         outside
             .llm
             .set_fallback(move |request| answer(&answered, request));
-        let cluster = Cluster::start(&worker_secrets(TOKEN, &outside.github, &outside.llm)).await;
+        let cluster = Cluster::start(&worker_secrets(TOKEN, &outside.github)).await;
         let world = Self {
             outside,
             cluster,
@@ -139,11 +141,23 @@ impl World {
             ),
         )
         .unwrap();
+        std::fs::write(
+            world.gateway_file(),
+            format!(
+                "anthropic: {{ base_url: '{}', key_env: {MODEL_KEY_ENV} }}\n",
+                world.outside.llm.url()
+            ),
+        )
+        .unwrap();
         world
     }
 
     fn target_file(&self) -> PathBuf {
         self.home.path().join("demo.yaml")
+    }
+
+    fn gateway_file(&self) -> PathBuf {
+        self.home.path().join("gateway.yaml")
     }
 
     fn kubeconfig(&self) -> PathBuf {
@@ -166,10 +180,18 @@ impl World {
     /// `leviathan serve` on the test database, listening on `bind` (`127.0.0.1:0`: any port).
     pub(crate) async fn control_plane(&self, bind: SocketAddr) -> ControlPlane {
         let bind = bind.to_string();
-        let mut process = self.spawn(
-            &format!("control plane on {bind}"),
-            self.command(&["serve", "--bind", &bind, "--store", self.db.url()]),
-        );
+        let gateway = self.gateway_file().display().to_string();
+        let mut command = self.command(&[
+            "serve",
+            "--bind",
+            &bind,
+            "--store",
+            self.db.url(),
+            "--gateway",
+            &gateway,
+        ]);
+        command.env(MODEL_KEY_ENV, self.outside.llm.api_key());
+        let mut process = self.spawn(&format!("control plane on {bind}"), command);
         let line = process.wait_for_line("control plane listening").await;
         let addr: SocketAddr = line
             .split_whitespace()
@@ -209,7 +231,6 @@ impl World {
             .env("LEVIATHAN_K8S_NAMESPACE", NAMESPACE)
             .env("LEVIATHAN_WORKER_CONTROL_PLANE_URL", api)
             // Worker settings the scheduler hands every attempt.
-            .env("LEVIATHAN_MODEL_BASE_URL", self.outside.llm.url())
             .env("LEVIATHAN_REPAIR_ROUNDS", REPAIR_ROUNDS.to_string());
         self.spawn(name, command)
     }
@@ -256,11 +277,13 @@ impl World {
         self.outside.github.pull_requests(OWNER, REPO).unwrap()
     }
 
-    /// Every credential of the world, for leak checks.
+    /// Every credential of the world, for leak checks: the workers' executor's and the model
+    /// key only the control plane holds.
     pub(crate) fn secrets(&self) -> Vec<String> {
-        worker_secrets(TOKEN, &self.outside.github, &self.outside.llm)
+        worker_secrets(TOKEN, &self.outside.github)
             .into_iter()
             .map(|(_, value)| value)
+            .chain([self.outside.llm.api_key().to_owned()])
             .collect()
     }
 

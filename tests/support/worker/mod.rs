@@ -1,6 +1,7 @@
 //! What the real `leviathan worker` needs around it, on 127.0.0.1: a repository on
-//! `FakeGitHub` with a backlog, `ScriptedLlm`, and the control plane's router over memory stores
-//! with the scheduler's events (`target.registered`, `task.created`, `attempt.created`) seeded.
+//! `FakeGitHub` with a backlog, `ScriptedLlm` behind the control plane's model gateway, and the
+//! control plane's router over memory stores with the scheduler's events (`target.registered`,
+//! `task.created`, `attempt.created`) seeded.
 //! Shared by the executors' end-to-end tests; [`Outside`] (the forge and the model) and
 //! [`cluster`] (the fake Kubernetes cluster) also serve the system test, which runs the real
 //! control plane instead.
@@ -10,9 +11,14 @@ pub(crate) mod cluster;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use leviathan::api::{ApiConfig, ApiState, BearerToken, router};
+use leviathan::api::{
+    ApiConfig, ApiState, BearerToken,
+    gateway::{GatewayConfig, Upstream},
+    router,
+};
 use leviathan_core::{
     AttemptId, AttemptSpec, EventId, Expectations, Ledger, NewEvent, TaskId, Timestamp,
+    WorkerTokens,
     catalogue::AttemptCreated,
     graph::AttemptNode,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
@@ -43,6 +49,7 @@ pub(crate) struct World {
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) artifacts: Arc<MemoryArtifactStore>,
     pub(crate) repo_url: String,
+    state: ApiState,
 }
 
 impl World {
@@ -73,9 +80,9 @@ impl World {
         let state = ApiState::new(
             Arc::clone(&ledger),
             Arc::clone(&artifacts) as Arc<dyn ArtifactStore>,
-            ApiConfig::new(BearerToken::new(CP_TOKEN).unwrap()),
+            ApiConfig::new(BearerToken::new(CP_TOKEN).unwrap()).with_gateway(gateway_to(&llm)),
         );
-        let api = TestServer::spawn(router(state))
+        let api = TestServer::spawn(router(state.clone()))
             .await
             .expect("control plane");
         let mut scenario = Scenario::new("seed", TARGET);
@@ -94,6 +101,7 @@ impl World {
             ledger,
             artifacts,
             repo_url,
+            state,
         }
     }
 
@@ -124,6 +132,8 @@ impl World {
             .ingest(vec![event], Expectations::Derived)
             .await
             .expect("attempt.created");
+        let expires = Timestamp::now().saturating_add(Duration::from_secs(3600));
+        let worker_token = Some(self.state.mint(&attempt_id, expires).await.unwrap());
         AttemptSpec {
             attempt_id,
             attempt_number: number,
@@ -134,13 +144,13 @@ impl World {
             deadline: Duration::from_secs(300),
             env: BTreeMap::from(
                 [
-                    ("LEVIATHAN_MODEL_BASE_URL", self.llm.url()),
                     ("LEVIATHAN_GITHUB_API_URL", self.github.api_url()),
                     ("LEVIATHAN_REPAIR_ROUNDS", "0".to_owned()),
                 ]
                 .map(|(k, v)| (k.to_owned(), v)),
             ),
-            worker_token: None,
+            // As the scheduler mints it at dispatch: the worker's key to the model gateway.
+            worker_token,
         }
     }
 
@@ -160,8 +170,8 @@ impl World {
     }
 
     /// The secrets a worker needs, as (worker variable, value).
-    pub(crate) fn secrets(&self) -> [(&'static str, String); 3] {
-        worker_secrets(CP_TOKEN, &self.github, &self.llm)
+    pub(crate) fn secrets(&self) -> [(&'static str, String); 2] {
+        worker_secrets(CP_TOKEN, &self.github)
     }
 }
 
@@ -190,16 +200,24 @@ impl Outside {
     }
 }
 
-/// The secrets a worker needs to reach a control plane with `control_plane_token`, `github` and
-/// `llm`, as (worker variable, value).
+/// The secrets a worker's executor holds to reach a control plane with `control_plane_token`
+/// and `github`, as (worker variable, value): no model key, the model is behind the control
+/// plane's gateway.
 pub(crate) fn worker_secrets(
     control_plane_token: &str,
     github: &FakeGitHub,
-    llm: &ScriptedLlm,
-) -> [(&'static str, String); 3] {
+) -> [(&'static str, String); 2] {
     [
         ("CONTROL_PLANE_TOKEN", control_plane_token.to_owned()),
         ("GITHUB_TOKEN", github.token().to_owned()),
-        ("LEVIATHAN_CLAUDE_API_KEY", llm.api_key().to_owned()),
     ]
+}
+
+/// The control plane's model gateway to `llm`, on both protocols, with its key.
+pub(crate) fn gateway_to(llm: &ScriptedLlm) -> GatewayConfig {
+    let key = || Some(leviathan_core::secret::Secret::new(llm.api_key()));
+    GatewayConfig::new(
+        Some(Upstream::new(llm.url(), key())),
+        Some(Upstream::new(format!("{}/v1", llm.url()), key())),
+    )
 }
