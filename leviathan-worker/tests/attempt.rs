@@ -24,8 +24,8 @@ use leviathan_api::{
     router,
 };
 use leviathan_core::{
-    AttemptId, AttemptResult, EventId, Expectations, Ledger, NewEvent, Sha256Digest, TaskId,
-    Timestamp, WorkerTokens,
+    AttemptId, AttemptResult, EventId, Expectations, Ledger, NewEvent, TaskId, Timestamp,
+    WorkerTokens,
     catalogue::{AttemptBase, AttemptCreated},
     executor::protocol,
     memory::{MemoryArtifactStore, MemoryEventStore, MemoryGraphStore},
@@ -186,7 +186,7 @@ impl Harness {
         if create_attempt {
             harness.create_attempt(None).await;
             let expires = Timestamp::now().saturating_add(Duration::from_secs(3600));
-            let token = state.mint(&attempt_id(), expires).await.unwrap();
+            let token = harness.state.mint(&attempt_id(), expires).await.unwrap();
             harness.worker_token = token.expose().to_owned();
         }
         harness
