@@ -266,10 +266,10 @@ impl Effect<'_, '_> {
                 }
                 task.last_failure = Some(failure.clone());
                 task.awaiting_retry = failure.class == FailureClass::Transient;
+                task.consecutive_failures += 1;
                 // An operator's or a shutdown's cancellation says nothing about the target's
                 // health, so it does not count toward the circuit breaker.
                 if failure.kind != FailureKind::Cancelled {
-                    task.consecutive_failures += 1;
                     target.consecutive_failures += 1;
                 }
             }
