@@ -99,10 +99,16 @@ async fn the_loop_survives_killing_the_control_plane_and_the_scheduler() {
     let client = control_plane.client();
     let mut scheduler = world.scheduler(&control_plane.url, "scheduler");
 
-    // The control plane dies once the first pull request is there, with work in flight.
-    until("a first pull request", || async {
-        world.pulls().into_iter().next()
-    })
+    // The control plane dies once the first pull request is there, with work in flight. It
+    // waits for the flaky task's first attempt to end: a model call cut by the kill is retried
+    // through the gateway, and the scripted model would count the lost request as a round.
+    until(
+        "a first pull request, the flaky task's first attempt ended",
+        || async {
+            let first = world.pulls().into_iter().next()?;
+            flaky_first_attempt_ended(&client).await.then_some(first)
+        },
+    )
     .await;
     let acknowledged = event_ids(&client).await;
     let mark = scheduler.mark();
@@ -214,6 +220,19 @@ async fn gated_attempt_once_all_dispatched(
         .all(|a| jobs.contains(&names::job_name(&a.attempt_id)));
     let gated = live.iter().find(|a| a.task_id.as_str() == GATED_TASK)?;
     (retried && all_submitted).then(|| gated.attempt_id.clone())
+}
+
+/// Whether the flaky task's first attempt has ended (it fails as a whole).
+async fn flaky_first_attempt_ended(client: &ControlPlaneClient) -> bool {
+    let query = AttemptsQuery {
+        target: Some(TARGET.parse().unwrap()),
+        ..AttemptsQuery::default()
+    };
+    client.attempts(&query).await.is_ok_and(|page| {
+        page.attempts.iter().any(|a| {
+            a.task_id.as_str() == FLAKY_TASK && a.attempt_number == 1 && !a.status.is_live()
+        })
+    })
 }
 
 /// Every event id the control plane has now (each was acknowledged to its writer).
